@@ -1,0 +1,205 @@
+"""Argument parsers and entry functions shared by split_data.py, main.py and inference.py.
+
+Each `*_main(argv)` parses, configures logging, calls one `ga` function and returns the
+exit status: 0 success, 1 finished with skipped inputs, 2 usage or configuration error
+(one line on stderr, no traceback).
+"""
+
+import argparse
+import logging
+import sys
+
+from ga.errors import GAError
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (usage is one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _common(parser):
+    g = parser.add_argument_group("output")
+    g.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
+    g.add_argument("-q", "--quiet", action="store_true", help="show warnings and errors only")
+
+
+def _config_args(parser, default=None):
+    parser.add_argument(
+        "--config",
+        default=default,
+        metavar="YAML",
+        help="configuration file (see configs/); default: %(default)s",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, typed by its field, e.g. --set training.epochs=3 "
+        "(repeatable; wins over the file)",
+    )
+
+
+def _run(fn, args):
+    from ga.log import setup_logging
+
+    setup_logging(verbose=args.verbose, quiet=args.quiet)
+    try:
+        return fn(args)
+    except GAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------- split_data.py
+
+
+def split_parser():
+    p = _Parser(
+        prog="split_data.py",
+        description="Split a folder of class folders (or images + labels.csv) into train/valid/test "
+        "without touching the source, keeping rotated/flipped copies of one crop in one split.",
+    )
+    p.add_argument("--source", help="class folders (Kaggle layout) or images + labels.csv; "
+                   "default: split.source of the config (data/archive/cropped/cropped)")
+    p.add_argument("--dest", help="output root; default: data.split_root of the config (data/split)")
+    p.add_argument("--ratios", nargs=3, type=float, metavar=("TRAIN", "VALID", "TEST"),
+                   help="split fractions, summing to 1; default 0.70 0.25 0.05")
+    p.add_argument("--seed", type=int, help="shuffle seed; default 42")
+    p.add_argument("--mode", choices=["copy", "link", "move"],
+                   help="copy (default), hard-link (copies across file systems), or move (only when asked)")
+    p.add_argument("--order", choices=["random", "sorted"],
+                   help="random (default, seeded), or sorted: the original study's sequential cut, for comparison")
+    p.add_argument("--dry-run", action="store_true", help="report what would be done; write nothing")
+    p.add_argument("--overwrite", action="store_true", help="replace a destination that holds a different split")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _config_args(p)
+    _common(p)
+    return p
+
+
+def split_main(argv=None):
+    args = split_parser().parse_args(argv)
+    return _run(_split, args)
+
+
+def _split(args):
+    from ga.config import load_config
+    from ga.splitting import split_dataset
+
+    cfg = load_config(args.config, args.overrides)
+    s = cfg.split
+    if args.ratios is not None:
+        from ga.config import SplitConfig
+
+        SplitConfig(ratios=list(args.ratios)).validate("--ratios")
+    result = split_dataset(
+        source=args.source or s.source,
+        dest=args.dest or cfg.data.split_root,
+        ratios=list(args.ratios) if args.ratios else s.ratios,
+        seed=s.seed if args.seed is None else args.seed,
+        mode=args.mode or s.mode,
+        order=args.order or s.order,
+        dry_run=args.dry_run,
+        overwrite=args.overwrite,
+        tolerance=s.group_tolerance,
+        progress=not args.no_progress,
+    )
+    return result.exit_code
+
+
+# ---------------------------------------------------------------------------- main.py
+
+
+def train_parser():
+    p = _Parser(
+        prog="main.py",
+        description="Train a classifier from a configuration and write a run folder under deliverables/ "
+        "(weights .h5/.keras/.onnx, labels.json, report, figures, history).",
+    )
+    _config_args(p, default="configs/resnet101.yaml")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an interrupted run from its last completed epoch (uses the run's config.yaml)")
+    p.add_argument("--name", help="suffix of the run folder name (output.name)")
+    p.add_argument("--device", choices=["auto", "cpu"], default="auto",
+                   help="cpu hides every GPU from TensorFlow before it starts; default: auto")
+    p.add_argument("--unsafe", action="store_true",
+                   help="allow loading a resumed model that holds arbitrary code (Lambda layers)")
+    _common(p)
+    return p
+
+
+def train_main(argv=None):
+    args = train_parser().parse_args(argv)
+    return _run(_train, args)
+
+
+def _train(args):
+    from ga.train import train
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"output.name={args.name}")
+    run_dir = train(
+        config_path=None if args.resume else args.config,
+        overrides=overrides,
+        resume=args.resume,
+        device=args.device,
+        unsafe=args.unsafe,
+    )
+    print(run_dir)
+    return 0
+
+
+# ---------------------------------------------------------------------------- inference.py
+
+
+def inference_parser():
+    p = _Parser(
+        prog="inference.py",
+        description="Label every image in a folder (or single images) with a trained model, in batches.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="folders and/or image files")
+    p.add_argument("--model", help="run folder, .onnx, .keras or .h5 (with labels.json beside it); "
+                   "default: the newest complete run under deliverables/")
+    p.add_argument("--runs-root", default="deliverables", help="where to look for the newest run; default: %(default)s")
+    p.add_argument("--engine", choices=["onnx", "keras"], default=None,
+                   help="onnx (default when the model has an .onnx) or keras")
+    p.add_argument("--batch-size", type=int, default=64, help="images per prediction call; default: %(default)s")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    p.add_argument("--recursive", action="store_true", help="also read subfolders")
+    p.add_argument("--output", metavar="FILE", help="write results to a .csv or .json file")
+    p.add_argument("--threshold", type=float, help="decision threshold; default: the model's labels.json")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="refuse images with more pixels than this (decompression bombs); default: %(default)s")
+    p.add_argument("--cluster", type=int, metavar="K", help="k-means on backbone features: clusters.png and clusters.csv")
+    p.add_argument("--out-dir", default=None, help="folder for cluster and scan outputs; default: inference_out/")
+    p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
+    p.add_argument("--tile", type=int, default=300, help="tile size in pixels for --scan; default: %(default)s")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras models that hold arbitrary code (Lambda layers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(p)
+    return p
+
+
+def inference_main(argv=None):
+    args = inference_parser().parse_args(argv)
+    if args.batch_size < 1:
+        inference_parser().error("--batch-size must be at least 1")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        inference_parser().error("--threshold must be between 0 and 1")
+    return _run(_infer, args)
+
+
+def _infer(args):
+    from ga.predict import predict_cli
+
+    return predict_cli(args)

@@ -1,0 +1,462 @@
+"""Typed configuration: nested dataclasses loaded from YAML, with `extends:` and `--set`.
+
+Precedence, lowest first: dataclass defaults < parent file named by `extends:` < the file
+itself < `--set section.key=value` overrides. Unknown keys, wrong types and out-of-range
+values raise `ConfigError` at load time with a message that names the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import yaml
+
+from ga.errors import ConfigError
+
+
+# ---------------------------------------------------------------------------- sections
+
+
+@dataclass
+class AugmentConfig:
+    enabled: bool = True  # apply augmentation to the training split
+    placement: Literal["pipeline", "model"] = "pipeline"  # tf.data on CPU, or inside the model
+    rotation: float = 30.0  # maximum rotation, degrees
+    shift: float = 0.2  # maximum translation, fraction of height/width
+    zoom: float = 0.3  # zoom range: scale drawn from [1 - zoom, 1 + zoom]
+    horizontal_flip: bool = True  # random left-right flips
+    vertical_flip: bool = True  # random up-down flips
+    fill_mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"  # pixels uncovered by a transform
+    rot90: bool = False  # random rotations by multiples of 90 degrees (flakes)
+    color_scale: float = 0.0  # per-channel colour scaling, up to +/- this fraction (flakes)
+    small_rotation_prob: float = 1.0  # probability that `rotation` is applied to a batch element
+    crop: Optional[list[int]] = None  # random crop (train) / centre crop (eval) to [h, w] after resize
+
+    def validate(self, key):
+        _range(f"{key}.rotation", self.rotation, 0, 180)
+        _range(f"{key}.shift", self.shift, 0, 1)
+        _range(f"{key}.zoom", self.zoom, 0, 0.99)
+        _range(f"{key}.color_scale", self.color_scale, 0, 1)
+        _range(f"{key}.small_rotation_prob", self.small_rotation_prob, 0, 1)
+        if self.crop is not None:
+            _size(f"{key}.crop", self.crop)
+
+
+@dataclass
+class DataConfig:
+    split_root: str = "data/split"  # split_data.py output; train/valid/test live below it
+    train_dir: Optional[str] = None  # default: <split_root>/train
+    valid_dir: Optional[str] = None  # default: <split_root>/valid
+    test_dir: Optional[str] = None  # default: <split_root>/test
+    image_size: list[int] = field(default_factory=lambda: [224, 224])  # model input [height, width]
+    batch_size: int = 64  # images per training step (global, across devices)
+    classes: Optional[list[str]] = None  # expected class names; default: read from the data
+    cache: Literal["auto", "memory", "none"] = "auto"  # keep decoded, resized images in memory
+    cache_budget_mb: int = 4096  # "auto" caches a split only when it fits in this budget
+    shuffle_buffer: int = 4096  # training shuffle buffer, images
+    any_class: bool = False  # multilabel: add an "any" output that is 1 when any class is
+    fraction: float = 1.0  # train on a seeded subset of the training split (0-1]
+    balance: bool = False  # multilabel: sample images with and without labels equally
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def dirs(self):
+        """The (train, valid, test) folders, defaults filled in from `split_root`."""
+        root = self.split_root
+        return (
+            self.train_dir or os.path.join(root, "train"),
+            self.valid_dir or os.path.join(root, "valid"),
+            self.test_dir or os.path.join(root, "test"),
+        )
+
+    def validate(self, key):
+        _size(f"{key}.image_size", self.image_size)
+        _range(f"{key}.batch_size", self.batch_size, 1, 1 << 16)
+        _range(f"{key}.cache_budget_mb", self.cache_budget_mb, 0, 1 << 24)
+        _range(f"{key}.shuffle_buffer", self.shuffle_buffer, 1, 1 << 24)
+        if not 0 < self.fraction <= 1:
+            raise ConfigError(f"{key}.fraction must be in (0, 1], got {self.fraction}")
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            raise ConfigError(f"{key}.classes has repeated names: {self.classes}")
+        self.augment.validate(f"{key}.augment")
+        if self.augment.crop and any(c > s for c, s in zip(self.augment.crop, self.image_size)):
+            raise ConfigError(
+                f"{key}.augment.crop {self.augment.crop} is larger than {key}.image_size {self.image_size}"
+            )
+
+
+@dataclass
+class SplitConfig:
+    source: str = "data/archive/cropped/cropped"  # one folder per class (Kaggle layout) or images + labels.csv
+    ratios: list[float] = field(default_factory=lambda: [0.70, 0.25, 0.05])  # train, valid, test
+    seed: int = 42  # shuffle seed; same seed and source give the same split anywhere
+    mode: Literal["copy", "link", "move"] = "copy"  # how files reach the split folders
+    order: Literal["random", "sorted"] = "random"  # "sorted" reproduces the original sequential split
+    group_tolerance: int = 6  # Hamming distance (of 64 bits) under which two images are copies
+
+    def validate(self, key):
+        if len(self.ratios) != 3:
+            raise ConfigError(f"{key}.ratios needs three numbers (train, valid, test), got {self.ratios}")
+        if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
+            raise ConfigError(f"{key}.ratios must be non-negative and sum to 1, got {self.ratios} (sum {sum(self.ratios):g})")
+        _range(f"{key}.group_tolerance", self.group_tolerance, 0, 32)
+
+
+@dataclass
+class HeadConfig:
+    units: list[int] = field(default_factory=lambda: [512, 256])  # dense layers after global pooling
+    dropout: list[float] = field(default_factory=lambda: [0.4, 0.3])  # dropout after each dense layer
+    batch_norm: list[bool] = field(default_factory=lambda: [True, False])  # BatchNorm after each dense layer
+    pooling: Literal["avg", "max"] = "avg"  # global pooling of the backbone's feature map
+
+    def validate(self, key):
+        if not (len(self.units) == len(self.dropout) == len(self.batch_norm)):
+            raise ConfigError(
+                f"{key}.units, {key}.dropout and {key}.batch_norm need the same length, got "
+                f"{len(self.units)}, {len(self.dropout)}, {len(self.batch_norm)}"
+            )
+        for i, u in enumerate(self.units):
+            _range(f"{key}.units[{i}]", u, 1, 1 << 16)
+        for i, d in enumerate(self.dropout):
+            if not 0 <= d < 1:
+                raise ConfigError(f"{key}.dropout[{i}] must be in [0, 1), got {d}")
+
+
+@dataclass
+class ModelConfig:
+    task: Literal["binary", "multilabel"] = "binary"  # one sigmoid unit, or one per class
+    backbone: Literal["resnet50", "resnet101", "resnet152", "cnn4"] = "resnet101"
+    weights: str = "imagenet"  # "imagenet" (Keras download/cache), "none", or a path to a weights file
+    trainable_fraction: float = 0.10  # last fraction of backbone layers that train; the rest stay frozen
+    threshold: float = 0.5  # decision threshold on the positive-class probability
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+    def validate(self, key):
+        _range(f"{key}.trainable_fraction", self.trainable_fraction, 0, 1)
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"{key}.threshold must be in (0, 1), got {self.threshold}")
+        if not self.weights:
+            raise ConfigError(f"{key}.weights is empty: use imagenet, none, or a path to a weights file")
+        self.head.validate(f"{key}.head")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    f1_threshold: float = 0.997  # stop when every class's validation F1 reaches this ...
+    f1_patience: int = 1  # ... for this many consecutive epochs
+    monitor: str = "val_loss"  # EarlyStopping's quantity
+    patience: int = 50  # epochs without improvement of `monitor` before stopping
+    restore_best_weights: bool = True  # end with the weights of the best `monitor` epoch
+
+    def validate(self, key):
+        _range(f"{key}.f1_threshold", self.f1_threshold, 0, 1)
+        _range(f"{key}.f1_patience", self.f1_patience, 1, 1 << 20)
+        _range(f"{key}.patience", self.patience, 0, 1 << 20)
+
+
+@dataclass
+class TrainingConfig:
+    optimizer: Literal["sgd", "adamw", "adam"] = "sgd"
+    learning_rate: float = 0.1
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # SGD Nesterov momentum
+    weight_decay: float = 0.0  # AdamW (and SGD) decoupled weight decay
+    epochs: int = 100  # upper bound on epochs
+    steps_per_epoch: Optional[int] = None  # default: one pass over the training split
+    seed: int = 42  # keras.utils.set_random_seed
+    deterministic: bool = False  # TensorFlow op determinism (slower; same history on CPU)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
+    jit_compile: Literal["auto", "true", "false"] = "auto"  # XLA; "auto" lets Keras decide
+    distribution: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute strategy
+
+    def validate(self, key):
+        if not self.learning_rate > 0:
+            raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
+        _range(f"{key}.momentum", self.momentum, 0, 1)
+        _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
+        _range(f"{key}.epochs", self.epochs, 1, 1 << 20)
+        if self.steps_per_epoch is not None:
+            _range(f"{key}.steps_per_epoch", self.steps_per_epoch, 1, 1 << 30)
+        self.early_stopping.validate(f"{key}.early_stopping")
+
+
+@dataclass
+class OutputConfig:
+    root: str = "deliverables"  # run folders are created below this
+    prefix: str = "GA"  # run folder and file prefix (GAweights.h5, GAFinalTestResults.txt ...)
+    name: str = ""  # optional suffix of the run folder name
+    onnx: bool = True  # export GAweights.onnx and check it against Keras
+    onnx_opset: int = 17  # ONNX opset for tf2onnx
+    parity_tolerance: float = 1e-4  # largest |Keras - ONNX| allowed on test images
+
+    def validate(self, key):
+        if not self.prefix or any(c in self.prefix for c in "/\\"):
+            raise ConfigError(f"{key}.prefix must be a non-empty name without slashes, got {self.prefix!r}")
+        if any(c in self.name for c in "/\\"):
+            raise ConfigError(f"{key}.name must not contain slashes, got {self.name!r}")
+        _range(f"{key}.onnx_opset", self.onnx_opset, 13, 21)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def validate(self):
+        """Check every section and the rules that cross sections. Raises ConfigError."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+        if self.model.task == "binary" and self.data.any_class:
+            raise ConfigError("data.any_class applies to model.task: multilabel only")
+        if self.model.task == "binary" and self.data.balance:
+            raise ConfigError("data.balance applies to model.task: multilabel only")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load_config(path=None, overrides=(), data=None):
+    """Load, merge, override, type-check and validate a configuration.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: iterable of "section.key=value" strings (`--set`).
+        data: a dict to use instead of reading `path` (its `extends:` is relative to cwd).
+
+    Returns:
+        A validated `Config`.
+
+    Raises:
+        ConfigError: with a one-line message naming the key or path.
+    """
+    raw = {}
+    if path is not None:
+        raw = _read_with_extends(os.fspath(path), ())
+    elif data is not None:
+        raw = _resolve_extends(dict(data), os.getcwd(), ())
+    for item in overrides:
+        _apply_override(raw, item)
+    cfg = _build(Config, raw, "")
+    return cfg.validate()
+
+
+def dump_config(cfg, path=None):
+    """YAML text of a resolved config (written to `path` when given)."""
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    if path is not None:
+        from ga.io import atomic_write_text
+
+        atomic_write_text(path, text)
+    return text
+
+
+def _read_yaml(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path is a folder, not a file: {path}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file is not UTF-8 text: {path}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(doc).__name__}")
+    return doc
+
+
+def _read_with_extends(path, seen):
+    real = os.path.realpath(path)
+    if real in seen:
+        raise ConfigError(f"extends: cycle through {path}")
+    doc = _read_yaml(path)
+    return _resolve_extends(doc, os.path.dirname(path), seen + (real,))
+
+
+def _resolve_extends(doc, base_dir, seen):
+    parent = doc.pop("extends", None)
+    if parent is None:
+        return doc
+    if not isinstance(parent, str):
+        raise ConfigError(f"extends: must be a file path, got {parent!r}")
+    parent_path = parent if os.path.isabs(parent) else os.path.join(base_dir, parent)
+    return _deep_merge(_read_with_extends(parent_path, seen), doc)
+
+
+def _deep_merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _apply_override(raw, item):
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+    dotted, text = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    # Walk the dataclass tree first so that a misspelt key is reported, not silently added.
+    cls = Config
+    for i, k in enumerate(keys):
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        where = ".".join(keys[:i])
+        if k not in names:
+            raise ConfigError(_unknown(k, where, names))
+        ftype = typing.get_type_hints(cls)[k]
+        if i < len(keys) - 1:
+            if not dataclasses.is_dataclass(ftype):
+                raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i + 1])} is a value, not a section")
+            cls = ftype
+    if dataclasses.is_dataclass(ftype):
+        raise ConfigError(f"--set {dotted}: is a section; set one of its keys, e.g. {dotted}.{dataclasses.fields(ftype)[0].name}=...")
+    value = _parse_cli_value(text, ftype)
+    node = raw
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[k] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
+def _parse_cli_value(text, ftype):
+    # A str field takes the text as written ("--set output.name=001" stays "001");
+    # everything else is read as YAML and then typed by the field.
+    if _base_type(ftype) is str and text.strip().lower() not in ("null", "~"):
+        return text
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def _base_type(tp):
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _base_type(args[0])
+    return tp
+
+
+def _unknown(key, where, names):
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.5)
+    place = f"{where}." if where else ""
+    hint = f"; did you mean {place}{close[0]}?" if close else f"; valid keys: {', '.join(sorted(names))}"
+    section = f"in section '{where}'" if where else "at the top level"
+    return f"unknown key '{place}{key}' {section}{hint}"
+
+
+def _build(cls, raw, where):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping of keys, got {_describe(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    for k in raw:
+        if not isinstance(k, str) or k not in names:
+            raise ConfigError(_unknown(str(k), where, names))
+    kwargs = {}
+    for k, v in raw.items():
+        key = f"{where}.{k}" if where else k
+        kwargs[k] = _coerce(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def _describe(v):
+    return f"{type(v).__name__} {v!r}" if not isinstance(v, (dict, list)) else type(v).__name__
+
+
+def _coerce(value, tp, key):
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if isinstance(value, bool) and all(isinstance(a, str) for a in args):
+            value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{key} must be one of {choices}; got {value!r}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {_describe(value)}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {_describe(value)}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer, got {_describe(value)}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "1e-4" (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {_describe(value)}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be text, got {_describe(value)}")
+    raise AssertionError(f"unsupported config type {tp} at {key}")
+
+
+def _range(key, value, lo, hi):
+    if not lo <= value <= hi:
+        raise ConfigError(f"{key} must be between {lo} and {hi}, got {value}")
+
+
+def _size(key, value):
+    if len(value) != 2 or any(v < 8 or v > 8192 for v in value):
+        raise ConfigError(f"{key} must be [height, width] with each between 8 and 8192, got {value}")
+
+
+def check_paths(cfg, splits=("train", "valid", "test")):
+    """Raise ConfigError naming the first data folder that does not exist."""
+    w = cfg.model.weights
+    if w not in ("imagenet", "none") and not os.path.isfile(w):
+        raise ConfigError(f"model.weights: file not found: {w} (use imagenet, none, or an existing weights file)")
+    for name, path in zip(("train", "valid", "test"), cfg.data.dirs()):
+        if name in splits and not os.path.isdir(path):
+            hint = " (run `python split_data.py` first, or set data.split_root)" if path.startswith(cfg.data.split_root) else ""
+            raise ConfigError(f"data.{name}_dir: folder not found: {path}{hint}")

@@ -1,0 +1,76 @@
+"""Atomic file writing: a temporary name in the same folder, fsync, then rename.
+
+An interrupted process never leaves a half-written file under its final name, and a
+failed write (disk full, permission) is reported as a WriteError naming the file.
+"""
+
+import contextlib
+import json
+import os
+import tempfile
+
+from ga.errors import WriteError
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success rename it to `path`.
+
+    The caller writes the file at the yielded path by any means (a library's own `save`).
+    On any exception the temporary file is removed and `path` is left as it was.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    stem, ext = os.path.splitext(base)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise WriteError(f"could not write {path}: {exc.strerror or exc}") from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+def atomic_write_text(path, text):
+    """Write UTF-8 `text` to `path` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj):
+    """Write `obj` as indented JSON to `path` atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _fsync(path):
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(path):
+    with contextlib.suppress(OSError):
+        os.remove(path)

@@ -1,0 +1,40 @@
+"""One configured logger for the scripts; library modules use logging.getLogger(__name__)."""
+
+import logging
+import sys
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+
+def setup_logging(verbose=False, quiet=False):
+    """Configure the root ``ga`` logger for a script run.
+
+    Args:
+        verbose: show debug messages.
+        quiet: show warnings and errors only.
+    """
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logger = logging.getLogger("ga")
+    logger.setLevel(level)
+    if not any(getattr(h, "_ga_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
+        handler._ga_console = True
+        logger.addHandler(handler)
+    for h in logger.handlers:
+        if getattr(h, "_ga_console", False):
+            h.setLevel(level)
+    logger.propagate = False
+    return logger
+
+
+def add_file_log(path):
+    """Also write the ``ga`` log to ``path`` (the run's train.log). Returns the handler."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.DEBUG)
+    logger = logging.getLogger("ga")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler

@@ -1,0 +1,478 @@
+"""Procedural datasets in the real data's layouts, for the demo, the tests and offline trials.
+
+Crystals (the Georgia study's CEX vs PG crops)::
+
+    python -m ga.synthetic crystals --out data/archive --per-class 300 --seed 0
+
+writes ``data/archive/cropped/cropped/{cex,pg}/CEX (1).png ...`` like the Kaggle download.
+CEX crops are 151x151 fields of bright straight needles and needle bundles, many out of
+focus; PG crops (130-230 px a side) hold one bright granular aggregate over the same
+needle background, and come in groups of rotated/flipped copies under consecutive numbers,
+as in the real dataset.
+
+Graphene flakes (the MIT GrapheneClassifier's multi-label task)::
+
+    python -m ga.synthetic graphene --out data/graphene --count 400 --size 400 --seed 0
+    python -m ga.synthetic wafer --out data/wafer.png --width 4908 --height 3264 --seed 0
+
+Flakes are polygons darker than the SiO2/Si wafer; the label follows the red-channel
+contrast C = (R_wafer - R_flake) / R_wafer: class1 C <= 12%, class2 12-19%, class3 19-30%;
+thicker graphite (C > 30%), dust and residue are unlabelled distractors.
+
+Every image has its own seed derived from the run seed, so output is byte-identical for
+the same arguments on any machine.
+"""
+
+import argparse
+import csv
+import math
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+CRYSTAL_LAYOUT = os.path.join("cropped", "cropped")
+CEX_SIZE = 151
+
+# Contrast bands used for drawing, kept clear of the class boundaries so a label never
+# depends on noise: (low, high) of C for class1, class2, class3 and thick graphite.
+CONTRAST_BANDS = {"class1": (0.05, 0.11), "class2": (0.135, 0.18), "class3": (0.205, 0.29), "thick": (0.34, 0.60)}
+CLASS_EDGES = (0.12, 0.19, 0.30)
+# Per-class inclusion probabilities for an image that holds labelled flakes, and the share
+# of such images: gives about 13%, 14%, 12% per class and 26% with any (the original data's).
+_P_CLASS = (0.40, 0.44, 0.37)
+_P_ANY = 0.26
+
+
+def contrast_class(c):
+    """The graphene class (1, 2, 3) of a red-channel contrast, or 0 when unlabelled."""
+    lo1, lo2, lo3 = CLASS_EDGES
+    if c <= lo1:
+        return 1
+    if c <= lo2:
+        return 2
+    if c <= lo3:
+        return 3
+    return 0
+
+
+def _rngs(seed, n):
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+
+
+def _save_png(img, path, level=6):
+    # PIL writes no timestamp into PNGs, so identical pixels give identical bytes. Noisy
+    # flake images compress poorly; level 1 writes them four times faster for 10% more bytes.
+    tmp = path + ".part"
+    img.save(tmp, format="PNG", optimize=False, compress_level=level)
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------- crystals
+
+
+def _smooth_field(rng, h, w, scale, amp):
+    """Low-frequency illumination variation: upsampled random grid."""
+    gh, gw = max(2, h // scale), max(2, w // scale)
+    grid = Image.fromarray((rng.random((gh, gw)) * 255).astype(np.uint8))
+    field = np.asarray(grid.resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0
+    return (field - 0.5) * 2 * amp
+
+
+def _needle_layer(rng, h, w, n, angle0, spread, width, bright, length, bundles=0.0):
+    """One depth layer of straight needles drawn at a brightness, as a float array."""
+    layer = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(layer)
+    for _ in range(n):
+        ang = angle0 + rng.normal(0, spread) if rng.random() > 0.15 else rng.uniform(0, math.pi)
+        cx, cy = rng.uniform(-0.1 * w, 1.1 * w), rng.uniform(-0.1 * h, 1.1 * h)
+        ln = rng.uniform(*length) * max(h, w)
+        dx, dy = math.cos(ang) * ln / 2, math.sin(ang) * ln / 2
+        b = int(rng.uniform(*bright))
+        wd = int(rng.integers(width[0], width[1] + 1))
+        strands = int(rng.integers(3, 12)) if rng.random() < bundles else 1
+        nx, ny = -math.sin(ang), math.cos(ang)
+        off = 0.0
+        for _s in range(strands):
+            sb = int(np.clip(b * rng.uniform(0.6, 1.1), 0, 255))
+            ox, oy = nx * off, ny * off
+            draw.line([(cx - dx + ox, cy - dy + oy), (cx + dx + ox, cy + dy + oy)], fill=sb, width=wd)
+            off += rng.uniform(1.0, 3.5) * (1 if rng.random() < 0.8 else -1)
+    return layer
+
+
+def _blur(img, sigma):
+    return img.filter(ImageFilter.GaussianBlur(sigma)) if sigma > 0.05 else img
+
+
+def _needle_background(rng, h, w, density):
+    """Grey in-situ background streaked with needles at several focus depths."""
+    base = rng.uniform(25, 60)
+    img = np.full((h, w), base, np.float32) + _smooth_field(rng, h, w, 30, rng.uniform(10, 30))
+    angle0 = rng.uniform(0, math.pi)
+    spread = rng.uniform(0.15, 0.9)
+    area = h * w / CEX_SIZE**2
+    # Far (very blurred, wide), middle, and near (sharp, thin) needles.
+    layers = [
+        (int(30 * density * area), (4, 12), (10, 45), rng.uniform(3.0, 6.0), (0.5, 1.4), 0.5),
+        (int(30 * density * area), (2, 6), (15, 65), rng.uniform(1.5, 3.0), (0.3, 1.0), 0.4),
+        (int(10 * density * area), (1, 3), (20, 80), rng.uniform(0.6, 1.4), (0.2, 0.8), 0.2),
+    ]
+    for n, width, bright, sigma, length, bundles in layers:
+        layer = _needle_layer(rng, h, w, n, angle0, spread, width, bright, length, bundles)
+        img += np.asarray(_blur(layer, sigma), np.float32)
+    return img, angle0, spread
+
+
+def _bright_bundle(rng, img, angle0, spread):
+    """A wide, bright, streaky bundle of needles (the large crystals in CEX crops)."""
+    h, w = img.shape
+    layer = _needle_layer(rng, h, w, int(rng.integers(1, 3)), angle0, spread * 0.5, (3, 6), (70, 150),
+                          (0.6, 1.4), bundles=1.0)
+    img += np.asarray(_blur(layer, rng.uniform(0.6, 2.0)), np.float32)
+
+
+def _finish(rng, img, noise, blur):
+    img = np.asarray(_blur(Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)), blur), np.float32)
+    img += rng.normal(0, noise, img.shape).astype(np.float32)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8)
+
+
+def make_cex(rng, hard=False):
+    """One synthetic cephalexin crop: 151x151, dense bright needles, grey to dark."""
+    h = w = CEX_SIZE
+    img, angle0, spread = _needle_background(rng, h, w, rng.uniform(0.8, 1.6))
+    for _ in range(int(rng.integers(0, 4))):
+        _bright_bundle(rng, img, angle0, spread)
+    if hard:
+        # A dense clump: many short needles crossing near one point, bright but not granular.
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        layer = Image.new("L", (w, h), 0)
+        draw = ImageDraw.Draw(layer)
+        for _ in range(int(rng.integers(25, 60))):
+            a = rng.uniform(0, math.pi)
+            ln = rng.uniform(0.15, 0.45) * w
+            px, py = cx + rng.normal(0, 10), cy + rng.normal(0, 10)
+            dx, dy = math.cos(a) * ln / 2, math.sin(a) * ln / 2
+            draw.line([(px - dx, py - dy), (px + dx, py + dy)], fill=int(rng.uniform(70, 150)),
+                      width=int(rng.integers(1, 4)))
+        img += np.asarray(_blur(layer, rng.uniform(0.5, 1.5)), np.float32)
+    return _finish(rng, img, rng.uniform(2, 5), rng.uniform(0.6, 1.5))
+
+
+def _blob_mask(rng, h, w, radius_frac):
+    """Irregular, roughly round aggregate outline as a soft mask in 0..1, and its radius."""
+    cy = h / 2 + rng.normal(0, 0.06) * h
+    cx = w / 2 + rng.normal(0, 0.06) * w
+    r0 = radius_frac * min(h, w)
+    theta = np.linspace(0, 2 * math.pi, 180, endpoint=False)
+    r = np.ones_like(theta)
+    for k in range(2, 7):
+        r += rng.normal(0, 0.22 / k) * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
+    r *= r0
+    pts = [(cx + ri * math.cos(t) * (w / min(h, w)) ** 0.3, cy + ri * math.sin(t) * (h / min(h, w)) ** 0.3)
+           for ri, t in zip(r, theta)]
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).polygon(pts, fill=255)
+    return mask, (cy, cx), r0
+
+
+def make_pg(rng, hard=False):
+    """One synthetic phenylglycine crop: a bright granular aggregate over needles."""
+    h = int(rng.integers(130, 231))
+    w = int(np.clip(h * rng.uniform(0.78, 1.28), 130, 230))
+    img, angle0, spread = _needle_background(rng, h, w, rng.uniform(0.5, 1.0))
+    img *= rng.uniform(0.8, 1.0)
+    radius = rng.uniform(0.2, 0.3) if hard else rng.uniform(0.28, 0.42)
+    mask, (cy, cx), r0 = _blob_mask(rng, h, w, radius)
+    m = np.asarray(mask, np.float32) / 255.0
+
+    # Granular texture: many small bright beads, denser towards the rim.
+    beads = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(beads)
+    n_beads = int(rng.integers(250, 700) * (r0 / 60) ** 2)
+    ang = rng.uniform(0, 2 * math.pi, n_beads)
+    rad = r0 * 1.05 * np.sqrt(rng.uniform(0, 1, n_beads)) ** rng.uniform(0.3, 0.8)
+    for a, rr in zip(ang, rad):
+        x, y = cx + rr * math.cos(a), cy + rr * math.sin(a)
+        br = rng.uniform(1.0, 3.5)
+        draw.ellipse([x - br, y - br, x + br, y + br], fill=int(rng.uniform(120, 255)))
+    beads_f = np.asarray(_blur(beads, rng.uniform(0.4, 0.9)), np.float32)
+
+    saturated = rng.random() < 0.55 and not hard
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / max(r0, 1)
+    if saturated:
+        # Near-white core fading into a beaded rim with dark gaps.
+        core = np.clip(1.4 - dist, 0, 1) ** 0.6
+        body = 215 + 40 * core
+        body = body * (0.75 + 0.25 * core) + beads_f * (1 - core) * 0.35 - (1 - core) * rng.uniform(30, 70)
+    else:
+        body = rng.uniform(110, 160) + beads_f * rng.uniform(0.6, 0.9)
+    if hard:
+        body = body * rng.uniform(0.5, 0.7)
+    soft = np.asarray(_blur(mask, rng.uniform(1.5, 3.5)), np.float32) / 255.0
+    img = img * (1 - soft * 0.9) + body * soft
+    # Loose beads around the rim and a few needles in front of the aggregate.
+    img += beads_f * (1 - m) * (dist < 1.35) * 0.6
+    front = _needle_layer(rng, h, w, int(rng.integers(3, 9) if hard else rng.integers(0, 4)), angle0, spread,
+                          (1, 3), (40, 110), (0.3, 1.0))
+    img += np.asarray(_blur(front, rng.uniform(0.4, 1.2)), np.float32)
+    return _finish(rng, img, rng.uniform(2, 5), rng.uniform(0.4, 1.0))
+
+
+def dihedral(arr, k):
+    """The k-th of the eight rotations/flips of an image array (k=0 is the identity)."""
+    out = np.rot90(arr, k % 4)
+    return np.fliplr(out) if k >= 4 else out
+
+
+def _to_rgb(gray):
+    return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
+
+
+def generate_crystals(out, per_class=300, seed=0, pg_copies=5, hard_fraction=0.1, progress=False):
+    """Write the crystal dataset in the Kaggle layout.
+
+    Args:
+        out: root; images go to `<out>/cropped/cropped/{cex,pg}/`.
+        per_class: images per class (PG copies count towards it).
+        seed: run seed.
+        pg_copies: each PG crop is saved this many times, rotated/flipped, under
+            consecutive numbers (1 switches the copies off).
+        hard_fraction: share of hard cases per class.
+        progress: show a tqdm bar.
+
+    Returns:
+        The folder holding the class folders.
+    """
+    if per_class < 1 or not 1 <= pg_copies <= 8:
+        raise ValueError("per_class must be >= 1 and pg_copies between 1 and 8")
+    root = os.path.join(out, CRYSTAL_LAYOUT)
+    for cls in ("cex", "pg"):
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+    n_groups = math.ceil(per_class / pg_copies)
+    cex_rngs = _rngs([seed, 1], per_class)
+    pg_rngs = _rngs([seed, 2], n_groups)
+    bar = _bar(progress, per_class * 2, "crystals")
+    for i, rng in enumerate(cex_rngs, 1):
+        _save_png(_to_rgb(make_cex(rng, hard=rng.random() < hard_fraction)), os.path.join(root, "cex", f"CEX ({i}).png"))
+        bar.update(1)
+    number = 1
+    for rng in pg_rngs:
+        base = make_pg(rng, hard=rng.random() < hard_fraction)
+        ks = [0] + list(rng.choice(np.arange(1, 8), size=pg_copies - 1, replace=False))
+        for k in ks:
+            if number > per_class:
+                break
+            _save_png(_to_rgb(np.ascontiguousarray(dihedral(base, int(k)))), os.path.join(root, "pg", f"PG ({number}).png"))
+            number += 1
+            bar.update(1)
+    bar.close()
+    return root
+
+
+def _bar(enabled, total, desc):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- graphene
+
+
+@dataclass
+class Flake:
+    """A drawn flake: polygon, red-channel contrast and class (0 = unlabelled)."""
+
+    points: list
+    contrast: float
+    cls: int
+
+    def box(self):
+        xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
+        return min(xs), min(ys), max(xs), max(ys)
+
+
+_WAFER_RGB = np.array([186.0, 140.0, 196.0], np.float32)  # SiO2 (~90 nm) on Si under white light
+
+
+def _wafer(rng, h, w):
+    colour = _WAFER_RGB * rng.uniform(0.93, 1.07, 3).astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gy, gx = rng.normal(0, 0.04, 2)
+    illum = 1 + gy * (yy / h - 0.5) + gx * (xx / w - 0.5)
+    img = colour[None, None, :] * illum[:, :, None]
+    return img, colour
+
+
+def _polygon(rng, cx, cy, size):
+    n = int(rng.integers(5, 11))
+    angles = np.sort(rng.uniform(0, 2 * math.pi, n))
+    radii = size * rng.uniform(0.45, 1.0, n)
+    stretch, rot = rng.uniform(0.5, 1.0), rng.uniform(0, math.pi)
+    pts = []
+    for a, r in zip(angles, radii):
+        x, y = r * math.cos(a), r * math.sin(a) * stretch
+        pts.append((cx + x * math.cos(rot) - y * math.sin(rot), cy + x * math.sin(rot) + y * math.cos(rot)))
+    return pts
+
+
+def _draw_flake(img, pts, contrast, rng):
+    """Darken the wafer inside the polygon: red by exactly `contrast`, green/blue alike-ish."""
+    h, w, _ = img.shape
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    x0, y0 = max(0, int(min(xs)) - 2), max(0, int(min(ys)) - 2)
+    x1, y1 = min(w, int(max(xs)) + 3), min(h, int(max(ys)) + 3)
+    if x1 <= x0 or y1 <= y0:
+        return
+    mask = Image.new("L", (x1 - x0, y1 - y0), 0)
+    ImageDraw.Draw(mask).polygon([(x - x0, y - y0) for x, y in pts], fill=255)
+    m = np.asarray(mask, np.float32)[:, :, None] / 255.0
+    # Graphene darkens red most; green and blue by related amounts (thin-film optics).
+    factors = np.array([1 - contrast, 1 - contrast * rng.uniform(0.6, 0.9), 1 - contrast * rng.uniform(0.3, 0.7)],
+                       np.float32)
+    patch = img[y0:y1, x0:x1]
+    img[y0:y1, x0:x1] = patch * (1 - m) + patch * factors[None, None, :] * m
+
+
+def _distractor(rng, img, kind):
+    h, w, _ = img.shape
+    cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+    if kind == "dust":
+        r = rng.uniform(1.5, 5)
+        yy, xx = np.ogrid[0:h, 0:w]
+        d = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        img[d] = img[d] * rng.uniform(0.25, 0.5)
+    else:  # residue: faint, large, blotchy, slightly brighter (tape glue)
+        pts = _polygon(rng, cx, cy, rng.uniform(20, 60))
+        tmp = img.copy()
+        _draw_flake(tmp, pts, -rng.uniform(0.02, 0.05), rng)
+        img[:] = tmp
+
+
+def _place_flakes(rng, img, classes, thick, size_range):
+    h, w, _ = img.shape
+    flakes = []
+    for cls in classes:
+        lo, hi = CONTRAST_BANDS[cls]
+        c = float(rng.uniform(lo, hi))
+        size = rng.uniform(*size_range)
+        margin = size * 0.6
+        cx, cy = rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)
+        pts = _polygon(rng, cx, cy, size)
+        _draw_flake(img, pts, c, rng)
+        flakes.append(Flake(pts, c, contrast_class(c)))
+    return flakes
+
+
+def make_flake_image(rng, size=400):
+    """One graphene crop and the flakes drawn in it.
+
+    Returns:
+        (uint8 HxWx3 image, list of Flake, labels tuple (class1, class2, class3)).
+    """
+    img, _ = _wafer(rng, size, size)
+    for _ in range(int(rng.poisson(2))):
+        _distractor(rng, img, "dust" if rng.random() < 0.7 else "residue")
+    # Thick graphite (no label) appears in many images, labelled or not.
+    thick = ["thick"] * int(rng.integers(0, 3) if rng.random() < 0.5 else 0)
+    wanted = []
+    if rng.random() < _P_ANY:
+        while not wanted:
+            wanted = [f"class{i + 1}" for i, p in enumerate(_P_CLASS) if rng.random() < p]
+    order = thick + wanted
+    rng.shuffle(order)
+    flakes = _place_flakes(rng, img, order, thick, (size * 0.04, size * 0.14))
+    img += rng.normal(0, 2.0, img.shape).astype(np.float32)
+    out = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    labels = tuple(int(any(f.cls == k for f in flakes)) for k in (1, 2, 3))
+    return out, flakes, labels
+
+
+def generate_graphene(out, count=400, size=400, seed=0, progress=False):
+    """Write `count` flake images and `labels.csv` (filename,class1,class2,class3) to `out`."""
+    os.makedirs(out, exist_ok=True)
+    rows = []
+    bar = _bar(progress, count, "graphene")
+    for i, rng in enumerate(_rngs([seed, 3], count)):
+        arr, _, labels = make_flake_image(rng, size)
+        name = f"flake_{i:05d}.png"
+        _save_png(Image.fromarray(arr, "RGB"), os.path.join(out, name), level=1)
+        rows.append((name, *labels))
+        bar.update(1)
+    bar.close()
+    tmp = os.path.join(out, "labels.csv.part")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["filename", "class1", "class2", "class3"])
+        wr.writerows(rows)
+    os.replace(tmp, os.path.join(out, "labels.csv"))
+    return out
+
+
+def generate_wafer(out, width=4908, height=3264, seed=0, n_flakes=8):
+    """Write one whole microscope frame with labelled flakes and `<stem>_boxes.csv`.
+
+    The CSV has one row per labelled flake: x0,y0,x1,y1,class,contrast.
+    """
+    rng = np.random.default_rng([seed, 4])
+    img, _ = _wafer(rng, height, width)
+    for _ in range(int(width * height / 400_000)):
+        _distractor(rng, img, "dust")
+    classes = [f"class{1 + (i % 3)}" for i in range(n_flakes)] + ["thick"] * max(1, n_flakes // 3)
+    rng.shuffle(classes)
+    flakes = _place_flakes(rng, img, classes, [], (20, 60))
+    img += rng.normal(0, 2.0, img.shape).astype(np.float32)
+    arr = np.clip(np.round(img), 0, 255).astype(np.uint8)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    _save_png(Image.fromarray(arr, "RGB"), out, level=1)
+    boxes = os.path.splitext(out)[0] + "_boxes.csv"
+    with open(boxes, "w", newline="", encoding="utf-8") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(["x0", "y0", "x1", "y1", "class", "contrast"])
+        for f in flakes:
+            if f.cls:
+                wr.writerow([*(int(round(v)) for v in f.box()), f.cls, f"{f.contrast:.4f}"])
+    return out, boxes
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m ga.synthetic", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="kind", required=True)
+    c = sub.add_parser("crystals", help="CEX vs PG crops in the Kaggle layout")
+    c.add_argument("--out", default="data/archive")
+    c.add_argument("--per-class", type=int, default=300)
+    c.add_argument("--pg-copies", type=int, default=5, help="rotated/flipped copies per PG crop (1: none)")
+    c.add_argument("--seed", type=int, default=0)
+    g = sub.add_parser("graphene", help="multi-label flake crops and labels.csv")
+    g.add_argument("--out", default="data/graphene")
+    g.add_argument("--count", type=int, default=400)
+    g.add_argument("--size", type=int, default=400)
+    g.add_argument("--seed", type=int, default=0)
+    w = sub.add_parser("wafer", help="one whole frame with labelled flakes and their boxes")
+    w.add_argument("--out", default="data/wafer.png")
+    w.add_argument("--width", type=int, default=4908)
+    w.add_argument("--height", type=int, default=3264)
+    w.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    try:
+        if args.kind == "crystals":
+            print(generate_crystals(args.out, args.per_class, args.seed, args.pg_copies, progress=True))
+        elif args.kind == "graphene":
+            print(generate_graphene(args.out, args.count, args.size, args.seed, progress=True))
+        else:
+            print(*generate_wafer(args.out, args.width, args.height, args.seed), sep="\n")
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
