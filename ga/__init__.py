@@ -6,11 +6,40 @@
 
 import os
 
-# TensorFlow's C++ start-up chatter (oneDNN and missing-CUDA notes, printed before its
-# logging is configured) is not for users; level 3 is the one that silences it. Python-side
-# errors still raise with their messages. Set TF_CPP_MIN_LOG_LEVEL=0 to see everything.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
 __version__ = "0.1.0"
+
+
+def _quiet_import():
+    """Import TensorFlow/Keras without the C++ start-up notes it prints to stderr before
+    its logging is configured (oneDNN, missing CUDA), which no environment variable
+    silences. Set GA_TF_NOTES=1 to see them."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.environ.get("GA_TF_NOTES") == "1":
+        import keras  # noqa: F401
+
+        return
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        import keras  # noqa: F401
+
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # device discovery prints the CUDA note
+        import keras  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_quiet_import()
 
 from ga import layers  # noqa: E402,F401  (registers serializable classes)

@@ -1,0 +1,275 @@
+"""split_data: counts, groups, determinism, safety of the source, corrupt files, resume, modes."""
+
+import csv
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ga import splitting
+from ga.cli import split_main
+from ga.errors import DataError
+from ga.splitting import read_manifest, split_dataset, target_counts
+
+
+def _img(rng, size=(28, 24)):
+    base = rng.random((size[1] // 4 + 1, size[0] // 4 + 1)) * 255
+    im = Image.fromarray(base.astype(np.uint8)).resize(size, Image.BICUBIC)
+    return np.asarray(im.convert("RGB"))
+
+
+def _save(arr, path):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_tree(root, per_class=None, groups=None, seed=0):
+    """Class folders of distinct images; `groups` = {class: [group sizes]} makes rotated copies."""
+    rng = np.random.default_rng(seed)
+    per_class = per_class or {}
+    groups = groups or {}
+    for cls in sorted(set(per_class) | set(groups)):
+        n = 1
+        for _ in range(per_class.get(cls, 0)):
+            _save(_img(rng), os.path.join(root, cls, f"{cls.upper()} ({n}).png"))
+            n += 1
+        for size in groups.get(cls, []):
+            base = _img(rng)
+            for k in range(size):
+                arr = np.rot90(base, k % 4)
+                arr = np.fliplr(arr) if k >= 4 else arr
+                _save(np.ascontiguousarray(arr), os.path.join(root, cls, f"{cls.upper()} ({n}).png"))
+                n += 1
+    return root
+
+
+def _digest_tree(root):
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+def _split_of(dest):
+    return {f.source: f.split for f in read_manifest(os.path.join(dest, "manifest.csv"))}
+
+
+@pytest.mark.parametrize("n, want", [(40, [28, 10, 2]), (23, [16, 6, 1]), (100, [70, 25, 5]), (3, [1, 1, 1]),
+                                     (7, [5, 1, 1])])
+def test_target_counts_largest_remainder(n, want):
+    got = target_counts(n, [0.70, 0.25, 0.05])
+    assert got == want and sum(got) == n
+
+
+def test_exact_counts_without_groups(tmp_path):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 40, "pg": 23})
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    assert res.counts["cex"] == {"train": 28, "valid": 10, "test": 2}
+    assert res.counts["pg"] == {"train": 16, "valid": 6, "test": 1}
+    for s, n in (("train", 28), ("valid", 10), ("test", 2)):
+        assert len(os.listdir(tmp_path / "out" / s / "cex")) == n
+    assert res.exit_code == 0
+
+
+def test_groups_stay_together_and_counts_stay_close(tmp_path):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 30}, groups={"pg": [5] * 8 + [3, 2, 1, 1]})
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
+    pg = [f for f in files if f.cls == "pg"]
+    by_group = {}
+    for f in pg:
+        by_group.setdefault(f.group, set()).add(f.split)
+    assert len(by_group) == 12  # every rotated set detected as one group
+    assert all(len(s) == 1 for s in by_group.values())
+    targets = target_counts(len(pg), [0.70, 0.25, 0.05])
+    for s, t in zip(("train", "valid", "test"), targets):
+        assert abs(res.counts["pg"][s] - t) <= 5
+    assert res.groups["pg"] == 12 and res.groups["cex"] == 30
+
+
+def test_near_identical_copy_joins_the_group(tmp_path):
+    rng = np.random.default_rng(3)
+    base = _img(rng, (60, 50))
+    noisy = np.clip(np.rot90(base).astype(int) + rng.integers(-3, 4, np.rot90(base).shape), 0, 255).astype(np.uint8)
+    root = tmp_path / "src"
+    _save(base, str(root / "pg" / "PG (1).png"))
+    _save(np.ascontiguousarray(noisy), str(root / "pg" / "PG (2).png"))
+    for i in range(3, 9):
+        _save(_img(rng, (60, 50)), str(root / "pg" / f"PG ({i}).png"))
+    files = [splitting._scan_one(str(root), f"pg/PG ({i}).png", "pg") for i in range(1, 9)]
+    splitting.assign_groups(files)
+    assert files[0].group == files[1].group
+    assert len({f.group for f in files}) == 7
+
+
+def test_seed_determines_the_split(tmp_path):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 30, "pg": 30})
+    split_dataset(src, str(tmp_path / "a"), seed=1, progress=False)
+    split_dataset(src, str(tmp_path / "b"), seed=1, progress=False)
+    split_dataset(src, str(tmp_path / "c"), seed=2, progress=False)
+    a = open(tmp_path / "a" / "manifest.csv").read()
+    assert a == open(tmp_path / "b" / "manifest.csv").read()
+    assert _split_of(str(tmp_path / "a")) != _split_of(str(tmp_path / "c"))
+
+
+def test_sorted_order_reproduces_the_sequential_cut(tmp_path):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 20, "pg": 20})
+    split_dataset(src, str(tmp_path / "out"), order="sorted", progress=False)
+    splits = _split_of(str(tmp_path / "out"))
+    names = sorted(k for k in splits if k.startswith("cex/"))
+    assert [splits[n] for n in names] == ["train"] * 14 + ["valid"] * 5 + ["test"] * 1
+
+
+@pytest.mark.parametrize("mode", ["copy", "link"])
+def test_source_unchanged_and_no_hash_in_two_splits(tmp_path, mode):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 12}, groups={"pg": [4, 4, 3, 2, 2]})
+    # A byte-identical duplicate must share its original's split.
+    data = open(os.path.join(src, "cex", "CEX (1).png"), "rb").read()
+    open(os.path.join(src, "cex", "CEX (99).png"), "wb").write(data)
+    before = _digest_tree(src)
+    split_dataset(src, str(tmp_path / "out"), mode=mode, progress=False)
+    assert _digest_tree(src) == before
+    files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
+    where = {}
+    for f in files:
+        where.setdefault(f.sha256, set()).add(f.split)
+    assert all(len(s) == 1 for s in where.values())
+    dup = [f for f in files if f.source == "cex/CEX (99).png"][0]
+    assert dup.status == "duplicate" and "CEX (1).png" in dup.reason
+    out = _digest_tree(str(tmp_path / "out"))
+    for f in files:
+        assert out[os.path.join(f.split, *f.source.split("/"))] == f.sha256
+
+
+def test_corrupt_files_listed_not_copied(tmp_path, capsys):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
+    good = open(os.path.join(src, "cex", "CEX (1).png"), "rb").read()
+    open(os.path.join(src, "cex", "zero.png"), "wb").close()
+    open(os.path.join(src, "cex", "trunc.png"), "wb").write(good[: len(good) // 2])
+    open(os.path.join(src, "pg", "text.png"), "w").write("not an image")
+    open(os.path.join(src, "pg", "notes.txt"), "w").write("lab notes")
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    assert res.exit_code == 1
+    rows = {f.source: f for f in read_manifest(str(tmp_path / "out" / "manifest.csv"))}
+    assert rows["cex/zero.png"].status == "corrupt" and "empty" in rows["cex/zero.png"].reason
+    assert rows["cex/trunc.png"].status == "corrupt"
+    assert rows["pg/text.png"].status == "corrupt"
+    assert rows["pg/notes.txt"].status == "skipped-not-image"
+    copied = _digest_tree(str(tmp_path / "out"))
+    assert not any(os.path.basename(k) in ("zero.png", "trunc.png", "text.png", "notes.txt") for k in copied)
+    err = capsys.readouterr().err
+    assert "cex/trunc.png" in err and "pg/notes.txt" in err
+    assert sum(res.counts["cex"].values()) == 10
+
+
+def test_rerun_is_idempotent(tmp_path, capsys):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
+    split_dataset(src, str(tmp_path / "out"), progress=False)
+    stamp = {p: os.stat(os.path.join(tmp_path / "out", p)).st_mtime_ns for p in _digest_tree(str(tmp_path / "out"))}
+    capsys.readouterr()
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    assert not res.changed and "nothing to do" in capsys.readouterr().out
+    after = {p: os.stat(os.path.join(tmp_path / "out", p)).st_mtime_ns for p in _digest_tree(str(tmp_path / "out"))}
+    assert after == stamp
+
+
+def test_different_split_needs_overwrite(tmp_path):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
+    split_dataset(src, str(tmp_path / "out"), seed=1, progress=False)
+    with pytest.raises(DataError, match="different split"):
+        split_dataset(src, str(tmp_path / "out"), seed=2, progress=False)
+    split_dataset(src, str(tmp_path / "out"), seed=2, overwrite=True, progress=False)
+    files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
+    on_disk = _digest_tree(str(tmp_path / "out"))
+    placed = {k for k in on_disk if k.endswith(".png")}
+    assert placed == {os.path.join(f.split, *f.source.split("/")) for f in files}  # no stale files
+
+
+def test_interrupted_copy_is_completed(tmp_path, monkeypatch):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 15, "pg": 15})
+    real_place = splitting._place
+    calls = {"n": 0}
+
+    def flaky(s, d, mode, sha):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            # Die half-way through a file: a partial temporary file is left behind.
+            open(os.path.join(os.path.dirname(d), "." + os.path.basename(d) + ".x.tmp.png"), "wb").write(b"\x89PN")
+            raise KeyboardInterrupt
+        return real_place(s, d, mode, sha)
+
+    monkeypatch.setattr(splitting, "_place", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        split_dataset(src, str(tmp_path / "out"), progress=False)
+    monkeypatch.setattr(splitting, "_place", real_place)
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    assert res.changed
+    files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
+    on_disk = _digest_tree(str(tmp_path / "out"))
+    images = {k: v for k, v in on_disk.items() if k.endswith(".png")}
+    assert images == {os.path.join(f.split, *f.source.split("/")): f.sha256 for f in files}
+
+
+def test_move_mode_moves_each_file_once(tmp_path):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 10}, groups={"pg": [3, 3, 2, 2]})
+    before = _digest_tree(src)
+    split_dataset(src, str(tmp_path / "out"), mode="move", progress=False)
+    left = [k for k in _digest_tree(src)]
+    assert left == []
+    files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
+    out = _digest_tree(str(tmp_path / "out"))
+    for f in files:
+        assert out[os.path.join(f.split, *f.source.split("/"))] == before[os.path.join(*f.source.split("/"))]
+
+
+def test_multilabel_split(tmp_path):
+    rng = np.random.default_rng(5)
+    src = tmp_path / "g"
+    rows = []
+    for i in range(60):
+        name = f"flake_{i:03d}.png"
+        _save(_img(rng), str(src / name))
+        rows.append([name, int(i % 3 == 0), int(i % 4 == 0), int(i % 5 == 0)])
+    with open(src / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["filename", "class1", "class2", "class3"], *rows])
+    res = split_dataset(str(src), str(tmp_path / "out"), progress=False)
+    assert res.exit_code == 0
+    seen = []
+    for s in ("train", "valid", "test"):
+        lab = list(csv.reader(open(tmp_path / "out" / s / "labels.csv")))
+        assert lab[0] == ["filename", "class1", "class2", "class3"]
+        for name, *flags in lab[1:]:
+            assert (tmp_path / "out" / s / name).is_file()
+            assert [int(v) for v in flags] == [r[1:] for r in rows if r[0] == name][0]
+            seen.append(name)
+    assert sorted(seen) == sorted(r[0] for r in rows)
+    # Stratified on the label combination: the empty combination appears in every split.
+    assert all(res.counts[""][s] > 0 for s in ("train", "valid", "test"))
+
+
+@pytest.mark.parametrize(
+    "setup, needle",
+    [
+        (lambda root: None, "source folder not found"),
+        (lambda root: (make_tree(root, per_class={"cex": 5}), os.makedirs(os.path.join(root, "pg"))), "class folder is empty"),
+        (lambda root: make_tree(root, per_class={"cex": 5, "pg": 2}), "fewer than the 3 splits"),
+        (lambda root: os.makedirs(root), "no class folders"),
+    ],
+)
+def test_split_errors_exit_2(tmp_path, capsys, setup, needle):
+    root = str(tmp_path / "src")
+    setup(root)
+    code = split_main(["--source", root, "--dest", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_dry_run_writes_nothing(tmp_path, capsys):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
+    code = split_main(["--source", src, "--dest", str(tmp_path / "out"), "--dry-run", "--no-progress"])
+    assert code == 0 and not (tmp_path / "out").exists()
+    assert "dry run" in capsys.readouterr().out
