@@ -35,7 +35,6 @@ class AugmentConfig:
     fill_mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"  # pixels uncovered by a transform
     rot90: bool = False  # random rotations by multiples of 90 degrees (flakes)
     color_scale: float = 0.0  # per-channel colour scaling, up to +/- this fraction (flakes)
-    small_rotation_prob: float = 1.0  # probability that `rotation` is applied to a batch element
     crop: Optional[list[int]] = None  # random crop (train) / centre crop (eval) to [h, w] after resize
 
     def validate(self, key):
@@ -43,9 +42,10 @@ class AugmentConfig:
         _range(f"{key}.shift", self.shift, 0, 1)
         _range(f"{key}.zoom", self.zoom, 0, 0.99)
         _range(f"{key}.color_scale", self.color_scale, 0, 1)
-        _range(f"{key}.small_rotation_prob", self.small_rotation_prob, 0, 1)
         if self.crop is not None:
             _size(f"{key}.crop", self.crop)
+            if self.placement != "pipeline":
+                raise ConfigError(f"{key}.crop changes the image size, so it needs {key}.placement: pipeline")
 
 
 @dataclass
@@ -113,6 +113,7 @@ class HeadConfig:
     dropout: list[float] = field(default_factory=lambda: [0.4, 0.3])  # dropout after each dense layer
     batch_norm: list[bool] = field(default_factory=lambda: [True, False])  # BatchNorm after each dense layer
     pooling: Literal["avg", "max"] = "avg"  # global pooling of the backbone's feature map
+    output_dropout: float = 0.0  # dropout just before the output layer (CNN-4 uses 0.5)
 
     def validate(self, key):
         if not (len(self.units) == len(self.dropout) == len(self.batch_norm)):
@@ -125,6 +126,8 @@ class HeadConfig:
         for i, d in enumerate(self.dropout):
             if not 0 <= d < 1:
                 raise ConfigError(f"{key}.dropout[{i}] must be in [0, 1), got {d}")
+        if not 0 <= self.output_dropout < 1:
+            raise ConfigError(f"{key}.output_dropout must be in [0, 1), got {self.output_dropout}")
 
 
 @dataclass

@@ -53,8 +53,8 @@ class _ColumnMetric:
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         c = self.column
-        y_true = ops.reshape(ops.cast(y_true, "float32"), (ops.shape(y_true)[0], -1))[:, c : c + 1]
-        y_pred = ops.reshape(ops.cast(y_pred, "float32"), (ops.shape(y_pred)[0], -1))[:, c : c + 1]
+        y_true = ops.cast(y_true, "float32")[:, c : c + 1]
+        y_pred = ops.cast(y_pred, "float32")[:, c : c + 1]
         if self.negate:
             y_true, y_pred = 1.0 - y_true, 1.0 - y_pred
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)

@@ -214,26 +214,21 @@ def assign_groups(files, tolerance=6):
             uf.union(i, j)
         else:
             f.status, f.reason = "rejected", f"same bytes as {usable[j].source} in class {usable[j].cls!r}: conflicting labels"
-    # Near matches: 64 bits in 8 bands; two hashes within 7 bits agree on at least one
-    # band exactly (pigeonhole), so candidate pairs come from band buckets.
-    buckets = {}
+    # Near matches: within a stratum, compare every image's canonical hash with all eight
+    # orientation hashes of every other image (blockwise XOR + popcount in numpy).
+    by_cls = {}
     for i, f in enumerate(usable):
-        if f.status == "rejected":
-            continue
-        for k, h in enumerate(f.hashes):
-            for band in range(8):
-                key = (f.cls, band, (h >> (8 * band)) & 0xFF, k == 0)
-                buckets.setdefault(key, []).append(i)
-    for (cls, band, val, is_canonical), members in buckets.items():
-        if not is_canonical:
-            continue
-        others = buckets.get((cls, band, val, False), []) + members
-        for i in members:
-            hi = usable[i].hashes[0]
-            for j in others:
-                if j != i and uf.find(i) != uf.find(j):
-                    if min(bin(hi ^ h).count("1") for h in usable[j].hashes) <= tolerance:
-                        uf.union(i, j)
+        if f.status != "rejected" and f.hashes:
+            by_cls.setdefault(f.cls, []).append(i)
+    for idx in by_cls.values():
+        all_h = np.array([usable[i].hashes for i in idx], dtype=np.uint64)  # (n, 8)
+        canon = all_h[:, 0]
+        for start in range(0, len(idx), 64):
+            block = canon[start:start + 64]
+            dist = np.bitwise_count(block[:, None, None] ^ all_h[None, :, :]).min(axis=2)  # (b, n)
+            for a, b in zip(*np.nonzero(dist <= tolerance)):
+                if start + a != b:
+                    uf.union(idx[start + a], idx[b])
     roots = {}
     for i, f in enumerate(usable):
         if f.status == "rejected":

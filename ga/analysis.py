@@ -1,0 +1,266 @@
+"""Reports and figures from one batched pass over the test split and the saved history.
+
+Class names always come from the run's recorded class list: index i is classes[i]
+(binary: the sigmoid output is the probability of classes[1], the positive class).
+The test split is predicted once; every report and plot reuses those predictions.
+"""
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+
+import numpy as np
+
+from ga.io import atomic_path, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def batch_predictor(model):
+    """A compiled inference function for batches of images (numpy in, numpy out).
+
+    Called directly rather than through `predict_on_batch`, which under a
+    MirroredStrategy returns each replica's share concatenated twice (Keras 3.15).
+    """
+    import tensorflow as tf
+
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    return lambda x: np.asarray(fn(tf.convert_to_tensor(x, tf.float32)), np.float32)
+
+
+def predict_split(model, split):
+    """One pass over a split's dataset: (y_true (n, k), y_prob (n, k)), in dataset order."""
+    ys, ps = [], []
+    predict = batch_predictor(model)
+    for x, y in split.dataset:
+        ps.append(predict(x))
+        ys.append(np.asarray(y, np.float32))
+    if not ys:
+        return np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32)
+    return np.concatenate(ys), np.concatenate(ps)
+
+
+def decisions(y_prob, task, classes, thresholds):
+    """Predicted labels: binary -> class index (n,), multilabel -> 0/1 matrix (n, k)."""
+    if task == "binary":
+        return (y_prob[:, 0] > thresholds[classes[1]]).astype(int)
+    thr = np.array([thresholds[c] for c in classes], np.float32)
+    return (y_prob > thr[None, :]).astype(int)
+
+
+def _thresholds(cfg, classes):
+    if cfg.model.task == "binary":
+        return {classes[1]: cfg.model.threshold}
+    return {c: cfg.model.threshold for c in classes}
+
+
+def compute_metrics(task, classes, y_true, y_prob, thresholds):
+    """The metrics.json numbers (per-class precision/recall/F1/support, accuracy, AUC,
+    confusion matrix) and the classification report text."""
+    from sklearn import metrics as skm
+
+    y_pred = decisions(y_prob, task, classes, thresholds)
+    out = {"task": task, "classes": list(classes), "thresholds": thresholds, "test_images": int(len(y_true))}
+    if task == "binary":
+        t = y_true[:, 0].astype(int)
+        labels = list(range(len(classes)))
+        rep = skm.classification_report(t, y_pred, labels=labels, target_names=classes, digits=4,
+                                        zero_division=0, output_dict=True)
+        text = skm.classification_report(t, y_pred, labels=labels, target_names=classes, digits=4, zero_division=0)
+        out["positive_class"] = classes[1]
+        out["accuracy"] = float(skm.accuracy_score(t, y_pred))
+        out["roc_auc"] = float(skm.roc_auc_score(t, y_prob[:, 0])) if len(set(t)) == 2 else None
+        out["confusion_matrix"] = skm.confusion_matrix(t, y_pred, labels=labels).tolist()
+    else:
+        t = y_true.astype(int)
+        rep = skm.classification_report(t, y_pred, target_names=classes, digits=4, zero_division=0, output_dict=True)
+        text = skm.classification_report(t, y_pred, target_names=classes, digits=4, zero_division=0)
+        out["positive_class"] = None
+        out["accuracy"] = float(skm.accuracy_score(t, y_pred))  # exact match of the whole label set
+        out["roc_auc"] = {c: (float(skm.roc_auc_score(t[:, i], y_prob[:, i])) if len(set(t[:, i])) == 2 else None)
+                          for i, c in enumerate(classes)}
+        out["confusion_matrix"] = {c: m.tolist() for c, m in zip(classes, skm.multilabel_confusion_matrix(t, y_pred))}
+        f1s = [rep[c]["f1-score"] for c in classes]
+        out["harmonic_mean_f1"] = float(len(f1s) / sum(1 / f for f in f1s)) if all(f > 0 for f in f1s) else 0.0
+    out["per_class"] = {c: {"precision": rep[c]["precision"], "recall": rep[c]["recall"], "f1": rep[c]["f1-score"],
+                            "support": int(rep[c]["support"])} for c in classes}
+    for avg in ("macro avg", "weighted avg"):
+        if avg in rep:
+            out[avg.replace(" ", "_")] = {k.replace("-score", ""): v for k, v in rep[avg].items()}
+    return out, text
+
+
+def _results_text(prefix, run_dir, m, report_text):
+    classes = m["classes"]
+    lines = [f"{prefix} final test results: {os.path.basename(os.path.abspath(run_dir))}",
+             f"test images: {m['test_images']}",
+             "classes (index order): " + ", ".join(f"{c}={i}" for i, c in enumerate(classes))]
+    if m["task"] == "binary":
+        pos = m["positive_class"]
+        lines.append(f"positive class: {pos}; decision: p({pos}) > {m['thresholds'][pos]}")
+    else:
+        lines.append("decision thresholds: " + ", ".join(f"{c} {v}" for c, v in m["thresholds"].items()))
+    lines += ["", report_text.rstrip(), "", f"accuracy: {m['accuracy']:.4f}"]
+    if m["task"] == "binary":
+        auc = m["roc_auc"]
+        lines.append(f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)"))
+        w = max(len(c) for c in classes) + 6
+        lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
+                  " " * w + "".join(f"{'pred ' + c:>{w}}" for c in classes)]
+        for c, row in zip(classes, m["confusion_matrix"]):
+            lines.append(f"{'true ' + c:<{w}}" + "".join(f"{v:>{w}}" for v in row))
+    else:
+        lines.append(f"harmonic mean of per-class F1: {m['harmonic_mean_f1']:.4f}")
+        for c in classes:
+            auc = m["roc_auc"][c]
+            lines.append(f"ROC AUC ({c}): " + (f"{auc:.4f}" if auc is not None else "undefined"))
+        lines += ["", "confusion matrices per class [[TN, FP], [FN, TP]]"]
+        for c in classes:
+            lines.append(f"  {c}: {m['confusion_matrix'][c]}")
+    return "\n".join(lines) + "\n"
+
+
+def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
+    """Per-image test predictions: path, true and predicted class names, p_<class>."""
+    if len(paths) != len(y_true):
+        log.warning("test predictions: %d images predicted but %d listed (a file failed to decode); "
+                    "predictions.csv leaves the path column empty", len(y_true), len(paths))
+        paths = [""] * len(y_true)
+    pred = decisions(y_prob, task, classes, thresholds)
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    if task == "binary":
+        wr.writerow(["path", "true", "predicted", f"p_{classes[1]}"])
+        for p, t, d, pr in zip(paths, y_true[:, 0], pred, y_prob[:, 0]):
+            wr.writerow([p, classes[int(t)], classes[int(d)], f"{pr:.6f}"])
+    else:
+        wr.writerow(["path", "true", "predicted", *(f"p_{c}" for c in classes)])
+        for p, t, d, pr in zip(paths, y_true, pred, y_prob):
+            names = lambda v: ";".join(c for c, f in zip(classes, v) if f)
+            wr.writerow([p, names(t.astype(int)), names(d), *(f"{x:.6f}" for x in pr)])
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=None):
+    """Write metrics.json, <prefix>FinalTestResults.txt, predictions.csv and the figures.
+
+    Returns:
+        The metrics dict.
+    """
+    t = time.perf_counter()
+    prefix = cfg.output.prefix
+    thresholds = _thresholds(cfg, classes)
+    m, text = compute_metrics(cfg.model.task, classes, y_true, y_prob, thresholds)
+    if paths is not None:
+        write_predictions(os.path.join(run_dir, "predictions.csv"), paths, cfg.model.task, classes, y_true, y_prob,
+                          thresholds)
+    m["training"] = fit_info or {}
+    atomic_write_text(os.path.join(run_dir, f"{prefix}FinalTestResults.txt"), _results_text(prefix, run_dir, m, text))
+    history = os.path.join(run_dir, "history.csv")
+    if os.path.isfile(history):
+        plot_history(history, os.path.join(run_dir, f"{prefix}metrics_plot.png"))
+    plot_confusion(m, os.path.join(run_dir, f"{prefix}final_confusion_matrix.png"))
+    plot_roc_pr(cfg.model.task, classes, y_true, y_prob, os.path.join(run_dir, f"{prefix}final_roc_auc.png"))
+    m["evaluation_seconds"] = round(time.perf_counter() - t, 3)
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), m)
+    log.info("test: accuracy %.4f, %s", m["accuracy"],
+             ", ".join(f"F1 {c} {v['f1']:.4f}" for c, v in m["per_class"].items()))
+    return m
+
+
+def update_metrics(run_dir, extra):
+    """Merge `extra` into metrics.json (atomically) and return the result."""
+    path = os.path.join(run_dir, "metrics.json")
+    with open(path, encoding="utf-8") as fh:
+        m = json.load(fh)
+    m.update(extra)
+    atomic_write_json(path, m)
+    return m
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+
+
+def plot_history(history_csv, out):
+    """Training and validation accuracy and loss per epoch, from history.csv."""
+    plt = _plt()
+    with open(history_csv, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+        for k, label, style in ((key, "training", "-o"), (f"val_{key}", "validation", "-s")):
+            vals = [float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]
+            ax.plot(epochs, vals, style, label=label, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    _save(fig, out)
+
+
+def plot_confusion(m, out):
+    """Counts and row-normalised confusion matrices, axes named by the class list."""
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    plt = _plt()
+    if m["task"] == "binary":
+        cm = np.array(m["confusion_matrix"])
+        norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        ConfusionMatrixDisplay(cm, display_labels=m["classes"]).plot(ax=axes[0], colorbar=False, values_format="d")
+        ConfusionMatrixDisplay(norm, display_labels=m["classes"]).plot(ax=axes[1], colorbar=False, values_format=".3f")
+        axes[0].set_title("Test confusion matrix (counts)")
+        axes[1].set_title("Row-normalised (recall per class)")
+    else:
+        classes = m["classes"]
+        fig, axes = plt.subplots(1, len(classes), figsize=(3.2 * len(classes), 3.4), squeeze=False)
+        for ax, c in zip(axes[0], classes):
+            ConfusionMatrixDisplay(np.array(m["confusion_matrix"][c]), display_labels=[f"not {c}", c]).plot(
+                ax=ax, colorbar=False, values_format="d")
+            ax.set_title(c)
+    _save(fig, out)
+
+
+def plot_roc_pr(task, classes, y_true, y_prob, out):
+    """ROC curve with AUC for the positive class (each class for multi-label), and a
+    precision-recall curve beside it."""
+    from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
+
+    plt = _plt()
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
+    pairs = [(classes[1], y_true[:, 0], y_prob[:, 0])] if task == "binary" else \
+        [(c, y_true[:, i], y_prob[:, i]) for i, c in enumerate(classes)]
+    drawn = 0
+    for name, t, p in pairs:
+        if len(set(t.astype(int))) < 2:
+            continue
+        RocCurveDisplay.from_predictions(t, p, name=name, ax=ax_roc)
+        PrecisionRecallDisplay.from_predictions(t, p, name=name, ax=ax_pr)
+        drawn += 1
+    if not drawn:
+        for ax in (ax_roc, ax_pr):
+            ax.text(0.5, 0.5, "undefined: the test split holds one class only", ha="center", va="center")
+    ax_roc.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax_roc.set(title="ROC (test)", xlabel="false positive rate", ylabel="true positive rate")
+    ax_pr.set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
+    _save(fig, out)

@@ -1,0 +1,135 @@
+"""Training callbacks: per-class F1 table and early stop, history trimming on resume, and
+the list `fit` gets (BackupAndRestore, EarlyStopping, TerminateOnNaN, CSVLogger).
+
+Per-class precision, recall and F1 come from metrics compiled into the model
+(`ga.layers.class_metrics`), so they are computed in the validation pass that `fit` runs
+anyway: no extra prediction over the validation set (the original ran two per epoch).
+"""
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+
+from ga.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class ClassF1Stop(keras.callbacks.Callback):
+    """Log the per-class validation table each epoch; stop when every class's F1 has been
+    at least `threshold` for `patience` consecutive epochs."""
+
+    def __init__(self, classes, threshold=0.997, patience=1):
+        super().__init__()
+        self.classes = list(classes)
+        self.threshold = threshold
+        self.patience = patience
+        self.streak = 0
+        self.stopped_epoch = None
+        self.best = {}  # class -> (f1, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        f1 = {c: logs.get(f"val_f1_{c}") for c in self.classes}
+        if any(v is None for v in f1.values()):
+            return
+        rows = [f"epoch {epoch + 1} validation   precision    recall        f1"]
+        for c in self.classes:
+            p, r = logs.get(f"val_precision_{c}", float("nan")), logs.get(f"val_recall_{c}", float("nan"))
+            rows.append(f"  {c:<22} {float(p):9.4f} {float(r):9.4f} {float(f1[c]):9.4f}")
+            if c not in self.best or float(f1[c]) > self.best[c][0]:
+                self.best[c] = (float(f1[c]), epoch)
+        log.info("\n".join(rows))
+        if all(float(v) >= self.threshold for v in f1.values()):
+            self.streak += 1
+        else:
+            self.streak = 0
+        if self.streak >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+            log.info("every class's validation F1 >= %.4f for %d epoch(s): stopping", self.threshold, self.patience)
+
+
+def resume_epoch(run_dir):
+    """The epoch a resumed run starts at: what BackupAndRestore recorded, else 0."""
+    meta = os.path.join(run_dir, "backup", "training_metadata.json")
+    try:
+        with open(meta, encoding="utf-8") as fh:
+            return int(json.load(fh).get("epoch", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def trim_history(path, initial_epoch):
+    """Drop history rows of epochs that will run again, so each epoch appears once.
+
+    A process killed after CSVLogger wrote epoch k but before the backup of epoch k was
+    saved repeats epoch k on resume; its first row is removed here.
+    """
+    if not os.path.isfile(path):
+        return
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < initial_epoch]
+    if keep != rows:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(keep)
+        atomic_write_text(path, buf.getvalue())
+
+
+class RunClock(keras.callbacks.Callback):
+    """Wall time, epochs run in this process, and whether the loss went NaN."""
+
+    def __init__(self):
+        super().__init__()
+        self.start = None
+        self.epochs = 0
+        self.nan = False
+        self.last_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        self.last_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and (math.isnan(float(loss)) or math.isinf(float(loss))):
+            self.nan = True
+
+    @property
+    def seconds(self):
+        return time.perf_counter() - self.start if self.start else 0.0
+
+
+def build_callbacks(cfg, run_dir, classes):
+    """The callback list for `fit`, in the order their hooks must run.
+
+    Returns:
+        (callbacks, handles) where handles names the ones the trainer reads afterwards.
+    """
+    es = cfg.training.early_stopping
+    f1_stop = ClassF1Stop(classes, es.f1_threshold, es.f1_patience)
+    early = keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
+                                          restore_best_weights=es.restore_best_weights, verbose=0)
+    clock = RunClock()
+    history_path = os.path.join(run_dir, "history.csv")
+    # BackupAndRestore comes last, so an epoch's history row is written before the epoch
+    # counts as done; trim_history() removes the row again if the backup never happened.
+    callbacks = [
+        clock,
+        keras.callbacks.TerminateOnNaN(),
+        f1_stop,
+        early,
+        keras.callbacks.CSVLogger(history_path, append=True),
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+    ]
+    return callbacks, {"f1": f1_stop, "early": early, "clock": clock}

@@ -1,0 +1,345 @@
+"""tf.data input pipelines: file lists, one decode/resize path, caching, augmentation.
+
+Labels come from class folder names (binary: names sorted, so cex=0 and pg=1) or from a
+split's `labels.csv` (multi-label: columns after `filename`, in file order, plus `any`
+when enabled). Unreadable files are found by a pre-scan with Pillow (header and chunk
+checks, no full decode) before the pipeline is built, skipped, counted and listed in the
+run log; `Dataset.ignore_errors` stays behind it as a backstop for a file that passes the
+scan but fails in TensorFlow's decoder, which is logged as a count mismatch.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from ga.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+# Formats tf.io.decode_image reads; others are reported and skipped in training.
+TF_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def binary_classes(split_dir):
+    """Class names of a split folder: its subfolders, sorted."""
+    if not os.path.isdir(split_dir):
+        raise DataError(f"folder not found: {split_dir}")
+    classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith("."))
+    if len(classes) < 2:
+        raise DataError(f"{split_dir} needs at least two class folders for a binary task, found {classes}")
+    if len(classes) > 2:
+        raise DataError(f"{split_dir} has {len(classes)} class folders {classes}; the binary task takes two")
+    return classes
+
+
+def multilabel_classes(split_dir, any_class=False):
+    """Class names from a split's labels.csv header (plus "any")."""
+    path = os.path.join(split_dir, "labels.csv")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh))
+    except (OSError, StopIteration) as exc:
+        raise DataError(f"cannot read the header of {path}: {exc or 'empty file'}") from None
+    if header[0] != "filename" or len(header) < 2:
+        raise DataError(f"{path}: the header must be filename,<class>,<class>...")
+    return header[1:] + (["any"] if any_class else [])
+
+
+def list_split(split_dir, classes, task, any_class=False):
+    """Files and labels of one split, sorted by path.
+
+    Returns:
+        (paths list[str], labels float32 array of shape (n, outputs)).
+    """
+    paths, labels = [], []
+    if task == "binary":
+        for idx, cls in enumerate(classes):
+            folder = os.path.join(split_dir, cls)
+            if not os.path.isdir(folder):
+                raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
+            for dirpath, dirnames, files in os.walk(folder):
+                dirnames.sort()
+                for f in sorted(files):
+                    if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
+                        paths.append(os.path.join(dirpath, f))
+                        labels.append([float(idx)])
+        return paths, np.asarray(labels, np.float32).reshape(-1, 1)
+    path = os.path.join(split_dir, "labels.csv")
+    base = [c for c in classes if not (any_class and c == "any")]
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    header = rows[0][1:]
+    if header != base:
+        raise DataError(f"{path}: columns {header} differ from the run's classes {base}")
+    for n, row in enumerate(rows[1:], 2):
+        name = row[0]
+        if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+            raise DataError(f"{path} line {n}: file name {name!r} points outside the split folder")
+        vals = [float(v) for v in row[1:]]
+        if any_class:
+            vals.append(float(max(vals)))
+        paths.append(os.path.join(split_dir, name))
+        labels.append(vals)
+    return paths, np.asarray(labels, np.float32).reshape(-1, len(classes))
+
+
+def prescan(paths):
+    """Find files TensorFlow cannot decode, without decoding them fully.
+
+    Returns:
+        (keep: bool array, problems: list of (path, reason)).
+    """
+    keep = np.ones(len(paths), bool)
+    problems = []
+    for i, p in enumerate(paths):
+        reason = None
+        try:
+            if os.path.getsize(p) == 0:
+                reason = "empty file (0 bytes)"
+            else:
+                with Image.open(p) as im:
+                    fmt = im.format
+                    im.verify()  # structure and checksums, no pixel decode
+                if fmt not in TF_FORMATS:
+                    reason = f"{fmt} images are not read by tf.io; convert to PNG"
+        except Exception as exc:  # Pillow raises many types for damaged files; each is a per-file error
+            msg = str(exc).splitlines()[0] if str(exc) else ""
+            reason = f"cannot decode: {type(exc).__name__}{': ' + msg if msg else ''}"
+        if reason:
+            keep[i] = False
+            problems.append((p, reason))
+    return keep, problems
+
+
+# ---------------------------------------------------------------------------- decoding
+
+
+def decode_resize(data, size):
+    """Encoded image bytes -> RGB uint8 tensor of `size` (the one path for training and inference).
+
+    Grayscale is expanded to three channels, alpha is dropped, 16-bit is reduced to 8-bit,
+    and the image is resized with antialiased bilinear interpolation.
+    """
+    img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    img = tf.image.resize(img, size, method="bilinear", antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
+
+
+def load_image(path, size):
+    """Read and decode one image file to a uint8 tensor of `size`."""
+    return decode_resize(tf.io.read_file(path), size)
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomRot90(keras.layers.Layer):
+    """Rotate each image by a random multiple of 90 degrees (square inputs)."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        if not training:
+            return x
+        k = keras.random.randint((), 0, 4, seed=self._gen)
+        return tf.image.rot90(x, k)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomChannelScale(keras.layers.Layer):
+    """Multiply each colour channel of each image by a factor in [1 - s, 1 + s]."""
+
+    def __init__(self, scale=0.15, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        if not training or self.scale <= 0:
+            return x
+        shape = (keras.ops.shape(x)[0], 1, 1, 3)
+        f = keras.random.uniform(shape, 1 - self.scale, 1 + self.scale, seed=self._gen)
+        return keras.ops.clip(x * f, 0.0, 255.0)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "seed": self.seed}
+
+
+def augmentation(aug, seed=0, name="augmentation"):
+    """Keras preprocessing layers for the training split, or None when disabled.
+
+    The study's defaults reproduce ImageDataGenerator(rotation_range=30, width/height_shift
+    0.2, zoom_range 0.3, horizontal/vertical flip, fill_mode nearest).
+    """
+    if not aug.enabled:
+        return None
+    L = keras.layers
+    layers = []
+    if aug.rot90:
+        layers.append(RandomRot90(seed=seed + 1))
+    flip = {(True, True): "horizontal_and_vertical", (True, False): "horizontal", (False, True): "vertical"}
+    mode = flip.get((aug.horizontal_flip, aug.vertical_flip))
+    if mode:
+        layers.append(L.RandomFlip(mode, seed=seed + 2))
+    if aug.rotation > 0:
+        layers.append(L.RandomRotation(aug.rotation / 360.0, fill_mode=aug.fill_mode, seed=seed + 3))
+    if aug.shift > 0:
+        layers.append(L.RandomTranslation(aug.shift, aug.shift, fill_mode=aug.fill_mode, seed=seed + 5))
+    if aug.zoom > 0:
+        layers.append(L.RandomZoom((-aug.zoom, aug.zoom), fill_mode=aug.fill_mode, seed=seed + 6))
+    if aug.color_scale > 0:
+        layers.append(RandomChannelScale(aug.color_scale, seed=seed + 7))
+    if aug.crop:
+        layers.append(L.RandomCrop(*aug.crop, seed=seed + 8))
+    if not layers:
+        return None
+    return keras.Sequential(layers, name=name)
+
+
+# ---------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class SplitData:
+    """One split: its tf.data pipeline and what went into it."""
+
+    dataset: tf.data.Dataset
+    paths: list
+    labels: np.ndarray
+    skipped: list = field(default_factory=list)  # (path, reason)
+
+    @property
+    def size(self):
+        return len(self.paths)
+
+
+@dataclass
+class Datasets:
+    """The three splits, the class list and the task."""
+
+    train: SplitData
+    valid: SplitData
+    test: SplitData
+    classes: list
+    task: str
+    input_size: tuple
+
+    def skipped(self):
+        return self.train.skipped + self.valid.skipped + self.test.skipped
+
+
+def read_classes(cfg):
+    """The class list from the training data (checked against `data.classes` when set)."""
+    train_dir = cfg.data.dirs()[0]
+    if cfg.model.task == "binary":
+        classes = binary_classes(train_dir)
+    else:
+        classes = multilabel_classes(train_dir, cfg.data.any_class)
+    if cfg.data.classes is not None:
+        want = list(cfg.data.classes) + (["any"] if cfg.model.task == "multilabel" and cfg.data.any_class else [])
+        if want != classes:
+            raise DataError(f"data.classes {cfg.data.classes} does not match the classes found in {train_dir}: {classes}")
+    return classes
+
+
+def model_input_size(cfg):
+    """The model's input [h, w]: the crop size when cropping, else the image size."""
+    return tuple(cfg.data.augment.crop or cfg.data.image_size)
+
+
+def build_datasets(cfg, classes=None, splits=("train", "valid", "test")):
+    """tf.data pipelines for the splits of a configuration.
+
+    Args:
+        cfg: Config.
+        classes: the recorded class list (a resumed run's), or None to read it from the data.
+        splits: which splits to build.
+
+    Returns:
+        Datasets; splits not asked for are None.
+    """
+    classes = classes or read_classes(cfg)
+    out = {}
+    for name, split_dir in zip(("train", "valid", "test"), cfg.data.dirs()):
+        if name not in splits:
+            out[name] = None
+            continue
+        out[name] = _build_split(cfg, name, split_dir, classes)
+    return Datasets(out["train"], out["valid"], out["test"], classes, cfg.model.task, model_input_size(cfg))
+
+
+def _build_split(cfg, name, split_dir, classes):
+    paths, labels = list_split(split_dir, classes, cfg.model.task, cfg.data.any_class)
+    keep, problems = prescan(paths)
+    for p, reason in problems:
+        log.warning("skipped %s image %s: %s", name, p, reason)
+    paths = [p for p, k in zip(paths, keep) if k]
+    labels = labels[keep]
+    if name == "train" and cfg.data.fraction < 1:
+        rng = np.random.default_rng(cfg.training.seed)
+        n = max(1, int(round(len(paths) * cfg.data.fraction)))
+        idx = np.sort(rng.choice(len(paths), n, replace=False))
+        paths, labels = [paths[i] for i in idx], labels[idx]
+    if not paths:
+        raise DataError(f"no usable images in the {name} split at {split_dir}")
+    size = tuple(cfg.data.image_size)
+    training = name == "train"
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)
+    nbytes = len(paths) * size[0] * size[1] * 3
+    if cfg.data.cache == "memory" or (cfg.data.cache == "auto" and nbytes <= cfg.data.cache_budget_mb * 2**20):
+        ds = ds.cache()
+    if training:
+        if cfg.model.task == "multilabel" and cfg.data.balance:
+            ds = _balanced(ds, labels, cfg.training.seed)
+        ds = ds.shuffle(min(cfg.data.shuffle_buffer, len(paths)), seed=cfg.training.seed, reshuffle_each_iteration=True)
+        if cfg.training.steps_per_epoch:
+            ds = ds.repeat()
+    ds = ds.batch(cfg.data.batch_size)
+    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    aug = cfg.data.augment
+    if training and aug.placement == "pipeline":
+        layer = augmentation(aug, cfg.training.seed)
+        if layer is not None:
+            ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=AUTOTUNE)
+    elif not training and aug.crop:
+        crop = keras.layers.CenterCrop(*aug.crop)
+        ds = ds.map(lambda x, y: (crop(x), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.prefetch(AUTOTUNE)
+    log.info("%s: %d images from %s%s", name, len(paths), split_dir, f" ({len(problems)} skipped)" if problems else "")
+    return SplitData(ds, paths, labels, problems)
+
+
+def _balanced(ds, labels, seed):
+    """Sample images with and without any label equally (the original's weighted sampler)."""
+    pos = labels[:, :].max(axis=1) > 0
+    if pos.all() or not pos.any():
+        return ds
+    flags = tf.data.Dataset.from_tensor_slices(pos)
+    both = tf.data.Dataset.zip((ds, flags))
+    with_label = both.filter(lambda e, f: f).map(lambda e, f: e).repeat()
+    without = both.filter(lambda e, f: tf.logical_not(f)).map(lambda e, f: e).repeat()
+    mixed = tf.data.Dataset.sample_from_datasets([with_label, without], [0.5, 0.5], seed=seed)
+    return mixed.take(len(labels))

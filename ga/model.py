@@ -1,0 +1,130 @@
+"""Backbones, the in-model preprocessing layer, the classification head, and freezing.
+
+A built model takes RGB pixels 0..255 at the configured size: preprocessing (ResNet's
+"caffe" transform, or /255 for CNN-4) is the registered `ga.layers.Preprocess` layer
+inside the model, so Keras, ONNX and inference consumers only resize.
+"""
+
+import logging
+import os
+
+import keras
+
+from ga.errors import ConfigError
+from ga.layers import Preprocess
+
+log = logging.getLogger(__name__)
+
+RESNETS = {
+    "resnet50": keras.applications.ResNet50,
+    "resnet101": keras.applications.ResNet101,
+    "resnet152": keras.applications.ResNet152,
+}
+FEATURES_LAYER = "features"  # pooled backbone output, before the head (used for clustering)
+
+
+def preprocessing_mode(backbone):
+    """The Preprocess mode a backbone expects."""
+    return "scale_01" if backbone == "cnn4" else "resnet_caffe"
+
+
+def imagenet_weights_path(backbone):
+    """Where Keras caches a ResNet's ImageNet weights (no top), and the file name."""
+    fname = f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "models", fname)
+
+
+def _resnet(backbone, weights, shape):
+    build = RESNETS[backbone]
+    if weights == "imagenet":
+        cached = imagenet_weights_path(backbone)
+        try:
+            # Keras's own download and cache (~/.keras/models, or $KERAS_HOME/models).
+            return build(include_top=False, weights="imagenet", input_shape=shape)
+        except Exception as exc:  # keras raises a bare Exception for a failed fetch
+            if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
+                raise
+            raise ConfigError(
+                f"ImageNet weights for {backbone} are not cached at {cached} and cannot be downloaded "
+                f"({str(exc).split(' -- ')[-1].strip()}); copy {os.path.basename(cached)} there, "
+                f"or set model.weights to a weights file path, or model.weights: none"
+            ) from None
+    base = build(include_top=False, weights=None, input_shape=shape)
+    if weights not in ("none", None):
+        try:
+            base.load_weights(weights)
+        except Exception as exc:  # h5py and Keras raise several types for a bad file
+            raise ConfigError(f"model.weights: cannot load {weights} into {backbone}: {str(exc).splitlines()[0]}") from None
+    return base
+
+
+def cnn4(shape, name="cnn4"):
+    """The GrapheneClassifier's CNN-4: 32-64-128-256 filters, kernel 5 then 3, BatchNorm,
+    ReLU, 2x2 max-pool after the first three blocks; its global pooling is the head's."""
+    L = keras.layers
+    inp = keras.Input(shape)
+    x = inp
+    for i, (filters, k) in enumerate(((32, 5), (64, 3), (128, 3), (256, 3))):
+        x = L.Conv2D(filters, k, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = L.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = L.ReLU(name=f"relu{i + 1}")(x)
+        if i < 3:
+            x = L.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    return keras.Model(inp, x, name=name)
+
+
+def build_backbone(model_cfg, shape):
+    """The backbone as a sub-model, weights loaded, with its trainable fraction set."""
+    if model_cfg.backbone == "cnn4":
+        base = cnn4(shape)
+        if model_cfg.weights not in ("none", "imagenet"):
+            base.load_weights(model_cfg.weights)
+        elif model_cfg.weights == "imagenet":
+            raise ConfigError("model.weights: imagenet is not available for the cnn4 backbone; use none or a file")
+    else:
+        base = _resnet(model_cfg.backbone, model_cfg.weights, shape)
+    set_trainable_fraction(base, model_cfg.trainable_fraction)
+    return base
+
+
+def set_trainable_fraction(base, fraction):
+    """Freeze all but the last `fraction` of the backbone's layers.
+
+    Frozen BatchNorm layers run in inference mode (Keras 3 does this for any
+    BatchNormalization with trainable=False), as in keras-io's fine-tuning guide.
+    Returns the number of trainable layers.
+    """
+    layers = base.layers
+    n_train = int(round(len(layers) * fraction))
+    base.trainable = True
+    for i, layer in enumerate(layers):
+        layer.trainable = i >= len(layers) - n_train
+    log.debug("backbone %s: %d of %d layers trainable", base.name, n_train, len(layers))
+    return n_train
+
+
+def build_model(cfg, num_outputs):
+    """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> sigmoid outputs."""
+    from ga.data import model_input_size
+
+    h, w = model_input_size(cfg)
+    m = cfg.model
+    L = keras.layers
+    inputs = keras.Input((h, w, 3), name="image")
+    x = Preprocess(preprocessing_mode(m.backbone), name="preprocess")(inputs)
+    base = build_backbone(m, (h, w, 3))
+    x = base(x)
+    pool = L.GlobalAveragePooling2D if m.head.pooling == "avg" else L.GlobalMaxPooling2D
+    x = pool(name=FEATURES_LAYER)(x)
+    for i, (units, drop, bn) in enumerate(zip(m.head.units, m.head.dropout, m.head.batch_norm), 1):
+        x = L.Dense(units, activation="relu", name=f"head_dense{i}")(x)
+        if bn:
+            x = L.BatchNormalization(name=f"head_bn{i}")(x)
+        if drop > 0:
+            x = L.Dropout(drop, name=f"head_dropout{i}")(x)
+    if m.head.output_dropout > 0:
+        x = L.Dropout(m.head.output_dropout, name="head_output_dropout")(x)
+    # The output stays float32 under mixed precision, for a stable sigmoid and loss.
+    outputs = L.Dense(num_outputs, activation="sigmoid", dtype="float32", name="output")(x)
+    return keras.Model(inputs, outputs, name=f"ga_{m.backbone}")

@@ -1,0 +1,64 @@
+"""Shared builders: tiny image splits made on the fly and a CPU-sized training config."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# Test set sizes differ per class so that a swapped class name shows in every report.
+SEPARABLE_COUNTS = {"train": (16, 16), "valid": (8, 8), "test": (12, 6)}
+
+
+def separable_image(rng, cls_index, size=None):
+    """Class 0: bright textured; class 1: dark textured. Random size around 40 px."""
+    w, h = size or (int(rng.integers(30, 56)), int(rng.integers(30, 56)))
+    base = 190.0 if cls_index == 0 else 60.0
+    arr = np.clip(base + rng.normal(0, 25, (h, w)), 0, 255).astype(np.uint8)
+    return Image.fromarray(np.repeat(arr[:, :, None], 3, axis=2))
+
+
+def make_separable_split(root, classes=("cex", "pg"), counts=None, seed=0):
+    """A split root {train,valid,test}/<class>/ of trivially separable PNGs."""
+    rng = np.random.default_rng(seed)
+    counts = counts or SEPARABLE_COUNTS
+    for split, per_class in counts.items():
+        for idx, (cls, n) in enumerate(zip(classes, per_class)):
+            folder = os.path.join(root, split, cls)
+            os.makedirs(folder, exist_ok=True)
+            for i in range(n):
+                separable_image(rng, idx).save(os.path.join(folder, f"{cls} {split} {i:03d}.png"))
+    return root
+
+
+def tiny_config(path, split_root, runs_root, **sections):
+    """Write a CPU-sized config (CNN-4 at 32 px, no augmentation) and return its path."""
+    doc = {
+        "data": {"split_root": split_root, "image_size": [32, 32], "batch_size": 8,
+                 "augment": {"enabled": False}},
+        "model": {"backbone": "cnn4", "weights": "none", "trainable_fraction": 1.0,
+                  "head": {"units": [16], "dropout": [0.0], "batch_norm": [False]}},
+        "training": {"optimizer": "adam", "learning_rate": 0.003, "epochs": 3, "seed": 1,
+                     "early_stopping": {"f1_threshold": 1.0, "f1_patience": 100, "patience": 50}},
+        "output": {"root": runs_root, "prefix": "GA"},
+    }
+    for section, values in sections.items():
+        for k, v in values.items():
+            if isinstance(v, dict):
+                doc[section].setdefault(k, {}).update(v)
+            else:
+                doc.setdefault(section, {})[k] = v
+    with open(path, "w") as fh:
+        yaml.safe_dump(doc, fh)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def separable_split(tmp_path_factory):
+    return make_separable_split(str(tmp_path_factory.mktemp("separable")))

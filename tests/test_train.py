@@ -1,0 +1,231 @@
+"""Training: end to end, class order, one validation pass per epoch, F1 stop, resume,
+offline weights, local weights, trainable fraction, mirrored strategy, bad images, NaN."""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, make_separable_split, tiny_config
+from ga import callbacks as ga_callbacks
+from ga import data as ga_data
+from ga.callbacks import ClassF1Stop
+from ga.config import ConfigError, load_config
+from ga.layers import Preprocess
+from ga.model import build_backbone, set_trainable_fraction
+from ga.train import train
+
+
+def _run_main(args, env=None, timeout=600):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], capture_output=True, text=True,
+                          cwd=ROOT, env=full_env, timeout=timeout)
+
+
+def _history(run_dir):
+    with open(os.path.join(run_dir, "history.csv"), newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_main_end_to_end(tmp_path, separable_split):
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"))
+    out = _run_main(["--config", cfg, "--set", "training.epochs=2", "--name", "e2e"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = out.stdout.strip().splitlines()[-1]
+    assert os.path.basename(run_dir).startswith("GA_") and run_dir.endswith("_e2e")
+    assert not os.path.exists(os.path.join(run_dir, "RUNNING"))
+    labels = json.load(open(os.path.join(run_dir, "labels.json")))
+    assert labels["classes"] == ["cex", "pg"] and labels["positive_class"] == "pg"
+    assert len(_history(run_dir)) == 2
+    m = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert m["per_class"]["cex"]["support"] == 12 and m["per_class"]["pg"]["support"] == 6
+    assert m["training"]["epochs"] == 2 and m["training"]["stop_reason"] == "max_epochs"
+
+
+def test_class_order_follows_folder_names(tmp_path):
+    split = make_separable_split(str(tmp_path / "split"), classes=("zeta", "alpha"),
+                                 counts={"train": (6, 6), "valid": (3, 3), "test": (3, 3)})
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs")))
+    data = ga_data.build_datasets(cfg)
+    assert data.classes == ["alpha", "zeta"]
+    # Folder "alpha" holds the dark images (made as class index 1) and gets label 0.
+    by_label = {int(y[0]): p for p, y in zip(data.train.paths, data.train.labels)}
+    assert os.path.basename(os.path.dirname(by_label[0])) == "alpha"
+    assert os.path.basename(os.path.dirname(by_label[1])) == "zeta"
+
+
+def test_validation_read_once_per_epoch(tmp_path, separable_split, monkeypatch):
+    counter = {"valid": 0}
+    real = ga_data.build_datasets
+
+    def counting(cfg, classes=None, splits=("train", "valid", "test")):
+        d = real(cfg, classes, splits)
+
+        def bump(x):
+            counter["valid"] += 1
+            return x
+
+        def counted(x, y):
+            out = tf.py_function(bump, [x], tf.float32)
+            out.set_shape(x.shape)
+            return out, y
+
+        d.valid.dataset = d.valid.dataset.map(counted)
+        return d
+
+    monkeypatch.setattr(ga_data, "build_datasets", counting)
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), output={"onnx": False})
+    run_dir = train(cfg, overrides=["training.epochs=3"])
+    batches = -(-16 // 8)  # 16 validation images in batches of 8
+    assert counter["valid"] == 3 * batches
+    assert len(_history(run_dir)) == 3
+
+
+def _f1_logs(values):
+    return {f"val_f1_{c}": v for c, v in values.items()}
+
+
+def test_f1_stop_fires_when_condition_holds_and_not_before():
+    cb = ClassF1Stop(["cex", "pg"], threshold=0.9, patience=2)
+    cb.set_model(keras.Sequential())
+    seq = [{"cex": 0.95, "pg": 0.85}, {"cex": 0.95, "pg": 0.91}, {"cex": 0.89, "pg": 0.99},
+           {"cex": 0.93, "pg": 0.92}, {"cex": 0.97, "pg": 0.90}]
+    stopped_at = None
+    for epoch, values in enumerate(seq):
+        cb.model.stop_training = False
+        cb.on_epoch_end(epoch, _f1_logs(values))
+        if cb.model.stop_training:
+            stopped_at = epoch
+            break
+    # Epochs 3 and 4 (0-based) are the first two consecutive epochs with both F1 >= 0.9.
+    assert stopped_at == 4 and cb.stopped_epoch == 4
+    assert cb.best["pg"] == (0.99, 2)
+
+
+def test_f1_stop_ends_a_real_run(tmp_path, separable_split):
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), output={"onnx": False},
+                      training={"epochs": 6, "early_stopping": {"f1_threshold": 0.0, "f1_patience": 1}})
+    run_dir = train(cfg)
+    m = json.load(open(os.path.join(run_dir, "metrics.json")))
+    assert m["training"]["stop_reason"] == "f1_threshold" and m["training"]["epochs"] == 1
+
+
+def test_resume_continues_at_the_right_epoch(tmp_path, separable_split, monkeypatch):
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), output={"onnx": False},
+                      training={"epochs": 4})
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt("simulated kill after two epochs")
+
+    real = ga_callbacks.build_callbacks
+
+    def with_crash(*a, **k):
+        cbs, handles = real(*a, **k)
+        return [Crash(), *cbs], handles
+
+    monkeypatch.setattr(ga_callbacks, "build_callbacks", with_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)
+    (run_dir,) = [os.path.join(tmp_path / "runs", d) for d in os.listdir(tmp_path / "runs")]
+    assert os.path.exists(os.path.join(run_dir, "RUNNING"))
+    assert not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [0, 1]
+    monkeypatch.setattr(ga_callbacks, "build_callbacks", real)
+    # A history row written after the last backup (killed in between) must not be kept twice.
+    with open(os.path.join(run_dir, "history.csv"), "a") as fh:
+        fh.write(",".join(["2"] + ["0.5"] * (len(_history(run_dir)[0]) - 1)) + "\n")
+    assert train(resume=run_dir) == run_dir
+    assert [int(r["epoch"]) for r in _history(run_dir)] == [0, 1, 2, 3]
+    run = json.load(open(os.path.join(run_dir, "run.json")))
+    assert run["fit"]["resumed_at_epoch"] == 3 and run["fit"]["epochs_this_process"] == 2
+    assert not os.path.exists(os.path.join(run_dir, "RUNNING"))
+    with pytest.raises(ConfigError, match="already complete"):
+        train(resume=run_dir)
+
+
+def test_offline_imagenet_weights_error(tmp_path, separable_split):
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
+                      model={"backbone": "resnet50", "weights": "imagenet"})
+    out = _run_main(["--config", cfg], env={"KERAS_HOME": str(tmp_path / "keras_home")}, timeout=300)
+    assert out.returncode == 2
+    err = [line for line in out.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and out.stderr.strip().endswith(err[0]) and "Traceback" not in out.stderr
+    want = os.path.join(str(tmp_path / "keras_home"), "models", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert want in err[0] and "model.weights: none" in err[0]
+    runs = tmp_path / "runs"
+    assert not runs.exists() or not os.listdir(runs)  # nothing left behind
+
+
+def test_local_weights_file_is_loaded(tmp_path):
+    cfg = load_config(None, ["model.backbone=resnet50", "model.weights=none", "model.trainable_fraction=1"])
+    a = build_backbone(cfg.model, (32, 32, 3))
+    for w in a.weights:
+        w.assign(np.random.default_rng(len(w.path)).normal(0, 0.05, w.shape).astype("float32"))
+    path = str(tmp_path / "backbone.weights.h5")
+    a.save_weights(path)
+    cfg2 = load_config(None, ["model.backbone=resnet50", f"model.weights={path}", "model.trainable_fraction=0.1"])
+    b = build_backbone(cfg2.model, (32, 32, 3))
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(wa.numpy(), wb.numpy())
+
+
+def test_trainable_fraction_freezes_all_but_the_tail():
+    cfg = load_config(None, ["model.backbone=resnet50", "model.weights=none"])
+    base = build_backbone(cfg.model, (32, 32, 3))
+    n = len(base.layers)
+    flags = [layer.trainable for layer in base.layers]
+    k = round(n * 0.10)
+    assert flags == [False] * (n - k) + [True] * k
+    frozen_bn = [l for l in base.layers[: n - k] if isinstance(l, keras.layers.BatchNormalization)]
+    assert frozen_bn and not any(l.trainable for l in frozen_bn)
+    assert set_trainable_fraction(base, 1.0) == n
+
+
+def test_preprocess_matches_keras_resnet():
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype("float32")
+    want = keras.applications.resnet.preprocess_input(x.copy())
+    np.testing.assert_allclose(np.asarray(Preprocess("resnet_caffe")(x)), want, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(Preprocess("scale_01")(x)), x / 255.0, atol=1e-6)
+
+
+def test_mirrored_on_two_logical_cpus(tmp_path, separable_split):
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), output={"onnx": False},
+                      training={"epochs": 1, "distribution": "mirrored"})
+    out = _run_main(["--config", cfg], env={"GA_LOGICAL_CPUS": "2"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    run_dir = out.stdout.strip().splitlines()[-1]
+    run = json.load(open(os.path.join(run_dir, "run.json")))
+    assert run["device"]["strategy"] == "MirroredStrategy" and run["device"]["replicas"] == 2
+
+
+def test_unreadable_training_image_is_skipped_and_reported(tmp_path):
+    split = make_separable_split(str(tmp_path / "split"), counts={"train": (6, 6), "valid": (3, 3), "test": (3, 3)})
+    bad = os.path.join(split, "train", "pg", "broken.png")
+    good = open(os.path.join(split, "train", "pg", "pg train 000.png"), "rb").read()
+    open(bad, "wb").write(good[: len(good) // 2])
+    open(os.path.join(split, "train", "cex", "empty.png"), "wb").close()
+    cfg = tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"), output={"onnx": False},
+                      training={"epochs": 1})
+    run_dir = train(cfg)
+    log_text = open(os.path.join(run_dir, "train.log")).read()
+    assert "broken.png" in log_text and "empty.png" in log_text
+    run = json.load(open(os.path.join(run_dir, "run.json")))
+    assert {os.path.basename(s["path"]) for s in run["data"]["skipped"]} == {"broken.png", "empty.png"}
+    assert run["data"]["images"]["train"] == 12
+
+
+def test_nan_loss_stops_with_a_message(tmp_path, separable_split):
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
+                      training={"optimizer": "sgd", "learning_rate": 1e6, "epochs": 3})
+    out = _run_main(["--config", cfg])
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "NaN" in out.stderr and "learning_rate" in out.stderr and "Traceback" not in out.stderr
