@@ -6,6 +6,21 @@ import sys
 _FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (not the one at setup)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(verbose=False, quiet=False):
     """Configure the root ``ga`` logger for a script run.
 
@@ -17,7 +32,7 @@ def setup_logging(verbose=False, quiet=False):
     logger = logging.getLogger("ga")
     logger.setLevel(level)
     if not any(getattr(h, "_ga_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
         handler._ga_console = True
         logger.addHandler(handler)

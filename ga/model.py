@@ -67,7 +67,8 @@ def cnn4(shape, name="cnn4"):
     x = inp
     for i, (filters, k) in enumerate(((32, 5), (64, 3), (128, 3), (256, 3))):
         x = L.Conv2D(filters, k, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = L.BatchNormalization(name=f"bn{i + 1}")(x)
+        # momentum 0.9 is PyTorch's BatchNorm default (0.1 there), as in the original CNN-4.
+        x = L.BatchNormalization(momentum=0.9, name=f"bn{i + 1}")(x)
         x = L.ReLU(name=f"relu{i + 1}")(x)
         if i < 3:
             x = L.MaxPooling2D(2, name=f"pool{i + 1}")(x)

@@ -85,6 +85,11 @@ def read_labels(path):
         raise ModelError(f"labels file not found: {path}") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from None
+    return check_labels(doc, path)
+
+
+def check_labels(doc, path):
+    """Check a labels document's shape; `path` names its source in errors."""
     need = ("task", "classes", "thresholds", "input_size", "preprocessing")
     if not isinstance(doc, dict) or any(k not in doc for k in need):
         raise ModelError(f"{path} is not a ga labels file (needs {', '.join(need)})")

@@ -1,0 +1,473 @@
+"""Batch inference: model resolution, safe loading, robust decoding, batched prediction,
+feature clustering, and output tables.
+
+Every file given (or found in a folder) gets one result row: either its prediction or
+the reason it was skipped. Decoding uses the training path (`ga.data.decode_resize`) for
+formats TensorFlow reads, and Pillow for the rest (TIFF, 16-bit), then the same resize.
+"""
+
+import concurrent.futures as cf
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from ga.errors import GAError, ModelError
+from ga.runs import LABELS, check_labels, newest_run, read_labels
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
+_TF_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to predict batches, with its labels document."""
+
+    labels: dict
+    engine: str  # "onnx" or "keras"
+    source: str  # file the model came from
+    predict: object = None  # callable: float32 (n, h, w, 3) -> (n, outputs)
+    keras_model: object = None
+    _keras_path: str = ""
+
+    def keras(self, unsafe=False):
+        """The Keras model (loaded on demand, e.g. for feature extraction)."""
+        if self.keras_model is None:
+            if not self._keras_path:
+                raise ModelError(f"{self.source}: feature extraction needs the Keras model (.keras or .h5) "
+                                 f"beside it; none found")
+            self.keras_model = load_keras(self._keras_path, unsafe)
+        return self.keras_model
+
+
+def resolve_model(model=None, runs_root="deliverables"):
+    """Find the model file to use: (path or run folder, kind)."""
+    if model is None:
+        run = newest_run(runs_root)
+        if run is None:
+            raise GAError(f"no complete trained run under {runs_root}/; train one with "
+                          f"`python main.py --config configs/demo.yaml`, or pass --model")
+        return run
+    if not os.path.exists(model):
+        raise GAError(f"--model: not found: {model}")
+    return model
+
+
+def _run_files(run_dir):
+    files = {"onnx": None, "keras": None}
+    for f in sorted(os.listdir(run_dir)):
+        p = os.path.join(run_dir, f)
+        if f.endswith(".onnx") and not f.startswith("."):
+            files["onnx"] = files["onnx"] or p
+        elif f.endswith(".keras") and not f.startswith("."):
+            files["keras"] = p
+        elif f.endswith(".h5") and not f.startswith(".") and files["keras"] is None:
+            files["keras_h5"] = p
+    files["keras"] = files["keras"] or files.get("keras_h5")
+    return files
+
+
+def load_model(model=None, engine=None, runs_root="deliverables", threads=0, unsafe=False):
+    """Load a model for inference.
+
+    Args:
+        model: run folder, .onnx, .keras or .h5 (with labels.json beside it), or None for
+            the newest complete run under `runs_root`.
+        engine: "onnx", "keras", or None (ONNX when available).
+        threads: ONNX Runtime intra-op threads (0: its default).
+        unsafe: allow Keras models that hold arbitrary code.
+    """
+    target = resolve_model(model, runs_root)
+    if os.path.isdir(target):
+        from ga.runs import is_complete
+
+        if not is_complete(target):
+            raise GAError(f"--model: {target} is not a complete run (interrupted or still training)")
+        files = _run_files(target)
+        labels = read_labels(target)
+        onnx_path, keras_path = files["onnx"], files["keras"]
+    else:
+        ext = os.path.splitext(target)[1].lower()
+        if ext not in (".onnx", ".keras", ".h5"):
+            raise GAError(f"--model: {target} is not a run folder, .onnx, .keras or .h5 file")
+        beside = os.path.join(os.path.dirname(os.path.abspath(target)), LABELS)
+        onnx_path = target if ext == ".onnx" else None
+        keras_path = target if ext != ".onnx" else None
+        if os.path.isfile(beside):
+            labels = read_labels(beside)
+        elif onnx_path:
+            labels = _onnx_labels(onnx_path)
+        else:
+            raise ModelError(f"{target}: no {LABELS} beside it; the class names cannot be known")
+        sibling = _run_files(os.path.dirname(os.path.abspath(target)))
+        keras_path = keras_path or sibling["keras"]
+        onnx_path = onnx_path or (sibling["onnx"] if engine == "onnx" else None)
+    engine = engine or ("onnx" if onnx_path else "keras")
+    if engine == "onnx":
+        if not onnx_path:
+            raise GAError(f"--engine onnx: no .onnx model at {target}")
+        sess = _onnx_session(onnx_path, threads)
+        name = sess.get_inputs()[0].name
+        predict = lambda x: sess.run(None, {name: np.asarray(x, np.float32)})[0]  # noqa: E731
+        out_dim = sess.get_outputs()[0].shape[-1]
+        loaded = LoadedModel(labels, "onnx", onnx_path, predict, _keras_path=keras_path or "")
+    else:
+        if not keras_path:
+            raise GAError(f"--engine keras: no .keras or .h5 model at {target}")
+        from ga.analysis import batch_predictor
+
+        km = load_keras(keras_path, unsafe)
+        out_dim = km.output_shape[-1]
+        loaded = LoadedModel(labels, "keras", keras_path, batch_predictor(km), km, keras_path)
+    want = 1 if labels["task"] == "binary" else len(labels["classes"])
+    if isinstance(out_dim, int) and out_dim != want:
+        raise ModelError(f"{loaded.source}: the model has {out_dim} output(s) but its labels.json lists "
+                         f"{labels['classes']} ({labels['task']}, {want} output(s) expected)")
+    log.info("model %s (%s engine); classes %s", loaded.source, engine, labels["classes"])
+    return loaded
+
+
+def _onnx_session(path, threads):
+    from ga.export import onnx_session
+
+    try:
+        return onnx_session(path, threads)
+    except Exception as exc:  # onnxruntime raises its own exception types for damaged files
+        raise ModelError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _onnx_labels(path):
+    import onnx
+
+    try:
+        meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    except Exception as exc:  # protobuf decode errors
+        raise ModelError(f"{path}: cannot read the ONNX file ({str(exc).splitlines()[0][:200]})") from None
+    if "ga_labels" not in meta:
+        raise ModelError(f"{path}: no labels.json beside it and no ga_labels in its metadata")
+    try:
+        doc = json.loads(meta["ga_labels"])
+    except ValueError:
+        raise ModelError(f"{path}: its ga_labels metadata is not JSON") from None
+    return check_labels(doc, f"{path} (metadata)")
+
+
+def load_keras(path, unsafe=False):
+    """keras.models.load_model in safe mode unless `unsafe`; one-line errors naming the file."""
+    import keras
+
+    import ga  # noqa: F401  (registers the project's layers so safe mode accepts them)
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except ValueError as exc:
+        text = str(exc)
+        if "unsafe" in text.lower() or "lambda" in text.lower():
+            raise ModelError(f"{path} contains code (a Lambda layer) that would run on loading; refusing without "
+                             f"--unsafe (only for files you trust)") from None
+        raise ModelError(f"{path}: cannot load the Keras model ({text.splitlines()[0][:200]})") from None
+    except Exception as exc:  # h5py/zipfile raise many types for damaged files
+        raise ModelError(f"{path}: cannot load the Keras model ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+
+
+# ---------------------------------------------------------------------------- images
+
+
+def list_inputs(inputs, recursive=False):
+    """Every file named or inside the folders named (sorted), and one-line errors for
+    paths that do not exist."""
+    files, missing = [], []
+    for item in inputs:
+        if os.path.isdir(item):
+            for dirpath, dirnames, names in os.walk(item):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+                files.extend(os.path.join(dirpath, n) for n in sorted(names) if not n.startswith("."))
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            missing.append(item)
+    return files, missing
+
+
+def read_image(path, labels, max_pixels=100_000_000):
+    """Decode and resize one file for the model. Returns uint8 (h, w, 3); raises ValueError."""
+    import tensorflow as tf
+
+    from ga.data import decode_resize
+
+    resize = tuple(labels.get("resize") or labels["input_size"])
+    # Every file is tried whatever its extension: a non-image gets a clear reason below.
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data:
+        raise ValueError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+            pixels = im.width * im.height
+            if pixels > max_pixels:
+                raise ValueError(f"{im.width}x{im.height} = {pixels} pixels is over the limit of {max_pixels} "
+                                 f"(--max-pixels)")
+            fmt = im.format
+            im.verify()
+    except ValueError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"refused as a decompression bomb: {exc}") from None
+    except Exception as exc:  # Pillow raises many types for non-images and damaged files
+        raise ValueError(f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if fmt in _TF_FORMATS:
+        try:
+            arr = decode_resize(data, resize)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
+            raise ValueError(f"cannot decode ({exc.message.splitlines()[0][:160]})") from None
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+                a = np.asarray(im)
+                if a.dtype != np.uint8:  # 16- and 32-bit greys
+                    a = (a.astype(np.float64) / max(1.0, float(np.iinfo(a.dtype).max if a.dtype.kind in "ui" else a.max()))
+                         * 255).round().astype(np.uint8)
+                    im = Image.fromarray(a)
+                rgb = np.asarray(im.convert("RGB"))
+        except Exception as exc:  # damaged pixel data
+            raise ValueError(f"cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        arr = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(rgb, resize, antialias=True)), 0, 255), tf.uint8)
+    crop = labels.get("center_crop")
+    if crop:
+        top, left = (resize[0] - crop[0]) // 2, (resize[1] - crop[1]) // 2
+        arr = arr[top:top + crop[0], left:left + crop[1]]
+    return np.asarray(arr)
+
+
+# ---------------------------------------------------------------------------- prediction
+
+
+@dataclass
+class Result:
+    path: str
+    probs: np.ndarray = None
+    error: str = ""
+    features: np.ndarray = None
+
+
+@dataclass
+class Prediction:
+    """All results of a run over some inputs."""
+
+    labels: dict
+    thresholds: dict
+    results: list = field(default_factory=list)
+
+    @property
+    def errors(self):
+        return [r for r in self.results if r.error]
+
+
+def class_probabilities(labels, probs):
+    """Per-class probabilities: binary (p) -> [1 - p, p]; multilabel unchanged."""
+    probs = np.asarray(probs, np.float32)
+    if labels["task"] == "binary":
+        return np.stack([1 - probs[:, 0], probs[:, 0]], axis=1)
+    return probs
+
+
+def decide(labels, thresholds, probs_row):
+    """(predicted names, confidence) for one image's model output row."""
+    classes = labels["classes"]
+    if labels["task"] == "binary":
+        pos = classes[1]
+        p = float(probs_row[0])
+        name = pos if p > thresholds[pos] else classes[0]
+        return [name], (p if name == pos else 1 - p)
+    names = [c for c, p in zip(classes, probs_row) if p > thresholds[c]]
+    conf = [float(p) for c, p in zip(classes, probs_row) if p > thresholds[c]]
+    return names, (min(conf) if conf else float(1 - max(probs_row)))
+
+
+def predict_files(model, files, batch_size=64, max_pixels=100_000_000, threshold=None, progress=None,
+                  features=False, workers=None):
+    """Predict every file; undecodable files become error rows. Returns Prediction."""
+    from tqdm import tqdm
+
+    labels = model.labels
+    thresholds = dict(labels["thresholds"])
+    if threshold is not None:
+        thresholds = {k: threshold for k in thresholds}
+    out = Prediction(labels, thresholds)
+    feat_fn = _feature_fn(model.keras()) if features else None
+    show = progress if progress is not None else len(files) > 200
+    bar = tqdm(total=len(files), unit="img", desc="inference", disable=not show, file=sys.stderr)
+    with cf.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            loaded = list(pool.map(lambda p: _safe_read(p, labels, max_pixels), chunk))
+            good = [(p, a) for p, a in zip(chunk, loaded) if not isinstance(a, str)]
+            batch_probs = model.predict(np.stack([a for _, a in good]).astype(np.float32)) if good else []
+            batch_feats = feat_fn(np.stack([a for _, a in good]).astype(np.float32)) if good and feat_fn else None
+            gi = 0
+            for p, a in zip(chunk, loaded):
+                if isinstance(a, str):
+                    out.results.append(Result(p, error=a))
+                else:
+                    out.results.append(Result(p, probs=np.asarray(batch_probs[gi]),
+                                              features=None if batch_feats is None else batch_feats[gi]))
+                    gi += 1
+            bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _safe_read(path, labels, max_pixels):
+    try:
+        return read_image(path, labels, max_pixels)
+    except (ValueError, OSError) as exc:
+        return str(exc) if str(exc) else type(exc).__name__
+
+
+def _feature_fn(keras_model):
+    import keras
+    import tensorflow as tf
+
+    from ga.model import FEATURES_LAYER
+
+    try:
+        layer = keras_model.get_layer(FEATURES_LAYER)
+    except ValueError:
+        raise ModelError(f"the model has no '{FEATURES_LAYER}' layer to take features from") from None
+    sub = keras.Model(keras_model.inputs, layer.output)
+    fn = tf.function(lambda x: sub(x, training=False), reduce_retracing=True)
+    return lambda x: np.asarray(fn(tf.convert_to_tensor(x)), np.float32)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def rows(pred):
+    """Result table rows: path, predicted, p_<class>..., error."""
+    classes = pred.labels["classes"]
+    table = []
+    for r in pred.results:
+        row = {"path": r.path, "predicted": "", **{f"p_{c}": "" for c in classes}, "error": r.error}
+        if not r.error:
+            names, _ = decide(pred.labels, pred.thresholds, r.probs)
+            row["predicted"] = ";".join(names)
+            for c, p in zip(classes, class_probabilities(pred.labels, r.probs[None, :])[0]):
+                row[f"p_{c}"] = round(float(p), 6)
+        table.append(row)
+    return table
+
+
+def write_table(pred, path):
+    """Write results as .csv or .json (by extension)."""
+    from ga.io import atomic_write_text
+
+    table = rows(pred)
+    if path.lower().endswith(".json"):
+        atomic_write_text(path, json.dumps({"classes": pred.labels["classes"], "thresholds": pred.thresholds,
+                                            "results": table}, indent=2) + "\n")
+        return
+    buf = io.StringIO()
+    wr = csv.DictWriter(buf, fieldnames=list(table[0].keys()) if table else ["path", "predicted", "error"],
+                       lineterminator="\n")
+    wr.writeheader()
+    wr.writerows(table)
+    atomic_write_text(path, buf.getvalue())
+
+
+def print_lines(pred, stream=None):
+    """The study's one line per image: File <name> prediction <class> confidence <p>."""
+    stream = stream or sys.stdout
+    for r in pred.results:
+        name = os.path.basename(r.path)
+        if r.error:
+            print(f"error: {r.path}: {r.error}", file=sys.stderr)
+            continue
+        names, conf = decide(pred.labels, pred.thresholds, r.probs)
+        if pred.labels["task"] == "binary":
+            print(f"File {name} prediction {names[0]} confidence {conf:.4f}", file=stream)
+        else:
+            probs = dict(zip(pred.labels["classes"], r.probs))
+            shown = ", ".join(f"{c} {probs[c]:.4f}" for c in names) or "none"
+            print(f"File {name} prediction {shown}", file=stream)
+
+
+def cluster(pred, k, out_dir):
+    """PCA to 2-D and k-means on backbone features: clusters.png and clusters.csv."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    from ga.analysis import _plt, _save
+    from ga.io import atomic_write_text
+
+    ok = [r for r in pred.results if not r.error]
+    if len(ok) < max(k, 2):
+        raise GAError(f"--cluster {k}: needs at least {max(k, 2)} readable images, got {len(ok)}")
+    x = np.stack([r.features for r in ok])
+    pca = PCA(n_components=2, random_state=0)
+    xy = pca.fit_transform(x)
+    km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(x)
+    centres = pca.transform(km.cluster_centers_)
+    os.makedirs(out_dir, exist_ok=True)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 6))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=km.labels_, cmap="tab10", s=18)
+    ax.scatter(centres[:, 0], centres[:, 1], marker="X", s=160, c="black", label="centroids")
+    if len(ok) < 60:
+        for (px, py), r in zip(xy, ok):
+            ax.annotate(os.path.basename(r.path), (px, py), fontsize=6, alpha=0.8)
+    ev = pca.explained_variance_ratio_
+    ax.set(xlabel=f"PC1 ({100 * ev[0]:.1f}% of variance)", ylabel=f"PC2 ({100 * ev[1]:.1f}% of variance)",
+           title=f"k-means on backbone features, k={k}")
+    ax.legend(*sc.legend_elements(), title="cluster", loc="best", fontsize=7)
+    _save(fig, os.path.join(out_dir, "clusters.png"))
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(["path", "cluster", "pc1", "pc2", "predicted"])
+    for r, c, (px, py) in zip(ok, km.labels_, xy):
+        wr.writerow([r.path, int(c), f"{px:.6f}", f"{py:.6f}", ";".join(decide(pred.labels, pred.thresholds, r.probs)[0])])
+    atomic_write_text(os.path.join(out_dir, "clusters.csv"), buf.getvalue())
+    return os.path.join(out_dir, "clusters.png"), os.path.join(out_dir, "clusters.csv")
+
+
+def predict_cli(args):
+    """inference.py: returns the exit status (0 all labelled, 1 some skipped)."""
+    files, missing = list_inputs(args.inputs, args.recursive)
+    if missing:
+        raise GAError(f"not found: {', '.join(missing)}")
+    if not files:
+        raise GAError(f"no files in {', '.join(args.inputs)}" + ("" if args.recursive else " (use --recursive for subfolders)"))
+    if args.scan:
+        from ga.scan import scan_cli
+
+        return scan_cli(args, files)
+    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    pred = predict_files(model, files, args.batch_size, args.max_pixels, args.threshold,
+                         progress=None if not args.no_progress else False, features=bool(args.cluster))
+    print_lines(pred)
+    if args.output:
+        write_table(pred, args.output)
+        log.info("results written to %s", args.output)
+    if args.cluster:
+        png, table = cluster(pred, args.cluster, args.out_dir or "inference_out")
+        log.info("clusters: %s, %s", png, table)
+    n_err = len(pred.errors)
+    log.info("%d image(s) labelled, %d skipped", len(pred.results) - n_err, n_err)
+    return 1 if n_err else 0
