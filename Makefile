@@ -17,8 +17,12 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The whole chain on the embedded synthetic data: generate, split, train, label the test split.
 demo: $(STAMP)
-	$(PY) scripts/demo.py
+	$(PY) -m ga.synthetic crystals --out data/archive --per-class 800 --seed 0
+	$(PY) split_data.py
+	$(PY) main.py --config configs/demo.yaml
+	$(PY) inference.py data/split/test --recursive --output data/demo_predictions.csv
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"

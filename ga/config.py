@@ -97,7 +97,7 @@ class SplitConfig:
     seed: int = 42  # shuffle seed; same seed and source give the same split anywhere
     mode: Literal["copy", "link", "move"] = "copy"  # how files reach the split folders
     order: Literal["random", "sorted"] = "random"  # "sorted" reproduces the original sequential split
-    group_tolerance: int = 6  # Hamming distance (of 64 bits) under which two images are copies
+    group_tolerance: int = 4  # Hamming distance (of 64 bits) up to which two images count as copies
 
     def validate(self, key):
         if len(self.ratios) != 3:

@@ -197,7 +197,7 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def assign_groups(files, tolerance=6):
+def assign_groups(files, tolerance=4):
     """Give every usable file a group id; copies (exact bytes, or rotations/flips within
     `tolerance` bits of perceptual hash) in the same stratum share one. Marks later
     byte-identical copies as `duplicate`, and cross-stratum identical bytes as `rejected`
@@ -376,7 +376,7 @@ def _clean_partials(dest):
 
 
 def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy", order="random",
-                  dry_run=False, overwrite=False, tolerance=6, progress=True, workers=None):
+                  dry_run=False, overwrite=False, tolerance=4, progress=True, workers=None):
     """Split `source` into `<dest>/{train,valid,test}/` and write `<dest>/manifest.csv`.
 
     Args:

@@ -129,7 +129,7 @@ def _needle_background(rng, h, w, density):
 def _bright_bundle(rng, img, angle0, spread):
     """A wide, bright, streaky bundle of needles (the large crystals in CEX crops)."""
     h, w = img.shape
-    layer = _needle_layer(rng, h, w, int(rng.integers(1, 3)), angle0, spread * 0.5, (3, 6), (70, 150),
+    layer = _needle_layer(rng, h, w, int(rng.integers(1, 3)), angle0, spread * 0.5, (3, 6), (85, 170),
                           (0.6, 1.4), bundles=1.0)
     img += np.asarray(_blur(layer, rng.uniform(0.6, 2.0)), np.float32)
 
@@ -184,7 +184,7 @@ def make_pg(rng, hard=False):
     h = int(rng.integers(130, 231))
     w = int(np.clip(h * rng.uniform(0.78, 1.28), 130, 230))
     img, angle0, spread = _needle_background(rng, h, w, rng.uniform(0.5, 1.0))
-    img *= rng.uniform(0.8, 1.0)
+    img *= rng.uniform(0.9, 1.1)
     radius = rng.uniform(0.2, 0.3) if hard else rng.uniform(0.28, 0.42)
     mask, (cy, cx), r0 = _blob_mask(rng, h, w, radius)
     m = np.asarray(mask, np.float32) / 255.0

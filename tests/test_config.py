@@ -167,6 +167,6 @@ def test_split_ratio_error_exits_2(tmp_path, capsys):
 def test_scripts_help_and_usage_errors(script):
     out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and "usage:" in out.stdout and "--verbose" in out.stdout
-    bad = subprocess.run([sys.executable, script, "--no-such-flag"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, script, "--no-such-flag", "x"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "--no-such-flag" in bad.stderr
