@@ -51,7 +51,11 @@ def decisions(y_prob, task, classes, thresholds):
     return (y_prob > thr[None, :]).astype(int)
 
 
-def _thresholds(cfg, classes):
+def _thresholds(cfg, classes, run_dir=None):
+    """The decision thresholds recorded in the run's labels.json, else the config's."""
+    if run_dir and os.path.isfile(os.path.join(run_dir, "labels.json")):
+        with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as fh:
+            return json.load(fh)["thresholds"]
     if cfg.model.task == "binary":
         return {classes[1]: cfg.model.threshold}
     return {c: cfg.model.threshold for c in classes}
@@ -152,7 +156,7 @@ def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=No
     """
     t = time.perf_counter()
     prefix = cfg.output.prefix
-    thresholds = _thresholds(cfg, classes)
+    thresholds = _thresholds(cfg, classes, run_dir)
     m, text = compute_metrics(cfg.model.task, classes, y_true, y_prob, thresholds)
     if paths is not None:
         write_predictions(os.path.join(run_dir, "predictions.csv"), paths, cfg.model.task, classes, y_true, y_prob,
@@ -179,6 +183,45 @@ def update_metrics(run_dir, extra):
     m.update(extra)
     atomic_write_json(path, m)
     return m
+
+
+def threshold_sweep(classes, y_true, y_prob, grid=None):
+    """Precision, recall and F1 of each class at each threshold of `grid`.
+
+    Returns:
+        (grid, {class: {"precision": [...], "recall": [...], "f1": [...]}}, {class: best threshold})
+        where the best threshold maximises that class's F1 (the lowest such threshold on ties).
+    """
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2) if grid is None else np.asarray(grid)
+    curves, best = {}, {}
+    for i, c in enumerate(classes):
+        t = y_true[:, i] > 0.5
+        pred = y_prob[:, i][None, :] > grid[:, None]  # (thresholds, n)
+        tp = (pred & t[None, :]).sum(1).astype(float)
+        fp = (pred & ~t[None, :]).sum(1).astype(float)
+        fn = (~pred & t[None, :]).sum(1).astype(float)
+        prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+        rec = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
+        f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
+        curves[c] = {"precision": prec.tolist(), "recall": rec.tolist(), "f1": f1.tolist()}
+        best[c] = float(grid[int(np.argmax(f1))]) if t.any() else 0.5
+    return grid, curves, best
+
+
+def plot_threshold_sweep(grid, curves, best, out):
+    """Precision, recall and F1 against threshold, one panel per class."""
+    plt = _plt()
+    classes = list(curves)
+    fig, axes = plt.subplots(1, len(classes), figsize=(3.6 * len(classes), 3.4), squeeze=False)
+    for ax, c in zip(axes[0], classes):
+        for k, style in (("precision", "-"), ("recall", "--"), ("f1", "-")):
+            ax.plot(grid, curves[c][k], style, label=k, lw=2 if k == "f1" else 1)
+        ax.axvline(best[c], color="k", lw=0.8, ls=":")
+        ax.set(title=f"{c}: best F1 at {best[c]:.2f}", xlabel="threshold", ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("Validation threshold sweep")
+    _save(fig, out)
 
 
 # ---------------------------------------------------------------------------- figures

@@ -28,6 +28,7 @@ class AugmentConfig:
     enabled: bool = True  # apply augmentation to the training split
     placement: Literal["pipeline", "model"] = "pipeline"  # tf.data on CPU, or inside the model
     rotation: float = 30.0  # maximum rotation, degrees
+    rotation_prob: float = 1.0  # share of images that get the random rotation (flakes: 0.25)
     shift: float = 0.2  # maximum translation, fraction of height/width
     zoom: float = 0.3  # zoom range: scale drawn from [1 - zoom, 1 + zoom]
     horizontal_flip: bool = True  # random left-right flips
@@ -39,9 +40,12 @@ class AugmentConfig:
 
     def validate(self, key):
         _range(f"{key}.rotation", self.rotation, 0, 180)
+        _range(f"{key}.rotation_prob", self.rotation_prob, 0, 1)
         _range(f"{key}.shift", self.shift, 0, 1)
         _range(f"{key}.zoom", self.zoom, 0, 0.99)
         _range(f"{key}.color_scale", self.color_scale, 0, 1)
+        if self.rot90 and self.crop is not None and self.crop[0] != self.crop[1]:
+            raise ConfigError(f"{key}.rot90 needs a square {key}.crop, got {self.crop}")
         if self.crop is not None:
             _size(f"{key}.crop", self.crop)
             if self.placement != "pipeline":
@@ -84,6 +88,8 @@ class DataConfig:
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"{key}.classes has repeated names: {self.classes}")
         self.augment.validate(f"{key}.augment")
+        if self.augment.rot90 and self.image_size[0] != self.image_size[1]:
+            raise ConfigError(f"{key}.augment.rot90 needs a square {key}.image_size, got {self.image_size}")
         if self.augment.crop and any(c > s for c, s in zip(self.augment.crop, self.image_size)):
             raise ConfigError(
                 f"{key}.augment.crop {self.augment.crop} is larger than {key}.image_size {self.image_size}"

@@ -148,7 +148,9 @@ def load_image(path, size):
 
 @keras.saving.register_keras_serializable(package="ga")
 class RandomRot90(keras.layers.Layer):
-    """Rotate each image by a random multiple of 90 degrees (square inputs)."""
+    """Each image turned by its own random multiple of 90 degrees and randomly mirrored:
+    a random transpose and two random flips give the eight rotations/flips uniformly.
+    Square inputs only."""
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
@@ -158,11 +160,37 @@ class RandomRot90(keras.layers.Layer):
     def call(self, x, training=True):
         if not training:
             return x
-        k = keras.random.randint((), 0, 4, seed=self._gen)
-        return tf.image.rot90(x, k)
+        n = tf.shape(x)[0]
+        flags = keras.random.uniform((3, n), seed=self._gen) < 0.5
+        pick = lambda f, a, b: tf.where(tf.reshape(f, (-1, 1, 1, 1)), a, b)  # noqa: E731
+        x = pick(flags[0], tf.transpose(x, (0, 2, 1, 3)), x)
+        x = pick(flags[1], tf.reverse(x, [1]), x)
+        return pick(flags[2], tf.reverse(x, [2]), x)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomSometimes(keras.layers.Layer):
+    """Apply a wrapped augmentation layer to each image with probability `rate`."""
+
+    def __init__(self, layer, rate=0.25, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer if isinstance(layer, keras.layers.Layer) else keras.layers.deserialize(layer)
+        self.rate = rate
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        if not training:
+            return x
+        mask = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self._gen) < self.rate
+        return tf.where(mask, self.layer(x, training=True), x)
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.layers.serialize(self.layer), "rate": self.rate,
+                "seed": self.seed}
 
 
 @keras.saving.register_keras_serializable(package="ga")
@@ -203,7 +231,8 @@ def augmentation(aug, seed=0, name="augmentation"):
     if mode:
         layers.append(L.RandomFlip(mode, seed=seed + 2))
     if aug.rotation > 0:
-        layers.append(L.RandomRotation(aug.rotation / 360.0, fill_mode=aug.fill_mode, seed=seed + 3))
+        rot = L.RandomRotation(aug.rotation / 360.0, fill_mode=aug.fill_mode, seed=seed + 3)
+        layers.append(rot if aug.rotation_prob >= 1 else RandomSometimes(rot, aug.rotation_prob, seed=seed + 4))
     if aug.shift > 0:
         layers.append(L.RandomTranslation(aug.shift, aug.shift, fill_mode=aug.fill_mode, seed=seed + 5))
     if aug.zoom > 0:
@@ -305,18 +334,25 @@ def _build_split(cfg, name, split_dir, classes):
         raise DataError(f"no usable images in the {name} split at {split_dir}")
     size = tuple(cfg.data.image_size)
     training = name == "train"
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors(log_warning=True)
-    nbytes = len(paths) * size[0] * size[1] * 3
-    if cfg.data.cache == "memory" or (cfg.data.cache == "auto" and nbytes <= cfg.data.cache_budget_mb * 2**20):
-        ds = ds.cache()
-    if training:
-        if cfg.model.task == "multilabel" and cfg.data.balance:
-            ds = _balanced(ds, labels, cfg.training.seed)
-        ds = ds.shuffle(min(cfg.data.shuffle_buffer, len(paths)), seed=cfg.training.seed, reshuffle_each_iteration=True)
-        if cfg.training.steps_per_epoch:
-            ds = ds.repeat()
+    cache = cfg.data.cache == "memory" or (
+        cfg.data.cache == "auto" and len(paths) * size[0] * size[1] * 3 <= cfg.data.cache_budget_mb * 2**20)
+    seed = cfg.training.seed
+    buffer = min(cfg.data.shuffle_buffer, len(paths))
+    pos = labels.max(axis=1) > 0
+    if training and cfg.model.task == "multilabel" and cfg.data.balance and 0 < pos.sum() < len(paths):
+        # The original's weighted sampler: images with and without any label drawn equally.
+        # Each half is its own decoded, cached, endless stream.
+        halves = [_decoded([p for p, k in zip(paths, pos) if k == want], labels[pos == want], size, cache)
+                  .shuffle(buffer, seed=seed).repeat() for want in (True, False)]
+        ds = tf.data.Dataset.sample_from_datasets(halves, [0.5, 0.5], seed=seed)
+        if not cfg.training.steps_per_epoch:
+            ds = ds.take(len(paths))
+    else:
+        ds = _decoded(paths, labels, size, cache)
+        if training:
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+            if cfg.training.steps_per_epoch:
+                ds = ds.repeat()
     ds = ds.batch(cfg.data.batch_size)
     ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
     aug = cfg.data.augment
@@ -332,14 +368,9 @@ def _build_split(cfg, name, split_dir, classes):
     return SplitData(ds, paths, labels, problems)
 
 
-def _balanced(ds, labels, seed):
-    """Sample images with and without any label equally (the original's weighted sampler)."""
-    pos = labels[:, :].max(axis=1) > 0
-    if pos.all() or not pos.any():
-        return ds
-    flags = tf.data.Dataset.from_tensor_slices(pos)
-    both = tf.data.Dataset.zip((ds, flags))
-    with_label = both.filter(lambda e, f: f).map(lambda e, f: e).repeat()
-    without = both.filter(lambda e, f: tf.logical_not(f)).map(lambda e, f: e).repeat()
-    mixed = tf.data.Dataset.sample_from_datasets([with_label, without], [0.5, 0.5], seed=seed)
-    return mixed.take(len(labels))
+def _decoded(paths, labels, size, cache):
+    """(uint8 image, label) pairs, decoded in parallel, optionally kept in memory."""
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), labels))
+    ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=True)
+    return ds.cache() if cache else ds

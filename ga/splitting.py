@@ -57,6 +57,7 @@ class FileInfo:
     status: str = "ok"  # ok | corrupt | duplicate | skipped-not-image | rejected
     reason: str = ""
     hashes: tuple = ()  # perceptual hashes of the 8 orientations
+    thumb: object = None  # 16x16 grey thumbnail, to confirm a hash match
     group: str = ""
     split: str = ""
 
@@ -123,6 +124,7 @@ def _scan_one(root, rel, cls):
                 im.load()  # full decode: catches truncated and damaged files
                 info.width, info.height = im.size
                 info.hashes = perceptual_hashes(im)
+                info.thumb = np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), np.float32)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         info.status, info.reason = "corrupt", f"decompression bomb: {exc}"
     except Exception as exc:  # PIL raises many types for damaged files; each is a per-file error
@@ -227,7 +229,7 @@ def assign_groups(files, tolerance=4):
             block = canon[start:start + 64]
             dist = np.bitwise_count(block[:, None, None] ^ all_h[None, :, :]).min(axis=2)  # (b, n)
             for a, b in zip(*np.nonzero(dist <= tolerance)):
-                if start + a != b:
+                if start + a != b and _same_picture(usable[idx[start + a]].thumb, usable[idx[b]].thumb):
                     uf.union(idx[start + a], idx[b])
     roots = {}
     for i, f in enumerate(usable):
@@ -244,6 +246,16 @@ def assign_groups(files, tolerance=4):
         for m in members:
             m.group = gid
     return per_cls
+
+
+def _same_picture(a, b, max_mean_diff=3.0):
+    """Confirm a hash match on the thumbnails: featureless images (a plain wafer, say)
+    share hashes by chance, but copies also agree pixel by pixel, up to a transform."""
+    if a is None or b is None:
+        return False
+    from ga.synthetic import dihedral
+
+    return min(float(np.abs(a - dihedral(b, k)).mean()) for k in range(8)) <= max_mean_diff
 
 
 def _slug(cls):

@@ -271,6 +271,8 @@ def _deliver(cfg, run_dir, model, data, fit_info, policy, strategy):
     prefix = cfg.output.prefix
     t = time.perf_counter()
     paths = export.save_keras(model, run_dir, prefix)
+    if cfg.model.task == "multilabel":
+        _tune_thresholds(cfg, run_dir, model, data)
     y_true, y_prob = analysis.predict_split(model, data.test)
     report = analysis.write_reports(run_dir, cfg, data.classes, y_true, y_prob, fit_info, paths=data.test.paths)
     if cfg.output.onnx:
@@ -279,6 +281,17 @@ def _deliver(cfg, run_dir, model, data, fit_info, policy, strategy):
     export.write_model_card(run_dir, cfg, data, report)
     _write_run_json(run_dir, cfg, data, policy, strategy, fit_info)
     log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
+
+
+def _tune_thresholds(cfg, run_dir, model, data):
+    """Multi-label: per-class thresholds that maximise validation F1, into labels.json."""
+    from ga import analysis, runs
+
+    y_true, y_prob = analysis.predict_split(model, data.valid)
+    grid, curves, best = analysis.threshold_sweep(data.classes, y_true, y_prob)
+    analysis.plot_threshold_sweep(grid, curves, best, os.path.join(run_dir, f"{cfg.output.prefix}threshold_sweep.png"))
+    runs.write_labels(run_dir, runs.labels_document(cfg, data.classes, thresholds=best))
+    log.info("validation-tuned thresholds: %s", ", ".join(f"{c} {t:.2f}" for c, t in best.items()))
 
 
 def _git_commit():

@@ -1,0 +1,156 @@
+"""Multi-label task: labels and the any output, per-class F1 against scikit-learn, the
+threshold sweep, flake augmentation, data.fraction, tiling, and a scan end to end."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+from sklearn.metrics import f1_score
+
+from conftest import tiny_config
+from ga import synthetic as syn
+from ga.analysis import compute_metrics, threshold_sweep
+from ga.cli import inference_main
+from ga.config import load_config
+from ga.data import RandomRot90, RandomSometimes, build_datasets
+from ga.layers import ClassF1
+from ga.scan import tile_boxes, tile_starts
+from ga.splitting import split_dataset
+
+
+@pytest.fixture(scope="module")
+def graphene_split(tmp_path_factory):
+    root = tmp_path_factory.mktemp("graphene")
+    src = syn.generate_graphene(str(root / "src"), count=60, size=64, seed=4)
+    split_dataset(src, str(root / "split"), ratios=[0.6, 0.2, 0.2], progress=False)
+    return str(root / "split")
+
+
+def _ml_config(tmp_path, split, **extra):
+    sections = {"model": {"task": "multilabel", "head": {"units": [], "dropout": [], "batch_norm": [],
+                                                           "pooling": "max", "output_dropout": 0.5}},
+                "data": {"any_class": True, "balance": True, "image_size": [32, 32],
+                         "augment": {"enabled": True, "rot90": True, "horizontal_flip": False, "vertical_flip": True,
+                                     "color_scale": 0.15, "rotation": 20, "rotation_prob": 0.25, "shift": 0,
+                                     "zoom": 0, "crop": [24, 24], "fill_mode": "reflect"}},
+                "output": {"prefix": "GC"}}
+    for k, v in extra.items():
+        sections.setdefault(k, {}).update(v)
+    return tiny_config(tmp_path / "ml.yaml", split, str(tmp_path / "runs"), **sections)
+
+
+def test_multilabel_labels_and_any_output(tmp_path, graphene_split):
+    cfg = load_config(_ml_config(tmp_path, graphene_split))
+    data = build_datasets(cfg)
+    assert data.classes == ["class1", "class2", "class3", "any"]
+    rows = {r["filename"]: r for r in csv.DictReader(open(os.path.join(graphene_split, "test", "labels.csv")))}
+    for path, y in zip(data.test.paths, data.test.labels):
+        r = rows[os.path.basename(path)]
+        want = [float(r["class1"]), float(r["class2"]), float(r["class3"])]
+        assert list(y[:3]) == want and y[3] == max(want)
+    x, y = next(iter(data.test.dataset))
+    assert x.shape[1:] == (24, 24, 3) and y.shape[1] == 4  # centre crop for evaluation
+
+
+def test_fraction_trains_on_a_seeded_subset(tmp_path, graphene_split):
+    full = build_datasets(load_config(_ml_config(tmp_path, graphene_split)), splits=("train",))
+    half = build_datasets(load_config(_ml_config(tmp_path, graphene_split), ["data.fraction=0.5"]), splits=("train",))
+    again = build_datasets(load_config(_ml_config(tmp_path, graphene_split), ["data.fraction=0.5"]), splits=("train",))
+    assert half.train.size == round(full.train.size * 0.5)
+    assert set(half.train.paths) < set(full.train.paths) and half.train.paths == again.train.paths
+
+
+def test_class_f1_and_report_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = (rng.random((200, 3)) < 0.3).astype(np.float32)
+    p = np.clip(y * 0.6 + rng.random((200, 3)) * 0.5, 0, 1).astype(np.float32)
+    want = f1_score(y, p > 0.5, average=None, zero_division=0)
+    for i in range(3):
+        m = ClassF1(column=i)
+        m.update_state(y, p)
+        assert float(m.result()) == pytest.approx(want[i], abs=1e-5)
+    classes = ["class1", "class2", "class3"]
+    metrics, _ = compute_metrics("multilabel", classes, y, p, {c: 0.5 for c in classes})
+    for c, w in zip(classes, want):
+        assert metrics["per_class"][c]["f1"] == pytest.approx(w, abs=1e-9)
+    assert metrics["harmonic_mean_f1"] == pytest.approx(3 / sum(1 / w for w in want))
+    # Binary: the negative class is scored on the complement of the single output.
+    yb, pb = y[:, :1], p[:, :1]
+    neg = ClassF1(column=0, negate=True)
+    neg.update_state(yb, pb)
+    assert float(neg.result()) == pytest.approx(f1_score(1 - yb[:, 0], pb[:, 0] <= 0.5), abs=1e-5)
+
+
+def test_threshold_sweep_finds_the_best_f1_threshold():
+    rng = np.random.default_rng(1)
+    y = (rng.random((300, 2)) < 0.4).astype(np.float32)
+    # Class a: positives score above 0.3, negatives below; class b: noisier.
+    p = np.where(y > 0, rng.uniform(0.31, 0.6, y.shape), rng.uniform(0.0, 0.29, y.shape)).astype(np.float32)
+    p[:, 1] = np.clip(p[:, 1] + rng.normal(0, 0.1, 300), 0, 1)
+    grid, curves, best = threshold_sweep(["a", "b"], y, p)
+    assert 0.29 <= best["a"] <= 0.31 and max(curves["a"]["f1"]) == 1.0
+    for t in (0.2, 0.5, 0.7):
+        i = int(np.argmin(np.abs(grid - t)))
+        assert curves["b"]["f1"][i] == pytest.approx(f1_score(y[:, 1], p[:, 1] > grid[i], zero_division=0))
+    assert curves["b"]["f1"][int(np.argmin(np.abs(grid - best["b"])))] == pytest.approx(max(curves["b"]["f1"]))
+
+
+def test_flake_augmentation_layers():
+    x = tf.constant(np.arange(2 * 5 * 5 * 3, dtype=np.float32).reshape(2, 5, 5, 3))
+    out = RandomRot90(seed=3)(x, training=True).numpy()
+    for a, b in zip(x.numpy(), out):
+        assert any(np.array_equal(syn.dihedral(a, k), b) for k in range(8))
+    seen = {tuple(RandomRot90(seed=s)(x[:1], training=True).numpy().ravel()[:3]) for s in range(20)}
+    assert len(seen) > 2  # several orientations occur
+    never = RandomSometimes(keras.layers.RandomFlip("horizontal", seed=1), rate=0.0, seed=1)
+    np.testing.assert_array_equal(never(x, training=True).numpy(), x.numpy())
+    ones = tf.ones((400, 4, 4, 1))
+    marked = RandomSometimes(keras.layers.Rescaling(2.0), rate=0.25, seed=5)(ones, training=True).numpy()
+    share = float((marked[:, 0, 0, 0] == 2.0).mean())
+    assert 0.15 < share < 0.35
+
+
+@pytest.mark.parametrize("w, h, tile", [(1001, 777, 300), (300, 300, 300), (4908, 3264, 300), (250, 180, 300),
+                                        (601, 301, 300)])
+def test_tiles_cover_every_pixel_with_minimal_overlap(w, h, tile):
+    boxes = tile_boxes(w, h, tile)
+    cover = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in boxes:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        cover[y0:y1, x0:x1] = True
+    assert cover.all()
+    assert len(boxes) == max(1, -(-w // tile)) * max(1, -(-h // tile))  # the fewest tiles that can cover it
+    xs = tile_starts(w, tile)
+    if len(xs) > 1:
+        overlaps = [tile - (b - a) for a, b in zip(xs, xs[1:])]
+        assert max(overlaps) - min(overlaps) <= 1 and max(overlaps) < tile
+
+
+def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
+    from ga.train import train
+
+    run = train(_ml_config(tmp_path, graphene_split), overrides=["training.epochs=2"])
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["task"] == "multilabel" and labels["classes"] == ["class1", "class2", "class3", "any"]
+    assert labels["center_crop"] == [24, 24] and labels["input_size"] == [24, 24]
+    assert set(labels["thresholds"]) == set(labels["classes"])
+    m = json.load(open(os.path.join(run, "metrics.json")))
+    assert "harmonic_mean_f1" in m and set(m["roc_auc"]) == set(labels["classes"])
+    for f in ("GCthreshold_sweep.png", "GCfinal_roc_auc.png", "GCweights.onnx", "predictions.csv"):
+        assert os.path.isfile(os.path.join(run, f)), f
+    frame, _ = syn.generate_wafer(str(tmp_path / "frame.png"), width=170, height=100, seed=2, n_flakes=2)
+    out_dir = str(tmp_path / "scan")
+    code = inference_main([frame, "--scan", "--tile", "24", "--model", run, "--out-dir", out_dir,
+                           "--threshold", "0.0001"])
+    assert code == 0
+    rows = list(csv.DictReader(open(os.path.join(out_dir, "frame_tiles.csv"))))
+    assert len(rows) == len(tile_boxes(170, 100, 24))
+    fired = [r for r in rows if r["fired"] == "1"]
+    assert len(fired) == len(rows)  # a tiny threshold marks every tile
+    assert len(os.listdir(os.path.join(out_dir, "frame_tiles"))) == len(fired)
+    assert os.path.getsize(os.path.join(out_dir, "frame_scan.jpg")) > 0
+    assert "tiles marked" in capsys.readouterr().out
