@@ -47,15 +47,9 @@ def binary_classes(split_dir):
 
 def multilabel_classes(split_dir, any_class=False):
     """Class names from a split's labels.csv header (plus "any")."""
-    path = os.path.join(split_dir, "labels.csv")
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh))
-    except (OSError, StopIteration) as exc:
-        raise DataError(f"cannot read the header of {path}: {exc or 'empty file'}") from None
-    if header[0] != "filename" or len(header) < 2:
-        raise DataError(f"{path}: the header must be filename,<class>,<class>...")
-    return header[1:] + (["any"] if any_class else [])
+    from ga.splitting import read_labels_csv
+
+    return read_labels_csv(split_dir)[0] + (["any"] if any_class else [])
 
 
 def list_split(split_dir, classes, task, any_class=False):
@@ -77,18 +71,17 @@ def list_split(split_dir, classes, task, any_class=False):
                         paths.append(os.path.join(dirpath, f))
                         labels.append([float(idx)])
         return paths, np.asarray(labels, np.float32).reshape(-1, 1)
+    from ga.splitting import read_labels_csv
+
     path = os.path.join(split_dir, "labels.csv")
     base = [c for c in classes if not (any_class and c == "any")]
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    header = rows[0][1:]
+    header, table = read_labels_csv(split_dir)
     if header != base:
         raise DataError(f"{path}: columns {header} differ from the run's classes {base}")
-    for n, row in enumerate(rows[1:], 2):
-        name = row[0]
+    for name, flags in table.items():
         if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
-            raise DataError(f"{path} line {n}: file name {name!r} points outside the split folder")
-        vals = [float(v) for v in row[1:]]
+            raise DataError(f"{path}: file name {name!r} points outside the split folder")
+        vals = [float(v) for v in flags]
         if any_class:
             vals.append(float(max(vals)))
         paths.append(os.path.join(split_dir, name))

@@ -162,7 +162,8 @@ def _list_class_folders(source):
     return classes, items
 
 
-def _read_labels_csv(source):
+def read_labels_csv(source):
+    """(classes, {filename: (0/1, ...)}) from `<source>/labels.csv`, in file order."""
     path = os.path.join(source, "labels.csv")
     try:
         with open(path, newline="", encoding="utf-8") as fh:
@@ -432,7 +433,7 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
 
     multilabel = os.path.isfile(os.path.join(source, "labels.csv"))
     if multilabel:
-        classes, labels = _read_labels_csv(source)
+        classes, labels = read_labels_csv(source)
         names = sorted(f for f in os.listdir(source) if f != "labels.csv" and not f.startswith(".")
                        and os.path.isfile(os.path.join(source, f)) and not os.path.islink(os.path.join(source, f)))
         items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None) for n in names]
@@ -554,7 +555,7 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
         return result
     _copy_all(source, dest, files, params.get("mode", mode), bar_off)
     if params.get("multilabel"):
-        classes, labels = _read_labels_csv(source)
+        classes, labels = read_labels_csv(source)
         _write_split_labels(dest, files, classes, labels)
     atomic_write_json(os.path.join(dest, "split.json"), {**params, "complete": True})
     return result

@@ -353,7 +353,9 @@ def _distractor(rng, img, kind):
         img[:] = tmp
 
 
-def _place_flakes(rng, img, classes, thick, size_range):
+def _place_flakes(rng, img, classes, size_range, central=None):
+    """Draw flakes of the given contrast bands. Labelled ones are centred within the middle
+    `central` fraction of the image when given, so a training crop keeps them."""
     h, w, _ = img.shape
     flakes = []
     for cls in classes:
@@ -361,7 +363,11 @@ def _place_flakes(rng, img, classes, thick, size_range):
         c = float(rng.uniform(lo, hi))
         size = rng.uniform(*size_range)
         margin = size * 0.6
-        cx, cy = rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)
+        if central and cls != "thick":
+            lo_f, hi_f = 0.5 - central / 2, 0.5 + central / 2
+            cx, cy = rng.uniform(lo_f * w, hi_f * w), rng.uniform(lo_f * h, hi_f * h)
+        else:
+            cx, cy = rng.uniform(margin, w - margin), rng.uniform(margin, h - margin)
         pts = _polygon(rng, cx, cy, size)
         _draw_flake(img, pts, c, rng)
         flakes.append(Flake(pts, c, contrast_class(c)))
@@ -385,7 +391,9 @@ def make_flake_image(rng, size=400):
             wanted = [f"class{i + 1}" for i, p in enumerate(_P_CLASS) if rng.random() < p]
     order = thick + wanted
     rng.shuffle(order)
-    flakes = _place_flakes(rng, img, order, thick, (size * 0.04, size * 0.14))
+    # Labelled flakes sit in the middle 40% (as crops are cut around a candidate flake), so
+    # a random 300 px training crop of a 400 px image keeps them.
+    flakes = _place_flakes(rng, img, order, (size * 0.04, size * 0.14), central=0.4)
     img += rng.normal(0, 2.0, img.shape).astype(np.float32)
     out = np.clip(np.round(img), 0, 255).astype(np.uint8)
     labels = tuple(int(any(f.cls == k for f in flakes)) for k in (1, 2, 3))
@@ -424,7 +432,7 @@ def generate_wafer(out, width=4908, height=3264, seed=0, n_flakes=8):
         _distractor(rng, img, "dust")
     classes = [f"class{1 + (i % 3)}" for i in range(n_flakes)] + ["thick"] * max(1, n_flakes // 3)
     rng.shuffle(classes)
-    flakes = _place_flakes(rng, img, classes, [], (20, 60))
+    flakes = _place_flakes(rng, img, classes, (20, 60))
     img += rng.normal(0, 2.0, img.shape).astype(np.float32)
     arr = np.clip(np.round(img), 0, 255).astype(np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

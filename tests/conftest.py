@@ -1,5 +1,6 @@
 """Shared builders: tiny image splits made on the fly and a CPU-sized training config."""
 
+import hashlib
 import os
 import sys
 
@@ -14,6 +15,16 @@ if ROOT not in sys.path:
 
 # Test set sizes differ per class so that a swapped class name shows in every report.
 SEPARABLE_COUNTS = {"train": (16, 16), "valid": (8, 8), "test": (12, 6)}
+
+
+def digest_tree(root):
+    """{relative path: sha256} of every file under root."""
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
 
 
 def separable_image(rng, cls_index, size=None):

@@ -1,13 +1,13 @@
 """split_data: counts, groups, determinism, safety of the source, corrupt files, resume, modes."""
 
 import csv
-import hashlib
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import digest_tree
 from ga import splitting
 from ga.cli import split_main
 from ga.errors import DataError
@@ -43,15 +43,6 @@ def make_tree(root, per_class=None, groups=None, seed=0):
                 _save(np.ascontiguousarray(arr), os.path.join(root, cls, f"{cls.upper()} ({n}).png"))
                 n += 1
     return root
-
-
-def _digest_tree(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return out
 
 
 def _split_of(dest):
@@ -130,9 +121,9 @@ def test_source_unchanged_and_no_hash_in_two_splits(tmp_path, mode):
     # A byte-identical duplicate must share its original's split.
     data = open(os.path.join(src, "cex", "CEX (1).png"), "rb").read()
     open(os.path.join(src, "cex", "CEX (99).png"), "wb").write(data)
-    before = _digest_tree(src)
+    before = digest_tree(src)
     split_dataset(src, str(tmp_path / "out"), mode=mode, progress=False)
-    assert _digest_tree(src) == before
+    assert digest_tree(src) == before
     files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
     where = {}
     for f in files:
@@ -140,7 +131,7 @@ def test_source_unchanged_and_no_hash_in_two_splits(tmp_path, mode):
     assert all(len(s) == 1 for s in where.values())
     dup = [f for f in files if f.source == "cex/CEX (99).png"][0]
     assert dup.status == "duplicate" and "CEX (1).png" in dup.reason
-    out = _digest_tree(str(tmp_path / "out"))
+    out = digest_tree(str(tmp_path / "out"))
     for f in files:
         assert out[os.path.join(f.split, *f.source.split("/"))] == f.sha256
 
@@ -159,7 +150,7 @@ def test_corrupt_files_listed_not_copied(tmp_path, capsys):
     assert rows["cex/trunc.png"].status == "corrupt"
     assert rows["pg/text.png"].status == "corrupt"
     assert rows["pg/notes.txt"].status == "skipped-not-image"
-    copied = _digest_tree(str(tmp_path / "out"))
+    copied = digest_tree(str(tmp_path / "out"))
     assert not any(os.path.basename(k) in ("zero.png", "trunc.png", "text.png", "notes.txt") for k in copied)
     err = capsys.readouterr().err
     assert "cex/trunc.png" in err and "pg/notes.txt" in err
@@ -169,11 +160,11 @@ def test_corrupt_files_listed_not_copied(tmp_path, capsys):
 def test_rerun_is_idempotent(tmp_path, capsys):
     src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
     split_dataset(src, str(tmp_path / "out"), progress=False)
-    stamp = {p: os.stat(os.path.join(tmp_path / "out", p)).st_mtime_ns for p in _digest_tree(str(tmp_path / "out"))}
+    stamp = {p: os.stat(os.path.join(tmp_path / "out", p)).st_mtime_ns for p in digest_tree(str(tmp_path / "out"))}
     capsys.readouterr()
     res = split_dataset(src, str(tmp_path / "out"), progress=False)
     assert not res.changed and "nothing to do" in capsys.readouterr().out
-    after = {p: os.stat(os.path.join(tmp_path / "out", p)).st_mtime_ns for p in _digest_tree(str(tmp_path / "out"))}
+    after = {p: os.stat(os.path.join(tmp_path / "out", p)).st_mtime_ns for p in digest_tree(str(tmp_path / "out"))}
     assert after == stamp
 
 
@@ -184,7 +175,7 @@ def test_different_split_needs_overwrite(tmp_path):
         split_dataset(src, str(tmp_path / "out"), seed=2, progress=False)
     split_dataset(src, str(tmp_path / "out"), seed=2, overwrite=True, progress=False)
     files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
-    on_disk = _digest_tree(str(tmp_path / "out"))
+    on_disk = digest_tree(str(tmp_path / "out"))
     placed = {k for k in on_disk if k.endswith(".png")}
     assert placed == {os.path.join(f.split, *f.source.split("/")) for f in files}  # no stale files
 
@@ -209,19 +200,19 @@ def test_interrupted_copy_is_completed(tmp_path, monkeypatch):
     res = split_dataset(src, str(tmp_path / "out"), progress=False)
     assert res.changed
     files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
-    on_disk = _digest_tree(str(tmp_path / "out"))
+    on_disk = digest_tree(str(tmp_path / "out"))
     images = {k: v for k, v in on_disk.items() if k.endswith(".png")}
     assert images == {os.path.join(f.split, *f.source.split("/")): f.sha256 for f in files}
 
 
 def test_move_mode_moves_each_file_once(tmp_path):
     src = make_tree(str(tmp_path / "src"), per_class={"cex": 10}, groups={"pg": [3, 3, 2, 2]})
-    before = _digest_tree(src)
+    before = digest_tree(src)
     split_dataset(src, str(tmp_path / "out"), mode="move", progress=False)
-    left = [k for k in _digest_tree(src)]
+    left = [k for k in digest_tree(src)]
     assert left == []
     files = read_manifest(str(tmp_path / "out" / "manifest.csv"))
-    out = _digest_tree(str(tmp_path / "out"))
+    out = digest_tree(str(tmp_path / "out"))
     for f in files:
         assert out[os.path.join(f.split, *f.source.split("/"))] == before[os.path.join(*f.source.split("/"))]
 

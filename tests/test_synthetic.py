@@ -1,23 +1,14 @@
 """Synthetic crystal and graphene generators: layout, determinism, separability, label rule."""
 
 import csv
-import hashlib
 import os
 
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
+from conftest import digest_tree
 from ga import synthetic as syn
-
-
-def _digests(root):
-    out = {}
-    for dirpath, _, files in os.walk(root):
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
-    return out
 
 
 def test_crystal_layout_names_and_sizes(tmp_path):
@@ -49,9 +40,9 @@ def test_pg_copies_are_rotations_or_flips_of_one_crop(tmp_path):
 
 
 def test_crystals_are_deterministic(tmp_path):
-    a = _digests(syn.generate_crystals(str(tmp_path / "a"), per_class=4, seed=5, pg_copies=2))
-    b = _digests(syn.generate_crystals(str(tmp_path / "b"), per_class=4, seed=5, pg_copies=2))
-    c = _digests(syn.generate_crystals(str(tmp_path / "c"), per_class=4, seed=6, pg_copies=2))
+    a = digest_tree(syn.generate_crystals(str(tmp_path / "a"), per_class=4, seed=5, pg_copies=2))
+    b = digest_tree(syn.generate_crystals(str(tmp_path / "b"), per_class=4, seed=5, pg_copies=2))
+    c = digest_tree(syn.generate_crystals(str(tmp_path / "c"), per_class=4, seed=6, pg_copies=2))
     assert a == b
     assert all(a[k] != c[k] for k in a)
 
@@ -123,7 +114,7 @@ def test_graphene_files_and_labels_csv(tmp_path):
         assert im.size == (64, 64) and im.mode == "RGB"
         assert set(flags) <= {"0", "1"}
     again = syn.generate_graphene(str(tmp_path / "h"), count=6, size=64, seed=2)
-    assert _digests(out) == _digests(again)
+    assert digest_tree(out) == digest_tree(again)
 
 
 def test_wafer_frame_and_boxes(tmp_path):

@@ -1,0 +1,62 @@
+"""Scan a whole synthetic frame with a trained multi-label model and score the marks.
+
+    python bench/scan_eval.py --model deliverables/<graphene run> [--tile 300] [--seed 0]
+
+Makes the 4908x3264 synthetic wafer frame (python -m ga.synthetic wafer) if missing, scans
+it as `inference.py frame --scan` does, and prints: the time, the share of labelled flakes
+whose centre lies in a marked tile, and the share of marked tiles that hold no labelled
+flake (false marks), also as a share of all tiles.
+"""
+
+import argparse
+import csv
+import os
+import time
+
+from common import machine
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True)
+    p.add_argument("--tile", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default="/tmp/ga_scan_eval")
+    p.add_argument("--engine", default=None)
+    args = p.parse_args()
+
+    from ga.predict import load_model
+    from ga.scan import scan_frame
+    from ga.synthetic import generate_wafer
+
+    frame = os.path.join(args.workdir, f"wafer_{args.seed}.png")
+    boxes_csv = os.path.splitext(frame)[0] + "_boxes.csv"
+    if not os.path.isfile(boxes_csv):
+        generate_wafer(frame, seed=args.seed)
+    model = load_model(args.model, args.engine)
+    t = time.perf_counter()
+    r = scan_frame(model, frame, args.tile, os.path.join(args.workdir, "scan"))
+    seconds = time.perf_counter() - t
+    flakes = [tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")) for row in csv.DictReader(open(boxes_csv))]
+    tiles = [(int(row["x0"]), int(row["y0"]), int(row["x1"]), int(row["y1"]), row["fired"] == "1")
+             for row in csv.DictReader(open(r["csv"]))]
+    fired = [t_ for t_ in tiles if t_[4]]
+
+    def inside(box, tile):
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        return tile[0] <= cx < tile[2] and tile[1] <= cy < tile[3]
+
+    def overlaps(box, tile):
+        return box[0] < tile[2] and tile[0] < box[2] and box[1] < tile[3] and tile[1] < box[3]
+
+    covered = sum(any(inside(b, t_) for t_ in fired) for b in flakes)
+    false = sum(not any(overlaps(b, t_) for b in flakes) for t_ in fired)
+    print(f"machine: {machine()}; model {args.model} ({model.engine}); frame {frame}")
+    print(f"scan: {seconds:.1f} s for {len(tiles)} tiles of {args.tile} px; marked {len(fired)}")
+    print(f"labelled flakes covered by a marked tile: {covered}/{len(flakes)} = {100 * covered / max(1, len(flakes)):.0f}%")
+    print(f"false marks: {false}/{len(fired)} marked tiles = {100 * false / max(1, len(fired)):.0f}% "
+          f"({100 * false / len(tiles):.1f}% of all tiles)")
+
+
+if __name__ == "__main__":
+    main()
