@@ -97,10 +97,6 @@ def _split(args):
 
     cfg = load_config(args.config, args.overrides)
     s = cfg.split
-    if args.ratios is not None:
-        from ga.config import SplitConfig
-
-        SplitConfig(ratios=list(args.ratios)).validate("--ratios")
     result = split_dataset(
         source=args.source or s.source,
         dest=args.dest or cfg.data.split_root,

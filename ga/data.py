@@ -10,7 +10,6 @@ scan but fails in TensorFlow's decoder, which is logged as a count mismatch.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass, field

@@ -412,7 +412,7 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
 
     ratios = [float(r) for r in ratios]
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise DataError(f"ratios must be three non-negative numbers summing to 1, got {ratios}")
+        raise DataError(f"--ratios must be three non-negative numbers that sum to 1, got {ratios} (sum {sum(ratios):g})")
     if not os.path.isdir(source):
         raise DataError(f"source folder not found: {source}")
     src_abs, dest_abs = os.path.realpath(source), os.path.realpath(dest)

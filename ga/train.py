@@ -116,7 +116,7 @@ def train(config_path=None, overrides=(), resume=None, device="auto", unsafe=Fal
         The run folder path.
     """
     from ga import runs
-    from ga.config import check_paths, dump_config, load_config
+    from ga.config import check_paths, load_config
 
     _configure_devices(device)
     if resume:
@@ -135,7 +135,6 @@ def train(config_path=None, overrides=(), resume=None, device="auto", unsafe=Fal
 
 def _train(cfg, classes, resume):
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from ga import runs

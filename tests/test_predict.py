@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import separable_image
 from ga.cli import inference_main
 from ga.errors import ModelError
-from ga.predict import load_keras, load_model, predict_files
+from ga.predict import load_keras, load_model
 
 
 def _out_lines(capsys):

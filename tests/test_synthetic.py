@@ -4,7 +4,6 @@ import csv
 import os
 
 import numpy as np
-import pytest
 from PIL import Image, ImageDraw, ImageFilter
 
 from conftest import digest_tree

@@ -4,7 +4,6 @@ offline weights, local weights, trainable fraction, mirrored strategy, bad image
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 
