@@ -84,7 +84,8 @@ def trim_history(path, initial_epoch):
 
 
 class RunClock(keras.callbacks.Callback):
-    """Wall time, epochs run in this process, and whether the loss went NaN."""
+    """Wall time, epochs run in this process, whether the loss went NaN, and per-epoch
+    timing (`epoch_seconds`, `val_seconds`) added to the logs and so to history.csv."""
 
     def __init__(self):
         super().__init__()
@@ -92,13 +93,29 @@ class RunClock(keras.callbacks.Callback):
         self.epochs = 0
         self.nan = False
         self.last_epoch = None
+        self._epoch_t0 = self._val_t0 = None
+        self._val = 0.0
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_t0 = time.perf_counter()
+        self._val = 0.0
+
+    def on_test_begin(self, logs=None):
+        self._val_t0 = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        if self._val_t0 is not None:
+            self._val += time.perf_counter() - self._val_t0
+
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
         self.last_epoch = epoch
+        if logs is not None and self._epoch_t0 is not None:
+            logs["epoch_seconds"] = round(time.perf_counter() - self._epoch_t0, 3)
+            logs["val_seconds"] = round(self._val, 3)
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")

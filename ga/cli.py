@@ -139,6 +139,9 @@ def train_main(argv=None):
 
 
 def _train(args):
+    from ga import _quiet_import_keras
+
+    _quiet_import_keras()
     from ga.train import train
 
     overrides = list(args.overrides)
@@ -196,6 +199,9 @@ def inference_main(argv=None):
 
 
 def _infer(args):
+    from ga import _quiet_import_keras
+
+    _quiet_import_keras()
     from ga.predict import predict_cli
 
     return predict_cli(args)

@@ -1,0 +1,102 @@
+"""Faults: SIGKILL at random points of split_data.py and of training, then recovery."""
+
+import csv
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, digest_tree, tiny_config
+from ga.runs import newest_run
+from ga.splitting import read_manifest, split_dataset
+from test_splitting import make_tree
+
+KILL_POINTS = int(os.environ.get("GA_KILL_POINTS", "20"))
+
+
+def _split_cmd(src, dest, mode):
+    return [sys.executable, os.path.join(ROOT, "split_data.py"), "--source", src, "--dest", dest, "--mode", mode,
+            "--no-progress", "-q"]
+
+
+def _placed(dest):
+    """{relative path: sha256} of the images in the split folders."""
+    return {k: v for k, v in digest_tree(dest).items() if k.split(os.sep)[0] in ("train", "valid", "test")}
+
+
+def _check_split(dest, want_shas):
+    files = read_manifest(os.path.join(dest, "manifest.csv"))
+    placed = _placed(dest)
+    listed = {os.path.join(f.split, *f.source.split("/")): f.sha256 for f in files if f.usable}
+    assert placed == listed  # the manifest and the destination agree, no partial or stray file
+    assert sorted(listed.values()) == sorted(want_shas)
+
+
+def _full_run_seconds(src, tmp_path):
+    t = time.perf_counter()
+    subprocess.run(_split_cmd(src, str(tmp_path / "timing"), "copy"), check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+@pytest.mark.parametrize("mode, points", [("copy", KILL_POINTS), ("move", max(5, KILL_POINTS // 2))])
+def test_sigkill_during_split_then_rerun(tmp_path, mode, points):
+    pristine = make_tree(str(tmp_path / "pristine"), per_class={"cex": 60}, groups={"pg": [5] * 12})
+    want = sorted(digest_tree(pristine).values())
+    duration = _full_run_seconds(pristine, tmp_path)
+    rng = random.Random(7)
+    killed_mid_copy = 0
+    for i in range(points):
+        src = pristine
+        if mode == "move":
+            src = str(tmp_path / f"src{i}")
+            shutil.copytree(pristine, src)
+        dest = str(tmp_path / f"out{i}")
+        proc = subprocess.Popen(_split_cmd(src, dest, mode), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, duration * 1.1))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if os.path.isdir(dest) and 0 < len(_placed(dest)) < len(want):
+            killed_mid_copy += 1
+        split_dataset(src, dest, mode=mode, progress=False)
+        _check_split(dest, want)
+        if mode == "copy":
+            assert digest_tree(src) == digest_tree(pristine)  # the source is never touched
+        else:
+            left = sorted(digest_tree(src).values())
+            # Every image exists exactly once across source and destination.
+            assert left == [] and sorted(_placed(dest).values()) == want
+    assert killed_mid_copy >= 1, "no kill landed in the copy phase; widen the kill window"
+
+
+def test_sigkill_during_training_then_resume(tmp_path, separable_split):
+    runs = tmp_path / "runs"
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(runs), training={"epochs": 4},
+                      output={"onnx": False})
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    history = None
+    while time.time() < deadline and proc.poll() is None:
+        found = [os.path.join(runs, d, "history.csv") for d in os.listdir(runs)] if runs.exists() else []
+        if found and os.path.isfile(found[0]) and sum(1 for _ in open(found[0])) >= 3:  # header + 2 epochs
+            history = found[0]
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert history, "training never reached epoch 2"
+    run_dir = os.path.dirname(history)
+    assert os.path.exists(os.path.join(run_dir, "RUNNING")) and not os.path.exists(os.path.join(run_dir, "metrics.json"))
+    assert newest_run(str(runs)) is None  # an interrupted run is never "the newest run"
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--resume", run_dir], capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
+    assert epochs == [0, 1, 2, 3]
+    assert newest_run(str(runs)) == run_dir
+    assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
