@@ -137,10 +137,14 @@ def _one_line(exc):
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def _list_class_folders(source):
-    """[(rel, class)] for every regular file under each class folder, sorted."""
+def _list_class_folders(source, strict=True):
+    """[(rel, class)] for every regular file under each class folder, sorted.
+
+    With `strict`, a source without class folders or with an empty one is an error (a new
+    split); without it (completing a `move` split) emptied folders are expected.
+    """
     classes = sorted(d for d in os.listdir(source) if os.path.isdir(os.path.join(source, d)) and not d.startswith("."))
-    if not classes:
+    if not classes and strict:
         raise DataError(f"no class folders in {source} (expected one folder per class, e.g. cex/ and pg/, "
                         f"or images with a labels.csv)")
     items = []
@@ -156,7 +160,7 @@ def _list_class_folders(source):
                 if os.path.islink(full):
                     continue  # never follow links out of the source
                 found.append((os.path.relpath(full, source).replace(os.sep, "/"), cls))
-        if not found:
+        if not found and strict:
             raise DataError(f"class folder is empty: {base}")
         items.extend(found)
     return classes, items
@@ -536,7 +540,7 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
         if params.get("multilabel"):
             present = {n for n in os.listdir(source) if n != "labels.csv" and not n.startswith(".")}
         else:
-            present = {rel for rel, _ in _list_class_folders(source)[1]}
+            present = {rel for rel, _ in _list_class_folders(source, strict=False)[1]}
         new = sorted(present - listed)
         if new:
             raise DataError(f"{len(new)} file(s) in {source} are not in the existing split at {dest} "

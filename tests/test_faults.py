@@ -29,6 +29,14 @@ def _placed(dest):
     return {k: v for k, v in digest_tree(dest).items() if k.split(os.sep)[0] in ("train", "valid", "test")}
 
 
+def _count(dest):
+    n = 0
+    for s in ("train", "valid", "test"):
+        for _, _, files in os.walk(os.path.join(dest, s)):
+            n += len(files)
+    return n
+
+
 def _check_split(dest, want_shas):
     files = read_manifest(os.path.join(dest, "manifest.csv"))
     placed = _placed(dest)
@@ -57,7 +65,14 @@ def test_sigkill_during_split_then_rerun(tmp_path, mode, points):
             shutil.copytree(pristine, src)
         dest = str(tmp_path / f"out{i}")
         proc = subprocess.Popen(_split_cmd(src, dest, mode), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, duration * 1.1))
+        if i % 2 == 0:
+            # A random moment: start-up, scanning, planning or copying.
+            time.sleep(rng.uniform(0.05, duration * 1.1))
+        else:
+            # Part-way through placing files: wait until some (not all) are in place.
+            target = rng.randint(1, len(want) - 1)
+            while proc.poll() is None and _count(dest) < target:
+                time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if os.path.isdir(dest) and 0 < len(_placed(dest)) < len(want):
