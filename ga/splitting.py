@@ -102,6 +102,12 @@ def perceptual_hashes(img):
 def _scan_one(root, rel, cls):
     info = FileInfo(source=rel, cls=cls)
     path = os.path.join(root, *rel.split("/"))
+    problem = _name_problem(rel)
+    if problem is None and os.path.islink(path):
+        problem = "symbolic link: not followed (the split reads only files inside the source)"
+    if problem:
+        info.status, info.reason = "rejected", problem
+        return info
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -132,6 +138,22 @@ def _scan_one(root, rel, cls):
     return info
 
 
+def _name_problem(rel):
+    """Why a file name cannot be carried into a split and its manifest, or None."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8"
+    if any(not c.isprintable() for c in rel):
+        return "file name holds control characters (e.g. a newline)"
+    return None
+
+
+def _safe_name(rel):
+    return rel.encode("utf-8", "backslashreplace").decode("utf-8").encode("unicode_escape").decode("ascii") \
+        if _name_problem(rel) else rel
+
+
 def _one_line(exc):
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
@@ -157,8 +179,6 @@ def _list_class_folders(source, strict=True):
                 if f.startswith("."):
                     continue
                 full = os.path.join(dirpath, f)
-                if os.path.islink(full):
-                    continue  # never follow links out of the source
                 found.append((os.path.relpath(full, source).replace(os.sep, "/"), cls))
         if not found and strict:
             raise DataError(f"class folder is empty: {base}")
@@ -337,7 +357,8 @@ def _write_manifest(path, files):
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(MANIFEST_FIELDS)
     for f in files:
-        wr.writerow([f.source, f.cls, f.split, f.group, f.sha256, f.width or "", f.height or "", f.status, f.reason])
+        wr.writerow([_safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "", f.height or "", f.status,
+                     f.reason])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -439,7 +460,7 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
     if multilabel:
         classes, labels = read_labels_csv(source)
         names = sorted(f for f in os.listdir(source) if f != "labels.csv" and not f.startswith(".")
-                       and os.path.isfile(os.path.join(source, f)) and not os.path.islink(os.path.join(source, f)))
+                       and (os.path.isfile(os.path.join(source, f)) or os.path.islink(os.path.join(source, f))))
         items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None) for n in names]
         missing = sorted(set(labels) - set(names))
     else:
@@ -482,7 +503,7 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
     result = SplitResult(files=files, counts=counts, groups={k: len(v) for k, v in strata.items()})
     bad = [f for f in files if not f.usable]
     for f in bad:
-        print(f"skipped: {f.source}: {f.status}: {f.reason}", file=sys.stderr)
+        print(f"skipped: {_safe_name(f.source)}: {f.status}: {f.reason}", file=sys.stderr)
     result.exit_code = 1 if bad else 0
     _print_summary(result, classes if not multilabel else None, dry_run)
     if dry_run:
@@ -538,9 +559,9 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
     listed = {f.source for f in files}
     if os.path.isdir(source):
         if params.get("multilabel"):
-            present = {n for n in os.listdir(source) if n != "labels.csv" and not n.startswith(".")}
+            present = {_safe_name(n) for n in os.listdir(source) if n != "labels.csv" and not n.startswith(".")}
         else:
-            present = {rel for rel, _ in _list_class_folders(source, strict=False)[1]}
+            present = {_safe_name(rel) for rel, _ in _list_class_folders(source, strict=False)[1]}
         new = sorted(present - listed)
         if new:
             raise DataError(f"{len(new)} file(s) in {source} are not in the existing split at {dest} "

@@ -264,3 +264,43 @@ def test_dry_run_writes_nothing(tmp_path, capsys):
     code = split_main(["--source", src, "--dest", str(tmp_path / "out"), "--dry-run", "--no-progress"])
     assert code == 0 and not (tmp_path / "out").exists()
     assert "dry run" in capsys.readouterr().out
+
+
+def test_hostile_contents_are_rejected_listed_and_never_followed(tmp_path, capsys):
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 8, "pg": 8})
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(outside)
+    os.symlink(outside, os.path.join(src, "cex", "link.png"))
+    good = open(os.path.join(src, "cex", "CEX (1).png"), "rb").read()
+    open(os.path.join(src, "pg", "new\nline.png"), "wb").write(good)
+    open(os.fsdecode(os.path.join(os.fsencode(src), b"pg", b"bad\xff.png")), "wb").write(good)
+    bomb = os.path.join(src, "pg", "bomb.png")
+    Image.new("1", (12000, 10000)).save(bomb)  # 120 Mpx of 1-bit pixels, a few kB on disk
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    assert res.exit_code == 1
+    rows = {f.source: f for f in read_manifest(str(tmp_path / "out" / "manifest.csv"))}
+    assert rows["cex/link.png"].status == "rejected" and "link" in rows["cex/link.png"].reason
+    assert rows["pg/new\\nline.png"].status == "rejected" and "control" in rows["pg/new\\nline.png"].reason
+    bad = [r for k, r in rows.items() if k.startswith("pg/bad")]
+    assert len(bad) == 1 and bad[0].status == "rejected" and "UTF-8" in bad[0].reason
+    assert rows["pg/bomb.png"].status == "corrupt" and "limit" in rows["pg/bomb.png"].reason
+    placed = [f for _, _, fs in os.walk(tmp_path / "out") for f in fs if f.endswith(".png")]
+    assert len(placed) == 16 and "secret.png" not in placed
+    # Re-running the same split recognises every listed name and changes nothing.
+    assert not split_dataset(src, str(tmp_path / "out"), progress=False).changed
+
+
+def test_labels_csv_rows_outside_the_source_are_rejected(tmp_path):
+    rng = np.random.default_rng(2)
+    src = tmp_path / "g"
+    rows = []
+    for i in range(12):
+        _save(_img(rng), str(src / f"f{i}.png"))
+        rows.append([f"f{i}.png", i % 2, 0])
+    rows.append(["../outside.png", 1, 0])
+    with open(src / "labels.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["filename", "a", "b"], *rows])
+    res = split_dataset(str(src), str(tmp_path / "out"), progress=False)
+    listed = {f.source: f for f in read_manifest(str(tmp_path / "out" / "manifest.csv"))}
+    assert listed["../outside.png"].status == "rejected" and "outside" in listed["../outside.png"].reason
+    assert res.exit_code == 1
