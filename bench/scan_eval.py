@@ -23,6 +23,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default="/tmp/ga_scan_eval")
     p.add_argument("--engine", default=None)
+    p.add_argument("--threshold", type=float, help="one threshold for every class (default: the model's)")
     args = p.parse_args()
 
     from ga.predict import load_model
@@ -35,7 +36,7 @@ def main():
         generate_wafer(frame, seed=args.seed)
     model = load_model(args.model, args.engine)
     t = time.perf_counter()
-    r = scan_frame(model, frame, args.tile, os.path.join(args.workdir, "scan"))
+    r = scan_frame(model, frame, args.tile, os.path.join(args.workdir, "scan"), threshold=args.threshold)
     seconds = time.perf_counter() - t
     flakes = [tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1")) for row in csv.DictReader(open(boxes_csv))]
     tiles = [(int(row["x0"]), int(row["y0"]), int(row["x1"]), int(row["y1"]), row["fired"] == "1")
