@@ -27,8 +27,13 @@ def batch_predictor(model):
     """
     import tensorflow as tf
 
+    cached = getattr(model, "_ga_batch_predictor", None)
+    if cached is not None:
+        return cached
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    return lambda x: np.asarray(fn(tf.convert_to_tensor(x, tf.float32)), np.float32)
+    predict = lambda x: np.asarray(fn(tf.convert_to_tensor(x, tf.float32)), np.float32)  # noqa: E731
+    model._ga_batch_predictor = predict  # one traced function per model, reused by every pass
+    return predict
 
 
 def predict_split(model, split):

@@ -13,6 +13,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+def pytest_addoption(parser):
+    parser.addoption("--long", action="store_true",
+                     help="long fuzzing and fault runs (2,000 fuzz cases, 200 kill points) instead of the quick defaults")
+
+
+def pytest_configure(config):
+    if config.getoption("--long"):
+        os.environ.setdefault("GA_FUZZ_EXAMPLES", "2000")
+        os.environ.setdefault("GA_KILL_POINTS", "200")
+
+
 # Test set sizes differ per class so that a swapped class name shows in every report.
 SEPARABLE_COUNTS = {"train": (16, 16), "valid": (8, 8), "test": (12, 6)}
 
