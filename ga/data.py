@@ -107,6 +107,8 @@ def prescan(paths):
                     im.verify()  # structure and checksums, no pixel decode
                 if fmt not in TF_FORMATS:
                     reason = f"{fmt} images are not read by tf.io; convert to PNG"
+        except Image.UnidentifiedImageError:
+            reason = "not an image (no known image format)"
         except Exception as exc:  # Pillow raises many types for damaged files; each is a per-file error
             msg = str(exc).splitlines()[0] if str(exc) else ""
             reason = f"cannot decode: {type(exc).__name__}{': ' + msg if msg else ''}"

@@ -230,8 +230,10 @@ def read_image(path, labels, max_pixels=100_000_000):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ValueError(f"refused as a decompression bomb: {exc}") from None
-    except Exception as exc:  # Pillow raises many types for non-images and damaged files
-        raise ValueError(f"not a readable image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image (no known image format)") from None
+    except Exception as exc:  # Pillow raises many types for damaged files
+        raise ValueError(f"damaged image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     if fmt in _TF_FORMATS:
         try:
             arr = decode_resize(data, resize)

@@ -133,6 +133,8 @@ def _scan_one(root, rel, cls):
                 info.thumb = np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), np.float32)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         info.status, info.reason = "corrupt", f"decompression bomb: {exc}"
+    except Image.UnidentifiedImageError:
+        info.status, info.reason = "corrupt", "not an image (no known image format)"
     except Exception as exc:  # PIL raises many types for damaged files; each is a per-file error
         info.status, info.reason = "corrupt", f"cannot decode: {_one_line(exc)}"
     return info
