@@ -123,3 +123,25 @@ def test_failed_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(ga_io.os, "replace", real_replace)
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+def test_disk_full_during_deliverables_names_the_file(tmp_path, separable_split, monkeypatch):
+    from conftest import tiny_config
+    from ga.train import train
+
+    real_replace = os.replace
+
+    def full_disk_for_metrics(src, dst):
+        if os.path.basename(dst) == "metrics.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ga_io.os, "replace", full_disk_for_metrics)
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1},
+                      output={"onnx": False})
+    with pytest.raises(WriteError, match=r"could not write .*metrics.json: No space left on device"):
+        train(cfg)
+    (run_dir,) = [os.path.join(tmp_path / "runs", d) for d in os.listdir(tmp_path / "runs")]
+    names = os.listdir(run_dir)
+    assert "metrics.json" not in names and not [n for n in names if ".tmp" in n]
+    assert "RUNNING" in names  # the run stays marked incomplete
