@@ -56,6 +56,27 @@ class ClassF1Stop(keras.callbacks.Callback):
             log.info("every class's validation F1 >= %.4f for %d epoch(s): stopping", self.threshold, self.patience)
 
 
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """keras.callbacks.BackupAndRestore whose checkpoint survives a kill at any moment.
+
+    Keras writes the weights and the epoch file in place, so a process killed while
+    writing leaves a damaged checkpoint that the next `--resume` cannot read. Here both are
+    written to temporary names and renamed, weights first: a kill between the two renames
+    repeats one epoch (its history row is trimmed), and never leaves a broken file.
+    """
+
+    def _save_model(self):
+        weights = getattr(self, "_weights_path", None)
+        meta = getattr(self, "_training_metadata_path", None)
+        if weights is None or meta is None:  # a Keras version with other internals
+            return super()._save_model()
+        os.makedirs(self.backup_dir, exist_ok=True)
+        tmp = weights + ".tmp.weights.h5"  # save_weights insists on the .weights.h5 ending
+        self.model.save_weights(tmp, overwrite=True)
+        os.replace(tmp, weights)
+        atomic_write_text(meta, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
 def resume_epoch(run_dir):
     """The epoch a resumed run starts at: what BackupAndRestore recorded, else 0."""
     meta = os.path.join(run_dir, "backup", "training_metadata.json")
@@ -147,6 +168,6 @@ def build_callbacks(cfg, run_dir, classes):
         f1_stop,
         early,
         keras.callbacks.CSVLogger(history_path, append=True),
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        SafeBackupAndRestore(os.path.join(run_dir, "backup")),
     ]
     return callbacks, {"f1": f1_stop, "early": early, "clock": clock}

@@ -126,11 +126,26 @@ def train(config_path=None, overrides=(), resume=None, device="auto", unsafe=Fal
             raise ConfigError(f"--resume: {resume} is already complete; start a new run instead")
         cfg = load_config(os.path.join(resume, "config.yaml"), overrides)
         classes = runs.read_labels(resume)["classes"]
+        _check_backup(resume)
     else:
         cfg = load_config(config_path, overrides)
         classes = None
     check_paths(cfg)
     return _train(cfg, classes, resume)
+
+
+def _check_backup(run_dir):
+    """A damaged checkpoint is a one-line error, not a traceback from inside fit."""
+    import h5py
+
+    path = os.path.join(run_dir, "backup", "latest.weights.h5")
+    if os.path.isfile(path):
+        try:
+            with h5py.File(path, "r"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"--resume: the checkpoint {path} is damaged ({exc}); delete the backup folder to "
+                              f"restart this run from epoch 1, or start a new run") from None
 
 
 def _train(cfg, classes, resume):

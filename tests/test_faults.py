@@ -115,3 +115,20 @@ def test_sigkill_during_training_then_resume(tmp_path, separable_split):
     assert epochs == [0, 1, 2, 3]
     assert newest_run(str(runs)) == run_dir
     assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
+
+
+def test_damaged_checkpoint_is_a_one_line_error(tmp_path, separable_split, capsys):
+    from ga.cli import train_main
+    from ga.train import train
+
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1},
+                      output={"onnx": False})
+    run_dir = train(cfg)
+    os.remove(os.path.join(run_dir, "metrics.json"))
+    open(os.path.join(run_dir, "RUNNING"), "w").close()
+    os.makedirs(os.path.join(run_dir, "backup"), exist_ok=True)
+    open(os.path.join(run_dir, "backup", "latest.weights.h5"), "wb").write(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
+    capsys.readouterr()
+    assert train_main(["--resume", run_dir]) == 2
+    err = capsys.readouterr().err
+    assert "latest.weights.h5 is damaged" in err and "Traceback" not in err
