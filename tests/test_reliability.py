@@ -19,6 +19,8 @@ from ga.predict import read_image
 LABELS = {"task": "binary", "classes": ["cex", "pg"], "thresholds": {"pg": 0.5}, "input_size": [16, 16],
           "preprocessing": "scale_01"}
 EXAMPLES = int(os.environ.get("GA_FUZZ_EXAMPLES", "60"))
+# The quick default replays the same cases every run (stable CI); a long run explores.
+DERANDOMIZE = "GA_FUZZ_EXAMPLES" not in os.environ
 
 
 def _seed_images():
@@ -50,7 +52,7 @@ def damaged_images(draw):
     return bytes(data)
 
 
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.one_of(damaged_images(), st.binary(max_size=256)))
 def test_fuzzed_image_bytes_give_a_per_file_error_or_an_image(tmp_path, data):
     path = tmp_path / "fuzz.png"
@@ -73,7 +75,7 @@ _values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6
                        max_leaves=8)
 
 
-@settings(max_examples=EXAMPLES * 3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES * 3, deadline=None, derandomize=DERANDOMIZE, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=st.dictionaries(_keys, _values, max_size=4),
        sets=st.lists(st.tuples(st.sampled_from(["training.epochs", "model.backbone", "data.image_size",
                                                 "model.head.dropout", "training.learning_rate", "data.augment.zoom",
