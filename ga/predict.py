@@ -314,7 +314,8 @@ def predict_files(model, files, batch_size=64, max_pixels=100_000_000, threshold
     if threshold is not None:
         thresholds = {k: threshold for k in thresholds}
     out = Prediction(labels, thresholds)
-    feat_fn = _feature_fn(model.keras()) if features else None
+    # With --cluster, one Keras pass gives both the features and the probabilities.
+    both_fn = _features_and_probs_fn(model.keras()) if features else None
     show = progress if progress is not None else len(files) > 200
     bar = tqdm(total=len(files), unit="img", desc="inference", disable=not show, file=sys.stderr)
     with cf.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
@@ -322,8 +323,13 @@ def predict_files(model, files, batch_size=64, max_pixels=100_000_000, threshold
             chunk = files[start:start + batch_size]
             loaded = list(pool.map(lambda p: _safe_read(p, labels, max_pixels), chunk))
             good = [(p, a) for p, a in zip(chunk, loaded) if not isinstance(a, str)]
-            batch_probs = model.predict(np.stack([a for _, a in good]).astype(np.float32)) if good else []
-            batch_feats = feat_fn(np.stack([a for _, a in good]).astype(np.float32)) if good and feat_fn else None
+            batch_probs, batch_feats = [], None
+            if good:
+                batch = np.stack([a for _, a in good]).astype(np.float32)
+                if both_fn:
+                    batch_feats, batch_probs = both_fn(batch)
+                else:
+                    batch_probs = model.predict(batch)
             gi = 0
             for p, a in zip(chunk, loaded):
                 if isinstance(a, str):
@@ -344,7 +350,8 @@ def _safe_read(path, labels, max_pixels):
         return str(exc) if str(exc) else type(exc).__name__
 
 
-def _feature_fn(keras_model):
+def _features_and_probs_fn(keras_model):
+    """One traced pass returning (pooled backbone features, output probabilities)."""
     import keras
     import tensorflow as tf
 
@@ -354,9 +361,14 @@ def _feature_fn(keras_model):
         layer = keras_model.get_layer(FEATURES_LAYER)
     except ValueError:
         raise ModelError(f"the model has no '{FEATURES_LAYER}' layer to take features from") from None
-    sub = keras.Model(keras_model.inputs, layer.output)
-    fn = tf.function(lambda x: sub(x, training=False), reduce_retracing=True)
-    return lambda x: np.asarray(fn(tf.convert_to_tensor(x)), np.float32)
+    both = keras.Model(keras_model.inputs, [layer.output, keras_model.output])
+    fn = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+
+    def run(x):
+        feats, probs = fn(tf.convert_to_tensor(x))
+        return np.asarray(feats, np.float32), np.asarray(probs, np.float32)
+
+    return run
 
 
 # ---------------------------------------------------------------------------- outputs
