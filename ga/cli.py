@@ -183,6 +183,9 @@ def inference_parser():
     p.add_argument("--out-dir", default=None, help="folder for cluster and scan outputs; default: inference_out/")
     p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
     p.add_argument("--tile", type=int, default=300, help="tile size in pixels for --scan; default: %(default)s")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="least overlap of neighbouring tiles in pixels for --scan (objects up to this size always "
+                   "lie wholly in some tile); 0: the fewest tiles; default: a fifth of --tile")
     p.add_argument("--unsafe", action="store_true", help="allow Keras models that hold arbitrary code (Lambda layers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
@@ -193,6 +196,10 @@ def inference_main(argv=None):
     args = inference_parser().parse_args(argv)
     if args.batch_size < 1:
         inference_parser().error("--batch-size must be at least 1")
+    if args.tile < 1:
+        inference_parser().error("--tile must be at least 1")
+    if args.overlap is not None and not 0 <= args.overlap < args.tile:
+        inference_parser().error("--overlap must be at least 0 and less than --tile")
     if args.threshold is not None and not 0 < args.threshold < 1:
         inference_parser().error("--threshold must be between 0 and 1")
     return _run(_infer, args)

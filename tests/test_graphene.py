@@ -18,7 +18,7 @@ from ga.cli import inference_main
 from ga.config import load_config
 from ga.data import RandomRot90, RandomSometimes, build_datasets
 from ga.layers import ClassF1
-from ga.scan import tile_boxes, tile_starts
+from ga.scan import default_overlap, tile_boxes, tile_starts
 from ga.splitting import split_dataset
 
 
@@ -114,20 +114,41 @@ def test_flake_augmentation_layers():
     assert 0.15 < share < 0.35
 
 
-@pytest.mark.parametrize("w, h, tile", [(1001, 777, 300), (300, 300, 300), (4908, 3264, 300), (250, 180, 300),
-                                        (601, 301, 300)])
-def test_tiles_cover_every_pixel_with_minimal_overlap(w, h, tile):
-    boxes = tile_boxes(w, h, tile)
+@pytest.mark.parametrize("w, h, tile, overlap", [(1001, 777, 300, 0), (300, 300, 300, 0), (4908, 3264, 300, 0),
+                                                 (250, 180, 300, 0), (601, 301, 300, 0), (4908, 3264, 300, 60),
+                                                 (1001, 777, 300, 299), (601, 301, 300, 1), (97, 61, 20, 7)])
+def test_tiles_cover_every_pixel_with_the_fewest_tiles(w, h, tile, overlap):
+    boxes = tile_boxes(w, h, tile, overlap)
     cover = np.zeros((h, w), bool)
     for x0, y0, x1, y1 in boxes:
         assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
         cover[y0:y1, x0:x1] = True
     assert cover.all()
-    assert len(boxes) == max(1, -(-w // tile)) * max(1, -(-h // tile))  # the fewest tiles that can cover it
-    xs = tile_starts(w, tile)
-    if len(xs) > 1:
-        overlaps = [tile - (b - a) for a, b in zip(xs, xs[1:])]
-        assert max(overlaps) - min(overlaps) <= 1 and max(overlaps) < tile
+    if overlap == 0:
+        assert len(boxes) == max(1, -(-w // tile)) * max(1, -(-h // tile))  # the fewest tiles that can cover it
+    for length in (w, h):
+        starts = tile_starts(length, tile, overlap)
+        t = min(tile, length)
+        shared = [t - (b - a) for a, b in zip(starts, starts[1:])]
+        if shared:
+            # every neighbour pair shares at least `overlap` pixels, evenly spread (within rounding) ...
+            assert min(shared) >= overlap and max(shared) - min(shared) <= 1 and max(shared) < tile
+            # ... and one tile fewer could not: its even spread would share less than `overlap`
+            n = len(starts) - 1
+            assert n == 1 or t - (length - t) / (n - 1) < overlap
+
+
+def test_overlap_keeps_every_small_object_inside_one_tile():
+    w, h, tile, overlap = 4908, 3264, 300, 60
+    boxes = tile_boxes(w, h, tile, overlap)
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        x, y = int(rng.integers(0, w - overlap)), int(rng.integers(0, h - overlap))
+        assert any(x0 <= x and x + overlap <= x1 and y0 <= y and y + overlap <= y1 for x0, y0, x1, y1 in boxes)
+    # at overlap 0 a square centred on the first tile's right edge is cut by every tile
+    fewest = tile_boxes(w, h, tile, 0)
+    left = tile - overlap // 2
+    assert not any(x0 <= left and left + overlap <= x1 for x0, _, x1, _ in fewest)
 
 
 def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
@@ -148,9 +169,19 @@ def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
                            "--threshold", "0.0001"])
     assert code == 0
     rows = list(csv.DictReader(open(os.path.join(out_dir, "frame_tiles.csv"))))
-    assert len(rows) == len(tile_boxes(170, 100, 24))
+    assert len(rows) == len(tile_boxes(170, 100, 24, default_overlap(24)))
     fired = [r for r in rows if r["fired"] == "1"]
     assert len(fired) == len(rows)  # a tiny threshold marks every tile
     assert len(os.listdir(os.path.join(out_dir, "frame_tiles"))) == len(fired)
     assert os.path.getsize(os.path.join(out_dir, "frame_scan.jpg")) > 0
     assert "tiles marked" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, needle", [(["--scan", "--tile", "300", "--overlap", "300"], "--overlap"),
+                                          (["--scan", "--overlap", "-1"], "--overlap"),
+                                          (["--scan", "--tile", "0"], "--tile")])
+def test_scan_options_out_of_range_exit_2(tmp_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as exc:
+        inference_main([str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and needle in err and err.count("\n") == 1
