@@ -248,16 +248,24 @@ def _save(fig, path):
 
 
 def plot_history(history_csv, out):
-    """Training and validation accuracy and loss per epoch, from history.csv."""
+    """Training and validation accuracy and loss per epoch, from history.csv (the loss alone
+    when there is no accuracy, as in contrastive pretraining). A two-stage schedule's
+    second stage is marked by a dashed line."""
     plt = _plt()
     with open(history_csv, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+    panels = [(k, t) for k, t in (("accuracy", "Accuracy"), ("loss", "Loss")) if rows and k in rows[0]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    stage2 = next((e for e, r in zip(epochs, rows) if r.get("stage") == "2"), None)
+    for ax, (key, title) in zip(axes[0], panels):
         for k, label, style in ((key, "training", "-o"), (f"val_{key}", "validation", "-s")):
+            if k not in rows[0]:
+                continue
             vals = [float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]
             ax.plot(epochs, vals, style, label=label, markersize=3)
+        if stage2 is not None:
+            ax.axvline(stage2 - 0.5, color="grey", linestyle="--", label="all layers train")
         ax.set_xlabel("epoch")
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_title(title)

@@ -37,7 +37,7 @@ class ClassF1Stop(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         f1 = {c: logs.get(f"val_f1_{c}") for c in self.classes}
-        if any(v is None for v in f1.values()):
+        if not f1 or any(v is None for v in f1.values()):
             return
         rows = [f"epoch {epoch + 1} validation   precision    recall        f1"]
         for c in self.classes:
@@ -77,9 +77,9 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         atomic_write_text(meta, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
 
-def resume_epoch(run_dir):
+def resume_epoch(run_dir, backup="backup"):
     """The epoch a resumed run starts at: what BackupAndRestore recorded, else 0."""
-    meta = os.path.join(run_dir, "backup", "training_metadata.json")
+    meta = os.path.join(run_dir, backup, "training_metadata.json")
     try:
         with open(meta, encoding="utf-8") as fh:
             return int(json.load(fh).get("epoch", 0))
@@ -148,8 +148,24 @@ class RunClock(keras.callbacks.Callback):
         return time.perf_counter() - self.start if self.start else 0.0
 
 
-def build_callbacks(cfg, run_dir, classes):
+class StageTag(keras.callbacks.Callback):
+    """Adds `stage` (1: linear, 2: all layers) to the logs of a two-stage schedule."""
+
+    def __init__(self, stage):
+        super().__init__()
+        self.stage = stage
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["stage"] = self.stage
+
+
+def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None):
     """The callback list for `fit`, in the order their hooks must run.
+
+    Args:
+        backup: the checkpoint folder inside the run folder (one per training stage).
+        stage: tag history rows with this stage number (two-stage schedules).
 
     Returns:
         (callbacks, handles) where handles names the ones the trainer reads afterwards.
@@ -167,7 +183,8 @@ def build_callbacks(cfg, run_dir, classes):
         keras.callbacks.TerminateOnNaN(),
         f1_stop,
         early,
+        *([StageTag(stage)] if stage else []),
         keras.callbacks.CSVLogger(history_path, append=True),
-        SafeBackupAndRestore(os.path.join(run_dir, "backup")),
+        SafeBackupAndRestore(os.path.join(run_dir, backup)),
     ]
     return callbacks, {"f1": f1_stop, "early": early, "clock": clock}

@@ -138,9 +138,13 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
-    task: Literal["binary", "multilabel"] = "binary"  # one sigmoid unit, or one per class
+    # binary: one sigmoid unit; multilabel: one per class; contrastive: SimCLR pretraining
+    # on an unlabelled folder (see the `contrastive` section)
+    task: Literal["binary", "multilabel", "contrastive"] = "binary"
     backbone: Literal["resnet50", "resnet101", "resnet152", "cnn4"] = "resnet101"
     weights: str = "imagenet"  # "imagenet" (Keras download/cache), "none", or a path to a weights file
+    # backbone weights saved by a contrastive run (<prefix>backbone.weights.h5); replaces `weights`
+    backbone_weights: Optional[str] = None
     trainable_fraction: float = 0.10  # last fraction of backbone layers that train; the rest stay frozen
     threshold: float = 0.5  # decision threshold on the positive-class probability
     head: HeadConfig = field(default_factory=HeadConfig)
@@ -151,6 +155,9 @@ class ModelConfig:
             raise ConfigError(f"{key}.threshold must be in (0, 1), got {self.threshold}")
         if not self.weights:
             raise ConfigError(f"{key}.weights is empty: use imagenet, none, or a path to a weights file")
+        if self.backbone_weights is not None and not self.backbone_weights.endswith(".weights.h5"):
+            raise ConfigError(f"{key}.backbone_weights must be a .weights.h5 file (a contrastive run's "
+                              f"<prefix>backbone.weights.h5), got {self.backbone_weights}")
         self.head.validate(f"{key}.head")
 
 
@@ -169,6 +176,19 @@ class EarlyStoppingConfig:
 
 
 @dataclass
+class FineTuneConfig:
+    epochs: int = 50  # second stage of `schedule: fine_tune`: every layer trains ...
+    learning_rate: float = 1.0e-5  # ... at this learning rate ...
+    weight_decay: float = 0.01  # ... and this weight decay
+
+    def validate(self, key):
+        if not self.learning_rate > 0:
+            raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
+        _range(f"{key}.epochs", self.epochs, 1, 1 << 20)
+        _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
+
+
+@dataclass
 class TrainingConfig:
     optimizer: Literal["sgd", "adamw", "adam"] = "sgd"
     learning_rate: float = 0.1
@@ -183,6 +203,11 @@ class TrainingConfig:
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto", "true", "false"] = "auto"  # XLA; "auto" lets Keras decide
     distribution: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute strategy
+    # standard: model.trainable_fraction of the backbone trains; linear_eval: the backbone is
+    # frozen (BatchNorm in inference mode), only the head trains; fine_tune: linear_eval for
+    # `epochs`, then every layer for fine_tune.epochs at fine_tune.learning_rate
+    schedule: Literal["standard", "linear_eval", "fine_tune"] = "standard"
+    fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
 
     def validate(self, key):
         if not self.learning_rate > 0:
@@ -193,6 +218,36 @@ class TrainingConfig:
         if self.steps_per_epoch is not None:
             _range(f"{key}.steps_per_epoch", self.steps_per_epoch, 1, 1 << 30)
         self.early_stopping.validate(f"{key}.early_stopping")
+        self.fine_tune.validate(f"{key}.fine_tune")
+
+
+@dataclass
+class ContrastiveConfig:
+    """SimCLR pretraining (model.task: contrastive): two strongly augmented views per image."""
+
+    temperature: float = 0.5  # NT-Xent temperature
+    projection: list[int] = field(default_factory=lambda: [256, 128])  # the projection head's two dense layers
+    crop_area: list[float] = field(default_factory=lambda: [0.25, 1.0])  # random resized crop: share of the area
+    color_scale: float = 0.5  # per-channel colour scaling up to +/- this fraction ...
+    color_prob: float = 0.8  # ... applied to this share of views
+    blur_prob: float = 0.2  # Gaussian blur for this share of views ...
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # ... sigma range, pixels
+    rotation: float = 20.0  # small random rotation, degrees (after right-angle turns and flips)
+
+    def validate(self, key):
+        if not 0 < self.temperature <= 10:
+            raise ConfigError(f"{key}.temperature must be in (0, 10], got {self.temperature}")
+        if len(self.projection) != 2 or any(u < 1 for u in self.projection):
+            raise ConfigError(f"{key}.projection needs two positive layer sizes, got {self.projection}")
+        lo, hi = (self.crop_area + [0, 0])[:2]
+        if len(self.crop_area) != 2 or not 0 < lo <= hi <= 1:
+            raise ConfigError(f"{key}.crop_area must be [low, high] with 0 < low <= high <= 1, got {self.crop_area}")
+        _range(f"{key}.color_scale", self.color_scale, 0, 1)
+        _range(f"{key}.color_prob", self.color_prob, 0, 1)
+        _range(f"{key}.blur_prob", self.blur_prob, 0, 1)
+        if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
+            raise ConfigError(f"{key}.blur_sigma must be [low, high] with 0 < low <= high, got {self.blur_sigma}")
+        _range(f"{key}.rotation", self.rotation, 0, 180)
 
 
 @dataclass
@@ -218,6 +273,7 @@ class Config:
     split: SplitConfig = field(default_factory=SplitConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self):
@@ -228,6 +284,13 @@ class Config:
             raise ConfigError("data.any_class applies to model.task: multilabel only")
         if self.model.task == "binary" and self.data.balance:
             raise ConfigError("data.balance applies to model.task: multilabel only")
+        if self.model.task == "contrastive":
+            if self.training.schedule != "standard":
+                raise ConfigError("training.schedule applies to classifiers; model.task: contrastive trains the "
+                                  "whole backbone (use schedule: standard)")
+            if self.training.early_stopping.monitor.startswith("val_"):
+                raise ConfigError("model.task: contrastive has no validation split; set "
+                                  "training.early_stopping.monitor: loss")
         return self
 
     def to_dict(self):
@@ -463,8 +526,14 @@ def _size(key, value):
 def check_paths(cfg, splits=("train", "valid", "test")):
     """Raise ConfigError naming the first data folder that does not exist."""
     w = cfg.model.weights
-    if w not in ("imagenet", "none") and not os.path.isfile(w):
+    if cfg.model.backbone_weights is not None:
+        if not os.path.isfile(cfg.model.backbone_weights):
+            raise ConfigError(f"model.backbone_weights: file not found: {cfg.model.backbone_weights} (a contrastive "
+                              f"run writes <prefix>backbone.weights.h5 in its run folder)")
+    elif w not in ("imagenet", "none") and not os.path.isfile(w):
         raise ConfigError(f"model.weights: file not found: {w} (use imagenet, none, or an existing weights file)")
+    if cfg.model.task == "contrastive":
+        splits = ("train",)  # one unlabelled folder
     for name, path in zip(("train", "valid", "test"), cfg.data.dirs()):
         if name in splits and not os.path.isdir(path):
             hint = " (run `python split_data.py` first, or set data.split_root)" if path.startswith(cfg.data.split_root) else ""

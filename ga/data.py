@@ -208,6 +208,41 @@ class RandomChannelScale(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="ga")
+class RandomResizedCrop(keras.layers.Layer):
+    """Crop each image to a random square covering a random share of its area (drawn from
+    `area`), at a random position, and resize it to (height, width) (SimCLR's crop with a
+    square aspect). Outside training, the whole image is resized."""
+
+    def __init__(self, height, width, area=(0.25, 1.0), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = int(height), int(width)
+        self.area = tuple(float(a) for a in area)
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        size = (self.height, self.width)
+        if not training:
+            return tf.image.resize(x, size)
+        n = tf.shape(x)[0]
+        h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
+        share = keras.random.uniform((n,), self.area[0], self.area[1], seed=self._gen)
+        side = tf.minimum(tf.sqrt(share * h * w), tf.minimum(h, w))
+        fh, fw = side / h, side / w
+        y0 = keras.random.uniform((n,), seed=self._gen) * (1 - fh)
+        x0 = keras.random.uniform((n,), seed=self._gen) * (1 - fw)
+        boxes = tf.stack([y0, x0, y0 + fh, x0 + fw], axis=1)
+        return tf.image.crop_and_resize(x, boxes, tf.range(n), size)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.height, self.width, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width, "area": list(self.area),
+                "seed": self.seed}
+
+
 def augmentation(aug, seed=0, name="augmentation"):
     """Keras preprocessing layers for the training split, or None when disabled.
 
@@ -269,7 +304,7 @@ class Datasets:
     input_size: tuple
 
     def skipped(self):
-        return self.train.skipped + self.valid.skipped + self.test.skipped
+        return [p for s in (self.train, self.valid, self.test) if s is not None for p in s.skipped]
 
 
 def read_classes(cfg):
@@ -319,30 +354,27 @@ def _build_split(cfg, name, split_dir, classes):
         log.warning("skipped %s image %s: %s", name, p, reason)
     paths = [p for p, k in zip(paths, keep) if k]
     labels = labels[keep]
-    if name == "train" and cfg.data.fraction < 1:
-        rng = np.random.default_rng(cfg.training.seed)
-        n = max(1, int(round(len(paths) * cfg.data.fraction)))
-        idx = np.sort(rng.choice(len(paths), n, replace=False))
+    if name == "train" and cfg.data.fraction < 1 and paths:
+        idx = fraction_subset(len(paths), cfg.data.fraction, cfg.training.seed)
         paths, labels = [paths[i] for i in idx], labels[idx]
     if not paths:
         raise DataError(f"no usable images in the {name} split at {split_dir}")
     size = tuple(cfg.data.image_size)
     training = name == "train"
-    cache = cfg.data.cache == "memory" or (
-        cfg.data.cache == "auto" and len(paths) * size[0] * size[1] * 3 <= cfg.data.cache_budget_mb * 2**20)
+    cache = wants_cache(cfg, len(paths))
     seed = cfg.training.seed
     buffer = min(cfg.data.shuffle_buffer, len(paths))
     pos = labels.max(axis=1) > 0
     if training and cfg.model.task == "multilabel" and cfg.data.balance and 0 < pos.sum() < len(paths):
         # The original's weighted sampler: images with and without any label drawn equally.
         # Each half is its own decoded, cached, endless stream.
-        halves = [_decoded([p for p, k in zip(paths, pos) if k == want], labels[pos == want], size, cache)
+        halves = [decoded([p for p, k in zip(paths, pos) if k == want], labels[pos == want], size, cache)
                   .shuffle(buffer, seed=seed).repeat() for want in (True, False)]
         ds = tf.data.Dataset.sample_from_datasets(halves, [0.5, 0.5], seed=seed)
         if not cfg.training.steps_per_epoch:
             ds = ds.take(len(paths))
     else:
-        ds = _decoded(paths, labels, size, cache)
+        ds = decoded(paths, labels, size, cache)
         if training:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
             if cfg.training.steps_per_epoch:
@@ -362,7 +394,19 @@ def _build_split(cfg, name, split_dir, classes):
     return SplitData(ds, paths, labels, problems)
 
 
-def _decoded(paths, labels, size, cache):
+def fraction_subset(n, fraction, seed):
+    """Sorted indices of a seeded share `fraction` of n items (at least one): data.fraction."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, max(1, int(round(n * fraction))), replace=False))
+
+
+def wants_cache(cfg, n):
+    """Whether `n` decoded images of data.image_size are kept in memory (data.cache)."""
+    h, w = cfg.data.image_size
+    return cfg.data.cache == "memory" or (cfg.data.cache == "auto" and n * h * w * 3 <= cfg.data.cache_budget_mb * 2**20)
+
+
+def decoded(paths, labels, size, cache):
     """(uint8 image, label) pairs, decoded in parallel, optionally kept in memory."""
     ds = tf.data.Dataset.from_tensor_slices((list(paths), labels))
     ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True)

@@ -23,6 +23,8 @@ def atomic_path(path):
     folder = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
     stem, ext = os.path.splitext(base)
+    if base.endswith(".weights.h5"):  # Keras's save_weights insists on this ending
+        stem, ext = base[: -len(".weights.h5")], ".weights.h5"
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
     os.close(fd)
     try:

@@ -77,7 +77,10 @@ def cnn4(shape, name="cnn4"):
 
 def build_backbone(model_cfg, shape):
     """The backbone as a sub-model, weights loaded, with its trainable fraction set."""
-    if model_cfg.backbone == "cnn4":
+    if model_cfg.backbone_weights is not None:
+        base = cnn4(shape) if model_cfg.backbone == "cnn4" else _resnet(model_cfg.backbone, "none", shape)
+        load_backbone_weights(base, model_cfg.backbone_weights)
+    elif model_cfg.backbone == "cnn4":
         base = cnn4(shape)
         if model_cfg.weights not in ("none", "imagenet"):
             base.load_weights(model_cfg.weights)
@@ -89,20 +92,79 @@ def build_backbone(model_cfg, shape):
     return base
 
 
-def set_trainable_fraction(base, fraction):
+def load_backbone_weights(base, path):
+    """Load a `.weights.h5` file saved from a backbone of the same architecture (a contrastive
+    run's <prefix>backbone.weights.h5). Raises ConfigError when it does not fit."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            base.load_weights(path)
+        except (ValueError, OSError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: {first}") from None
+    # Keras only warns when part of the file finds no matching layer; here that is an error,
+    # not a backbone left partly at its random start.
+    skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)]
+    if skipped:
+        raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: "
+                          f"{skipped[0].splitlines()[0]}")
+    for w in caught:
+        if "__array__ implementation" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def set_trainable_fraction(base, fraction, freeze_batchnorm=False):
     """Freeze all but the last `fraction` of the backbone's layers.
 
     Frozen BatchNorm layers run in inference mode (Keras 3 does this for any
-    BatchNormalization with trainable=False), as in keras-io's fine-tuning guide.
-    Returns the number of trainable layers.
+    BatchNormalization with trainable=False), as in keras-io's fine-tuning guide;
+    `freeze_batchnorm` keeps every BatchNorm layer so, as that guide does when it unfreezes
+    a pretrained backbone. Returns the number of trainable layers.
     """
     layers = base.layers
     n_train = int(round(len(layers) * fraction))
     base.trainable = True
     for i, layer in enumerate(layers):
         layer.trainable = i >= len(layers) - n_train
+        if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
     log.debug("backbone %s: %d of %d layers trainable", base.name, n_train, len(layers))
     return n_train
+
+
+def _backbone_features(cfg, inputs):
+    """Preprocess -> backbone -> global pooling (the FEATURES_LAYER)."""
+    m = cfg.model
+    x = Preprocess(preprocessing_mode(m.backbone), name="preprocess")(inputs)
+    base = build_backbone(m, tuple(inputs.shape[1:]))
+    x = base(x)
+    pool = keras.layers.GlobalAveragePooling2D if m.head.pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    return pool(name=FEATURES_LAYER)(x)
+
+
+def build_encoder(cfg):
+    """The contrastive model: Input -> Preprocess -> backbone -> pooling -> projection head
+    (dense + ReLU, dense), the SimCLR encoder whose output NT-Xent compares."""
+    from ga.data import model_input_size
+
+    h, w = model_input_size(cfg)
+    L = keras.layers
+    inputs = keras.Input((h, w, 3), name="image")
+    x = _backbone_features(cfg, inputs)
+    first, second = cfg.contrastive.projection
+    x = L.Dense(first, activation="relu", name="projection_dense1")(x)
+    outputs = L.Dense(second, dtype="float32", name="projection")(x)
+    return keras.Model(inputs, outputs, name=f"ga_simclr_{cfg.model.backbone}")
+
+
+def backbone_of(model):
+    """The backbone sub-model inside a model built here."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            return layer
+    raise ValueError(f"{model.name} holds no backbone sub-model")
 
 
 def build_model(cfg, num_outputs):
@@ -113,11 +175,7 @@ def build_model(cfg, num_outputs):
     m = cfg.model
     L = keras.layers
     inputs = keras.Input((h, w, 3), name="image")
-    x = Preprocess(preprocessing_mode(m.backbone), name="preprocess")(inputs)
-    base = build_backbone(m, (h, w, 3))
-    x = base(x)
-    pool = L.GlobalAveragePooling2D if m.head.pooling == "avg" else L.GlobalMaxPooling2D
-    x = pool(name=FEATURES_LAYER)(x)
+    x = _backbone_features(cfg, inputs)
     for i, (units, drop, bn) in enumerate(zip(m.head.units, m.head.dropout, m.head.batch_norm), 1):
         x = L.Dense(units, activation="relu", name=f"head_dense{i}")(x)
         if bn:

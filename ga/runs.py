@@ -40,12 +40,21 @@ def mark_complete(run_dir):
 
 
 def newest_run(root):
-    """The most recently finished complete run folder under `root`, or None."""
+    """The most recently finished complete classifier run folder under `root`, or None
+    (contrastive pretraining runs have no classifier and are passed over)."""
     if not os.path.isdir(root):
         return None
     runs = [os.path.join(root, d) for d in os.listdir(root)]
-    runs = [r for r in runs if os.path.isdir(r) and is_complete(r)]
+    runs = [r for r in runs if os.path.isdir(r) and is_complete(r) and _task(r) != "contrastive"]
     return max(runs, key=lambda r: os.path.getmtime(os.path.join(r, "metrics.json")), default=None)
+
+
+def _task(run_dir):
+    try:
+        with open(os.path.join(run_dir, LABELS), encoding="utf-8") as fh:
+            return json.load(fh).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def labels_document(cfg, classes, thresholds=None):
@@ -93,6 +102,9 @@ def check_labels(doc, path):
     need = ("task", "classes", "thresholds", "input_size", "preprocessing")
     if not isinstance(doc, dict) or any(k not in doc for k in need):
         raise ModelError(f"{path} is not a ga labels file (needs {', '.join(need)})")
+    if doc["task"] == "contrastive":
+        raise ModelError(f"{path} belongs to a contrastive pretraining run, which has no classifier: train one "
+                         f"from its backbone (model.backbone_weights: <run>/<prefix>backbone.weights.h5) and use that")
     if doc["task"] not in ("binary", "multilabel") or not isinstance(doc["classes"], list) or len(doc["classes"]) < 1:
         raise ModelError(f"{path}: task or classes are malformed")
     if doc["task"] == "binary" and len(doc["classes"]) != 2:

@@ -5,6 +5,7 @@ first; history.csv and train.log grow while training; weights, reports, figures,
 export, run.json and the model card are written after `fit`; the marker goes last.
 """
 
+import dataclasses
 import logging
 import os
 import platform
@@ -125,7 +126,7 @@ def train(config_path=None, overrides=(), resume=None, device="auto", unsafe=Fal
         if runs.is_complete(resume):
             raise ConfigError(f"--resume: {resume} is already complete; start a new run instead")
         cfg = load_config(os.path.join(resume, "config.yaml"), overrides)
-        classes = runs.read_labels(resume)["classes"]
+        classes = [] if cfg.model.task == "contrastive" else runs.read_labels(resume)["classes"]
         _check_backup(resume)
     else:
         cfg = load_config(config_path, overrides)
@@ -153,11 +154,10 @@ def _train(cfg, classes, resume):
     import tensorflow as tf
 
     from ga import runs
-    from ga.callbacks import build_callbacks, resume_epoch, trim_history
     from ga.config import dump_config
-    from ga.data import augmentation, build_datasets, read_classes
+    from ga.data import Datasets, augmentation, build_datasets, model_input_size, read_classes
     from ga.log import add_file_log
-    from ga.model import build_model
+    from ga.model import backbone_of, build_encoder, build_model, set_trainable_fraction
 
     # Keras warns when a dataset of unknown length ends an epoch (ignore_errors hides the
     # length); that end is the intended one here.
@@ -172,22 +172,38 @@ def _train(cfg, classes, resume):
         tf.config.experimental.enable_op_determinism()
     strategy = _strategy(cfg)
     policy = _precision_policy(cfg)
-    classes = classes or read_classes(cfg)
+    contrastive = cfg.model.task == "contrastive"
+    schedule = cfg.training.schedule
+    classes = [] if contrastive else (classes or read_classes(cfg))
 
     # The model is built (and its weights found) before a run folder exists, so a
     # configuration or weights problem leaves nothing behind.
-    outputs = len(classes) if cfg.model.task == "multilabel" else 1
     with strategy.scope():
-        model = build_model(cfg, outputs)
-        fit_model = model
-        aug = cfg.data.augment
-        if aug.placement == "model":
-            layer = augmentation(aug, cfg.training.seed)
-            if layer is not None:
-                # Augmentation runs on the accelerator; the saved model stays the plain one.
-                fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
-        compile_model(fit_model, cfg, classes)
-    data = build_datasets(cfg, classes)
+        if contrastive:
+            from ga.contrastive import SimCLR
+
+            model = build_encoder(cfg)
+            fit_model = SimCLR(model, cfg.contrastive.temperature)
+            fit_model.compile(optimizer=_optimizer(cfg.training))
+        else:
+            model = build_model(cfg, len(classes) if cfg.model.task == "multilabel" else 1)
+            if schedule != "standard":
+                # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
+                set_trainable_fraction(backbone_of(model), 0.0)
+            fit_model = model
+            aug = cfg.data.augment
+            if aug.placement == "model":
+                layer = augmentation(aug, cfg.training.seed)
+                if layer is not None:
+                    # Augmentation runs on the accelerator; the saved model stays the plain one.
+                    fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
+            compile_model(fit_model, cfg, classes)
+    if contrastive:
+        from ga.contrastive import build_pairs
+
+        data = Datasets(build_pairs(cfg), None, None, [], "contrastive", model_input_size(cfg))
+    else:
+        data = build_datasets(cfg, classes)
 
     run_dir = resume or runs.new_run_dir(cfg.output)
     handler = add_file_log(os.path.join(run_dir, "train.log"))
@@ -197,39 +213,127 @@ def _train(cfg, classes, resume):
             runs.write_labels(run_dir, runs.labels_document(cfg, classes))
         for p, reason in data.skipped():
             log.warning("skipped image %s: %s", p, reason)
-        log.info("run folder %s; classes %s (index order); %s; %d replica(s); precision %s",
-                 run_dir, classes, cfg.model.backbone, strategy.num_replicas_in_sync, policy)
+        log.info("run folder %s; %s; %s; %d replica(s); precision %s", run_dir,
+                 f"classes {classes} (index order)" if classes else "contrastive pretraining",
+                 cfg.model.backbone, strategy.num_replicas_in_sync, policy)
 
         history_path = os.path.join(run_dir, "history.csv")
-        initial = resume_epoch(run_dir)
-        trim_history(history_path, initial)
-        if initial:
-            log.info("resuming %s at epoch %d", run_dir, initial + 1)
-        callbacks, handles = build_callbacks(cfg, run_dir, classes)
-        verbose = 1 if sys.stdout.isatty() else 2
-        fit_model.fit(
-            data.train.dataset,
-            validation_data=data.valid.dataset,
-            epochs=cfg.training.epochs,
-            steps_per_epoch=cfg.training.steps_per_epoch,
-            callbacks=callbacks,
-            verbose=verbose,
-            shuffle=False,  # the tf.data pipeline shuffles
-        )
+        stage1_doc = os.path.join(run_dir, "stage1.json")
+        two_stage = schedule == "fine_tune"
+        seconds, handles = 0.0, None
+        if not (two_stage and os.path.isfile(stage1_doc)):
+            handles, initial = _fit_stage(cfg, run_dir, fit_model, data, classes, "backup",
+                                          cfg.training.epochs, 0, 1 if two_stage else None)
+            seconds = handles["clock"].seconds
+        if two_stage:
+            handles, initial, seconds = _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy,
+                                                         stage1_doc, handles, seconds)
         clock = handles["clock"]
         fit_info = _fit_summary(cfg, handles, history_path, data, initial)
+        if two_stage:
+            fit_info["fit_seconds"] = round(seconds, 2)
+            fit_info["linear_stage_epochs"] = _read_json(stage1_doc)["epochs"]
         if clock.nan:
             raise TrainingError(
                 f"training stopped at epoch {(clock.last_epoch or 0) + 1}: the loss became NaN "
                 f"(training.learning_rate {cfg.training.learning_rate:g} is probably too high); run folder {run_dir}"
             )
-        _deliver(cfg, run_dir, model, data, fit_info, policy, strategy)
+        if contrastive:
+            _deliver_contrastive(cfg, run_dir, model, data, fit_info, policy, strategy)
+        else:
+            _deliver(cfg, run_dir, model, data, fit_info, policy, strategy)
         runs.mark_complete(run_dir)
         log.info("run complete: %s", run_dir)
         return run_dir
     finally:
         logging.getLogger("ga").removeHandler(handler)
         handler.close()
+
+
+def _fit_stage(cfg, run_dir, fit_model, data, classes, backup, epochs, first_epoch, stage):
+    """One `fit` call with the run's callbacks; resumes from the stage's checkpoint.
+
+    Returns:
+        (callback handles, the epoch this process started at).
+    """
+    from ga.callbacks import build_callbacks, resume_epoch, trim_history
+
+    history_path = os.path.join(run_dir, "history.csv")
+    initial = max(first_epoch, resume_epoch(run_dir, backup))
+    trim_history(history_path, initial)
+    if initial:
+        log.info("%s at epoch %d", "resuming" if initial > first_epoch else "continuing", initial + 1)
+    callbacks, handles = build_callbacks(cfg, run_dir, classes, backup=backup, stage=stage)
+    # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
+    # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
+    if getattr(fit_model, "_initial_epoch", None) is not None:
+        fit_model._initial_epoch = None
+    fit_model.fit(
+        data.train.dataset,
+        validation_data=data.valid.dataset if data.valid is not None else None,
+        initial_epoch=first_epoch,
+        epochs=epochs,
+        steps_per_epoch=cfg.training.steps_per_epoch,
+        callbacks=callbacks,
+        verbose=1 if sys.stdout.isatty() else 2,
+        shuffle=False,  # the tf.data pipeline shuffles
+    )
+    return handles, initial if initial > first_epoch else 0
+
+
+def _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy, stage1_doc, stage1_handles, seconds):
+    """The second stage of `schedule: fine_tune`: every layer trains at the second learning
+    rate. The linear stage's end (epochs and weights) is recorded first, so `--resume` of an
+    interrupted second stage starts from it. `stage1_handles` is None when this process
+    resumed after the linear stage had finished.
+
+    Returns:
+        (callback handles, the epoch this process started at, both stages' fit seconds).
+    """
+    from ga.io import atomic_path, atomic_write_json
+    from ga.model import backbone_of, set_trainable_fraction
+
+    ft = cfg.training.fine_tune
+    weights = os.path.join(run_dir, "stage1.weights.h5")
+    if stage1_handles is not None:
+        if stage1_handles["clock"].nan:
+            return stage1_handles, 0, seconds
+        done = _history_rows(os.path.join(run_dir, "history.csv"))
+        with atomic_path(weights) as tmp:
+            model.save_weights(tmp)
+        atomic_write_json(stage1_doc, {"epochs": done, "seconds": round(seconds, 2)})
+    else:
+        model.load_weights(weights)  # resumed after the linear stage had finished
+        seconds = _read_json(stage1_doc).get("seconds", 0.0)
+    done = _read_json(stage1_doc)["epochs"]
+    log.info("linear stage done after %d epoch(s); all layers train for up to %d more at lr %g", done, ft.epochs,
+             ft.learning_rate)
+    with strategy.scope():
+        # BatchNorm stays in inference mode with its pretrained statistics: switching it to
+        # batch statistics of small fine-tuning batches undoes what the linear stage learnt.
+        set_trainable_fraction(backbone_of(model), 1.0, freeze_batchnorm=True)
+        stage2 = dataclasses.replace(cfg, training=dataclasses.replace(
+            cfg.training, learning_rate=ft.learning_rate, weight_decay=ft.weight_decay))
+        compile_model(fit_model, stage2, classes)
+    handles, initial = _fit_stage(cfg, run_dir, fit_model, data, classes, "backup_fine_tune", done + ft.epochs,
+                                  done, 2)
+    return handles, initial, seconds + handles["clock"].seconds
+
+
+def _history_rows(path):
+    import csv
+
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline="", encoding="utf-8") as fh:
+        return len(list(csv.DictReader(fh)))
+
+
+def _read_json(path):
+    import json
+
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
 
 
 def _fit_summary(cfg, handles, history_path, data, initial):
@@ -251,7 +355,10 @@ def _fit_summary(cfg, handles, history_path, data, initial):
         reason = "max_epochs"
     monitor = cfg.training.early_stopping.monitor
     best_epoch = None
-    vals = [(float(r[monitor]), i) for i, r in enumerate(rows) if r.get(monitor) not in (None, "", "nan")]
+    # A two-stage schedule restores the best epoch of its last stage.
+    last_stage = rows[-1].get("stage") if rows else None
+    vals = [(float(r[monitor]), i) for i, r in enumerate(rows)
+            if r.get(monitor) not in (None, "", "nan") and r.get("stage") == last_stage]
     if vals:
         best_epoch = (min(vals) if "loss" in monitor else max(vals))[1] + 1
     best_f1 = {c: max((float(r.get(f"val_f1_{c}", "nan") or "nan") for r in rows), default=float("nan")) for c in data.classes}
@@ -272,7 +379,7 @@ def _fit_summary(cfg, handles, history_path, data, initial):
         f"  epochs run       {epochs} ({clock.epochs} in this process){' resumed at epoch ' + str(initial + 1) if initial else ''}",
         f"  stopped because  {reason.replace('_', ' ')}",
         f"  best epoch       {best_epoch} by {monitor}" + (" (weights restored from it)" if cfg.training.early_stopping.restore_best_weights else ""),
-        "  best val F1      " + ", ".join(f"{c} {v:.4f}" for c, v in best_f1.items()),
+        *(["  best val F1      " + ", ".join(f"{c} {v:.4f}" for c, v in best_f1.items())] if best_f1 else []),
         f"  wall time        {clock.seconds:.1f} s, {info['train_images_per_second']} training images/s (validation included)",
     ]
     log.info("\n".join(lines))
@@ -294,6 +401,43 @@ def _deliver(cfg, run_dir, model, data, fit_info, policy, strategy):
         report = analysis.update_metrics(run_dir, {"onnx": onnx_info})
     export.write_model_card(run_dir, cfg, data, report)
     _write_run_json(run_dir, cfg, data, policy, strategy, fit_info)
+    log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
+
+
+def _deliver_contrastive(cfg, run_dir, model, data, fit_info, policy, strategy):
+    """A pretraining run's deliverables: the encoder (backbone and projection head) as
+    <prefix>model.keras and <prefix>weights.h5, the backbone's weights alone as
+    <prefix>backbone.weights.h5 (for model.backbone_weights), the loss curve, metrics.json."""
+    import csv
+
+    from ga import analysis, export
+    from ga.io import atomic_path, atomic_write_json
+    from ga.model import backbone_of
+
+    prefix = cfg.output.prefix
+    t = time.perf_counter()
+    paths = export.save_keras(model, run_dir, prefix)
+    backbone = os.path.join(run_dir, f"{prefix}backbone.weights.h5")
+    with atomic_path(backbone) as tmp:
+        backbone_of(model).save_weights(tmp)
+    paths.append(backbone)
+    history = os.path.join(run_dir, "history.csv")
+    analysis.plot_history(history, os.path.join(run_dir, f"{prefix}loss_curve.png"))
+    with open(history, newline="", encoding="utf-8") as fh:
+        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), {
+        "task": "contrastive",
+        "images": data.train.size,
+        "temperature": cfg.contrastive.temperature,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "best_loss": min(losses) if losses else None,
+        "backbone_weights": os.path.basename(backbone),
+        "training": fit_info,
+    })
+    _write_run_json(run_dir, cfg, data, policy, strategy, fit_info)
+    log.info("pretraining loss %s -> %s; backbone weights for fine-tuning: %s", losses[0] if losses else None,
+             losses[-1] if losses else None, backbone)
     log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
 
 
@@ -349,6 +493,7 @@ def _write_run_json(run_dir, cfg, data, policy, strategy, fit_info):
         except md.PackageNotFoundError:
             versions[pkg] = None
     dirs = dict(zip(("train", "valid", "test"), cfg.data.dirs()))
+    splits = [s for s in ("train", "valid", "test") if getattr(data, s) is not None]
     doc = {
         "versions": versions,
         "seed": cfg.training.seed,
@@ -366,8 +511,8 @@ def _write_run_json(run_dir, cfg, data, policy, strategy, fit_info):
         "data": {
             "split_manifest_sha256": _sha256_file(os.path.join(cfg.data.split_root, "manifest.csv")),
             "file_list_sha256": {s: _list_hash(getattr(data, s).paths, getattr(data, s).labels, dirs[s])
-                                 for s in ("train", "valid", "test")},
-            "images": {s: getattr(data, s).size for s in ("train", "valid", "test")},
+                                 for s in splits},
+            "images": {s: getattr(data, s).size for s in splits},
             "skipped": [{"path": p, "reason": r} for p, r in data.skipped()],
         },
         "fit": fit_info,

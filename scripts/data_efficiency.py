@@ -1,0 +1,166 @@
+"""Data-efficiency curve: harmonic-mean F1 against the number of labelled training images for
+CNN-4 trained from scratch, linear evaluation and fine-tuning of a SimCLR-pretrained CNN-4
+(the graphene study's figure 3, right), on synthetic graphene data sized for a small CPU.
+
+    python scripts/data_efficiency.py [--workdir /tmp/ga_data_efficiency] [--fractions 0.02 0.1 1]
+
+Makes (once, in the workdir) labelled flake crops split 60/20/20 and a separate set of
+unlabelled crops, pretrains with configs/graphene_simclr.yaml, then trains each method at
+each `data.fraction` of the training split, every run with the same number of optimiser
+steps. Prints a Markdown table and writes results.json, the table and the figure (by
+default docs/data_efficiency.png and docs/data_efficiency.md). Every run is an ordinary
+run folder under <workdir>/runs.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+METHODS = {
+    "scratch": "CNN-4 from scratch",
+    "linear_eval": "SimCLR + linear evaluation",
+    "fine_tune": "SimCLR + fine-tuning",
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", default="/tmp/ga_data_efficiency")
+    p.add_argument("--labelled", type=int, default=1200, help="labelled crops to generate (split 60/20/20)")
+    p.add_argument("--unlabelled", type=int, default=1536, help="unlabelled crops for pretraining")
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.02, 0.1, 1.0])
+    p.add_argument("--size", type=int, default=128, help="images are read at this size ...")
+    p.add_argument("--crop", type=int, default=96, help="... and cropped to this (the model input)")
+    p.add_argument("--pretrain-epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=40, help="epochs of every labelled run (fine-tune: both stages)")
+    p.add_argument("--steps", type=int, default=20, help="optimiser steps per epoch, the same for every run")
+    p.add_argument("--lr", type=float, default=2e-3, help="learning rate: scratch and linear stages")
+    p.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the all-layers stage")
+    p.add_argument("--backbone", help="skip pretraining: use these backbone weights (.weights.h5)")
+    p.add_argument("--figure", default=os.path.join(ROOT, "docs", "data_efficiency.png"))
+    p.add_argument("--table", default=os.path.join(ROOT, "docs", "data_efficiency.md"))
+    args = p.parse_args()
+
+    sys.path.insert(0, ROOT)
+    from ga.splitting import split_dataset
+    from ga.synthetic import generate_graphene
+
+    work = args.workdir
+    labelled, split, unlabelled = (os.path.join(work, d) for d in ("labelled", "split", "unlabelled"))
+    runs = os.path.join(work, "runs")
+    if not os.path.isfile(os.path.join(labelled, "labels.csv")):
+        generate_graphene(labelled, args.labelled, seed=0, progress=True)
+    if not os.path.isfile(os.path.join(split, "split.json")):
+        split_dataset(labelled, split, ratios=(0.6, 0.2, 0.2), progress=False)
+    if not os.path.isfile(os.path.join(unlabelled, "labels.csv")):
+        generate_graphene(unlabelled, args.unlabelled, seed=1, progress=True)
+
+    size = f"[{args.size},{args.size}]"
+    crop = f"[{args.crop},{args.crop}]"
+    common = [f"output.root={runs}", "output.onnx=false", f"data.image_size={size}", f"data.augment.crop={crop}",
+              "model.backbone=cnn4", "model.head.pooling=max"]
+    results = {"settings": vars(args), "runs": []}
+    backbone = args.backbone
+    if backbone is None:
+        run, secs = _main("configs/graphene_simclr.yaml", common + [
+            f"data.train_dir={unlabelled}", "data.batch_size=64", "data.augment.enabled=false",
+            "contrastive.projection=[256,128]", f"training.epochs={args.pretrain_epochs}"])
+        backbone = os.path.join(run, "GSbackbone.weights.h5")
+        m = _json(run, "metrics.json")
+        results["pretraining"] = {"run": run, "seconds": secs, "images": m["images"], "first_loss": m["first_loss"],
+                                  "final_loss": m["final_loss"]}
+        print(f"pretrained in {secs:.0f} s: NT-Xent {m['first_loss']:.3f} -> {m['final_loss']:.3f}", flush=True)
+    labelled_common = common + [f"data.split_root={split}", "data.batch_size=16",
+                                f"training.steps_per_epoch={args.steps}", f"training.learning_rate={args.lr}"]
+    half = args.epochs // 2
+    for fraction in args.fractions:
+        for method in METHODS:
+            sets = labelled_common + [f"data.fraction={fraction}"]
+            if method == "scratch":
+                config = "configs/graphene_cnn4.yaml"
+                sets += [f"training.epochs={args.epochs}"]
+            else:
+                config = "configs/graphene_finetune.yaml"
+                sets += [f"model.backbone_weights={backbone}", f"training.schedule={method}",
+                         f"training.epochs={args.epochs if method == 'linear_eval' else half}",
+                         f"training.fine_tune.epochs={args.epochs - half}",
+                         f"training.fine_tune.learning_rate={args.fine_tune_lr}"]
+            run, secs = _main(config, sets)
+            m, r = _json(run, "metrics.json"), _json(run, "run.json")
+            row = {"method": method, "fraction": fraction, "train_images": r["data"]["images"]["train"],
+                   "harmonic_mean_f1": m["harmonic_mean_f1"],
+                   "f1": {c: m["per_class"][c]["f1"] for c in m["classes"]}, "seconds": secs, "run": run}
+            results["runs"].append(row)
+            print(f"{METHODS[method]:<28} {row['train_images']:>5} images  harmonic-mean F1 "
+                  f"{row['harmonic_mean_f1']:.3f}  ({secs:.0f} s)", flush=True)
+            with open(os.path.join(work, "results.json"), "w", encoding="utf-8") as fh:
+                json.dump(results, fh, indent=2)
+    table = _table(results)
+    print(table)
+    with open(args.table, "w", encoding="utf-8") as fh:
+        fh.write(table)
+    _figure(results, args.figure)
+    print(f"figure: {args.figure}; table: {args.table}; results: {os.path.join(work, 'results.json')}")
+
+
+def _main(config, sets):
+    """Run main.py; return (run folder, wall seconds). Stops the script on a failed run."""
+    cmd = [sys.executable, os.path.join(ROOT, "main.py"), "--config", os.path.join(ROOT, config), "-q"]
+    for s in sets:
+        cmd += ["--set", s]
+    t = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    secs = time.perf_counter() - t
+    if out.returncode != 0:
+        sys.exit(f"error: {' '.join(cmd)} failed ({out.returncode}): {out.stderr.strip()[-2000:]}")
+    return out.stdout.strip().splitlines()[-1], secs
+
+
+def _json(run, name):
+    with open(os.path.join(run, name), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _table(results):
+    rows = results["runs"]
+    sizes = sorted({r["train_images"] for r in rows})
+    lines = ["| training images | " + " | ".join(METHODS.values()) + " |",
+             "|---|" + "---|" * len(METHODS)]
+    for n in sizes:
+        cells = []
+        for method in METHODS:
+            hit = [r for r in rows if r["method"] == method and r["train_images"] == n]
+            cells.append(f"{hit[0]['harmonic_mean_f1']:.3f}" if hit else "")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(results, out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (method, label), style in zip(METHODS.items(), ("-o", "-s", "-^")):
+        pts = sorted((r["train_images"], r["harmonic_mean_f1"]) for r in results["runs"] if r["method"] == method)
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images")
+    ax.set_ylabel("test harmonic-mean F1 (classes 1-3, any)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    ax.set_title("Data efficiency on synthetic graphene crops")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
