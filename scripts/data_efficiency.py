@@ -7,9 +7,9 @@ CNN-4 trained from scratch, linear evaluation and fine-tuning of a SimCLR-pretra
 Makes (once, in the workdir) labelled flake crops split 60/20/20 and a separate set of
 unlabelled crops, pretrains with configs/graphene_simclr.yaml, then trains each method at
 each `data.fraction` of the training split, every run with the same number of optimiser
-steps. Prints a Markdown table and writes results.json, the table and the figure (by
-default docs/data_efficiency.png and docs/data_efficiency.md). Every run is an ordinary
-run folder under <workdir>/runs.
+steps. Prints a Markdown table and writes results.json and the table in the workdir and
+the figure (default docs/data_efficiency.png; docs/data_efficiency.md reports a run). Every
+run is an ordinary run folder under <workdir>/runs.
 """
 
 import argparse
@@ -41,8 +41,14 @@ def main():
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate: scratch and linear stages")
     p.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the all-layers stage")
     p.add_argument("--backbone", help="skip pretraining: use these backbone weights (.weights.h5)")
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra --set for the pretraining run (e.g. contrastive.color_prob=0); repeatable")
     p.add_argument("--figure", default=os.path.join(ROOT, "docs", "data_efficiency.png"))
-    p.add_argument("--table", default=os.path.join(ROOT, "docs", "data_efficiency.md"))
+    p.add_argument("--also", metavar="RESULTS_JSON", action="append", default=[],
+                   help="draw another run's results.json too (dashed; labelled by its --pretrain-set)")
+    p.add_argument("--plot-only", action="store_true", help="redraw from <workdir>/results.json and exit")
+    p.add_argument("--table", help="Markdown table file; default: <workdir>/table.md")
     args = p.parse_args()
 
     sys.path.insert(0, ROOT)
@@ -50,6 +56,11 @@ def main():
     from ga.synthetic import generate_graphene
 
     work = args.workdir
+    if args.plot_only:
+        with open(os.path.join(work, "results.json"), encoding="utf-8") as fh:
+            _figure(json.load(fh), args.figure, args.also)
+        print(f"figure: {args.figure}")
+        return
     labelled, split, unlabelled = (os.path.join(work, d) for d in ("labelled", "split", "unlabelled"))
     runs = os.path.join(work, "runs")
     if not os.path.isfile(os.path.join(labelled, "labels.csv")):
@@ -65,10 +76,10 @@ def main():
               "model.backbone=cnn4", "model.head.pooling=max"]
     results = {"settings": vars(args), "runs": []}
     backbone = args.backbone
-    if backbone is None:
+    if backbone is None and set(args.methods) != {"scratch"}:
         run, secs = _main("configs/graphene_simclr.yaml", common + [
             f"data.train_dir={unlabelled}", "data.batch_size=64", "data.augment.enabled=false",
-            "contrastive.projection=[256,128]", f"training.epochs={args.pretrain_epochs}"])
+            "contrastive.projection=[256,128]", f"training.epochs={args.pretrain_epochs}", *args.pretrain_set])
         backbone = os.path.join(run, "GSbackbone.weights.h5")
         m = _json(run, "metrics.json")
         results["pretraining"] = {"run": run, "seconds": secs, "images": m["images"], "first_loss": m["first_loss"],
@@ -78,7 +89,7 @@ def main():
                                 f"training.steps_per_epoch={args.steps}", f"training.learning_rate={args.lr}"]
     half = args.epochs // 2
     for fraction in args.fractions:
-        for method in METHODS:
+        for method in args.methods:
             sets = labelled_common + [f"data.fraction={fraction}"]
             if method == "scratch":
                 config = "configs/graphene_cnn4.yaml"
@@ -101,9 +112,10 @@ def main():
                 json.dump(results, fh, indent=2)
     table = _table(results)
     print(table)
+    args.table = args.table or os.path.join(work, "table.md")
     with open(args.table, "w", encoding="utf-8") as fh:
         fh.write(table)
-    _figure(results, args.figure)
+    _figure(results, args.figure, args.also)
     print(f"figure: {args.figure}; table: {args.table}; results: {os.path.join(work, 'results.json')}")
 
 
@@ -139,23 +151,35 @@ def _table(results):
     return "\n".join(lines) + "\n"
 
 
-def _figure(results, out):
+def _figure(results, out, also=()):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for (method, label), style in zip(METHODS.items(), ("-o", "-s", "-^")):
-        pts = sorted((r["train_images"], r["harmonic_mean_f1"]) for r in results["runs"] if r["method"] == method)
-        if pts:
-            ax.plot(*zip(*pts), style, label=label)
+    sets = [(results, "", "-")]
+    for path in also:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        sets.append((doc, " (" + ", ".join(doc["settings"].get("pretrain_set") or ["other"]) + ")", "--"))
+    fig, ax = plt.subplots(figsize=(7, 5.2))
+    sizes = set()
+    for doc, suffix, line in sets:
+        for (method, label), marker, colour in zip(METHODS.items(), "os^", ("C0", "C1", "C2")):
+            pts = sorted((r["train_images"], r["harmonic_mean_f1"]) for r in doc["runs"] if r["method"] == method)
+            if pts:
+                ax.plot(*zip(*pts), line + marker, color=colour, label=label + suffix)
+                sizes.update(p[0] for p in pts)
     ax.set_xscale("log")
+    ax.set_xticks(sorted(sizes))
+    ax.set_xticklabels([str(n) for n in sorted(sizes)])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("labelled training images")
     ax.set_ylabel("test harmonic-mean F1 (classes 1-3, any)")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     ax.set_title("Data efficiency on synthetic graphene crops")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
