@@ -27,6 +27,7 @@ def test_data_efficiency_script_runs_every_method(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "data_efficiency.py"), "--workdir", str(work),
                            "--labelled", "40", "--unlabelled", "32", "--fractions", "0.5", "--pretrain-epochs", "1",
                            "--epochs", "2", "--steps", "1", "--size", "32", "--crop", "24",
+                           "--pretrain-set", "data.batch_size=16",
                            "--figure", str(tmp_path / "f.png")], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads((work / "results.json").read_text())
