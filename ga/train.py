@@ -254,7 +254,7 @@ def _fit_stage(cfg, run_dir, fit_model, data, classes, backup, epochs, first_epo
     """One `fit` call with the run's callbacks; resumes from the stage's checkpoint.
 
     Returns:
-        (callback handles, the epoch this process started at).
+        (callback handles, the epoch a resumed stage restarted at, or 0 when not resumed).
     """
     from ga.callbacks import build_callbacks, resume_epoch, trim_history
 
@@ -288,7 +288,7 @@ def _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy, st
     resumed after the linear stage had finished.
 
     Returns:
-        (callback handles, the epoch this process started at, both stages' fit seconds).
+        (callback handles, the epoch a resumed stage restarted at or 0, both stages' fit seconds).
     """
     from ga.io import atomic_path, atomic_write_json
     from ga.model import backbone_of, set_trainable_fraction
