@@ -40,6 +40,7 @@ def main():
     p.add_argument("--steps", type=int, default=20, help="optimiser steps per epoch, the same for every run")
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate: scratch and linear stages")
     p.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the all-layers stage")
+    p.add_argument("--seed", type=int, default=42, help="training.seed of the labelled runs (also picks the fraction)")
     p.add_argument("--backbone", help="skip pretraining: use these backbone weights (.weights.h5)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
@@ -86,7 +87,8 @@ def main():
                                   "final_loss": m["final_loss"]}
         print(f"pretrained in {secs:.0f} s: NT-Xent {m['first_loss']:.3f} -> {m['final_loss']:.3f}", flush=True)
     labelled_common = common + [f"data.split_root={split}", "data.batch_size=16",
-                                f"training.steps_per_epoch={args.steps}", f"training.learning_rate={args.lr}"]
+                                f"training.steps_per_epoch={args.steps}", f"training.learning_rate={args.lr}",
+                                f"training.seed={args.seed}"]
     half = args.epochs // 2
     for fraction in args.fractions:
         for method in args.methods:
