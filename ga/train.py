@@ -298,7 +298,7 @@ def _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy, st
     if stage1_handles is not None:
         if stage1_handles["clock"].nan:
             return stage1_handles, 0, seconds
-        done = _history_rows(os.path.join(run_dir, "history.csv"))
+        done = len(_history(os.path.join(run_dir, "history.csv")))
         with atomic_path(weights) as tmp:
             model.save_weights(tmp)
         atomic_write_json(stage1_doc, {"epochs": done, "seconds": round(seconds, 2)})
@@ -320,13 +320,14 @@ def _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy, st
     return handles, initial, seconds + handles["clock"].seconds
 
 
-def _history_rows(path):
+def _history(path):
+    """The rows of a run's history.csv (none before the first epoch)."""
     import csv
 
     if not os.path.isfile(path):
-        return 0
+        return []
     with open(path, newline="", encoding="utf-8") as fh:
-        return len(list(csv.DictReader(fh)))
+        return list(csv.DictReader(fh))
 
 
 def _read_json(path):
@@ -337,13 +338,8 @@ def _read_json(path):
 
 
 def _fit_summary(cfg, handles, history_path, data, initial):
-    import csv
-
     f1, early, clock = handles["f1"], handles["early"], handles["clock"]
-    rows = []
-    if os.path.isfile(history_path):
-        with open(history_path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
+    rows = _history(history_path)
     epochs = len(rows)
     if clock.nan:
         reason = "nan_loss"
@@ -408,8 +404,6 @@ def _deliver_contrastive(cfg, run_dir, model, data, fit_info, policy, strategy):
     """A pretraining run's deliverables: the encoder (backbone and projection head) as
     <prefix>model.keras and <prefix>weights.h5, the backbone's weights alone as
     <prefix>backbone.weights.h5 (for model.backbone_weights), the loss curve, metrics.json."""
-    import csv
-
     from ga import analysis, export
     from ga.io import atomic_path, atomic_write_json
     from ga.model import backbone_of
@@ -423,8 +417,7 @@ def _deliver_contrastive(cfg, run_dir, model, data, fit_info, policy, strategy):
     paths.append(backbone)
     history = os.path.join(run_dir, "history.csv")
     analysis.plot_history(history, os.path.join(run_dir, f"{prefix}loss_curve.png"))
-    with open(history, newline="", encoding="utf-8") as fh:
-        losses = [float(r["loss"]) for r in csv.DictReader(fh)]
+    losses = [float(r["loss"]) for r in _history(history)]
     atomic_write_json(os.path.join(run_dir, "metrics.json"), {
         "task": "contrastive",
         "images": data.train.size,
