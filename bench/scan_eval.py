@@ -29,7 +29,7 @@ def main():
     args = p.parse_args()
 
     from ga.predict import load_model
-    from ga.scan import default_overlap, scan_frame
+    from ga.scan import scan_frame
     from ga.synthetic import generate_wafer
 
     frame = os.path.join(args.workdir, f"wafer_{args.seed}.png")
@@ -56,8 +56,7 @@ def main():
     covered = sum(any(inside(b, t_) for t_ in fired) for b in flakes)
     false = sum(not any(overlaps(b, t_) for b in flakes) for t_ in fired)
     print(f"machine: {machine()}; model {args.model} ({model.engine}); frame {frame}")
-    overlap = default_overlap(args.tile) if args.overlap is None else args.overlap
-    print(f"scan: {seconds:.1f} s for {len(tiles)} tiles of {args.tile} px (overlap >= {overlap} px); "
+    print(f"scan: {seconds:.1f} s for {len(tiles)} tiles of {args.tile} px (overlap >= {r['overlap']} px); "
           f"marked {len(fired)}")
     print(f"labelled flakes covered by a marked tile: {covered}/{len(flakes)} = {100 * covered / max(1, len(flakes)):.0f}%")
     print(f"false marks: {false}/{len(fired)} marked tiles = {100 * false / max(1, len(fired)):.0f}% "

@@ -15,9 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ga.data import (AUTOTUNE, IMAGE_EXTENSIONS, RandomChannelScale, RandomResizedCrop, RandomRot90,
-                     RandomSometimes, SplitData, decoded, fraction_subset, model_input_size,
-                     prescan, wants_cache)
+from ga.data import (AUTOTUNE, RandomChannelScale, RandomResizedCrop, RandomRot90, RandomSometimes, SplitData,
+                     decoded, image_files, model_input_size, usable, wants_cache)
 from ga.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -74,18 +73,6 @@ def views_layer(cc, size, seed=0):
     return keras.Sequential(layers, name="contrastive_views")
 
 
-def list_unlabelled(folder):
-    """Every image file below `folder`, sorted (labels, if any, are ignored)."""
-    if not os.path.isdir(folder):
-        raise DataError(f"folder not found: {folder}")
-    paths = []
-    for dirpath, dirnames, files in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        paths.extend(os.path.join(dirpath, f) for f in sorted(files)
-                     if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
-    return paths
-
-
 def build_pairs(cfg):
     """The training input: batches of (view 1, view 2), float32 0..255, model input size.
 
@@ -93,20 +80,17 @@ def build_pairs(cfg):
         SplitData whose dataset yields (views1, views2) and whose labels are empty.
     """
     folder = cfg.data.dirs()[0]
-    paths = list_unlabelled(folder)
-    keep, problems = prescan(paths)
-    for p, reason in problems:
-        log.warning("skipped image %s: %s", p, reason)
-    paths = [p for p, k in zip(paths, keep) if k]
-    if cfg.data.fraction < 1 and paths:
-        paths = [paths[i] for i in fraction_subset(len(paths), cfg.data.fraction, cfg.training.seed)]
+    if not os.path.isdir(folder):
+        raise DataError(f"folder not found: {folder}")
+    found = image_files(folder)  # labels, if the folder has any, are ignored
+    paths, no_labels, problems = usable(found, np.zeros((len(found), 0), np.float32), "unlabelled",
+                                        cfg.data.fraction, cfg.training.seed)
     batch = cfg.data.batch_size
     if len(paths) < batch:
         raise DataError(f"contrastive training needs at least data.batch_size={batch} images; "
                         f"{folder} has {len(paths)} usable")
     size = tuple(cfg.data.image_size)
     cache = wants_cache(cfg, len(paths))
-    no_labels = np.zeros((len(paths), 0), np.float32)
     ds = decoded(paths, no_labels, size, cache).map(lambda x, _: x)
     ds = ds.shuffle(min(cfg.data.shuffle_buffer, len(paths)), seed=cfg.training.seed, reshuffle_each_iteration=True)
     if cfg.training.steps_per_epoch:

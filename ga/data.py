@@ -51,6 +51,16 @@ def multilabel_classes(split_dir, any_class=False):
     return read_labels_csv(split_dir)[0] + (["any"] if any_class else [])
 
 
+def image_files(folder):
+    """Every image file below `folder` (by extension, hidden files left out), sorted by path."""
+    paths = []
+    for dirpath, dirnames, files in os.walk(folder):
+        dirnames.sort()
+        paths.extend(os.path.join(dirpath, f) for f in sorted(files)
+                     if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+    return paths
+
+
 def list_split(split_dir, classes, task, any_class=False):
     """Files and labels of one split, sorted by path.
 
@@ -63,12 +73,9 @@ def list_split(split_dir, classes, task, any_class=False):
             folder = os.path.join(split_dir, cls)
             if not os.path.isdir(folder):
                 raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
-            for dirpath, dirnames, files in os.walk(folder):
-                dirnames.sort()
-                for f in sorted(files):
-                    if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."):
-                        paths.append(os.path.join(dirpath, f))
-                        labels.append([float(idx)])
+            found = image_files(folder)
+            paths.extend(found)
+            labels.extend([[float(idx)]] * len(found))
         return paths, np.asarray(labels, np.float32).reshape(-1, 1)
     from ga.splitting import read_labels_csv
 
@@ -349,14 +356,8 @@ def build_datasets(cfg, classes=None, splits=("train", "valid", "test")):
 
 def _build_split(cfg, name, split_dir, classes):
     paths, labels = list_split(split_dir, classes, cfg.model.task, cfg.data.any_class)
-    keep, problems = prescan(paths)
-    for p, reason in problems:
-        log.warning("skipped %s image %s: %s", name, p, reason)
-    paths = [p for p, k in zip(paths, keep) if k]
-    labels = labels[keep]
-    if name == "train" and cfg.data.fraction < 1 and paths:
-        idx = fraction_subset(len(paths), cfg.data.fraction, cfg.training.seed)
-        paths, labels = [paths[i] for i in idx], labels[idx]
+    fraction = cfg.data.fraction if name == "train" else 1.0
+    paths, labels, problems = usable(paths, labels, name, fraction, cfg.training.seed)
     if not paths:
         raise DataError(f"no usable images in the {name} split at {split_dir}")
     size = tuple(cfg.data.image_size)
@@ -394,10 +395,19 @@ def _build_split(cfg, name, split_dir, classes):
     return SplitData(ds, paths, labels, problems)
 
 
-def fraction_subset(n, fraction, seed):
-    """Sorted indices of a seeded share `fraction` of n items (at least one): data.fraction."""
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, max(1, int(round(n * fraction))), replace=False))
+def usable(paths, labels, name, fraction=1.0, seed=0):
+    """Drop the files the pre-scan finds unreadable (each logged), then keep a seeded share
+    `fraction` of the rest (data.fraction; at least one). Returns (paths, labels, problems)."""
+    keep, problems = prescan(paths)
+    for p, reason in problems:
+        log.warning("skipped %s image %s: %s", name, p, reason)
+    paths = [p for p, k in zip(paths, keep) if k]
+    labels = labels[keep]
+    if fraction < 1 and paths:
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(len(paths), max(1, int(round(len(paths) * fraction))), replace=False))
+        paths, labels = [paths[i] for i in idx], labels[idx]
+    return paths, labels, problems
 
 
 def wants_cache(cfg, n):

@@ -105,14 +105,12 @@ def load_backbone_weights(base, path):
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: {first}") from None
     # Keras only warns when part of the file finds no matching layer; here that is an error,
-    # not a backbone left partly at its random start.
+    # not a backbone left partly at its random start. (The other warnings of a load are
+    # NumPy's copy-keyword notes from h5py, dropped.)
     skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)]
     if skipped:
         raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: "
                           f"{skipped[0].splitlines()[0]}")
-    for w in caught:
-        if "__array__ implementation" not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def set_trainable_fraction(base, fraction, freeze_batchnorm=False):

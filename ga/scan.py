@@ -65,7 +65,8 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
     with Image.open(path) as im:
         frame = np.asarray(im.convert("RGB"))
     h, w, _ = frame.shape
-    boxes = tile_boxes(w, h, tile, default_overlap(tile) if overlap is None else overlap)
+    overlap = default_overlap(tile) if overlap is None else overlap
+    boxes = tile_boxes(w, h, tile, overlap)
     size = tuple(labels["input_size"])
     probs = []
     for start in range(0, len(boxes), batch_size):
@@ -99,7 +100,7 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
         wr.writerow([x0, y0, x1, y1, int(f), *(f"{v:.6f}" for v in p)])
     csv_path = os.path.join(out_dir, f"{stem}_tiles.csv")
     atomic_write_text(csv_path, buf.getvalue())
-    return {"frame": path, "tiles": len(boxes), "fired": int(fired.sum()), "image": scan_path, "csv": csv_path,
+    return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), "image": scan_path, "csv": csv_path,
             "crops": crops_dir}
 
 
