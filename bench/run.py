@@ -1,12 +1,13 @@
 """This project against the original study's way of doing each stage, in one run.
 
-    python bench/run.py [--quick] [--json bench.json] [--only NAME ...]
+    python bench/run.py [--quick] [--json bench.json] [--only NAME ...] [--set KEY=VALUE ...]
 
 Names: pipeline_aug, pipeline_noaug, epoch, eval, inference, flops_fraction. The reference
 side needs tf-keras (`pip install -e ".[bench]"`, or `make bench`) for ImageDataGenerator.
 Both sides run on this machine, on the same synthetic crops and the same model, in one
 process, and each result is a ratio (> 1: this project is better; for flops_fraction the
-figure is the achieved share of the measured matmul ceiling).
+figure is the achieved share of the measured matmul ceiling). `--set` changes the study's
+config on both sides (e.g. `model.backbone=cnn4`): a smoke run, not the documented figures.
 """
 
 import argparse
@@ -24,12 +25,15 @@ STUDY_AUG = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.
                  horizontal_flip=True, vertical_flip=True, fill_mode="nearest")
 
 
+OVERRIDES = []  # --set: config changes for both sides' model (e.g. a small backbone for a smoke run)
+
+
 def _cfg(split, size, batch, extra=()):
     from ga.config import load_config
 
     return load_config("configs/resnet101.yaml", [f"data.split_root={split}", "model.weights=none",
                                                    f"data.image_size=[{size},{size}]", f"data.batch_size={batch}",
-                                                   "data.cache=none", *extra])
+                                                   "data.cache=none", *OVERRIDES, *extra])
 
 
 def _idg(**kw):
@@ -246,7 +250,11 @@ def main():
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--only", nargs="+", choices=NAMES, help="run only these")
     p.add_argument("--workdir", default="/tmp/ga_bench")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the study's config for both sides, e.g. --set model.backbone=cnn4 (a smoke run; "
+                        "the documented figures use the study's ResNet-101)")
     args = p.parse_args()
+    OVERRIDES[:] = args.overrides
     size = 96 if args.quick else 224
     n_batches = 5 if args.quick else 20
     names = args.only or NAMES

@@ -1,25 +1,45 @@
 """ga: crystal and graphene microscope image classification on Keras 3 / TensorFlow.
 
-``import ga`` makes the project's Keras layers and metrics known to Keras, so that a saved
-model (``.keras`` or ``.h5``) loads with plain ``keras.models.load_model`` in safe mode.
-Keras itself is imported only when something uses it: the split and the synthetic data
-generators start without TensorFlow. If Keras is already imported the registration happens
-at once, otherwise right after Keras's own import finishes.
+Saved models hold the project's own Keras objects (the ``Preprocess`` layer, the per-class
+metrics), which Keras must know by name before it loads them in safe mode.
+
+- ``ga.register()`` registers them, importing Keras if needed; it is idempotent, and every
+  part of ``ga`` that builds or loads a model calls it first.
+- ``import ga`` is enough in a user's own code: with Keras already imported it registers at
+  once, otherwise right after Keras's own import has run (looking Keras up without importing
+  it, as TensorFlow does on start-up, changes nothing).
+
+``import ga`` does not import TensorFlow itself, so the split and the synthetic data
+generators start in a fraction of a second.
 """
 
 import importlib.abc
+import importlib.machinery
 import os
 import sys
+import threading
 
 __version__ = "0.1.0"
 
 # TensorFlow's C++ start-up notes are not for users (GA_TF_NOTES=1 shows them).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+_lock = threading.Lock()
+
+
+def register():
+    """Import Keras (quietly) and register the project's Keras objects. Idempotent."""
+    _quiet_import_keras()
+    with _lock:
+        import ga.layers  # noqa: F401  (its decorators register the objects)
+    _hook.uninstall()
+
 
 def _quiet_import_keras():
     """Import TensorFlow/Keras without the C++ notes it prints to stderr before its logging
     is configured (oneDNN, missing CUDA), which no environment variable silences."""
+    if "keras" in sys.modules:
+        return
     if os.environ.get("GA_TF_NOTES") == "1":
         import keras  # noqa: F401
 
@@ -44,36 +64,42 @@ def _quiet_import_keras():
         os.close(devnull)
 
 
-class _RegisterAfterKeras(importlib.abc.MetaPathFinder):
-    """Runs `import ga.layers` as soon as the top-level `keras` module has been imported."""
+class _RegisterWhenKerasLoads(importlib.abc.MetaPathFinder):
+    """For `import ga` in users' code: registers the project's objects as soon as the
+    top-level `keras` module has executed.
+
+    Every lookup of `keras` gets a spec whose loader registers after running Keras's own
+    code; a lookup that imports nothing (`importlib.util.find_spec`) leaves the finder in
+    place for the real import. The finder removes itself once registration has happened.
+    """
 
     def find_spec(self, name, path=None, target=None):
         if name != "keras":
             return None
-        sys.meta_path.remove(self)
-        import importlib.util
-
-        spec = importlib.util.find_spec("keras")
-        if spec is None or spec.loader is None:
-            return spec
-        loader = spec.loader
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        loader = getattr(spec, "loader", None)
+        if loader is None or not hasattr(loader, "exec_module"):
+            return None  # not an ordinary installation: leave it to the other finders
         original = loader.exec_module
 
         def exec_then_register(module):
             original(module)
-            import ga.layers  # noqa: F401
+            register()
 
-        loader.exec_module = exec_then_register
+        loader.exec_module = exec_then_register  # this loader instance serves this import only
         return spec
 
+    def install(self):
+        if self not in sys.meta_path:
+            sys.meta_path.insert(0, self)
 
-def register():
-    """Register the project's Keras objects now (imports Keras)."""
-    _quiet_import_keras()
-    import ga.layers  # noqa: F401
+    def uninstall(self):
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
 
 
+_hook = _RegisterWhenKerasLoads()
 if "keras" in sys.modules:
-    import ga.layers  # noqa: F401,E402
+    register()
 else:
-    sys.meta_path.insert(0, _RegisterAfterKeras())
+    _hook.install()

@@ -139,9 +139,9 @@ def train_main(argv=None):
 
 
 def _train(args):
-    from ga import _quiet_import_keras
+    import ga
 
-    _quiet_import_keras()
+    ga.register()
     from ga.train import train
 
     overrides = list(args.overrides)
@@ -206,9 +206,9 @@ def inference_main(argv=None):
 
 
 def _infer(args):
-    from ga import _quiet_import_keras
+    import ga
 
-    _quiet_import_keras()
+    ga.register()
     from ga.predict import predict_cli
 
     return predict_cli(args)

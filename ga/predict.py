@@ -166,9 +166,10 @@ def _onnx_labels(path):
 
 def load_keras(path, unsafe=False):
     """keras.models.load_model in safe mode unless `unsafe`; one-line errors naming the file."""
-    import keras
+    import ga
 
-    import ga  # noqa: F401  (registers the project's layers so safe mode accepts them)
+    ga.register()  # safe mode accepts only registered classes
+    import keras
 
     try:
         with warnings.catch_warnings():

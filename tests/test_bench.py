@@ -37,3 +37,22 @@ def test_data_efficiency_script_runs_every_method(tmp_path):
     assert all(r["train_images"] == round(n_train * 0.5) and 0 <= r["harmonic_mean_f1"] <= 1 for r in doc["runs"])
     assert (tmp_path / "f.png").stat().st_size > 0
     assert (work / "table.md").read_text().startswith("| training images |")
+
+    # The documented variants: given backbone weights (no pretraining), chosen methods and seed;
+    # then a figure redrawn from saved results with a second set beside them.
+    other = tmp_path / "de_seed7"
+    backbone = os.path.join(doc["pretraining"]["run"], "GSbackbone.weights.h5")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "data_efficiency.py"), "--workdir", str(other),
+                           "--labelled", "40", "--unlabelled", "32", "--seed", "7", "--fractions", "0.5",
+                           "--methods", "linear_eval", "--backbone", backbone, "--epochs", "2", "--steps", "1",
+                           "--size", "32", "--crop", "24", "--figure", str(tmp_path / "f2.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    second = json.loads((other / "results.json").read_text())
+    assert "pretraining" not in second and [r["method"] for r in second["runs"]] == ["linear_eval"]
+    assert second["settings"]["seed"] == 7
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "data_efficiency.py"), "--workdir", str(work),
+                           "--plot-only", "--also", str(other / "results.json"), "--figure", str(tmp_path / "f3.png")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"figure: {tmp_path / 'f3.png'}" in proc.stdout and (tmp_path / "f3.png").stat().st_size > 0

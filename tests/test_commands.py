@@ -1,0 +1,547 @@
+"""Every command that README.md and docs/*.md show, run as a user runs it.
+
+Each command runs in a fresh interpreter (`sys.executable script ...` or `-m ga.synthetic`),
+with real argv and real exit codes, in a scratch working folder laid out like a clone
+(`configs/` linked in; `data/` and `deliverables/` made by the commands themselves), on tiny
+synthetic data. Where a documented command would train for minutes, the test runs it
+verbatim and appends overrides that shrink it (argparse and `--set` let the last value win).
+No network: a proxy on a closed loopback port makes any download fail at once.
+
+Documented commands (every fenced block of README.md and docs/*.md) and the tests that run
+them; `test_every_documented_command_is_tested` checks this list against the files.
+
+  $ make demo
+      -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
+  $ make test
+      -> test_make_test_is_what_ci_runs
+  $ python -m ga.synthetic crystals --out data/archive --per-class 800 --seed 0
+      -> test_make_demo_chain
+  $ python split_data.py
+      -> test_make_demo_chain
+  $ python main.py --config configs/demo.yaml
+      -> test_make_demo_chain
+  $ python inference.py data/split/test --recursive --output data/demo_predictions.csv
+      -> test_make_demo_chain
+  $ python main.py --config configs/resnet101.yaml
+      -> test_study_config_offline_is_one_line
+  $ python inference.py folder/
+      -> test_inference_flat_folder_newest_run
+  $ python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none
+      -> test_resnet50_command
+  $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--cluster K]
+      -> test_inference_keras_engine_json, test_inference_cluster, test_inference_model_files_given_directly, test_make_demo_chain
+  $ python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0
+      -> test_graphene_chain
+  $ python split_data.py --config configs/graphene_cnn4.yaml
+      -> test_graphene_chain
+  $ python main.py --config configs/graphene_cnn4.yaml --set data.image_size=[160,160] --set data.augment.crop=[120,120] --set data.batch_size=16 --set training.learning_rate=2e-3 --set training.epochs=30
+      -> test_graphene_chain
+  $ python inference.py frame.png --scan --tile 300
+      -> test_scan_command
+  $ python -m ga.synthetic graphene --out data/graphene_unlabelled --count 4000 --seed 1
+      -> test_contrastive_then_fine_tune
+  $ python main.py --config configs/graphene_simclr.yaml
+      -> test_contrastive_then_fine_tune
+  $ python main.py --config configs/graphene_finetune.yaml --set model.backbone_weights=deliverables/GS_<time>/GSbackbone.weights.h5
+      -> test_contrastive_then_fine_tune
+  $ python bench/split_bench.py
+      -> test_split_bench_command
+  $ python scripts/synthetic_figure.py
+      -> test_figure_scripts
+  $ python scripts/compare_real.py --real path/to/real/crops
+      -> test_figure_scripts
+  $ make bench
+      -> test_make_bench_runs_bench_run_py
+  $ .venv/bin/python bench/run.py --quick --json bench.json
+      -> test_bench.py::test_bench_quick_one_benchmark_writes_json
+  $ .venv/bin/python bench/run.py --only eval inference
+      -> test_bench_only_command
+  $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency
+      -> test_bench.py::test_data_efficiency_script_runs_every_method
+  $ python scripts/data_efficiency.py --workdir /tmp/ga_de_nocolor --methods linear_eval fine_tune --pretrain-set contrastive.color_prob=0
+      -> test_bench.py::test_data_efficiency_script_runs_every_method
+  $ python scripts/data_efficiency.py --workdir /tmp/ga_de_seed7 --seed 7 --fractions 0.02 0.1 --backbone /tmp/ga_data_efficiency/runs/GS_<time>/GSbackbone.weights.h5
+      -> test_bench.py::test_data_efficiency_script_runs_every_method
+  $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency --plot-only --also /tmp/ga_de_nocolor/results.json
+      -> test_bench.py::test_data_efficiency_script_runs_every_method
+
+Commands named in the README's prose are tested too: `python main.py --resume
+deliverables/<run>` after a SIGKILL (test_faults.py::test_sigkill_during_training_then_resume),
+`python -m ga.synthetic crystals|graphene|wafer` (here), loading a run's model with
+`import ga; keras.models.load_model(...)` in a fresh interpreter in either import order
+(test_models_load_in_a_fresh_interpreter).
+"""
+
+import csv
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+
+DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+SCRIPTS = ("main.py", "inference.py", "split_data.py")
+
+
+# ---------------------------------------------------------------------------- running commands
+
+
+def _env(home):
+    env = dict(os.environ)
+    env.update({
+        "KERAS_HOME": str(home / "keras_home"),  # no cached ImageNet weights
+        "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9",  # downloads fail at once
+        "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": ROOT + os.pathsep + env.get("PYTHONPATH", ""),
+    })
+    env.pop("GA_LOGICAL_CPUS", None)
+    return env
+
+
+def argv_of(command):
+    """A documented command line -> argv for this interpreter (scripts resolved in the repo)."""
+    words = shlex.split(command)
+    if words[0] in ("python", ".venv/bin/python"):
+        words = words[1:]
+    if words and (words[0] in SCRIPTS or words[0].startswith(("bench/", "scripts/"))):
+        words[0] = os.path.join(ROOT, words[0])
+    return [sys.executable, *words]
+
+
+class Workspace:
+    """A scratch folder laid out like a clone: configs/ linked in, commands run inside it."""
+
+    def __init__(self, path):
+        self.path = path
+        os.makedirs(path / "keras_home", exist_ok=True)
+        os.symlink(os.path.join(ROOT, "configs"), path / "configs")
+        self.env = _env(path)
+
+    def __truediv__(self, other):
+        return self.path / other
+
+    def run(self, command, *extra, timeout=600, expect=0):
+        """Run a documented command (plus `extra` arguments); assert its exit status."""
+        argv = argv_of(command) + [str(e) for e in extra]
+        proc = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if expect is not None:
+            assert proc.returncode == expect, (
+                f"{command} {' '.join(map(str, extra))}\nexit {proc.returncode}\n--- stdout\n{proc.stdout[-3000:]}"
+                f"\n--- stderr\n{proc.stderr[-3000:]}")
+        return proc
+
+    def link(self, name, target):
+        os.makedirs(os.path.dirname(self.path / name), exist_ok=True)
+        os.symlink(target, self.path / name)
+
+    def printed(self, proc):
+        """The path a command printed last, as an absolute path."""
+        return os.path.normpath(os.path.join(self.path, proc.stdout.strip().splitlines()[-1]))
+
+    def runs(self, prefix=""):
+        root = self.path / "deliverables"
+        return sorted(str(root / d) for d in os.listdir(root) if d.startswith(prefix)) if root.is_dir() else []
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _images_under(folder):
+    return sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".png"))
+
+
+def _one_line_error(proc):
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return [l for l in lines if l.startswith("error:")]
+
+
+# Appended to the training commands so each trains for seconds on 2 cores.
+TINY_CRYSTALS = ["--set", "data.image_size=[32,32]", "--set", "data.batch_size=8", "--set", "training.epochs=3"]
+TINY_GRAPHENE = ["--set", "data.image_size=[48,48]", "--set", "data.augment.crop=[36,36]", "--set", "data.batch_size=8",
+                 "--set", "training.epochs=2"]
+
+
+# ---------------------------------------------------------------------------- the make demo chain
+
+
+def _makefile_recipe(target):
+    """The command lines of a Makefile target, `$(PY)` written as `python`."""
+    lines = open(os.path.join(ROOT, "Makefile"), encoding="utf-8").read().splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(f"{target}:"))
+    out = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        out.append(line.strip().replace("$(PY)", "python"))
+    return out
+
+
+def _readme_block_after(marker):
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    after = text[text.index(marker):]
+    block = re.search(r"```\n(.*?)```", after, re.S).group(1)
+    return [l.split("  #")[0].strip() for l in block.strip().splitlines()]
+
+
+DEMO_EXTRA = {  # what the test appends to each step of make demo's chain
+    "-m ga.synthetic crystals": ["--per-class", "30"],
+    "main.py": TINY_CRYSTALS,
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """make demo's chain, command by command as the Makefile has it, in a scratch clone."""
+    ws = Workspace(tmp_path_factory.mktemp("demo"))
+    steps = {}
+    for command in _makefile_recipe("demo"):
+        extra = next((v for k, v in DEMO_EXTRA.items() if k in command), [])
+        steps[command] = ws.run(command, *extra)
+    (run,) = ws.runs("GA_")
+    return ws, run, steps
+
+
+def test_readme_make_demo_block_is_the_makefile_chain():
+    assert _readme_block_after("`make demo` runs") == _makefile_recipe("demo")
+
+
+def test_make_demo_chain(demo):
+    ws, run, steps = demo
+    generate, split, train, infer = steps.values()
+    # Generator: the Kaggle layout, 30 crops per class.
+    src = ws / "data/archive/cropped/cropped"
+    assert len(os.listdir(src / "cex")) == 30 and len(os.listdir(src / "pg")) == 30
+    # Split with every default: data/split and a manifest accounting for all 60 files.
+    manifest = _rows(ws / "data/split/manifest.csv")
+    assert len(manifest) == 60 and {r["status"] for r in manifest} == {"ok"}
+    assert sorted(os.listdir(ws / "data/split")) == ["manifest.csv", "split.json", "test", "train", "valid"]
+    assert "split (done)" in split.stdout
+    # Training: the printed run folder is complete and self-describing.
+    assert ws.printed(train) == run
+    have = set(os.listdir(run))
+    assert {"GAmodel.keras", "GAweights.h5", "GAweights.onnx", "labels.json", "config.yaml", "history.csv",
+            "metrics.json", "GAFinalTestResults.txt", "predictions.csv", "run.json", "model_card.md", "train.log",
+            "GAmetrics_plot.png", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png"} <= have
+    assert "RUNNING" not in have
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["classes"] == ["cex", "pg"] and labels["input_size"] == [32, 32]
+    assert len(_rows(os.path.join(run, "history.csv"))) == 3
+    # Inference on the test split with the newest run: a row per image, names from the data.
+    test_images = _images_under(ws / "data/split/test")
+    rows = _rows(ws / "data/demo_predictions.csv")
+    assert sorted(r["path"] for r in rows) == sorted(os.path.relpath(p, ws.path) for p in test_images)
+    assert all(r["predicted"] in ("cex", "pg") and not r["error"] for r in rows)
+    assert len([l for l in infer.stdout.splitlines() if l.startswith("File ")]) == len(test_images)
+
+
+def test_split_again_does_nothing_and_other_modes(demo, tmp_path):
+    ws, _, _ = demo
+    again = ws.run("python split_data.py")
+    assert "nothing to do" in again.stdout
+    src = str(ws / "data/archive/cropped/cropped")
+    base = {r["source"]: r["split"] for r in _rows(ws / "data/split/manifest.csv")}
+    for mode in ("link", "copy"):
+        dest = tmp_path / mode
+        ws.run("python split_data.py", "--mode", mode, "--dest", dest)
+        assert {r["source"]: r["split"] for r in _rows(dest / "manifest.csv")} == base  # same seed, same split
+    moved_src = tmp_path / "moved_src"
+    shutil.copytree(src, moved_src)
+    ws.run("python split_data.py", "--mode", "move", "--source", moved_src, "--dest", tmp_path / "moved")
+    assert _images_under(moved_src) == [] and len(_images_under(tmp_path / "moved")) == 60
+    ws.run("python split_data.py", "--order", "sorted", "--dest", tmp_path / "sorted")
+    rows = _rows(tmp_path / "sorted" / "manifest.csv")
+    cex = [r["split"] for r in rows if r["class"] == "cex"]
+    assert cex == sorted(cex, key=["train", "valid", "test"].index)  # the original's sequential cut
+    dry = ws.run("python split_data.py", "--dry-run", "--dest", tmp_path / "dry")
+    assert "dry run: nothing written" in dry.stdout and not (tmp_path / "dry").exists()
+    bad = ws.run("python split_data.py", "--ratios", "0.5", "0.5", "0.5", "--dest", tmp_path / "bad", expect=2)
+    assert len(_one_line_error(bad)) == 1
+
+
+def test_inference_keras_engine_json(demo):
+    """The shipped bug: a .keras model loaded from the shell after TensorFlow's start-up."""
+    ws, run, _ = demo
+    proc = ws.run("python inference.py data/split/test --recursive", "--model", run, "--engine", "keras",
+                  "--output", "keras.json")
+    doc = json.load(open(ws / "keras.json"))
+    assert doc["classes"] == ["cex", "pg"]
+    onnx = {r["path"]: float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
+    keras_p = {r["path"]: r["p_pg"] for r in doc["results"]}
+    assert keras_p.keys() == onnx.keys()
+    assert max(abs(keras_p[k] - onnx[k]) for k in onnx) <= 1e-4  # the two engines agree
+    assert "keras engine" in proc.stderr
+
+
+def test_inference_cluster(demo):
+    ws, run, _ = demo
+    ws.run("python inference.py data/split/test --recursive", "--model", run, "--cluster", "2", "--out-dir", "clusters")
+    rows = _rows(ws / "clusters/clusters.csv")
+    assert len(rows) == len(_images_under(ws / "data/split/test"))
+    assert {r["cluster"] for r in rows} == {"0", "1"}
+    assert Image.open(ws / "clusters/clusters.png").size[0] > 100
+
+
+def test_inference_model_files_given_directly(demo, tmp_path):
+    ws, run, _ = demo
+    want = {r["path"]: float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(os.path.join(run, "GAweights.onnx"), lone / "m.onnx")  # labels from the ONNX metadata
+    for name, model in (("onnx", os.path.join(run, "GAweights.onnx")), ("keras", os.path.join(run, "GAmodel.keras")),
+                        ("h5", os.path.join(run, "GAweights.h5")), ("lone", str(lone / "m.onnx"))):
+        ws.run("python inference.py data/split/test --recursive", "--model", model, "--output", f"{name}.csv")
+        got = {r["path"]: float(r["p_pg"]) for r in _rows(ws / f"{name}.csv")}
+        assert got.keys() == want.keys()
+        assert max(abs(got[k] - want[k]) for k in want) <= 1e-4, name
+
+
+def test_inference_flat_folder_newest_run(demo):
+    ws, _, _ = demo
+    folder = ws / "folder"
+    folder.mkdir()
+    picked = _images_under(ws / "data/split/test")[:3]
+    for p in picked:
+        shutil.copy(p, folder / os.path.basename(p))
+    (folder / "notes.txt").write_text("not an image\n")
+    proc = ws.run("python inference.py folder/", expect=1)  # one file skipped
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("File ")]
+    assert sorted(l.split(" prediction ")[0][len("File "):] for l in lines) == sorted(map(os.path.basename, picked))
+    errors = _one_line_error(proc)
+    assert len(errors) == 1 and "notes.txt" in errors[0] and "not an image" in errors[0]
+
+
+def test_models_load_in_a_fresh_interpreter(demo, graphene, contrastive):
+    """`import ga; keras.models.load_model(...)` in safe mode, whatever the import order."""
+    _, run, _ = demo
+    files = {os.path.join(run, "GAmodel.keras"): 1, os.path.join(run, "GAweights.h5"): 1,
+             os.path.join(graphene[1], "GCmodel.keras"): 4, os.path.join(contrastive[1], "GSmodel.keras"): 128}
+    imports = {"ga first": "import ga\nimport keras", "keras first": "import keras\nimport ga",
+               "tensorflow, ga, keras": "import tensorflow\nimport ga\nimport keras",
+               "ga, TensorFlow's probe, keras": "import ga\nimport importlib.util\nimport tensorflow\n"
+                                                "importlib.util.find_spec('keras')\nimport keras"}
+    for order, head in imports.items():
+        code = head + "\nimport sys\nfor p in sys.argv[1:]:\n" \
+                      "    m = keras.models.load_model(p, compile=False)\n    print(m.output_shape[-1])\n"
+        proc = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, timeout=300,
+                              cwd=str(demo[0].path), env=demo[0].env)
+        assert proc.returncode == 0, f"{order}: {proc.stderr[-2000:]}"
+        assert [int(x) for x in proc.stdout.split()] == list(files.values()), order
+
+
+def test_study_config_offline_is_one_line(demo, tmp_path):
+    """The README's training command offline: one line naming the weights file, no run folder."""
+    ws = Workspace(tmp_path / "study")
+    ws.link("data/split", str(demo[0] / "data/split"))
+    proc = ws.run("python main.py --config configs/resnet101.yaml", expect=2)
+    (line,) = _one_line_error(proc)
+    assert "ImageNet weights for resnet101" in line and "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in line
+    assert ws.runs() == []
+
+
+def test_resnet50_command(demo, tmp_path):
+    ws = Workspace(tmp_path / "r50")
+    ws.link("data/split", str(demo[0] / "data/split"))
+    proc = ws.run("python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none",
+                  "--set", "data.image_size=[32,32]", "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2",
+                  "--set", "data.batch_size=8", "--set", "output.onnx=false")
+    (run,) = ws.runs()
+    assert ws.printed(proc) == run
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["backbone"] == "resnet50" and labels["preprocessing"] == "resnet_caffe"
+    assert json.load(open(os.path.join(run, "metrics.json")))["test_images"] == len(_images_under(ws / "data/split/test"))
+
+
+# ---------------------------------------------------------------------------- graphene
+
+
+@pytest.fixture(scope="module")
+def graphene(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("graphene"))
+    steps = [
+        ws.run("python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0", "--count", "60",
+               "--size", "96"),
+        ws.run("python split_data.py --config configs/graphene_cnn4.yaml"),
+        ws.run("python main.py --config configs/graphene_cnn4.yaml --set data.image_size=[160,160] "
+               "--set data.augment.crop=[120,120] --set data.batch_size=16 --set training.learning_rate=2e-3 "
+               "--set training.epochs=30", *TINY_GRAPHENE),
+    ]
+    (run,) = ws.runs("GC_")
+    return ws, run, steps
+
+
+def test_graphene_chain(graphene):
+    ws, run, (gen, split, train) = graphene
+    assert len(_rows(ws / "data/graphene/labels.csv")) == 60
+    for s in ("train", "valid", "test"):
+        assert _rows(ws / f"data/graphene_split/{s}/labels.csv")
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["task"] == "multilabel" and labels["classes"] == ["class1", "class2", "class3", "any"]
+    assert labels["input_size"] == [36, 36] and labels["resize"] == [48, 48]
+    assert set(labels["thresholds"]) == set(labels["classes"])
+    assert os.path.isfile(os.path.join(run, "GCthreshold_sweep.png"))
+    assert "harmonic_mean_f1" in json.load(open(os.path.join(run, "metrics.json")))
+
+
+def test_scan_command(graphene):
+    ws, run, _ = graphene
+    ws.run("python -m ga.synthetic wafer --out data/wafer.png --width 1000 --height 700 --seed 0")
+    shutil.copy(ws / "data/wafer.png", ws / "frame.png")
+    proc = ws.run("python inference.py frame.png --scan --tile 300")
+    tiles = _rows(ws / "inference_out/frame_tiles.csv")
+    # 1000 x 700 with 300 px tiles overlapping by at least 60 px: 4 x 3 tiles.
+    assert len(tiles) == 12 and {int(t["x1"]) - int(t["x0"]) for t in tiles} == {300}
+    fired = sum(int(t["fired"]) for t in tiles)
+    assert f"Frame frame.png: {fired} of 12 tiles marked" in proc.stdout
+    assert len(os.listdir(ws / "inference_out/frame_tiles")) == fired
+    assert Image.open(ws / "inference_out/frame_scan.jpg").size == (1000, 700)
+
+
+@pytest.fixture(scope="module")
+def contrastive(tmp_path_factory, graphene):
+    ws = Workspace(tmp_path_factory.mktemp("contrastive"))
+    ws.link("data/graphene_split", str(graphene[0] / "data/graphene_split"))
+    tiny_cnn = ["--set", "model.backbone=cnn4", "--set", "model.head.pooling=max"]
+    ws.run("python -m ga.synthetic graphene --out data/graphene_unlabelled --count 4000 --seed 1", "--count", "32",
+           "--size", "64")
+    pre = ws.run("python main.py --config configs/graphene_simclr.yaml", *tiny_cnn, "--set", "data.image_size=[32,32]",
+                 "--set", "data.batch_size=16", "--set", "training.epochs=2")
+    (gs,) = ws.runs("GS_")
+    fine = ws.run("python main.py --config configs/graphene_finetune.yaml "
+                  f"--set model.backbone_weights=deliverables/{os.path.basename(gs)}/GSbackbone.weights.h5",
+                  *tiny_cnn, *TINY_GRAPHENE, "--set", "training.fine_tune.epochs=1")
+    (gc,) = ws.runs("GC_")
+    return ws, gs, gc, pre, fine
+
+
+def test_contrastive_then_fine_tune(contrastive):
+    ws, gs, gc, pre, fine = contrastive
+    assert ws.printed(pre) == gs
+    assert {"GSmodel.keras", "GSbackbone.weights.h5", "GSloss_curve.png", "metrics.json"} <= set(os.listdir(gs))
+    m = json.load(open(os.path.join(gs, "metrics.json")))
+    assert m["task"] == "contrastive" and m["images"] == 32
+    assert ws.printed(fine) == gc
+    stages = [r["stage"] for r in _rows(os.path.join(gc, "history.csv"))]
+    assert stages == ["1", "1", "2"]
+    # The fine-tuned classifier labels images from the shell; the pretraining run is refused.
+    test_dir = str(graphene_test_dir(ws))
+    proc = ws.run("python inference.py", test_dir, "--model", gc, "--output", "ft.csv", expect=1)
+    rows = _rows(ws / "ft.csv")
+    assert [r["path"] for r in rows if not r["error"]] == _images_under(test_dir)
+    assert [r["path"] for r in rows if r["error"]] == [os.path.join(test_dir, "labels.csv")]  # reported, not hidden
+    assert "labels.csv: not an image" in _one_line_error(proc)[0]
+    refused = ws.run("python inference.py", test_dir, "--model", gs, expect=2)
+    assert "contrastive pretraining run" in _one_line_error(refused)[0]
+
+
+def graphene_test_dir(ws):
+    return ws / "data/graphene_split/test"
+
+
+# ---------------------------------------------------------------------------- scripts and make
+
+
+def test_split_bench_command(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    proc = ws.run("python bench/split_bench.py", "--count", "120", "--workdir", tmp_path / "bench")
+    assert re.search(r"split 120 files in [\d.]+ s \(\d+ files/s\)", proc.stdout), proc.stdout
+
+
+def test_figure_scripts(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.run("python scripts/synthetic_figure.py", "--out", tmp_path / "samples.png")
+    assert Image.open(tmp_path / "samples.png").size[0] > 200
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for name, level in (("CEX (1).png", 90), ("PG (1).png", 140)):
+        Image.fromarray(np.clip(rng.normal(level, 30, (64, 64)), 0, 255).astype(np.uint8)).save(real / name)
+    proc = ws.run("python scripts/compare_real.py --real path/to/real/crops", "--real", real, "--n", "4",
+                  "--out", tmp_path / "cmp.png")
+    assert "real cex" in proc.stdout and "synthetic pg" in proc.stdout
+    assert os.path.isfile(tmp_path / "cmp.png")
+
+
+def test_bench_only_command(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    out = tmp_path / "b.json"
+    ws.run(".venv/bin/python bench/run.py --only eval inference", "--quick", "--json", out, "--workdir",
+           tmp_path / "work", "--set", "model.backbone=cnn4")
+    results = json.load(open(out))["results"]
+    assert set(results) == {"eval", "inference"}
+    assert all(r["ours"] > 0 and r["reference"] > 0 for r in results.values())
+
+
+def test_make_test_is_what_ci_runs():
+    ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+    assert re.search(r"^make test$", ci, re.M)
+    recipe = _makefile_recipe("test")
+    assert recipe == ["python -m pytest -q"]
+    # The venv is made and the package with its test extras installed before the suite.
+    stamp = _makefile_recipe("$(STAMP)")
+    assert any("-m venv" in l for l in stamp) and any('pip install' in l and '".[test]"' in l for l in stamp)
+
+
+def test_make_bench_runs_bench_run_py():
+    recipe = _makefile_recipe("bench")
+    assert recipe[-1] == "python bench/run.py"
+    assert any('".[test,bench]"' in l for l in recipe)  # tf-keras, for the original's ImageDataGenerator
+
+
+# ---------------------------------------------------------------------------- the list above is complete
+
+
+def documented_commands():
+    """Every command line in the fenced blocks of README.md and docs/*.md (continuations
+    joined, comments dropped)."""
+    found = []
+    for doc in DOCS:
+        text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+        for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
+            for line in block.splitlines():
+                body = line.split("  #")[0].rstrip()
+                if not body.strip():
+                    continue
+                if line[:1].isspace() and found:  # continuation of the previous command
+                    found[-1] = (found[-1][0], found[-1][1].rstrip("\\").rstrip() + " " + body.strip())
+                else:
+                    found.append((doc, body.strip()))
+    return [(doc, " ".join(cmd.replace("\\", " ").split())) for doc, cmd in found]
+
+
+def listed_commands():
+    """{command: [test names]} from this module's docstring."""
+    listed, current = {}, None
+    for line in __doc__.splitlines():
+        if line.startswith("  $ "):
+            current = line[4:].strip()
+            listed[current] = []
+        elif line.strip().startswith("-> ") and current:
+            listed[current] += [t.strip() for t in line.strip()[3:].split(",")]
+    return listed
+
+
+def test_every_documented_command_is_tested():
+    listed = listed_commands()
+    missing = [f"{doc}: {cmd}" for doc, cmd in documented_commands() if cmd not in listed]
+    assert not missing, "documented commands with no command test (add them to this module's docstring):\n" + \
+        "\n".join(missing)
+    here = sys.modules[__name__]
+    for cmd, tests in listed.items():
+        assert tests, cmd
+        for t in tests:
+            module, _, name = t.rpartition("::")
+            source = open(os.path.join(ROOT, "tests", module), encoding="utf-8").read() if module else None
+            assert (f"def {name}(" in source) if module else callable(getattr(here, name, None)), f"{cmd} -> {t}"
