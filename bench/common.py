@@ -30,7 +30,7 @@ def crystal_folder(folder, count=1000, seed=0):
     have = [f for f in os.listdir(folder) if f.endswith(".png")]
     if len(have) >= count:
         return folder
-    for i, rng in enumerate(syn._rngs(seed, count)):
+    for i, rng in enumerate(syn.rngs(seed, count)):
         arr = syn.make_cex(rng) if i % 2 == 0 else syn.make_pg(rng)
         Image.fromarray(np.repeat(arr[:, :, None], 3, axis=2)).save(os.path.join(folder, f"crop_{i:05d}.png"))
     return folder

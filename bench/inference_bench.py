@@ -27,7 +27,7 @@ def main():
     p.add_argument("--workdir", default="/tmp/ga_inference_bench")
     args = p.parse_args()
 
-    from ga.analysis import batch_predictor
+    from ga.model import batch_predictor
     from ga.config import load_config
     from ga.export import onnx_session, to_onnx
     from ga.model import build_model

@@ -5,8 +5,6 @@ Class names always come from the run's recorded class list: index i is classes[i
 The test split is predicted once; every report and plot reuses those predictions.
 """
 
-import csv
-import io
 import json
 import logging
 import os
@@ -14,26 +12,13 @@ import time
 
 import numpy as np
 
-from ga.io import atomic_path, atomic_write_json, atomic_write_text
+from ga.figures import pyplot, save_figure
+from ga.files import atomic_write_csv, atomic_write_json, atomic_write_text
+from ga.model import batch_predictor
+from ga.runs import LABELS, read_history, read_labels
+from ga.runs import decisions as class_decisions
 
 log = logging.getLogger(__name__)
-
-
-def batch_predictor(model):
-    """A compiled inference function for batches of images (numpy in, numpy out).
-
-    Called directly rather than through `predict_on_batch`, which under a
-    MirroredStrategy returns each replica's share concatenated twice (Keras 3.15).
-    """
-    import tensorflow as tf
-
-    cached = getattr(model, "_ga_batch_predictor", None)
-    if cached is not None:
-        return cached
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    predict = lambda x: np.asarray(fn(tf.convert_to_tensor(x, tf.float32)), np.float32)  # noqa: E731
-    model._ga_batch_predictor = predict  # one traced function per model, reused by every pass
-    return predict
 
 
 def predict_split(model, split):
@@ -50,17 +35,14 @@ def predict_split(model, split):
 
 def decisions(y_prob, task, classes, thresholds):
     """Predicted labels: binary -> class index (n,), multilabel -> 0/1 matrix (n, k)."""
-    if task == "binary":
-        return (y_prob[:, 0] > thresholds[classes[1]]).astype(int)
-    thr = np.array([thresholds[c] for c in classes], np.float32)
-    return (y_prob > thr[None, :]).astype(int)
+    on = class_decisions(y_prob, task, classes, thresholds)
+    return on[:, 1].astype(int) if task == "binary" else on.astype(int)
 
 
 def _thresholds(cfg, classes, run_dir=None):
     """The decision thresholds recorded in the run's labels.json, else the config's."""
-    if run_dir and os.path.isfile(os.path.join(run_dir, "labels.json")):
-        with open(os.path.join(run_dir, "labels.json"), encoding="utf-8") as fh:
-            return json.load(fh)["thresholds"]
+    if run_dir and os.path.isfile(os.path.join(run_dir, LABELS)):
+        return read_labels(run_dir)["thresholds"]
     if cfg.model.task == "binary":
         return {classes[1]: cfg.model.threshold}
     return {c: cfg.model.threshold for c in classes}
@@ -139,18 +121,18 @@ def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
                     "predictions.csv leaves the path column empty", len(y_true), len(paths))
         paths = [""] * len(y_true)
     pred = decisions(y_prob, task, classes, thresholds)
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
     if task == "binary":
-        wr.writerow(["path", "true", "predicted", f"p_{classes[1]}"])
-        for p, t, d, pr in zip(paths, y_true[:, 0], pred, y_prob[:, 0]):
-            wr.writerow([p, classes[int(t)], classes[int(d)], f"{pr:.6f}"])
-    else:
-        wr.writerow(["path", "true", "predicted", *(f"p_{c}" for c in classes)])
-        for p, t, d, pr in zip(paths, y_true, pred, y_prob):
-            names = lambda v: ";".join(c for c, f in zip(classes, v) if f)
-            wr.writerow([p, names(t.astype(int)), names(d), *(f"{x:.6f}" for x in pr)])
-    atomic_write_text(path, buf.getvalue())
+        atomic_write_csv(path, ["path", "true", "predicted", f"p_{classes[1]}"],
+                         ([p, classes[int(t)], classes[int(d)], f"{pr:.6f}"]
+                          for p, t, d, pr in zip(paths, y_true[:, 0], pred, y_prob[:, 0])))
+        return
+
+    def names(v):
+        return ";".join(c for c, f in zip(classes, v) if f)
+
+    atomic_write_csv(path, ["path", "true", "predicted", *(f"p_{c}" for c in classes)],
+                     ([p, names(t.astype(int)), names(d), *(f"{x:.6f}" for x in pr)]
+                      for p, t, d, pr in zip(paths, y_true, pred, y_prob)))
 
 
 def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=None):
@@ -190,6 +172,37 @@ def update_metrics(run_dir, extra):
     return m
 
 
+def tune_thresholds(cfg, run_dir, model, data):
+    """Multi-label: per-class thresholds that maximise validation F1, into labels.json, and
+    the sweep figure."""
+    from ga.runs import labels_document, write_labels
+
+    y_true, y_prob = predict_split(model, data.valid)
+    grid, curves, best = threshold_sweep(data.classes, y_true, y_prob)
+    plot_threshold_sweep(grid, curves, best, os.path.join(run_dir, f"{cfg.output.prefix}threshold_sweep.png"))
+    write_labels(run_dir, labels_document(cfg, data.classes, thresholds=best))
+    log.info("validation-tuned thresholds: %s", ", ".join(f"{c} {t:.2f}" for c, t in best.items()))
+    return best
+
+
+def write_contrastive_report(run_dir, cfg, data, fit_info, backbone_file):
+    """A pretraining run's loss curve (<prefix>loss_curve.png) and metrics.json."""
+    history = os.path.join(run_dir, "history.csv")
+    plot_history(history, os.path.join(run_dir, f"{cfg.output.prefix}loss_curve.png"))
+    losses = [float(r["loss"]) for r in read_history(history)]
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), {
+        "task": "contrastive",
+        "images": data.train.size,
+        "temperature": cfg.contrastive.temperature,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+        "best_loss": min(losses) if losses else None,
+        "backbone_weights": backbone_file,
+        "training": fit_info,
+    })
+    log.info("pretraining loss %s -> %s", losses[0] if losses else None, losses[-1] if losses else None)
+
+
 def threshold_sweep(classes, y_true, y_prob, grid=None):
     """Precision, recall and F1 of each class at each threshold of `grid`.
 
@@ -215,7 +228,7 @@ def threshold_sweep(classes, y_true, y_prob, grid=None):
 
 def plot_threshold_sweep(grid, curves, best, out):
     """Precision, recall and F1 against threshold, one panel per class."""
-    plt = _plt()
+    plt = pyplot()
     classes = list(curves)
     fig, axes = plt.subplots(1, len(classes), figsize=(3.6 * len(classes), 3.4), squeeze=False)
     for ax, c in zip(axes[0], classes):
@@ -226,34 +239,18 @@ def plot_threshold_sweep(grid, curves, best, out):
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.suptitle("Validation threshold sweep")
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 # ---------------------------------------------------------------------------- figures
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path):
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
 
 
 def plot_history(history_csv, out):
     """Training and validation accuracy and loss per epoch, from history.csv (the loss alone
     when there is no accuracy, as in contrastive pretraining). A two-stage schedule's
     second stage is marked by a dashed line."""
-    plt = _plt()
-    with open(history_csv, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+    plt = pyplot()
+    rows = read_history(history_csv)
     epochs = [int(r["epoch"]) + 1 for r in rows]
     panels = [(k, t) for k, t in (("accuracy", "Accuracy"), ("loss", "Loss")) if rows and k in rows[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
@@ -271,14 +268,14 @@ def plot_history(history_csv, out):
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_confusion(m, out):
     """Counts and row-normalised confusion matrices, axes named by the class list."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
-    plt = _plt()
+    plt = pyplot()
     if m["task"] == "binary":
         cm = np.array(m["confusion_matrix"])
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
@@ -294,7 +291,7 @@ def plot_confusion(m, out):
             ConfusionMatrixDisplay(np.array(m["confusion_matrix"][c]), display_labels=[f"not {c}", c]).plot(
                 ax=ax, colorbar=False, values_format="d")
             ax.set_title(c)
-    _save(fig, out)
+    save_figure(fig, out)
 
 
 def plot_roc_pr(task, classes, y_true, y_prob, out):
@@ -302,7 +299,7 @@ def plot_roc_pr(task, classes, y_true, y_prob, out):
     precision-recall curve beside it."""
     from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
     pairs = [(classes[1], y_true[:, 0], y_prob[:, 0])] if task == "binary" else \
         [(c, y_true[:, i], y_prob[:, i]) for i, c in enumerate(classes)]
@@ -319,4 +316,51 @@ def plot_roc_pr(task, classes, y_true, y_prob, out):
     ax_roc.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax_roc.set(title="ROC (test)", xlabel="false positive rate", ylabel="true positive rate")
     ax_pr.set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
-    _save(fig, out)
+    save_figure(fig, out)
+
+
+def write_model_card(run_dir, cfg, data, metrics):
+    """model_card.md: intended use, data, metrics, limits."""
+    p = cfg.output.prefix
+    classes = data.classes
+    t = metrics.get("training", {})
+    lines = [
+        f"# Model card: {os.path.basename(os.path.abspath(run_dir))}",
+        "",
+        "## Intended use",
+        ("Classify in-situ microscope crops of a crystallization as " + " or ".join(classes)
+         + f" (positive class: {classes[1]}), for process monitoring. Input: an image crop, RGB or grey, any size "
+           "(resized to the model's input)." if cfg.model.task == "binary" else
+         "Flag microscope crops that hold flakes of each class (" + ", ".join(classes) + "); labels are not exclusive."),
+        "Not for: images from other instruments, magnifications or materials without re-validation.",
+        "",
+        "## Model",
+        f"- backbone {cfg.model.backbone}, weights `{cfg.model.weights}`, trainable fraction {cfg.model.trainable_fraction:g}",
+        f"- input {data.input_size[0]}x{data.input_size[1]} RGB 0-255; preprocessing inside the model",
+        f"- files: `{p}model.keras`, `{p}weights.h5`" + (f", `{p}weights.onnx`" if cfg.output.onnx else "")
+        + "; class list and thresholds in `labels.json`",
+        "",
+        "## Data",
+        f"- training {data.train.size}, validation {data.valid.size}, test {data.test.size} images from `{cfg.data.split_root}`",
+        f"- skipped unreadable images: {len(data.skipped())}",
+        "",
+        "## Test metrics",
+        f"- accuracy {metrics['accuracy']:.4f}",
+    ]
+    if cfg.model.task == "binary" and metrics.get("roc_auc") is not None:
+        lines.append(f"- ROC AUC ({classes[1]}) {metrics['roc_auc']:.4f}")
+    if "harmonic_mean_f1" in metrics:
+        lines.append(f"- harmonic mean of per-class F1 {metrics['harmonic_mean_f1']:.4f}")
+    for c, v in metrics["per_class"].items():
+        lines.append(f"- {c}: precision {v['precision']:.4f}, recall {v['recall']:.4f}, F1 {v['f1']:.4f}, support {v['support']}")
+    lines += [
+        f"- training: {t.get('epochs')} epochs, stopped by {str(t.get('stop_reason', '')).replace('_', ' ')}",
+        "",
+        "## Limits",
+        f"- The test split has {data.test.size} images; with few images the metrics carry wide uncertainty.",
+        "- A model trained on synthetic crops has not been validated on real ones; check it on labelled real data "
+        "before trusting it.",
+        "- Rotated/flipped copies of one crop were kept in one split when the data came from split_data.py; other "
+        "sources of leakage (neighbouring frames of one run) are not detected.",
+    ]
+    atomic_write_text(os.path.join(run_dir, "model_card.md"), "\n".join(lines) + "\n")

@@ -1,22 +1,22 @@
-"""Training callbacks: per-class F1 table and early stop, history trimming on resume, and
-the list `fit` gets (BackupAndRestore, EarlyStopping, TerminateOnNaN, CSVLogger).
+"""Training callbacks: per-class F1 table and early stop, crash-safe backup, timing and NaN
+watch, and the list `fit` gets (BackupAndRestore, EarlyStopping, TerminateOnNaN, CSVLogger).
 
 Per-class precision, recall and F1 come from metrics compiled into the model
 (`ga.layers.class_metrics`), so they are computed in the validation pass that `fit` runs
 anyway: no extra prediction over the validation set (the original ran two per epoch).
+History rows of epochs that run again after a resume are trimmed by `ga.runs.trim_history`.
 """
 
-import csv
-import io
 import json
 import logging
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import keras
 
-from ga.io import atomic_write_text
+from ga.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -87,32 +87,14 @@ def resume_epoch(run_dir, backup="backup"):
         return 0
 
 
-def trim_history(path, initial_epoch):
-    """Drop history rows of epochs that will run again, so each epoch appears once.
-
-    A process killed after CSVLogger wrote epoch k but before the backup of epoch k was
-    saved repeats epoch k on resume; its first row is removed here.
-    """
-    if not os.path.isfile(path):
-        return
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
-    keep = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < initial_epoch]
-    if keep != rows:
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(keep)
-        atomic_write_text(path, buf.getvalue())
-
-
 class RunClock(keras.callbacks.Callback):
-    """Wall time, epochs run in this process, whether the loss went NaN, and per-epoch
-    timing (`epoch_seconds`, `val_seconds`) added to the logs and so to history.csv."""
+    """Wall time, epochs run in this process, and per-epoch timing (`epoch_seconds`,
+    `val_seconds`) added to the logs and so to history.csv."""
 
     def __init__(self):
         super().__init__()
         self.start = None
         self.epochs = 0
-        self.nan = False
         self.last_epoch = None
         self._epoch_t0 = self._val_t0 = None
         self._val = 0.0
@@ -138,14 +120,23 @@ class RunClock(keras.callbacks.Callback):
             logs["epoch_seconds"] = round(time.perf_counter() - self._epoch_t0, 3)
             logs["val_seconds"] = round(self._val, 3)
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and (math.isnan(float(loss)) or math.isinf(float(loss))):
-            self.nan = True
-
     @property
     def seconds(self):
         return time.perf_counter() - self.start if self.start else 0.0
+
+
+class NaNWatch(keras.callbacks.Callback):
+    """Remembers whether a training batch's loss was NaN or infinite (TerminateOnNaN stops
+    the run; this tells the trainer why it stopped)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and (math.isnan(float(loss)) or math.isinf(float(loss))):
+            self.seen = True
 
 
 class StageTag(keras.callbacks.Callback):
@@ -160,6 +151,16 @@ class StageTag(keras.callbacks.Callback):
             logs["stage"] = self.stage
 
 
+@dataclass
+class Watchers:
+    """The callbacks whose state the trainer reads after `fit`."""
+
+    f1: ClassF1Stop
+    early: keras.callbacks.EarlyStopping
+    clock: RunClock
+    nan: NaNWatch
+
+
 def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None):
     """The callback list for `fit`, in the order their hooks must run.
 
@@ -168,18 +169,19 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None):
         stage: tag history rows with this stage number (two-stage schedules).
 
     Returns:
-        (callbacks, handles) where handles names the ones the trainer reads afterwards.
+        (callbacks, Watchers: the ones the trainer reads afterwards).
     """
     es = cfg.training.early_stopping
     f1_stop = ClassF1Stop(classes, es.f1_threshold, es.f1_patience)
     early = keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
                                           restore_best_weights=es.restore_best_weights, verbose=0)
-    clock = RunClock()
+    watch = Watchers(f1_stop, early, RunClock(), NaNWatch())
     history_path = os.path.join(run_dir, "history.csv")
     # BackupAndRestore comes last, so an epoch's history row is written before the epoch
     # counts as done; trim_history() removes the row again if the backup never happened.
     callbacks = [
-        clock,
+        watch.clock,
+        watch.nan,
         keras.callbacks.TerminateOnNaN(),
         f1_stop,
         early,
@@ -187,4 +189,4 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None):
         keras.callbacks.CSVLogger(history_path, append=True),
         SafeBackupAndRestore(os.path.join(run_dir, backup)),
     ]
-    return callbacks, {"f1": f1_stop, "early": early, "clock": clock}
+    return callbacks, watch

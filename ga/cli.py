@@ -7,6 +7,7 @@ exit status: 0 success, 1 finished with skipped inputs, 2 usage or configuration
 
 import argparse
 import logging
+import os
 import sys
 
 from ga.errors import GAError
@@ -88,10 +89,10 @@ def split_parser():
 
 def split_main(argv=None):
     args = split_parser().parse_args(argv)
-    return _run(_split, args)
+    return _run(_splitting, args)
 
 
-def _split(args):
+def _splitting(args):
     from ga.config import load_config
     from ga.splitting import split_dataset
 
@@ -127,18 +128,19 @@ def train_parser():
     p.add_argument("--name", help="suffix of the run folder name (output.name)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto",
                    help="cpu hides every GPU from TensorFlow before it starts; default: auto")
-    p.add_argument("--unsafe", action="store_true",
-                   help="allow loading a resumed model that holds arbitrary code (Lambda layers)")
+    # Accepted for scripts written against earlier versions; resuming rebuilds the model from
+    # the run's config.yaml and restores weights, so it never loads saved code.
+    p.add_argument("--unsafe", action="store_true", help=argparse.SUPPRESS)
     _common(p)
     return p
 
 
 def train_main(argv=None):
     args = train_parser().parse_args(argv)
-    return _run(_train, args)
+    return _run(_training, args)
 
 
-def _train(args):
+def _training(args):
     import ga
 
     ga.register()
@@ -147,13 +149,12 @@ def _train(args):
     overrides = list(args.overrides)
     if args.name:
         overrides.append(f"output.name={args.name}")
-    run_dir = train(
-        config_path=None if args.resume else args.config,
-        overrides=overrides,
-        resume=args.resume,
-        device=args.device,
-        unsafe=args.unsafe,
-    )
+    if args.resume:
+        run_dir = train(None, resume=args.resume, overrides=overrides, device=args.device)
+    else:
+        from ga.config import load_config
+
+        run_dir = train(load_config(args.config, overrides), device=args.device)
     print(run_dir)
     return 0
 
@@ -193,22 +194,65 @@ def inference_parser():
 
 
 def inference_main(argv=None):
-    args = inference_parser().parse_args(argv)
+    parser = inference_parser()
+    args = parser.parse_args(argv)
     if args.batch_size < 1:
-        inference_parser().error("--batch-size must be at least 1")
+        parser.error("--batch-size must be at least 1")
     if args.tile < 1:
-        inference_parser().error("--tile must be at least 1")
+        parser.error("--tile must be at least 1")
     if args.overlap is not None and not 0 <= args.overlap < args.tile:
-        inference_parser().error("--overlap must be at least 0 and less than --tile")
+        parser.error("--overlap must be at least 0 and less than --tile")
     if args.threshold is not None and not 0 < args.threshold < 1:
-        inference_parser().error("--threshold must be between 0 and 1")
-    return _run(_infer, args)
+        parser.error("--threshold must be between 0 and 1")
+    return _run(_inference, args)
 
 
-def _infer(args):
+def _inference(args):
+    """Label the inputs (or scan them with --scan); 0 when every file was used, 1 otherwise."""
     import ga
 
     ga.register()
-    from ga.predict import predict_cli
+    from ga.predict import (
+        cluster,
+        input_files,
+        load_model,
+        predict_files,
+        result_lines,
+        write_table,
+    )
 
-    return predict_cli(args)
+    files = input_files(args.inputs, args.recursive)
+    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    if args.scan:
+        return _scan(args, model, files)
+    pred = predict_files(model, files, args.batch_size, args.max_pixels, args.threshold,
+                         progress=None if not args.no_progress else False, features=bool(args.cluster))
+    lines, errors = result_lines(pred)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    if lines:
+        print("\n".join(lines))
+    if args.output:
+        write_table(pred, args.output)
+        log.info("results written to %s", args.output)
+    if args.cluster:
+        png, table = cluster(pred, args.cluster, args.out_dir or "inference_out")
+        log.info("clusters: %s, %s", png, table)
+    n_err = len(pred.errors)
+    log.info("%d image(s) labelled, %d skipped", len(pred.results) - n_err, n_err)
+    return 1 if n_err else 0
+
+
+def _scan(args, model, files):
+    """inference.py --scan: a line per frame; exit 1 if some frames could not be read."""
+    from ga.scan import scan_frames
+
+    failed = 0
+    for path, r in scan_frames(model, files, args.tile, args.out_dir or "inference_out", batch_size=args.batch_size,
+                               threshold=args.threshold, max_pixels=args.max_pixels, overlap=args.overlap):
+        if isinstance(r, str):
+            print(f"error: {path}: {r}", file=sys.stderr)
+            failed += 1
+        else:
+            print(f"Frame {os.path.basename(path)}: {r['fired']} of {r['tiles']} tiles marked -> {r['image']}")
+    return 1 if failed else 0

@@ -19,7 +19,6 @@ import yaml
 
 from ga.errors import ConfigError
 
-
 # ---------------------------------------------------------------------------- sections
 
 
@@ -329,7 +328,7 @@ def dump_config(cfg, path=None):
     """YAML text of a resolved config (written to `path` when given)."""
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
     if path is not None:
-        from ga.io import atomic_write_text
+        from ga.files import atomic_write_text
 
         atomic_write_text(path, text)
     return text
@@ -521,6 +520,16 @@ def _range(key, value, lo, hi):
 def _size(key, value):
     if len(value) != 2 or any(v < 8 or v > 8192 for v in value):
         raise ConfigError(f"{key} must be [height, width] with each between 8 and 8192, got {value}")
+
+
+def model_input_size(cfg):
+    """The model's input [h, w]: the crop size when cropping, else the image size."""
+    return tuple(cfg.data.augment.crop or cfg.data.image_size)
+
+
+def preprocessing_mode(backbone):
+    """The Preprocess layer mode a backbone expects."""
+    return "scale_01" if backbone == "cnn4" else "resnet_caffe"
 
 
 def check_paths(cfg, splits=("train", "valid", "test")):

@@ -15,9 +15,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ga.data import (AUTOTUNE, RandomChannelScale, RandomResizedCrop, RandomRot90, RandomSometimes, SplitData,
-                     decoded, image_files, model_input_size, usable, wants_cache)
+from ga.config import model_input_size
+from ga.data import AUTOTUNE, SplitData, decoded, usable, wants_cache
 from ga.errors import DataError
+from ga.images import image_files
+from ga.layers import (
+    RandomChannelScale,
+    RandomResizedCrop,
+    RandomRot90,
+    RandomSometimes,
+)
 
 log = logging.getLogger(__name__)
 

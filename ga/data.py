@@ -17,15 +17,24 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
+from ga.config import model_input_size
 from ga.errors import DataError
+from ga.images import (
+    TF_FORMATS,
+    ImageProblem,
+    center_crop,
+    checked,
+    decode_resize,
+    image_files,
+    read_bytes,
+    subfolders,
+)
+from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
+from ga.splitting import read_labels_csv
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-# Formats tf.io.decode_image reads; others are reported and skipped in training.
-TF_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
@@ -36,7 +45,7 @@ def binary_classes(split_dir):
     """Class names of a split folder: its subfolders, sorted."""
     if not os.path.isdir(split_dir):
         raise DataError(f"folder not found: {split_dir}")
-    classes = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)) and not d.startswith("."))
+    classes = subfolders(split_dir)
     if len(classes) < 2:
         raise DataError(f"{split_dir} needs at least two class folders for a binary task, found {classes}")
     if len(classes) > 2:
@@ -46,19 +55,7 @@ def binary_classes(split_dir):
 
 def multilabel_classes(split_dir, any_class=False):
     """Class names from a split's labels.csv header (plus "any")."""
-    from ga.splitting import read_labels_csv
-
     return read_labels_csv(split_dir)[0] + (["any"] if any_class else [])
-
-
-def image_files(folder):
-    """Every image file below `folder` (by extension, hidden files left out), sorted by path."""
-    paths = []
-    for dirpath, dirnames, files in os.walk(folder):
-        dirnames.sort()
-        paths.extend(os.path.join(dirpath, f) for f in sorted(files)
-                     if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
-    return paths
 
 
 def list_split(split_dir, classes, task, any_class=False):
@@ -67,23 +64,14 @@ def list_split(split_dir, classes, task, any_class=False):
     Returns:
         (paths list[str], labels float32 array of shape (n, outputs)).
     """
-    paths, labels = [], []
     if task == "binary":
-        for idx, cls in enumerate(classes):
-            folder = os.path.join(split_dir, cls)
-            if not os.path.isdir(folder):
-                raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
-            found = image_files(folder)
-            paths.extend(found)
-            labels.extend([[float(idx)]] * len(found))
-        return paths, np.asarray(labels, np.float32).reshape(-1, 1)
-    from ga.splitting import read_labels_csv
-
+        return _list_class_folders(split_dir, classes)
     path = os.path.join(split_dir, "labels.csv")
     base = [c for c in classes if not (any_class and c == "any")]
     header, table = read_labels_csv(split_dir)
     if header != base:
         raise DataError(f"{path}: columns {header} differ from the run's classes {base}")
+    paths, labels = [], []
     for name, flags in table.items():
         if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
             raise DataError(f"{path}: file name {name!r} points outside the split folder")
@@ -95,6 +83,18 @@ def list_split(split_dir, classes, task, any_class=False):
     return paths, np.asarray(labels, np.float32).reshape(-1, len(classes))
 
 
+def _list_class_folders(split_dir, classes):
+    paths, labels = [], []
+    for idx, cls in enumerate(classes):
+        folder = os.path.join(split_dir, cls)
+        if not os.path.isdir(folder):
+            raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
+        found = image_files(folder)
+        paths.extend(found)
+        labels.extend([[float(idx)]] * len(found))
+    return paths, np.asarray(labels, np.float32).reshape(-1, 1)
+
+
 def prescan(paths):
     """Find files TensorFlow cannot decode, without decoding them fully.
 
@@ -104,150 +104,22 @@ def prescan(paths):
     keep = np.ones(len(paths), bool)
     problems = []
     for i, p in enumerate(paths):
-        reason = None
         try:
-            if os.path.getsize(p) == 0:
-                reason = "empty file (0 bytes)"
-            else:
-                with Image.open(p) as im:
-                    fmt = im.format
-                    im.verify()  # structure and checksums, no pixel decode
-                if fmt not in TF_FORMATS:
-                    reason = f"{fmt} images are not read by tf.io; convert to PNG"
-        except Image.UnidentifiedImageError:
-            reason = "not an image (no known image format)"
-        except Exception as exc:  # Pillow raises many types for damaged files; each is a per-file error
-            msg = str(exc).splitlines()[0] if str(exc) else ""
-            reason = f"cannot decode: {type(exc).__name__}{': ' + msg if msg else ''}"
-        if reason:
+            fmt = checked(read_bytes(p))
+            if fmt not in TF_FORMATS:
+                raise ImageProblem(f"{fmt} images are not read by tf.io; convert to PNG")
+        except ImageProblem as exc:
             keep[i] = False
-            problems.append((p, reason))
+            problems.append((p, str(exc)))
     return keep, problems
 
 
-# ---------------------------------------------------------------------------- decoding
-
-
-def decode_resize(data, size):
-    """Encoded image bytes -> RGB uint8 tensor of `size` (the one path for training and inference).
-
-    Grayscale is expanded to three channels, alpha is dropped, 16-bit is reduced to 8-bit,
-    and the image is resized with antialiased bilinear interpolation.
-    """
-    img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    img = tf.image.resize(img, size, method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(img), 0.0, 255.0), tf.uint8)
-
-
 def load_image(path, size):
-    """Read and decode one image file to a uint8 tensor of `size`."""
+    """Read and decode one image file to a uint8 tensor of `size` (the training path)."""
     return decode_resize(tf.io.read_file(path), size)
 
 
 # ---------------------------------------------------------------------------- augmentation
-
-
-@keras.saving.register_keras_serializable(package="ga")
-class RandomRot90(keras.layers.Layer):
-    """Each image turned by its own random multiple of 90 degrees and randomly mirrored:
-    a random transpose and two random flips give the eight rotations/flips uniformly.
-    Square inputs only."""
-
-    def __init__(self, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.seed = seed
-        self._gen = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=True):
-        if not training:
-            return x
-        n = tf.shape(x)[0]
-        flags = keras.random.uniform((3, n), seed=self._gen) < 0.5
-        pick = lambda f, a, b: tf.where(tf.reshape(f, (-1, 1, 1, 1)), a, b)  # noqa: E731
-        x = pick(flags[0], tf.transpose(x, (0, 2, 1, 3)), x)
-        x = pick(flags[1], tf.reverse(x, [1]), x)
-        return pick(flags[2], tf.reverse(x, [2]), x)
-
-    def get_config(self):
-        return {**super().get_config(), "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package="ga")
-class RandomSometimes(keras.layers.Layer):
-    """Apply a wrapped augmentation layer to each image with probability `rate`."""
-
-    def __init__(self, layer, rate=0.25, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.layer = layer if isinstance(layer, keras.layers.Layer) else keras.layers.deserialize(layer)
-        self.rate = rate
-        self.seed = seed
-        self._gen = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=True):
-        if not training:
-            return x
-        mask = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self._gen) < self.rate
-        return tf.where(mask, self.layer(x, training=True), x)
-
-    def get_config(self):
-        return {**super().get_config(), "layer": keras.layers.serialize(self.layer), "rate": self.rate,
-                "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package="ga")
-class RandomChannelScale(keras.layers.Layer):
-    """Multiply each colour channel of each image by a factor in [1 - s, 1 + s]."""
-
-    def __init__(self, scale=0.15, seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.scale = scale
-        self.seed = seed
-        self._gen = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=True):
-        if not training or self.scale <= 0:
-            return x
-        shape = (keras.ops.shape(x)[0], 1, 1, 3)
-        f = keras.random.uniform(shape, 1 - self.scale, 1 + self.scale, seed=self._gen)
-        return keras.ops.clip(x * f, 0.0, 255.0)
-
-    def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package="ga")
-class RandomResizedCrop(keras.layers.Layer):
-    """Crop each image to a random square covering a random share of its area (drawn from
-    `area`), at a random position, and resize it to (height, width) (SimCLR's crop with a
-    square aspect). Outside training, the whole image is resized."""
-
-    def __init__(self, height, width, area=(0.25, 1.0), seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.height, self.width = int(height), int(width)
-        self.area = tuple(float(a) for a in area)
-        self.seed = seed
-        self._gen = keras.random.SeedGenerator(seed)
-
-    def call(self, x, training=True):
-        size = (self.height, self.width)
-        if not training:
-            return tf.image.resize(x, size)
-        n = tf.shape(x)[0]
-        h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
-        share = keras.random.uniform((n,), self.area[0], self.area[1], seed=self._gen)
-        side = tf.minimum(tf.sqrt(share * h * w), tf.minimum(h, w))
-        fh, fw = side / h, side / w
-        y0 = keras.random.uniform((n,), seed=self._gen) * (1 - fh)
-        x0 = keras.random.uniform((n,), seed=self._gen) * (1 - fw)
-        boxes = tf.stack([y0, x0, y0 + fh, x0 + fw], axis=1)
-        return tf.image.crop_and_resize(x, boxes, tf.range(n), size)
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.height, self.width, input_shape[-1])
-
-    def get_config(self):
-        return {**super().get_config(), "height": self.height, "width": self.width, "area": list(self.area),
-                "seed": self.seed}
 
 
 def augmentation(aug, seed=0, name="augmentation"):
@@ -328,11 +200,6 @@ def read_classes(cfg):
     return classes
 
 
-def model_input_size(cfg):
-    """The model's input [h, w]: the crop size when cropping, else the image size."""
-    return tuple(cfg.data.augment.crop or cfg.data.image_size)
-
-
 def build_datasets(cfg, classes=None, splits=("train", "valid", "test")):
     """tf.data pipelines for the splits of a configuration.
 
@@ -388,8 +255,7 @@ def _build_split(cfg, name, split_dir, classes):
         if layer is not None:
             ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=AUTOTUNE)
     elif not training and aug.crop:
-        crop = keras.layers.CenterCrop(*aug.crop)
-        ds = ds.map(lambda x, y: (crop(x), y), num_parallel_calls=AUTOTUNE)
+        ds = ds.map(lambda x, y: (center_crop(x, aug.crop), y), num_parallel_calls=AUTOTUNE)
     ds = ds.prefetch(AUTOTUNE)
     log.info("%s: %d images from %s%s", name, len(paths), split_dir, f" ({len(problems)} skipped)" if problems else "")
     return SplitData(ds, paths, labels, problems)

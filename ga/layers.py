@@ -1,10 +1,12 @@
-"""The project's serializable Keras objects: the preprocessing layer and per-class metrics.
+"""The project's serializable Keras objects: the preprocessing layer, the per-class metrics
+and the augmentation layers Keras lacks.
 
-They are registered under the package name "ga", so `import ga` is all a consumer needs to
-load a saved model with `keras.models.load_model` in safe mode.
+They are registered under the package name "ga" when this module is imported; `ga.register()`
+(or `import ga`) does that before any model is loaded.
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 # ImageNet channel means in BGR order, as keras.applications.resnet's "caffe" mode uses.
@@ -99,3 +101,109 @@ def class_metrics(classes, task, threshold=0.5):
         out.append(ClassRecall(column=col, negate=neg, thresholds=threshold, name=f"recall_{name}"))
         out.append(ClassF1(column=col, negate=neg, threshold=threshold, name=f"f1_{name}"))
     return out
+
+
+# ---------------------------------------------------------------------------- augmentation
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomRot90(keras.layers.Layer):
+    """Each image turned by its own random multiple of 90 degrees and randomly mirrored:
+    a random transpose and two random flips give the eight rotations/flips uniformly.
+    Square inputs only."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        if not training:
+            return x
+        n = tf.shape(x)[0]
+        flags = keras.random.uniform((3, n), seed=self._gen) < 0.5
+        pick = lambda f, a, b: tf.where(tf.reshape(f, (-1, 1, 1, 1)), a, b)  # noqa: E731
+        x = pick(flags[0], tf.transpose(x, (0, 2, 1, 3)), x)
+        x = pick(flags[1], tf.reverse(x, [1]), x)
+        return pick(flags[2], tf.reverse(x, [2]), x)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomSometimes(keras.layers.Layer):
+    """Apply a wrapped augmentation layer to each image with probability `rate`."""
+
+    def __init__(self, layer, rate=0.25, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.layer = layer if isinstance(layer, keras.layers.Layer) else keras.layers.deserialize(layer)
+        self.rate = rate
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        if not training:
+            return x
+        mask = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self._gen) < self.rate
+        return tf.where(mask, self.layer(x, training=True), x)
+
+    def get_config(self):
+        return {**super().get_config(), "layer": keras.layers.serialize(self.layer), "rate": self.rate,
+                "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomChannelScale(keras.layers.Layer):
+    """Multiply each colour channel of each image by a factor in [1 - s, 1 + s]."""
+
+    def __init__(self, scale=0.15, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        if not training or self.scale <= 0:
+            return x
+        shape = (keras.ops.shape(x)[0], 1, 1, 3)
+        f = keras.random.uniform(shape, 1 - self.scale, 1 + self.scale, seed=self._gen)
+        return keras.ops.clip(x * f, 0.0, 255.0)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="ga")
+class RandomResizedCrop(keras.layers.Layer):
+    """Crop each image to a random square covering a random share of its area (drawn from
+    `area`), at a random position, and resize it to (height, width) (SimCLR's crop with a
+    square aspect). Outside training, the whole image is resized."""
+
+    def __init__(self, height, width, area=(0.25, 1.0), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.height, self.width = int(height), int(width)
+        self.area = tuple(float(a) for a in area)
+        self.seed = seed
+        self._gen = keras.random.SeedGenerator(seed)
+
+    def call(self, x, training=True):
+        size = (self.height, self.width)
+        if not training:
+            return tf.image.resize(x, size)
+        n = tf.shape(x)[0]
+        h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
+        share = keras.random.uniform((n,), self.area[0], self.area[1], seed=self._gen)
+        side = tf.minimum(tf.sqrt(share * h * w), tf.minimum(h, w))
+        fh, fw = side / h, side / w
+        y0 = keras.random.uniform((n,), seed=self._gen) * (1 - fh)
+        x0 = keras.random.uniform((n,), seed=self._gen) * (1 - fw)
+        boxes = tf.stack([y0, x0, y0 + fh, x0 + fw], axis=1)
+        return tf.image.crop_and_resize(x, boxes, tf.range(n), size)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.height, self.width, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "height": self.height, "width": self.width, "area": list(self.area),
+                "seed": self.seed}

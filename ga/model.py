@@ -10,7 +10,8 @@ import os
 
 import keras
 
-from ga.errors import ConfigError
+from ga.config import model_input_size, preprocessing_mode
+from ga.errors import ConfigError, first_line
 from ga.layers import Preprocess
 
 log = logging.getLogger(__name__)
@@ -21,11 +22,6 @@ RESNETS = {
     "resnet152": keras.applications.ResNet152,
 }
 FEATURES_LAYER = "features"  # pooled backbone output, before the head (used for clustering)
-
-
-def preprocessing_mode(backbone):
-    """The Preprocess mode a backbone expects."""
-    return "scale_01" if backbone == "cnn4" else "resnet_caffe"
 
 
 def imagenet_weights_path(backbone):
@@ -55,7 +51,7 @@ def _resnet(backbone, weights, shape):
         try:
             base.load_weights(weights)
         except Exception as exc:  # h5py and Keras raise several types for a bad file
-            raise ConfigError(f"model.weights: cannot load {weights} into {backbone}: {str(exc).splitlines()[0]}") from None
+            raise ConfigError(f"model.weights: cannot load {weights} into {backbone}: {first_line(exc)}") from None
     return base
 
 
@@ -102,15 +98,15 @@ def load_backbone_weights(base, path):
         try:
             base.load_weights(path)
         except (ValueError, OSError, KeyError) as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: {first}") from None
+            raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: "
+                              f"{first_line(exc)}") from None
     # Keras only warns when part of the file finds no matching layer; here that is an error,
     # not a backbone left partly at its random start. (The other warnings of a load are
     # NumPy's copy-keyword notes from h5py, dropped.)
     skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)]
     if skipped:
         raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: "
-                          f"{skipped[0].splitlines()[0]}")
+                          f"{first_line(skipped[0])}")
 
 
 def set_trainable_fraction(base, fraction, freeze_batchnorm=False):
@@ -145,8 +141,6 @@ def _backbone_features(cfg, inputs):
 def build_encoder(cfg):
     """The contrastive model: Input -> Preprocess -> backbone -> pooling -> projection head
     (dense + ReLU, dense), the SimCLR encoder whose output NT-Xent compares."""
-    from ga.data import model_input_size
-
     h, w = model_input_size(cfg)
     L = keras.layers
     inputs = keras.Input((h, w, 3), name="image")
@@ -167,8 +161,6 @@ def backbone_of(model):
 
 def build_model(cfg, num_outputs):
     """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> sigmoid outputs."""
-    from ga.data import model_input_size
-
     h, w = model_input_size(cfg)
     m = cfg.model
     L = keras.layers
@@ -185,3 +177,21 @@ def build_model(cfg, num_outputs):
     # The output stays float32 under mixed precision, for a stable sigmoid and loss.
     outputs = L.Dense(num_outputs, activation="sigmoid", dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=f"ga_{m.backbone}")
+
+
+def batch_predictor(model):
+    """A compiled inference function for batches of images (numpy in, numpy out).
+
+    Called directly rather than through `predict_on_batch`, which under a
+    MirroredStrategy returns each replica's share concatenated twice (Keras 3.15).
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    cached = getattr(model, "_ga_batch_predictor", None)
+    if cached is not None:
+        return cached
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    predict = lambda x: np.asarray(fn(tf.convert_to_tensor(x, tf.float32)), np.float32)  # noqa: E731
+    model._ga_batch_predictor = predict  # one traced function per model, reused by every pass
+    return predict

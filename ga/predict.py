@@ -2,13 +2,12 @@
 feature clustering, and output tables.
 
 Every file given (or found in a folder) gets one result row: either its prediction or
-the reason it was skipped. Decoding uses the training path (`ga.data.decode_resize`) for
-formats TensorFlow reads, and Pillow for the rest (TIFF, 16-bit), then the same resize.
+the reason it was skipped. Decoding uses the training path (`ga.images.decode_resize`) for
+formats TensorFlow reads, and Pillow for the rest (TIFF, 16-bit), then the same resize and
+centre crop (`ga.images`).
 """
 
 import concurrent.futures as cf
-import csv
-import io
 import json
 import logging
 import os
@@ -17,15 +16,31 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image
 
-from ga.errors import GAError, ModelError
-from ga.runs import LABELS, check_labels, newest_run, read_labels
+from ga.errors import GAError, ModelError, first_line, one_line
+from ga.files import atomic_write_csv, atomic_write_text
+from ga.images import (
+    MAX_PIXELS,
+    TF_FORMATS,
+    ImageProblem,
+    center_crop,
+    checked,
+    decode_resize,
+    pillow_rgb,
+    read_bytes,
+    resize_uint8,
+    walk_files,
+)
+from ga.runs import (
+    LABELS,
+    check_labels,
+    decisions,
+    is_complete,
+    newest_run,
+    read_labels,
+)
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
-_TF_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
 
 
 # ---------------------------------------------------------------------------- models
@@ -91,8 +106,6 @@ def load_model(model=None, engine=None, runs_root="deliverables", threads=0, uns
     """
     target = resolve_model(model, runs_root)
     if os.path.isdir(target):
-        from ga.runs import is_complete
-
         if not is_complete(target):
             raise GAError(f"--model: {target} is not a complete run (interrupted or still training)")
         files = _run_files(target)
@@ -126,7 +139,7 @@ def load_model(model=None, engine=None, runs_root="deliverables", threads=0, uns
     else:
         if not keras_path:
             raise GAError(f"--engine keras: no .keras or .h5 model at {target}")
-        from ga.analysis import batch_predictor
+        from ga.model import batch_predictor
 
         km = load_keras(keras_path, unsafe)
         out_dim = km.output_shape[-1]
@@ -145,7 +158,7 @@ def _onnx_session(path, threads):
     try:
         return onnx_session(path, threads)
     except Exception as exc:  # onnxruntime raises its own exception types for damaged files
-        raise ModelError(f"{path}: cannot load the ONNX model ({str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(f"{path}: cannot load the ONNX model ({first_line(exc)})") from None
 
 
 def _onnx_labels(path):
@@ -154,7 +167,7 @@ def _onnx_labels(path):
     try:
         meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     except Exception as exc:  # protobuf decode errors
-        raise ModelError(f"{path}: cannot read the ONNX file ({str(exc).splitlines()[0][:200]})") from None
+        raise ModelError(f"{path}: cannot read the ONNX file ({first_line(exc)})") from None
     if "ga_labels" not in meta:
         raise ModelError(f"{path}: no labels.json beside it and no ga_labels in its metadata")
     try:
@@ -180,24 +193,22 @@ def load_keras(path, unsafe=False):
         if "unsafe" in text.lower() or "lambda" in text.lower():
             raise ModelError(f"{path} contains code (a Lambda layer) that would run on loading; refusing without "
                              f"--unsafe (only for files you trust)") from None
-        raise ModelError(f"{path}: cannot load the Keras model ({text.splitlines()[0][:200]})") from None
+        raise ModelError(f"{path}: cannot load the Keras model ({first_line(exc)})") from None
     except Exception as exc:  # h5py/zipfile raise many types for damaged files
-        raise ModelError(f"{path}: cannot load the Keras model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise ModelError(f"{path}: cannot load the Keras model ({one_line(exc)})") from None
+
 
 
 # ---------------------------------------------------------------------------- images
 
 
 def list_inputs(inputs, recursive=False):
-    """Every file named or inside the folders named (sorted), and one-line errors for
+    """Every file named or inside the folders named (hidden ones skipped, sorted), and the
     paths that do not exist."""
     files, missing = [], []
     for item in inputs:
         if os.path.isdir(item):
-            for dirpath, dirnames, names in os.walk(item):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
-                files.extend(os.path.join(dirpath, n) for n in sorted(names) if not n.startswith("."))
+            files.extend(walk_files(item, recursive))
         elif os.path.isfile(item):
             files.append(item)
         else:
@@ -205,59 +216,27 @@ def list_inputs(inputs, recursive=False):
     return files, missing
 
 
-def read_image(path, labels, max_pixels=100_000_000):
-    """Decode and resize one file for the model. Returns uint8 (h, w, 3); raises ValueError."""
+def read_image(path, labels, max_pixels=MAX_PIXELS):
+    """Decode, resize (and centre-crop) one file for the model. Returns uint8 (h, w, 3).
+
+    Raises:
+        ImageProblem: the reason the file cannot be used.
+    """
     import tensorflow as tf
 
-    from ga.data import decode_resize
-
     resize = tuple(labels.get("resize") or labels["input_size"])
-    # Every file is tried whatever its extension: a non-image gets a clear reason below.
-    with open(path, "rb") as fh:
-        data = fh.read()
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-            pixels = im.width * im.height
-            if pixels > max_pixels:
-                raise ValueError(f"{im.width}x{im.height} = {pixels} pixels is over the limit of {max_pixels} "
-                                 f"(--max-pixels)")
-            fmt = im.format
-            im.verify()
-    except ValueError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"refused as a decompression bomb: {exc}") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError("not an image (no known image format)") from None
-    except Exception as exc:  # Pillow raises many types for damaged files
-        raise ValueError(f"damaged image ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if fmt in _TF_FORMATS:
+    # Every file is tried whatever its extension: a non-image gets a clear reason.
+    data = read_bytes(path)
+    fmt = checked(data, max_pixels)
+    if fmt in TF_FORMATS:
         try:
             arr = decode_resize(data, resize)
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as exc:
-            raise ValueError(f"cannot decode ({exc.message.splitlines()[0][:160]})") from None
+            raise ImageProblem(f"cannot decode ({first_line(exc.message, 160)})") from None
     else:
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                a = np.asarray(im)
-                if a.dtype != np.uint8:  # 16- and 32-bit greys
-                    a = (a.astype(np.float64) / max(1.0, float(np.iinfo(a.dtype).max if a.dtype.kind in "ui" else a.max()))
-                         * 255).round().astype(np.uint8)
-                    im = Image.fromarray(a)
-                rgb = np.asarray(im.convert("RGB"))
-        except Exception as exc:  # damaged pixel data
-            raise ValueError(f"cannot decode ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-        arr = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(rgb, resize, antialias=True)), 0, 255), tf.uint8)
+        arr = resize_uint8(pillow_rgb(data), resize)
     crop = labels.get("center_crop")
-    if crop:
-        top, left = (resize[0] - crop[0]) // 2, (resize[1] - crop[1]) // 2
-        arr = arr[top:top + crop[0], left:left + crop[1]]
-    return np.asarray(arr)
+    return np.asarray(center_crop(arr, crop) if crop else arr)
 
 
 # ---------------------------------------------------------------------------- prediction
@@ -295,17 +274,39 @@ def class_probabilities(labels, probs):
 def decide(labels, thresholds, probs_row):
     """(predicted names, confidence) for one image's model output row."""
     classes = labels["classes"]
+    on = decisions(np.asarray(probs_row, np.float32)[None, :], labels["task"], classes, thresholds)[0]
+    names = [c for c, f in zip(classes, on) if f]
     if labels["task"] == "binary":
-        pos = classes[1]
         p = float(probs_row[0])
-        name = pos if p > thresholds[pos] else classes[0]
-        return [name], (p if name == pos else 1 - p)
-    names = [c for c, p in zip(classes, probs_row) if p > thresholds[c]]
-    conf = [float(p) for c, p in zip(classes, probs_row) if p > thresholds[c]]
+        return names, (p if names[0] == classes[1] else 1 - p)
+    conf = [float(p) for p, f in zip(probs_row, on) if f]
     return names, (min(conf) if conf else float(1 - max(probs_row)))
 
 
-def predict_files(model, files, batch_size=64, max_pixels=100_000_000, threshold=None, progress=None,
+def predict_folder(model, inputs, recursive=False, **options):
+    """Predict every image named in `inputs` (files, or folders read with `recursive`).
+
+    Raises:
+        GAError: an input does not exist, or there is no file to read.
+
+    Returns:
+        Prediction (see `predict_files` for the options).
+    """
+    files = input_files(inputs, recursive)
+    return predict_files(model, files, **options)
+
+
+def input_files(inputs, recursive=False):
+    """The files to label; a one-line GAError when an input is missing or nothing is found."""
+    files, missing = list_inputs(inputs, recursive)
+    if missing:
+        raise GAError(f"not found: {', '.join(missing)}")
+    if not files:
+        raise GAError(f"no files in {', '.join(inputs)}" + ("" if recursive else " (use --recursive for subfolders)"))
+    return files
+
+
+def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=None, progress=None,
                   features=False, workers=None):
     """Predict every file; undecodable files become error rows. Returns Prediction."""
     from tqdm import tqdm
@@ -392,45 +393,38 @@ def rows(pred):
 
 def write_table(pred, path):
     """Write results as .csv or .json (by extension)."""
-    from ga.io import atomic_write_text
-
     table = rows(pred)
     if path.lower().endswith(".json"):
         atomic_write_text(path, json.dumps({"classes": pred.labels["classes"], "thresholds": pred.thresholds,
                                             "results": table}, indent=2) + "\n")
         return
-    buf = io.StringIO()
-    wr = csv.DictWriter(buf, fieldnames=list(table[0].keys()) if table else ["path", "predicted", "error"],
-                       lineterminator="\n")
-    wr.writeheader()
-    wr.writerows(table)
-    atomic_write_text(path, buf.getvalue())
+    header = list(table[0].keys()) if table else ["path", "predicted", "error"]
+    atomic_write_csv(path, header, ([r[k] for k in header] for r in table))
 
 
-def print_lines(pred, stream=None):
-    """The study's one line per image: File <name> prediction <class> confidence <p>."""
-    stream = stream or sys.stdout
+def result_lines(pred):
+    """The study's one line per labelled image (`File <name> prediction <class> confidence
+    <p>`), and `<path>: <reason>` for each skipped file. Returns (lines, errors)."""
+    lines, errors = [], []
     for r in pred.results:
-        name = os.path.basename(r.path)
         if r.error:
-            print(f"error: {r.path}: {r.error}", file=sys.stderr)
+            errors.append(f"{r.path}: {r.error}")
             continue
         names, conf = decide(pred.labels, pred.thresholds, r.probs)
+        name = os.path.basename(r.path)
         if pred.labels["task"] == "binary":
-            print(f"File {name} prediction {names[0]} confidence {conf:.4f}", file=stream)
+            lines.append(f"File {name} prediction {names[0]} confidence {conf:.4f}")
         else:
             probs = dict(zip(pred.labels["classes"], r.probs))
             shown = ", ".join(f"{c} {probs[c]:.4f}" for c in names) or "none"
-            print(f"File {name} prediction {shown}", file=stream)
+            lines.append(f"File {name} prediction {shown}")
+    return lines, errors
 
 
 def cluster(pred, k, out_dir):
     """PCA to 2-D and k-means on backbone features: clusters.png and clusters.csv."""
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
-
-    from ga.analysis import _plt, _save
-    from ga.io import atomic_write_text
 
     ok = [r for r in pred.results if not r.error]
     if len(ok) < max(k, 2):
@@ -439,50 +433,26 @@ def cluster(pred, k, out_dir):
     pca = PCA(n_components=2, random_state=0)
     xy = pca.fit_transform(x)
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(x)
-    centres = pca.transform(km.cluster_centers_)
     os.makedirs(out_dir, exist_ok=True)
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 6))
-    sc = ax.scatter(xy[:, 0], xy[:, 1], c=km.labels_, cmap="tab10", s=18)
+    png, table = os.path.join(out_dir, "clusters.png"), os.path.join(out_dir, "clusters.csv")
+    _plot_clusters(xy, km.labels_, pca.transform(km.cluster_centers_), pca.explained_variance_ratio_,
+                   [os.path.basename(r.path) for r in ok], k, png)
+    atomic_write_csv(table, ["path", "cluster", "pc1", "pc2", "predicted"],
+                     ([r.path, int(c), f"{px:.6f}", f"{py:.6f}", ";".join(decide(pred.labels, pred.thresholds, r.probs)[0])]
+                      for r, c, (px, py) in zip(ok, km.labels_, xy)))
+    return png, table
+
+
+def _plot_clusters(xy, labels, centres, explained, names, k, out):
+    from ga.figures import pyplot, save_figure
+
+    fig, ax = pyplot().subplots(figsize=(7, 6))
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=18)
     ax.scatter(centres[:, 0], centres[:, 1], marker="X", s=160, c="black", label="centroids")
-    if len(ok) < 60:
-        for (px, py), r in zip(xy, ok):
-            ax.annotate(os.path.basename(r.path), (px, py), fontsize=6, alpha=0.8)
-    ev = pca.explained_variance_ratio_
-    ax.set(xlabel=f"PC1 ({100 * ev[0]:.1f}% of variance)", ylabel=f"PC2 ({100 * ev[1]:.1f}% of variance)",
+    if len(names) < 60:
+        for (px, py), name in zip(xy, names):
+            ax.annotate(name, (px, py), fontsize=6, alpha=0.8)
+    ax.set(xlabel=f"PC1 ({100 * explained[0]:.1f}% of variance)", ylabel=f"PC2 ({100 * explained[1]:.1f}% of variance)",
            title=f"k-means on backbone features, k={k}")
     ax.legend(*sc.legend_elements(), title="cluster", loc="best", fontsize=7)
-    _save(fig, os.path.join(out_dir, "clusters.png"))
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(["path", "cluster", "pc1", "pc2", "predicted"])
-    for r, c, (px, py) in zip(ok, km.labels_, xy):
-        wr.writerow([r.path, int(c), f"{px:.6f}", f"{py:.6f}", ";".join(decide(pred.labels, pred.thresholds, r.probs)[0])])
-    atomic_write_text(os.path.join(out_dir, "clusters.csv"), buf.getvalue())
-    return os.path.join(out_dir, "clusters.png"), os.path.join(out_dir, "clusters.csv")
-
-
-def predict_cli(args):
-    """inference.py: returns the exit status (0 all labelled, 1 some skipped)."""
-    files, missing = list_inputs(args.inputs, args.recursive)
-    if missing:
-        raise GAError(f"not found: {', '.join(missing)}")
-    if not files:
-        raise GAError(f"no files in {', '.join(args.inputs)}" + ("" if args.recursive else " (use --recursive for subfolders)"))
-    if args.scan:
-        from ga.scan import scan_cli
-
-        return scan_cli(args, files)
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
-    pred = predict_files(model, files, args.batch_size, args.max_pixels, args.threshold,
-                         progress=None if not args.no_progress else False, features=bool(args.cluster))
-    print_lines(pred)
-    if args.output:
-        write_table(pred, args.output)
-        log.info("results written to %s", args.output)
-    if args.cluster:
-        png, table = cluster(pred, args.cluster, args.out_dir or "inference_out")
-        log.info("clusters: %s, %s", png, table)
-    n_err = len(pred.errors)
-    log.info("%d image(s) labelled, %d skipped", len(pred.results) - n_err, n_err)
-    return 1 if n_err else 0
+    save_figure(fig, out)

@@ -1,12 +1,21 @@
 """Run folder conventions: names, the RUNNING marker, labels.json, finding the newest run."""
 
+import csv
 import datetime as _dt
+import hashlib
+import importlib.metadata as md
 import json
 import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
 
 from ga import __version__
+from ga.config import model_input_size, preprocessing_mode
 from ga.errors import ModelError
-from ga.io import atomic_write_json
+from ga.files import atomic_write_csv, atomic_write_json, sha256_file
 
 RUNNING = "RUNNING"
 LABELS = "labels.json"
@@ -59,9 +68,6 @@ def _task(run_dir):
 
 def labels_document(cfg, classes, thresholds=None):
     """The labels.json contract (also mirrored into the ONNX metadata)."""
-    from ga.data import model_input_size
-    from ga.model import preprocessing_mode
-
     task = cfg.model.task
     thr = thresholds or {c: cfg.model.threshold for c in (classes[1:] if task == "binary" else classes)}
     doc = {
@@ -77,6 +83,20 @@ def labels_document(cfg, classes, thresholds=None):
         "version": __version__,
     }
     return doc
+
+
+def decisions(probs, task, classes, thresholds):
+    """Which classes each row of model outputs names: a bool matrix (n, len(classes)).
+
+    Binary: the one output is the probability of classes[1], named when it is above that
+    class's threshold, classes[0] otherwise. Multi-label: column i names classes[i] when it
+    is above classes[i]'s threshold.
+    """
+    probs = np.asarray(probs, np.float32)
+    if task == "binary":
+        pos = probs[:, 0] > thresholds[classes[1]]
+        return np.stack([~pos, pos], axis=1)
+    return probs > np.array([thresholds[c] for c in classes], np.float32)[None, :]
 
 
 def write_labels(run_dir, doc):
@@ -110,3 +130,86 @@ def check_labels(doc, path):
     if doc["task"] == "binary" and len(doc["classes"]) != 2:
         raise ModelError(f"{path}: a binary model needs exactly two classes, got {doc['classes']}")
     return doc
+
+
+def read_history(path):
+    """The rows of a run's history.csv as dicts (none before the first epoch)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def trim_history(path, initial_epoch):
+    """Drop history rows of epochs that will run again, so each epoch appears once.
+
+    A process killed after CSVLogger wrote epoch k but before the backup of epoch k was
+    saved repeats epoch k on resume; its first row is removed here.
+    """
+    rows = read_history(path)
+    keep = [r for r in rows if str(r.get("epoch", "")).isdigit() and int(r["epoch"]) < initial_epoch]
+    if keep != rows:
+        with open(path, newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh))
+        atomic_write_csv(path, header, ([r.get(k, "") for k in header] for r in keep))
+
+
+# ---------------------------------------------------------------------------- provenance
+
+
+def write_run_json(run_dir, cfg, data, precision, strategy, fit_info):
+    """run.json: package versions, seed, commit, command, device, data hashes, fit summary."""
+    import tensorflow as tf
+
+    versions = {"python": platform.python_version(), "ga": __version__}
+    for pkg in ("tensorflow", "keras", "numpy", "scikit-learn", "tf2onnx", "onnx", "onnxruntime", "pillow"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    dirs = dict(zip(("train", "valid", "test"), cfg.data.dirs()))
+    splits = [s for s in ("train", "valid", "test") if getattr(data, s) is not None]
+    atomic_write_json(os.path.join(run_dir, "run.json"), {
+        "versions": versions,
+        "seed": cfg.training.seed,
+        "deterministic": cfg.training.deterministic,
+        "git_commit": _git_commit(),
+        "command": " ".join(sys.argv),
+        "device": {
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+            "strategy": type(strategy).__name__,
+            "replicas": strategy.num_replicas_in_sync,
+            "precision_policy": precision,
+        },
+        "data": {
+            "split_manifest_sha256": _manifest_sha256(cfg.data.split_root),
+            "file_list_sha256": {s: _list_hash(getattr(data, s).paths, getattr(data, s).labels, dirs[s])
+                                 for s in splits},
+            "images": {s: getattr(data, s).size for s in splits},
+            "skipped": [{"path": p, "reason": r} for p, r in data.skipped()],
+        },
+        "fit": fit_info,
+    })
+
+
+def _git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=os.path.dirname(os.path.abspath(__file__)))
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _manifest_sha256(split_root):
+    path = os.path.join(split_root, "manifest.csv")
+    return sha256_file(path) if os.path.isfile(path) else None
+
+
+def _list_hash(paths, labels, root):
+    h = hashlib.sha256()
+    for p, y in zip(paths, labels):
+        h.update(f"{os.path.relpath(p, root)}\t{list(map(float, y))}\n".encode("utf-8"))
+    return h.hexdigest()

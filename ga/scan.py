@@ -9,17 +9,17 @@ batches; every tile where a class (other than the derived "any") passes its thre
 outlined in red on a copy of the frame, saved as a crop, and listed in a CSV.
 """
 
-import csv
-import io
 import logging
 import math
 import os
-import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ga.errors import GAError
+from ga.files import atomic_path, atomic_write_csv
+from ga.images import resize_uint8
+from ga.runs import decisions
 
 log = logging.getLogger(__name__)
 
@@ -53,39 +53,42 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
     Returns:
         dict with the frame's counts and output paths.
     """
-    import tensorflow as tf
-
     labels = model.labels
     classes = labels["classes"]
     if labels["task"] != "multilabel":
         raise GAError("--scan needs a multi-label model (e.g. configs/graphene_cnn4.yaml)")
     thr = {c: (threshold if threshold is not None else labels["thresholds"][c]) for c in classes}
-    watched = [i for i, c in enumerate(classes) if c != "any"]
     Image.MAX_IMAGE_PIXELS = max_pixels
     with Image.open(path) as im:
         frame = np.asarray(im.convert("RGB"))
     h, w, _ = frame.shape
     overlap = default_overlap(tile) if overlap is None else overlap
     boxes = tile_boxes(w, h, tile, overlap)
-    size = tuple(labels["input_size"])
+    probs = _predict_tiles(model, frame, boxes, tuple(labels["input_size"]), batch_size)
+    watched = [c != "any" for c in classes]  # the derived "any" marks nothing by itself
+    fired = decisions(probs, "multilabel", classes, thr)[:, watched].any(axis=1)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    out = _write_scan(frame, boxes, fired, probs, classes, out_dir, stem)
+    return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), **out}
+
+
+def _predict_tiles(model, frame, boxes, size, batch_size):
     probs = []
     for start in range(0, len(boxes), batch_size):
         crops = [frame[y0:y1, x0:x1] for x0, y0, x1, y1 in boxes[start:start + batch_size]]
-        batch = np.stack([c if c.shape[:2] == size else
-                          np.asarray(tf.round(tf.image.resize(c, size, antialias=True))) for c in crops])
+        batch = np.stack([c if c.shape[:2] == size else np.asarray(resize_uint8(c, size)) for c in crops])
         probs.append(np.asarray(model.predict(batch.astype(np.float32))))
-    probs = np.concatenate(probs)
-    fired = np.array([any(p[i] > thr[classes[i]] for i in watched) for p in probs])
+    return np.concatenate(probs)
 
-    stem = os.path.splitext(os.path.basename(path))[0]
-    os.makedirs(out_dir, exist_ok=True)
+
+def _write_scan(frame, boxes, fired, probs, classes, out_dir, stem):
+    """The marked frame, the crops of marked tiles and the tile table."""
+    h, w, _ = frame.shape
     crops_dir = os.path.join(out_dir, f"{stem}_tiles")
     os.makedirs(crops_dir, exist_ok=True)
     marked = Image.fromarray(frame)
     draw = ImageDraw.Draw(marked)
     width = max(3, min(w, h) // 400)
-    from ga.io import atomic_path, atomic_write_text
-
     for (x0, y0, x1, y1), f in zip(boxes, fired):
         if f:
             draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 0, 0), width=width)
@@ -93,31 +96,17 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
     scan_path = os.path.join(out_dir, f"{stem}_scan.jpg")
     with atomic_path(scan_path) as tmp:
         marked.save(tmp, format="JPEG", quality=90)
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(["x0", "y0", "x1", "y1", "fired", *(f"p_{c}" for c in classes)])
-    for (x0, y0, x1, y1), f, p in zip(boxes, fired, probs):
-        wr.writerow([x0, y0, x1, y1, int(f), *(f"{v:.6f}" for v in p)])
     csv_path = os.path.join(out_dir, f"{stem}_tiles.csv")
-    atomic_write_text(csv_path, buf.getvalue())
-    return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), "image": scan_path, "csv": csv_path,
-            "crops": crops_dir}
+    atomic_write_csv(csv_path, ["x0", "y0", "x1", "y1", "fired", *(f"p_{c}" for c in classes)],
+                     ([*box, int(f), *(f"{v:.6f}" for v in p)] for box, f, p in zip(boxes, fired, probs)))
+    return {"image": scan_path, "csv": csv_path, "crops": crops_dir}
 
 
-def scan_cli(args, files):
-    """inference.py --scan: scan every frame; exit 1 if some could not be read."""
-    from ga.predict import load_model
-
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
-    out_dir = args.out_dir or "inference_out"
-    failed = 0
+def scan_frames(model, files, tile, out_dir, **options):
+    """Scan every frame. Yields (path, result dict) or (path, reason) for a frame that could
+    not be read; options as for `scan_frame`."""
     for path in files:
         try:
-            r = scan_frame(model, path, args.tile, out_dir, args.batch_size, args.threshold, args.max_pixels,
-                           args.overlap)
+            yield path, scan_frame(model, path, tile, out_dir, **options)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            print(f"error: {path}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"Frame {os.path.basename(path)}: {r['fired']} of {r['tiles']} tiles marked -> {r['image']}")
-    return 1 if failed else 0
+            yield path, str(exc)

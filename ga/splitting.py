@@ -21,13 +21,11 @@ import concurrent.futures as cf
 import csv
 import errno
 import hashlib
-import io
 import json
 import logging
 import os
 import shutil
 import sys
-import warnings
 import zlib
 from dataclasses import dataclass, field
 
@@ -35,14 +33,20 @@ import numpy as np
 from PIL import Image
 
 from ga.errors import DataError
-from ga.io import atomic_path, atomic_write_json, atomic_write_text
+from ga.files import atomic_path, atomic_write_csv, atomic_write_json, sha256_file
+from ga.images import (
+    ImageProblem,
+    checked,
+    dihedral,
+    is_image_name,
+    subfolders,
+    walk_files,
+)
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason")
-MAX_PIXELS = 100_000_000  # refuse decompression bombs: no real crop is near this
 
 
 @dataclass
@@ -115,28 +119,16 @@ def _scan_one(root, rel, cls):
         info.status, info.reason = "corrupt", f"unreadable: {exc.strerror or exc}"
         return info
     info.sha256 = hashlib.sha256(data).hexdigest()
-    if not rel.lower().endswith(IMAGE_EXTENSIONS):
+    if not is_image_name(rel):
         info.status, info.reason = "skipped-not-image", "extension is not an image type"
         return info
-    if not data:
-        info.status, info.reason = "corrupt", "empty file (0 bytes)"
-        return info
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                if im.width * im.height > MAX_PIXELS:
-                    raise ValueError(f"{im.width}x{im.height} pixels is over the {MAX_PIXELS} limit")
-                im.load()  # full decode: catches truncated and damaged files
-                info.width, info.height = im.size
-                info.hashes = perceptual_hashes(im)
-                info.thumb = np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), np.float32)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        info.status, info.reason = "corrupt", f"decompression bomb: {exc}"
-    except Image.UnidentifiedImageError:
-        info.status, info.reason = "corrupt", "not an image (no known image format)"
-    except Exception as exc:  # PIL raises many types for damaged files; each is a per-file error
-        info.status, info.reason = "corrupt", f"cannot decode: {_one_line(exc)}"
+        with checked(data, load=True) as im:  # full decode: catches truncated and damaged files
+            info.width, info.height = im.size
+            info.hashes = perceptual_hashes(im)
+            info.thumb = np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), np.float32)
+    except ImageProblem as exc:
+        info.status, info.reason = "corrupt", str(exc)
     return info
 
 
@@ -156,32 +148,20 @@ def _safe_name(rel):
         if _name_problem(rel) else rel
 
 
-def _one_line(exc):
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
 def _list_class_folders(source, strict=True):
     """[(rel, class)] for every regular file under each class folder, sorted.
 
     With `strict`, a source without class folders or with an empty one is an error (a new
     split); without it (completing a `move` split) emptied folders are expected.
     """
-    classes = sorted(d for d in os.listdir(source) if os.path.isdir(os.path.join(source, d)) and not d.startswith("."))
+    classes = subfolders(source)
     if not classes and strict:
         raise DataError(f"no class folders in {source} (expected one folder per class, e.g. cex/ and pg/, "
                         f"or images with a labels.csv)")
     items = []
     for cls in classes:
-        found = []
         base = os.path.join(source, cls)
-        for dirpath, dirnames, files in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for f in sorted(files):
-                if f.startswith("."):
-                    continue
-                full = os.path.join(dirpath, f)
-                found.append((os.path.relpath(full, source).replace(os.sep, "/"), cls))
+        found = [(os.path.relpath(p, source).replace(os.sep, "/"), cls) for p in walk_files(base)]
         if not found and strict:
             raise DataError(f"class folder is empty: {base}")
         items.extend(found)
@@ -280,8 +260,6 @@ def _same_picture(a, b, max_mean_diff=3.0):
     share hashes by chance, but copies also agree pixel by pixel, up to a transform."""
     if a is None or b is None:
         return False
-    from ga.synthetic import dihedral
-
     return min(float(np.abs(a - dihedral(b, k)).mean()) for k in range(8)) <= max_mean_diff
 
 
@@ -355,13 +333,8 @@ def _assign(groups, ratios, seed, order, stratum):
 
 
 def _write_manifest(path, files):
-    buf = io.StringIO()
-    wr = csv.writer(buf, lineterminator="\n")
-    wr.writerow(MANIFEST_FIELDS)
-    for f in files:
-        wr.writerow([_safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "", f.height or "", f.status,
-                     f.reason])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_csv(path, MANIFEST_FIELDS, ([_safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "",
+                                             f.height or "", f.status, f.reason] for f in files))
 
 
 def read_manifest(path):
@@ -373,14 +346,6 @@ def read_manifest(path):
                  width=int(r["width"] or 0), height=int(r["height"] or 0), status=r["status"], reason=r["reason"])
         for r in rows
     ]
-
-
-def _sha_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _place(src, dst, mode, sha):
@@ -397,7 +362,7 @@ def _place(src, dst, mode, sha):
                 shutil.copyfile(src, tmp)
         else:
             shutil.copyfile(src, tmp)
-        if mode == "move" and _sha_file(tmp) != sha:
+        if mode == "move" and sha256_file(tmp) != sha:
             raise DataError(f"copy of {src} does not match its hash; source left in place")
     if mode == "move":
         os.remove(src)
@@ -419,6 +384,10 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
                   dry_run=False, overwrite=False, tolerance=4, progress=True, workers=None):
     """Split `source` into `<dest>/{train,valid,test}/` and write `<dest>/manifest.csv`.
 
+    Three steps: list and scan the source, plan the split (groups dealt to splits, in
+    memory), then write (manifest first, then the files, then `split.json` marked complete).
+    An existing split with the same parameters is completed instead.
+
     Args:
         source: class folders (one per class), or a folder of images with `labels.csv`.
         dest: output root.
@@ -435,9 +404,40 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
     Returns:
         SplitResult; exit_code 1 when some files were not usable.
     """
-    from tqdm import tqdm
-
     ratios = [float(r) for r in ratios]
+    _check_arguments(source, dest, ratios)
+    params = {"source": os.path.realpath(source), "ratios": ratios, "seed": seed, "order": order,
+              "tolerance": tolerance}
+    bar_off = None if progress else True
+    previous = _previous_split(dest, params, overwrite)
+    if previous is not None:
+        return _complete_existing(source, dest, mode, dry_run, previous, bar_off)
+
+    listing = list_source(source)
+    files = _scan(source, listing, workers, bar_off)
+    result = plan_split(files, listing, ratios, seed, order, tolerance)
+    _report(result, listing, dry_run)
+    if not dry_run:
+        _write_split(source, dest, result, listing, {**params, "mode": mode}, mode, overwrite, bar_off)
+    return result
+
+
+@dataclass
+class Listing:
+    """What the source holds before any file is read: its classes and (file, class) items."""
+
+    root: str
+    classes: list
+    items: list  # (relative path, class or ';'-joined labels, or None when labels.csv lacks it)
+    missing: list = field(default_factory=list)  # labels.csv rows with no file
+    labels: dict = None  # multi-label: {file name: (0/1, ...)}
+
+    @property
+    def multilabel(self):
+        return self.labels is not None
+
+
+def _check_arguments(source, dest, ratios):
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
         raise DataError(f"--ratios must be three non-negative numbers that sum to 1, got {ratios} (sum {sum(ratios):g})")
     if not os.path.isdir(source):
@@ -445,85 +445,105 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
     src_abs, dest_abs = os.path.realpath(source), os.path.realpath(dest)
     if dest_abs == src_abs or dest_abs.startswith(src_abs + os.sep) or src_abs.startswith(dest_abs + os.sep):
         raise DataError(f"destination {dest} and source {source} must not contain one another")
-    params = {"source": src_abs, "ratios": ratios, "seed": seed, "order": order, "tolerance": tolerance}
-    manifest_path = os.path.join(dest, "manifest.csv")
-    params_path = os.path.join(dest, "split.json")
-    bar_off = None if progress else True
 
-    if os.path.isfile(manifest_path) and os.path.isfile(params_path) and not overwrite:
-        with open(params_path, encoding="utf-8") as fh:
-            old = json.load(fh)
-        if {k: old.get(k) for k in params} == params:
-            return _complete_existing(source, dest, mode, dry_run, old, bar_off)
-        raise DataError(f"{dest} already holds a different split (manifest.csv with other source, ratios, seed or "
-                        f"order); choose another --dest or pass --overwrite")
 
-    multilabel = os.path.isfile(os.path.join(source, "labels.csv"))
-    if multilabel:
-        classes, labels = read_labels_csv(source)
-        names = sorted(f for f in os.listdir(source) if f != "labels.csv" and not f.startswith(".")
-                       and (os.path.isfile(os.path.join(source, f)) or os.path.islink(os.path.join(source, f))))
-        items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None) for n in names]
-        missing = sorted(set(labels) - set(names))
-    else:
+def _previous_split(dest, params, overwrite):
+    """The parameters of the split already in `dest` when it is this one, else None (and an
+    error when it is another, unless `overwrite`)."""
+    manifest_path, params_path = os.path.join(dest, "manifest.csv"), os.path.join(dest, "split.json")
+    if overwrite or not (os.path.isfile(manifest_path) and os.path.isfile(params_path)):
+        return None
+    with open(params_path, encoding="utf-8") as fh:
+        old = json.load(fh)
+    if {k: old.get(k) for k in params} == params:
+        return old
+    raise DataError(f"{dest} already holds a different split (manifest.csv with other source, ratios, seed or "
+                    f"order); choose another --dest or pass --overwrite")
+
+
+def _multilabel_names(source):
+    """The file names beside a multi-label source's labels.csv (links included, to be rejected)."""
+    return sorted(f for f in os.listdir(source) if f != "labels.csv" and not f.startswith(".")
+                  and (os.path.isfile(os.path.join(source, f)) or os.path.islink(os.path.join(source, f))))
+
+
+def list_source(source):
+    """The Listing of a source: class folders, or images with a labels.csv."""
+    if not os.path.isfile(os.path.join(source, "labels.csv")):
         classes, items = _list_class_folders(source)
-        missing = []
+        return Listing(source, classes, items)
+    classes, labels = read_labels_csv(source)
+    names = _multilabel_names(source)
+    items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None) for n in names]
+    return Listing(source, classes, items, sorted(set(labels) - set(names)), labels)
+
+
+def _scan(source, listing, workers, bar_off):
+    """FileInfo for every listed item (read, hashed, checked) and every missing labels.csv row."""
+    from tqdm import tqdm
 
     with cf.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
-        futures = [pool.submit(_scan_one, source, rel, cls or "") for rel, cls in items]
+        futures = [pool.submit(_scan_one, source, rel, cls or "") for rel, cls in listing.items]
         files = [fu.result() for fu in tqdm(futures, desc="scan", unit="file", disable=bar_off, file=sys.stderr)]
-    for f, (_, cls) in zip(files, items):
+    for f, (_, cls) in zip(files, listing.items):
         if cls is None and f.usable:
             f.status, f.reason = "rejected", "not listed in labels.csv"
-    for name in missing:
+    for name in listing.missing:
         reason = "listed in labels.csv but no such file"
         if "/" in name or "\\" in name or name.startswith(".."):
             reason = "name in labels.csv points outside the source folder"
         files.append(FileInfo(source=name, cls="", status="rejected", reason=reason))
+    return files
 
+
+def plan_split(files, listing, ratios, seed, order, tolerance):
+    """Group copies, then deal each stratum's groups to the splits (sets `group` and `split`
+    on every usable FileInfo). Pure: reads and writes no file."""
     assign_groups(files, tolerance)
-    counts = {}
     strata = {}
     for f in files:
         if f.usable:
             strata.setdefault(f.cls, {}).setdefault(f.group, []).append(f)
     if not strata:
-        raise DataError(f"no usable images in {source}")
-    if not multilabel:
-        for cls in classes:
+        raise DataError(f"no usable images in {listing.root}")
+    if not listing.multilabel:
+        for cls in listing.classes:
             if cls not in strata:
-                raise DataError(f"class folder {os.path.join(source, cls)} holds no usable image")
-    if multilabel:
+                raise DataError(f"class folder {os.path.join(listing.root, cls)} holds no usable image")
+    else:
         # Label combinations too rare to spread over three splits are stratified together.
         rare = [k for k, v in strata.items() if len(v) < 3]
         if rare and len(rare) < len(strata):
             pooled = strata.setdefault("(rare)", {})
             for k in rare:
                 pooled.update(strata.pop(k))
-    for stratum in sorted(strata):
-        counts[stratum] = _assign(list(strata[stratum].values()), ratios, seed, order, stratum)
-    result = SplitResult(files=files, counts=counts, groups={k: len(v) for k, v in strata.items()})
+    counts = {st: _assign(list(strata[st].values()), ratios, seed, order, st) for st in sorted(strata)}
     bad = [f for f in files if not f.usable]
-    for f in bad:
-        print(f"skipped: {_safe_name(f.source)}: {f.status}: {f.reason}", file=sys.stderr)
-    result.exit_code = 1 if bad else 0
-    _print_summary(result, classes if not multilabel else None, dry_run)
-    if dry_run:
-        return result
+    return SplitResult(files=files, counts=counts, groups={k: len(v) for k, v in strata.items()},
+                       exit_code=1 if bad else 0)
 
+
+def _report(result, listing, dry_run):
+    for f in result.files:
+        if not f.usable:
+            print(f"skipped: {_safe_name(f.source)}: {f.status}: {f.reason}", file=sys.stderr)
+    _print_summary(result, None if listing.multilabel else listing.classes, dry_run)
+
+
+def _write_split(source, dest, result, listing, params, mode, overwrite, bar_off):
+    """Manifest first (the record a re-run completes from), then the files, then split.json
+    marked complete."""
+    manifest_path, params_path = os.path.join(dest, "manifest.csv"), os.path.join(dest, "split.json")
     if overwrite and os.path.isfile(manifest_path):
         _remove_previous(dest, manifest_path)
     os.makedirs(dest, exist_ok=True)
-    # Plan first: the manifest is the record a re-run completes from.
-    atomic_write_json(params_path, {**params, "mode": mode, "complete": False, "multilabel": multilabel,
-                                    "classes": classes})
-    _write_manifest(manifest_path, files)
-    _copy_all(source, dest, files, mode, bar_off)
-    if multilabel:
-        _write_split_labels(dest, files, classes, labels)
-    atomic_write_json(params_path, {**params, "mode": mode, "complete": True, "multilabel": multilabel,
-                                    "classes": classes})
-    return result
+    doc = {**params, "complete": False, "multilabel": listing.multilabel, "classes": listing.classes}
+    atomic_write_json(params_path, doc)
+    _write_manifest(manifest_path, result.files)
+    _copy_all(source, dest, result.files, mode, bar_off)
+    if listing.multilabel:
+        _write_split_labels(dest, result.files, listing.classes, listing.labels)
+    atomic_write_json(params_path, {**doc, "complete": True})
 
 
 def _copy_all(source, dest, files, mode, bar_off):
@@ -536,7 +556,7 @@ def _copy_all(source, dest, files, mode, bar_off):
         dst = os.path.join(dest, f.split, *f.source.split("/"))
         if os.path.isfile(dst):
             # Files only ever reach their final name complete (temporary name, then rename).
-            if mode == "move" and os.path.exists(src) and _sha_file(dst) == f.sha256:
+            if mode == "move" and os.path.exists(src) and sha256_file(dst) == f.sha256:
                 os.remove(src)
             continue
         if not os.path.exists(src):
@@ -546,14 +566,9 @@ def _copy_all(source, dest, files, mode, bar_off):
 
 def _write_split_labels(dest, files, classes, labels):
     for s in SPLITS:
-        rows = [f for f in files if f.usable and f.split == s]
-        buf = io.StringIO()
-        wr = csv.writer(buf, lineterminator="\n")
-        wr.writerow(["filename", *classes])
-        for f in rows:
-            wr.writerow([f.source, *labels[f.source]])
+        rows = [[f.source, *labels[f.source]] for f in files if f.usable and f.split == s]
         os.makedirs(os.path.join(dest, s), exist_ok=True)
-        atomic_write_text(os.path.join(dest, s, "labels.csv"), buf.getvalue())
+        atomic_write_csv(os.path.join(dest, s, "labels.csv"), ["filename", *classes], rows)
 
 
 def _complete_existing(source, dest, mode, dry_run, params, bar_off):
@@ -561,7 +576,7 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
     listed = {f.source for f in files}
     if os.path.isdir(source):
         if params.get("multilabel"):
-            present = {_safe_name(n) for n in os.listdir(source) if n != "labels.csv" and not n.startswith(".")}
+            present = {_safe_name(n) for n in _multilabel_names(source)}
         else:
             present = {_safe_name(rel) for rel, _ in _list_class_folders(source, strict=False)[1]}
         new = sorted(present - listed)

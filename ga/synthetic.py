@@ -24,7 +24,6 @@ the same arguments on any machine.
 """
 
 import argparse
-import csv
 import math
 import os
 import sys
@@ -32,6 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ga.files import atomic_write_csv
+from ga.images import dihedral
 
 CRYSTAL_LAYOUT = os.path.join("cropped", "cropped")
 CEX_SIZE = 151
@@ -58,7 +60,8 @@ def contrast_class(c):
     return 0
 
 
-def _rngs(seed, n):
+def rngs(seed, n):
+    """`n` independent generators spawned from `seed` (one per image: order-independent)."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
 
@@ -223,12 +226,6 @@ def make_pg(rng, hard=False):
     return _finish(rng, img, rng.uniform(2, 5), rng.uniform(0.4, 1.0))
 
 
-def dihedral(arr, k):
-    """The k-th of the eight rotations/flips of an image array (k=0 is the identity)."""
-    out = np.rot90(arr, k % 4)
-    return np.fliplr(out) if k >= 4 else out
-
-
 def _to_rgb(gray):
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
 
@@ -254,8 +251,8 @@ def generate_crystals(out, per_class=300, seed=0, pg_copies=5, hard_fraction=0.1
     for cls in ("cex", "pg"):
         os.makedirs(os.path.join(root, cls), exist_ok=True)
     n_groups = math.ceil(per_class / pg_copies)
-    cex_rngs = _rngs([seed, 1], per_class)
-    pg_rngs = _rngs([seed, 2], n_groups)
+    cex_rngs = rngs([seed, 1], per_class)
+    pg_rngs = rngs([seed, 2], n_groups)
     bar = _bar(progress, per_class * 2, "crystals")
     for i, rng in enumerate(cex_rngs, 1):
         _save_png(_to_rgb(make_cex(rng, hard=rng.random() < hard_fraction)), os.path.join(root, "cex", f"CEX ({i}).png"))
@@ -405,19 +402,14 @@ def generate_graphene(out, count=400, size=400, seed=0, progress=False):
     os.makedirs(out, exist_ok=True)
     rows = []
     bar = _bar(progress, count, "graphene")
-    for i, rng in enumerate(_rngs([seed, 3], count)):
+    for i, rng in enumerate(rngs([seed, 3], count)):
         arr, _, labels = make_flake_image(rng, size)
         name = f"flake_{i:05d}.png"
         _save_png(Image.fromarray(arr, "RGB"), os.path.join(out, name), level=1)
         rows.append((name, *labels))
         bar.update(1)
     bar.close()
-    tmp = os.path.join(out, "labels.csv.part")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["filename", "class1", "class2", "class3"])
-        wr.writerows(rows)
-    os.replace(tmp, os.path.join(out, "labels.csv"))
+    atomic_write_csv(os.path.join(out, "labels.csv"), ["filename", "class1", "class2", "class3"], rows)
     return out
 
 
@@ -438,12 +430,8 @@ def generate_wafer(out, width=4908, height=3264, seed=0, n_flakes=8):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     _save_png(Image.fromarray(arr, "RGB"), out, level=1)
     boxes = os.path.splitext(out)[0] + "_boxes.csv"
-    with open(boxes, "w", newline="", encoding="utf-8") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(["x0", "y0", "x1", "y1", "class", "contrast"])
-        for f in flakes:
-            if f.cls:
-                wr.writerow([*(int(round(v)) for v in f.box()), f.cls, f"{f.contrast:.4f}"])
+    atomic_write_csv(boxes, ["x0", "y0", "x1", "y1", "class", "contrast"],
+                     ([*(int(round(v)) for v in f.box()), f.cls, f"{f.contrast:.4f}"] for f in flakes if f.cls))
     return out, boxes
 
 

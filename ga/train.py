@@ -1,26 +1,35 @@
-"""One entry, `train(...) -> run_dir`: seeds, devices, strategy, data, model, fit, deliverables.
+"""One entry, `train(cfg) -> run_dir`, read as its table of contents:
 
-The run folder is created with a RUNNING marker, the resolved config and labels.json
-first; history.csv and train.log grow while training; weights, reports, figures, the ONNX
-export, run.json and the model card are written after `fit`; the marker goes last.
+1. build: TensorFlow set-up, distribution strategy, precision, the model (and, for
+   contrastive pretraining, its SimCLR wrapper), the datasets; all before a run folder
+   exists, so a configuration or weights problem leaves nothing behind;
+2. fit each stage of the schedule (`stages`): one stage, or a linear stage then every layer
+   (`fine_tune`), each with its own checkpoint folder so `--resume` continues either;
+3. deliver: weights, reports, figures, the ONNX export, the model card (`ga.analysis`,
+   `ga.export`), then provenance (`ga.runs.write_run_json`); the RUNNING marker goes last.
 """
 
 import dataclasses
+import json
 import logging
 import os
-import platform
-import subprocess
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 
-from ga.errors import ConfigError, GAError
+from ga import runs
+from ga.config import (
+    Config,
+    TrainingConfig,
+    check_paths,
+    dump_config,
+    load_config,
+    model_input_size,
+)
+from ga.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(GAError):
-    """Training could not produce a usable model (e.g. the loss became NaN)."""
 
 
 def _configure_devices(device):
@@ -102,37 +111,38 @@ def compile_model(model, cfg, classes):
     return model
 
 
-def train(config_path=None, overrides=(), resume=None, device="auto", unsafe=False):
-    """Train from a config file (or resume a run folder) and write every deliverable.
+def train(cfg=None, resume=None, overrides=(), device="auto"):
+    """Train (or resume an interrupted run) and write every deliverable.
 
     Args:
-        config_path: YAML configuration (ignored when resuming).
-        overrides: `--set` strings.
-        resume: an interrupted run folder to continue.
+        cfg: a Config, or the path of a YAML configuration (ignored when resuming).
+        resume: an interrupted run folder to continue (its own config.yaml is used).
+        overrides: `--set` strings applied to the configuration read from a file.
         device: "auto" or "cpu" (hide GPUs).
-        unsafe: accepted for symmetry with inference; resuming rebuilds the model from the
-            run's config and restores weights, so no saved code is ever loaded.
 
     Returns:
         The run folder path.
     """
-    from ga import runs
-    from ga.config import check_paths, load_config
-
     _configure_devices(device)
+    classes = None
     if resume:
-        if not os.path.isdir(resume) or not os.path.isfile(os.path.join(resume, "config.yaml")):
-            raise ConfigError(f"--resume: {resume} is not a run folder (no config.yaml)")
-        if runs.is_complete(resume):
-            raise ConfigError(f"--resume: {resume} is already complete; start a new run instead")
-        cfg = load_config(os.path.join(resume, "config.yaml"), overrides)
-        classes = [] if cfg.model.task == "contrastive" else runs.read_labels(resume)["classes"]
-        _check_backup(resume)
-    else:
-        cfg = load_config(config_path, overrides)
-        classes = None
+        cfg, classes = _resumed(resume, overrides)
+    elif not isinstance(cfg, Config):
+        cfg = load_config(cfg, overrides)
     check_paths(cfg)
-    return _train(cfg, classes, resume)
+    return _run(cfg, classes, resume)
+
+
+def _resumed(run_dir, overrides):
+    """The configuration and class list of an interrupted run."""
+    if not os.path.isdir(run_dir) or not os.path.isfile(os.path.join(run_dir, "config.yaml")):
+        raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.yaml)")
+    if runs.is_complete(run_dir):
+        raise ConfigError(f"--resume: {run_dir} is already complete; start a new run instead")
+    cfg = load_config(os.path.join(run_dir, "config.yaml"), overrides)
+    classes = [] if cfg.model.task == "contrastive" else runs.read_labels(run_dir)["classes"]
+    _check_backup(run_dir)
+    return cfg, classes
 
 
 def _check_backup(run_dir):
@@ -149,15 +159,48 @@ def _check_backup(run_dir):
                               f"restart this run from epoch 1, or start a new run") from None
 
 
-def _train(cfg, classes, resume):
+def _run(cfg, classes, resume):
+    from ga.log import add_file_log
+
+    _set_up_tensorflow(cfg)
+    strategy = _strategy(cfg)
+    precision = _precision_policy(cfg)
+    contrastive = cfg.model.task == "contrastive"
+    classes = [] if contrastive else (classes or _read_classes(cfg))
+    built = _build(cfg, classes, strategy)
+    data = _datasets(cfg, classes)
+
+    run_dir = resume or runs.new_run_dir(cfg.output)
+    handler = add_file_log(os.path.join(run_dir, "train.log"))
+    try:
+        if not resume:
+            dump_config(cfg, os.path.join(run_dir, "config.yaml"))
+            runs.write_labels(run_dir, runs.labels_document(cfg, classes))
+        for p, reason in data.skipped():
+            log.warning("skipped image %s: %s", p, reason)
+        log.info("run folder %s; %s; %s; %d replica(s); precision %s", run_dir,
+                 f"classes {classes} (index order)" if classes else "contrastive pretraining",
+                 cfg.model.backbone, strategy.num_replicas_in_sync, precision)
+        fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy)
+        t = time.perf_counter()
+        paths = (_deliver_contrastive if contrastive else _deliver)(cfg, run_dir, built.model, data, fit_info)
+        runs.write_run_json(run_dir, cfg, data, precision, strategy, fit_info)
+        log.info("deliverables written in %.1f s: %s", time.perf_counter() - t,
+                 ", ".join(os.path.basename(p) for p in paths))
+        runs.mark_complete(run_dir)
+        log.info("run complete: %s", run_dir)
+        return run_dir
+    finally:
+        logging.getLogger("ga").removeHandler(handler)
+        handler.close()
+
+
+# ---------------------------------------------------------------------------- 1. build
+
+
+def _set_up_tensorflow(cfg):
     import keras
     import tensorflow as tf
-
-    from ga import runs
-    from ga.config import dump_config
-    from ga.data import Datasets, augmentation, build_datasets, model_input_size, read_classes
-    from ga.log import add_file_log
-    from ga.model import backbone_of, build_encoder, build_model, set_trainable_fraction
 
     # Keras warns when a dataset of unknown length ends an epoch (ignore_errors hides the
     # length); that end is the intended one here.
@@ -170,100 +213,133 @@ def _train(cfg, classes, resume):
     keras.utils.set_random_seed(cfg.training.seed)
     if cfg.training.deterministic:
         tf.config.experimental.enable_op_determinism()
-    strategy = _strategy(cfg)
-    policy = _precision_policy(cfg)
-    contrastive = cfg.model.task == "contrastive"
-    schedule = cfg.training.schedule
-    classes = [] if contrastive else (classes or read_classes(cfg))
 
-    # The model is built (and its weights found) before a run folder exists, so a
-    # configuration or weights problem leaves nothing behind.
+
+def _read_classes(cfg):
+    from ga.data import read_classes
+
+    return read_classes(cfg)
+
+
+@dataclass
+class Built:
+    """The model that is saved and the one `fit` trains (the same, or a wrapper around it:
+    SimCLR, or augmentation layers placed in the model)."""
+
+    model: object
+    fit_model: object
+
+
+def _build(cfg, classes, strategy):
+    import keras
+
+    from ga.data import augmentation
+    from ga.model import backbone_of, build_encoder, build_model, set_trainable_fraction
+
     with strategy.scope():
-        if contrastive:
+        if cfg.model.task == "contrastive":
             from ga.contrastive import SimCLR
 
             model = build_encoder(cfg)
             fit_model = SimCLR(model, cfg.contrastive.temperature)
             fit_model.compile(optimizer=_optimizer(cfg.training))
-        else:
-            model = build_model(cfg, len(classes) if cfg.model.task == "multilabel" else 1)
-            if schedule != "standard":
-                # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
-                set_trainable_fraction(backbone_of(model), 0.0)
-            fit_model = model
-            aug = cfg.data.augment
-            if aug.placement == "model":
-                layer = augmentation(aug, cfg.training.seed)
-                if layer is not None:
-                    # Augmentation runs on the accelerator; the saved model stays the plain one.
-                    fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
-            compile_model(fit_model, cfg, classes)
-    if contrastive:
-        from ga.contrastive import build_pairs
-
-        data = Datasets(build_pairs(cfg), None, None, [], "contrastive", model_input_size(cfg))
-    else:
-        data = build_datasets(cfg, classes)
-
-    run_dir = resume or runs.new_run_dir(cfg.output)
-    handler = add_file_log(os.path.join(run_dir, "train.log"))
-    try:
-        if not resume:
-            dump_config(cfg, os.path.join(run_dir, "config.yaml"))
-            runs.write_labels(run_dir, runs.labels_document(cfg, classes))
-        for p, reason in data.skipped():
-            log.warning("skipped image %s: %s", p, reason)
-        log.info("run folder %s; %s; %s; %d replica(s); precision %s", run_dir,
-                 f"classes {classes} (index order)" if classes else "contrastive pretraining",
-                 cfg.model.backbone, strategy.num_replicas_in_sync, policy)
-
-        history_path = os.path.join(run_dir, "history.csv")
-        stage1_doc = os.path.join(run_dir, "stage1.json")
-        two_stage = schedule == "fine_tune"
-        seconds, handles = 0.0, None
-        if not (two_stage and os.path.isfile(stage1_doc)):
-            handles, initial = _fit_stage(cfg, run_dir, fit_model, data, classes, "backup",
-                                          cfg.training.epochs, 0, 1 if two_stage else None)
-            seconds = handles["clock"].seconds
-        if two_stage:
-            handles, initial, seconds = _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy,
-                                                         stage1_doc, handles, seconds)
-        clock = handles["clock"]
-        fit_info = _fit_summary(cfg, handles, history_path, data, initial)
-        if two_stage:
-            fit_info["fit_seconds"] = round(seconds, 2)
-            fit_info["linear_stage_epochs"] = _read_json(stage1_doc)["epochs"]
-        if clock.nan:
-            raise TrainingError(
-                f"training stopped at epoch {(clock.last_epoch or 0) + 1}: the loss became NaN "
-                f"(training.learning_rate {cfg.training.learning_rate:g} is probably too high); run folder {run_dir}"
-            )
-        if contrastive:
-            _deliver_contrastive(cfg, run_dir, model, data, fit_info, policy, strategy)
-        else:
-            _deliver(cfg, run_dir, model, data, fit_info, policy, strategy)
-        runs.mark_complete(run_dir)
-        log.info("run complete: %s", run_dir)
-        return run_dir
-    finally:
-        logging.getLogger("ga").removeHandler(handler)
-        handler.close()
+            return Built(model, fit_model)
+        model = build_model(cfg, len(classes) if cfg.model.task == "multilabel" else 1)
+        if cfg.training.schedule != "standard":
+            # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
+            set_trainable_fraction(backbone_of(model), 0.0)
+        fit_model = model
+        layer = augmentation(cfg.data.augment, cfg.training.seed) if cfg.data.augment.placement == "model" else None
+        if layer is not None:
+            # Augmentation runs on the accelerator; the saved model stays the plain one.
+            fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
+        compile_model(fit_model, cfg, classes)
+    return Built(model, fit_model)
 
 
-def _fit_stage(cfg, run_dir, fit_model, data, classes, backup, epochs, first_epoch, stage):
-    """One `fit` call with the run's callbacks; resumes from the stage's checkpoint.
+def _datasets(cfg, classes):
+    from ga.data import Datasets, build_datasets
+
+    if cfg.model.task != "contrastive":
+        return build_datasets(cfg, classes)
+    from ga.contrastive import build_pairs
+
+    return Datasets(build_pairs(cfg), None, None, [], "contrastive", model_input_size(cfg))
+
+
+# ---------------------------------------------------------------------------- 2. fit each stage
+
+
+@dataclass
+class Stage:
+    """One `fit` call of a schedule."""
+
+    number: int  # 0: the only stage; 1, 2: the stages of fine_tune (history.csv `stage`)
+    backup: str  # its checkpoint folder inside the run folder
+    epochs: int  # epochs it may run
+    training: TrainingConfig  # learning rate and weight decay it compiles with
+    unfreeze: bool = False  # every backbone layer trains (BatchNorm stays in inference mode)
+
+
+def stages(cfg):
+    """The stages of `training.schedule`: standard and linear_eval have one; fine_tune has a
+    linear stage, then every layer at `training.fine_tune`'s rate and weight decay."""
+    t = cfg.training
+    if t.schedule != "fine_tune":
+        return [Stage(0, "backup", t.epochs, t)]
+    ft = t.fine_tune
+    second = dataclasses.replace(t, learning_rate=ft.learning_rate, weight_decay=ft.weight_decay)
+    return [Stage(1, "backup", t.epochs, t), Stage(2, "backup_fine_tune", ft.epochs, second, unfreeze=True)]
+
+
+@dataclass
+class StageResult:
+    watch: object  # ga.callbacks.Watchers of the stage's fit
+    resumed_at: int  # the epoch a resumed stage restarted at, or 0
+
+
+def _fit_stages(cfg, run_dir, built, data, classes, strategy):
+    """Fit every stage in turn. A stage already finished by an interrupted run (fine_tune's
+    linear stage, recorded in stage1.json) is restored instead of fitted again.
 
     Returns:
-        (callback handles, the epoch a resumed stage restarted at, or 0 when not resumed).
+        The fit summary for metrics.json and run.json.
     """
-    from ga.callbacks import build_callbacks, resume_epoch, trim_history
+    plan = stages(cfg)
+    first, seconds, result = 0, 0.0, None
+    for stage in plan:
+        if stage.number == 1 and os.path.isfile(_stage1_doc(run_dir)):
+            built.model.load_weights(os.path.join(run_dir, "stage1.weights.h5"))  # resumed after it finished
+            first, seconds = _read_json(_stage1_doc(run_dir))["epochs"], _read_json(_stage1_doc(run_dir)).get("seconds", 0.0)
+            continue
+        if stage.unfreeze:
+            _unfreeze(cfg, built, classes, strategy, stage, first)
+        result = _fit_stage(cfg, run_dir, built.fit_model, data, classes, stage, first)
+        seconds += result.watch.clock.seconds
+        if result.watch.nan.seen:
+            break
+        if stage.number == 1:
+            first = _record_linear_stage(run_dir, built.model, seconds)
+    info = _fit_summary(cfg, result, run_dir, data)
+    if len(plan) > 1:
+        info["fit_seconds"] = round(seconds, 2)
+        info["linear_stage_epochs"] = _read_json(_stage1_doc(run_dir))["epochs"] if not result.watch.nan.seen else None
+    if result.watch.nan.seen:
+        raise TrainingError(
+            f"training stopped at epoch {(result.watch.clock.last_epoch or 0) + 1}: the loss became NaN "
+            f"(training.learning_rate {cfg.training.learning_rate:g} is probably too high); run folder {run_dir}")
+    return info
 
-    history_path = os.path.join(run_dir, "history.csv")
-    initial = max(first_epoch, resume_epoch(run_dir, backup))
-    trim_history(history_path, initial)
+
+def _fit_stage(cfg, run_dir, fit_model, data, classes, stage, first_epoch):
+    """One `fit` call with the run's callbacks; resumes from the stage's checkpoint."""
+    from ga.callbacks import build_callbacks, resume_epoch
+
+    initial = max(first_epoch, resume_epoch(run_dir, stage.backup))
+    runs.trim_history(os.path.join(run_dir, "history.csv"), initial)
     if initial:
         log.info("%s at epoch %d", "resuming" if initial > first_epoch else "continuing", initial + 1)
-    callbacks, handles = build_callbacks(cfg, run_dir, classes, backup=backup, stage=stage)
+    callbacks, watch = build_callbacks(cfg, run_dir, classes, backup=stage.backup, stage=stage.number or None)
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
     if getattr(fit_model, "_initial_epoch", None) is not None:
@@ -272,96 +348,69 @@ def _fit_stage(cfg, run_dir, fit_model, data, classes, backup, epochs, first_epo
         data.train.dataset,
         validation_data=data.valid.dataset if data.valid is not None else None,
         initial_epoch=first_epoch,
-        epochs=epochs,
+        epochs=first_epoch + stage.epochs,
         steps_per_epoch=cfg.training.steps_per_epoch,
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
         shuffle=False,  # the tf.data pipeline shuffles
     )
-    return handles, initial if initial > first_epoch else 0
+    return StageResult(watch, initial if initial > first_epoch else 0)
 
 
-def _fine_tune_stage(cfg, run_dir, model, fit_model, data, classes, strategy, stage1_doc, stage1_handles, seconds):
-    """The second stage of `schedule: fine_tune`: every layer trains at the second learning
-    rate. The linear stage's end (epochs and weights) is recorded first, so `--resume` of an
-    interrupted second stage starts from it. `stage1_handles` is None when this process
-    resumed after the linear stage had finished.
+def _stage1_doc(run_dir):
+    return os.path.join(run_dir, "stage1.json")
 
-    Returns:
-        (callback handles, the epoch a resumed stage restarted at or 0, both stages' fit seconds).
-    """
-    from ga.io import atomic_path, atomic_write_json
+
+def _record_linear_stage(run_dir, model, seconds):
+    """Keep the linear stage's end (its epochs and weights), so `--resume` of an interrupted
+    second stage starts from it. Returns the number of epochs it ran."""
+    from ga.files import atomic_path, atomic_write_json
+
+    done = len(runs.read_history(os.path.join(run_dir, "history.csv")))
+    with atomic_path(os.path.join(run_dir, "stage1.weights.h5")) as tmp:
+        model.save_weights(tmp)
+    atomic_write_json(_stage1_doc(run_dir), {"epochs": done, "seconds": round(seconds, 2)})
+    return done
+
+
+def _unfreeze(cfg, built, classes, strategy, stage, done):
     from ga.model import backbone_of, set_trainable_fraction
 
-    ft = cfg.training.fine_tune
-    weights = os.path.join(run_dir, "stage1.weights.h5")
-    if stage1_handles is not None:
-        if stage1_handles["clock"].nan:
-            return stage1_handles, 0, seconds
-        done = len(_history(os.path.join(run_dir, "history.csv")))
-        with atomic_path(weights) as tmp:
-            model.save_weights(tmp)
-        atomic_write_json(stage1_doc, {"epochs": done, "seconds": round(seconds, 2)})
-    else:
-        model.load_weights(weights)  # resumed after the linear stage had finished
-        seconds = _read_json(stage1_doc).get("seconds", 0.0)
-    done = _read_json(stage1_doc)["epochs"]
-    log.info("linear stage done after %d epoch(s); all layers train for up to %d more at lr %g", done, ft.epochs,
-             ft.learning_rate)
+    log.info("linear stage done after %d epoch(s); all layers train for up to %d more at lr %g", done, stage.epochs,
+             stage.training.learning_rate)
     with strategy.scope():
         # BatchNorm stays in inference mode with its pretrained statistics: switching it to
         # batch statistics of small fine-tuning batches undoes what the linear stage learnt.
-        set_trainable_fraction(backbone_of(model), 1.0, freeze_batchnorm=True)
-        stage2 = dataclasses.replace(cfg, training=dataclasses.replace(
-            cfg.training, learning_rate=ft.learning_rate, weight_decay=ft.weight_decay))
-        compile_model(fit_model, stage2, classes)
-    handles, initial = _fit_stage(cfg, run_dir, fit_model, data, classes, "backup_fine_tune", done + ft.epochs,
-                                  done, 2)
-    return handles, initial, seconds + handles["clock"].seconds
-
-
-def _history(path):
-    """The rows of a run's history.csv (none before the first epoch)."""
-    import csv
-
-    if not os.path.isfile(path):
-        return []
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+        set_trainable_fraction(backbone_of(built.model), 1.0, freeze_batchnorm=True)
+        compile_model(built.fit_model, dataclasses.replace(cfg, training=stage.training), classes)
 
 
 def _read_json(path):
-    import json
-
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
 
-def _fit_summary(cfg, handles, history_path, data, initial):
-    f1, early, clock = handles["f1"], handles["early"], handles["clock"]
-    rows = _history(history_path)
-    epochs = len(rows)
-    if clock.nan:
+def _fit_summary(cfg, result, run_dir, data):
+    """Why and when training stopped, the best epoch, timing; logged as a short table."""
+    watch, initial = result.watch, result.resumed_at
+    rows = runs.read_history(os.path.join(run_dir, "history.csv"))
+    if watch.nan.seen:
         reason = "nan_loss"
-    elif f1.stopped_epoch is not None:
+    elif watch.f1.stopped_epoch is not None:
         reason = "f1_threshold"
-    elif early.stopped_epoch > 0:
+    elif watch.early.stopped_epoch > 0:
         reason = "early_stopping"
     else:
         reason = "max_epochs"
     monitor = cfg.training.early_stopping.monitor
-    best_epoch = None
-    # A two-stage schedule restores the best epoch of its last stage.
-    last_stage = rows[-1].get("stage") if rows else None
-    vals = [(float(r[monitor]), i) for i, r in enumerate(rows)
-            if r.get(monitor) not in (None, "", "nan") and r.get("stage") == last_stage]
-    if vals:
-        best_epoch = (min(vals) if "loss" in monitor else max(vals))[1] + 1
-    best_f1 = {c: max((float(r.get(f"val_f1_{c}", "nan") or "nan") for r in rows), default=float("nan")) for c in data.classes}
+    best_epoch = _best_epoch(rows, monitor)
+    best_f1 = {c: max((float(r.get(f"val_f1_{c}", "nan") or "nan") for r in rows), default=float("nan"))
+               for c in data.classes}
+    clock = watch.clock
     steps = cfg.training.steps_per_epoch
     seen = clock.epochs * (steps * cfg.data.batch_size if steps else data.train.size)
     info = {
-        "epochs": epochs,
+        "epochs": len(rows),
         "epochs_this_process": clock.epochs,
         "resumed_at_epoch": initial + 1 if initial else None,
         "stop_reason": reason,
@@ -370,144 +419,63 @@ def _fit_summary(cfg, handles, history_path, data, initial):
         "fit_seconds": round(clock.seconds, 2),
         "train_images_per_second": round(seen / clock.seconds, 2) if clock.seconds else None,
     }
+    restored = " (weights restored from it)" if cfg.training.early_stopping.restore_best_weights else ""
     lines = [
         "training summary",
-        f"  epochs run       {epochs} ({clock.epochs} in this process){' resumed at epoch ' + str(initial + 1) if initial else ''}",
+        f"  epochs run       {len(rows)} ({clock.epochs} in this process)"
+        + (f" resumed at epoch {initial + 1}" if initial else ""),
         f"  stopped because  {reason.replace('_', ' ')}",
-        f"  best epoch       {best_epoch} by {monitor}" + (" (weights restored from it)" if cfg.training.early_stopping.restore_best_weights else ""),
+        f"  best epoch       {best_epoch} by {monitor}{restored}",
         *(["  best val F1      " + ", ".join(f"{c} {v:.4f}" for c, v in best_f1.items())] if best_f1 else []),
-        f"  wall time        {clock.seconds:.1f} s, {info['train_images_per_second']} training images/s (validation included)",
+        f"  wall time        {clock.seconds:.1f} s, {info['train_images_per_second']} training images/s "
+        f"(validation included)",
     ]
     log.info("\n".join(lines))
     return info
 
 
-def _deliver(cfg, run_dir, model, data, fit_info, policy, strategy):
+def _best_epoch(rows, monitor):
+    """The best epoch (1-based) by `monitor` among the last stage's history rows."""
+    last_stage = rows[-1].get("stage") if rows else None
+    vals = [(float(r[monitor]), i) for i, r in enumerate(rows)
+            if r.get(monitor) not in (None, "", "nan") and r.get("stage") == last_stage]
+    if not vals:
+        return None
+    return (min(vals) if "loss" in monitor else max(vals))[1] + 1
+
+
+# ---------------------------------------------------------------------------- 3. deliver
+
+
+def _deliver(cfg, run_dir, model, data, fit_info):
+    """A classifier run's deliverables; returns the weight files written."""
     from ga import analysis, export
 
-    prefix = cfg.output.prefix
-    t = time.perf_counter()
-    paths = export.save_keras(model, run_dir, prefix)
+    paths = export.save_keras(model, run_dir, cfg.output.prefix)
     if cfg.model.task == "multilabel":
-        _tune_thresholds(cfg, run_dir, model, data)
+        analysis.tune_thresholds(cfg, run_dir, model, data)
     y_true, y_prob = analysis.predict_split(model, data.test)
     report = analysis.write_reports(run_dir, cfg, data.classes, y_true, y_prob, fit_info, paths=data.test.paths)
     if cfg.output.onnx:
         onnx_info = export.export_onnx(model, run_dir, cfg, data)
         report = analysis.update_metrics(run_dir, {"onnx": onnx_info})
-    export.write_model_card(run_dir, cfg, data, report)
-    _write_run_json(run_dir, cfg, data, policy, strategy, fit_info)
-    log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
+    analysis.write_model_card(run_dir, cfg, data, report)
+    return paths
 
 
-def _deliver_contrastive(cfg, run_dir, model, data, fit_info, policy, strategy):
+def _deliver_contrastive(cfg, run_dir, model, data, fit_info):
     """A pretraining run's deliverables: the encoder (backbone and projection head) as
     <prefix>model.keras and <prefix>weights.h5, the backbone's weights alone as
     <prefix>backbone.weights.h5 (for model.backbone_weights), the loss curve, metrics.json."""
     from ga import analysis, export
-    from ga.io import atomic_path, atomic_write_json
+    from ga.files import atomic_path
     from ga.model import backbone_of
 
     prefix = cfg.output.prefix
-    t = time.perf_counter()
     paths = export.save_keras(model, run_dir, prefix)
     backbone = os.path.join(run_dir, f"{prefix}backbone.weights.h5")
     with atomic_path(backbone) as tmp:
         backbone_of(model).save_weights(tmp)
-    paths.append(backbone)
-    history = os.path.join(run_dir, "history.csv")
-    analysis.plot_history(history, os.path.join(run_dir, f"{prefix}loss_curve.png"))
-    losses = [float(r["loss"]) for r in _history(history)]
-    atomic_write_json(os.path.join(run_dir, "metrics.json"), {
-        "task": "contrastive",
-        "images": data.train.size,
-        "temperature": cfg.contrastive.temperature,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
-        "best_loss": min(losses) if losses else None,
-        "backbone_weights": os.path.basename(backbone),
-        "training": fit_info,
-    })
-    _write_run_json(run_dir, cfg, data, policy, strategy, fit_info)
-    log.info("pretraining loss %s -> %s; backbone weights for fine-tuning: %s", losses[0] if losses else None,
-             losses[-1] if losses else None, backbone)
-    log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
-
-
-def _tune_thresholds(cfg, run_dir, model, data):
-    """Multi-label: per-class thresholds that maximise validation F1, into labels.json."""
-    from ga import analysis, runs
-
-    y_true, y_prob = analysis.predict_split(model, data.valid)
-    grid, curves, best = analysis.threshold_sweep(data.classes, y_true, y_prob)
-    analysis.plot_threshold_sweep(grid, curves, best, os.path.join(run_dir, f"{cfg.output.prefix}threshold_sweep.png"))
-    runs.write_labels(run_dir, runs.labels_document(cfg, data.classes, thresholds=best))
-    log.info("validation-tuned thresholds: %s", ", ".join(f"{c} {t:.2f}" for c, t in best.items()))
-
-
-def _git_commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _sha256_file(path):
-    import hashlib
-
-    if not os.path.isfile(path):
-        return None
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
-
-
-def _list_hash(paths, labels, root):
-    import hashlib
-
-    h = hashlib.sha256()
-    for p, y in zip(paths, labels):
-        h.update(f"{os.path.relpath(p, root)}\t{list(map(float, y))}\n".encode("utf-8"))
-    return h.hexdigest()
-
-
-def _write_run_json(run_dir, cfg, data, policy, strategy, fit_info):
-    import importlib.metadata as md
-
-    import tensorflow as tf
-
-    from ga import __version__
-    from ga.io import atomic_write_json
-
-    versions = {"python": platform.python_version(), "ga": __version__}
-    for pkg in ("tensorflow", "keras", "numpy", "scikit-learn", "tf2onnx", "onnx", "onnxruntime", "pillow"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    dirs = dict(zip(("train", "valid", "test"), cfg.data.dirs()))
-    splits = [s for s in ("train", "valid", "test") if getattr(data, s) is not None]
-    doc = {
-        "versions": versions,
-        "seed": cfg.training.seed,
-        "deterministic": cfg.training.deterministic,
-        "git_commit": _git_commit(),
-        "command": " ".join(sys.argv),
-        "device": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-            "strategy": type(strategy).__name__,
-            "replicas": strategy.num_replicas_in_sync,
-            "precision_policy": policy,
-        },
-        "data": {
-            "split_manifest_sha256": _sha256_file(os.path.join(cfg.data.split_root, "manifest.csv")),
-            "file_list_sha256": {s: _list_hash(getattr(data, s).paths, getattr(data, s).labels, dirs[s])
-                                 for s in splits},
-            "images": {s: getattr(data, s).size for s in splits},
-            "skipped": [{"path": p, "reason": r} for p, r in data.skipped()],
-        },
-        "fit": fit_info,
-    }
-    atomic_write_json(os.path.join(run_dir, "run.json"), doc)
+    analysis.write_contrastive_report(run_dir, cfg, data, fit_info, os.path.basename(backbone))
+    log.info("backbone weights for fine-tuning: %s", backbone)
+    return paths + [backbone]

@@ -18,7 +18,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ga import synthetic as syn  # noqa: E402
-from ga.analysis import _plt  # noqa: E402
+from ga.figures import pyplot  # noqa: E402
 
 
 def stats(gray):
@@ -49,7 +49,7 @@ def main():
         for c in real:
             if name.startswith(c):
                 real[c].append(np.asarray(Image.open(f).convert("L")))
-    rngs = syn._rngs(123, 2 * args.n)
+    rngs = syn.rngs(123, 2 * args.n)
     synth = {"cex": [syn.make_cex(r, hard=i % 10 == 0) for i, r in enumerate(rngs[: args.n])],
              "pg": [syn.make_pg(r, hard=i % 10 == 0) for i, r in enumerate(rngs[args.n:])]}
     keys = ["mean", "above200", "edges", "coherence", "largest_bright_blob"]
@@ -61,7 +61,7 @@ def main():
             s = [stats(i) for i in imgs]
             cells = "".join(f"{np.mean([x[k] for x in s]):>12.3f} ±{np.std([x[k] for x in s]):<7.3f}" for k in keys)
             print(f"{label:<14}{len(imgs):>4}{cells}")
-    plt = _plt()
+    plt = pyplot()
     cols = 4
     fig, axes = plt.subplots(4, cols, figsize=(10, 10))
     rows = [("real CEX", real["cex"]), ("synthetic CEX", synth["cex"]), ("real PG", real["pg"]), ("synthetic PG", synth["pg"])]

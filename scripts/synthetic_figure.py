@@ -11,7 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ga import synthetic as syn  # noqa: E402
-from ga.analysis import _plt  # noqa: E402
+from ga.figures import pyplot  # noqa: E402
 
 
 def main():
@@ -19,8 +19,8 @@ def main():
     p.add_argument("--out", default="docs/synthetic_samples.png")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
-    plt = _plt()
-    rngs = syn._rngs(args.seed, 64)
+    plt = pyplot()
+    rngs = syn.rngs(args.seed, 64)
     cex = [syn.make_cex(r, hard=i == 5) for i, r in enumerate(rngs[:6])]
     pg = [syn.make_pg(r, hard=i == 5) for i, r in enumerate(rngs[6:12])]
     flakes = {1: [], 2: [], 3: [], 0: []}

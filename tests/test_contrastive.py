@@ -20,7 +20,7 @@ from ga import synthetic as syn
 from ga.cli import inference_main, train_main
 from ga.config import ConfigError, load_config
 from ga.contrastive import nt_xent, views_layer
-from ga.data import RandomResizedCrop
+from ga.layers import RandomResizedCrop
 from ga.model import backbone_of, build_model
 from ga.splitting import split_dataset
 from ga.train import train

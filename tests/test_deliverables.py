@@ -14,10 +14,11 @@ import pytest
 from PIL import Image
 
 import ga  # noqa: F401  (registers the project's layers for load_model)
-from ga import analysis, export, io as ga_io
+from ga import export, files as ga_io
 from ga.data import load_image
 from ga.errors import WriteError
 from ga.export import onnx_session
+from ga.model import batch_predictor
 
 FILES = ["GAweights.h5", "GAmodel.keras", "GAweights.onnx", "labels.json", "GAFinalTestResults.txt", "metrics.json",
          "GAmetrics_plot.png", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png", "config.yaml", "history.csv",
@@ -80,7 +81,7 @@ def test_exported_models_reproduce_the_trained_predictions(trained_run):
     want = np.array([float(r["p_pg"]) for r in rows], np.float32)
     for name in ("GAmodel.keras", "GAweights.h5"):
         model = keras.models.load_model(os.path.join(trained_run, name), compile=False, safe_mode=True)
-        got = analysis.batch_predictor(model)(images)[:, 0]
+        got = batch_predictor(model)(images)[:, 0]
         np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
     sess = onnx_session(os.path.join(trained_run, "GAweights.onnx"))
     assert [i.name for i in sess.get_inputs()] == ["image"]

@@ -16,7 +16,8 @@ from ga import synthetic as syn
 from ga.analysis import compute_metrics, threshold_sweep
 from ga.cli import inference_main
 from ga.config import load_config
-from ga.data import RandomRot90, RandomSometimes, build_datasets
+from ga.data import build_datasets
+from ga.layers import RandomRot90, RandomSometimes
 from ga.layers import ClassF1
 from ga.scan import default_overlap, tile_boxes, tile_starts
 from ga.splitting import split_dataset

@@ -48,7 +48,7 @@ def test_crystals_are_deterministic(tmp_path):
 
 def test_classes_differ_measurably_but_not_trivially():
     """Bright-area fraction separates CEX from PG well, yet no threshold separates them all."""
-    rngs = syn._rngs(11, 160)
+    rngs = syn.rngs(11, 160)
     cex = [(syn.make_cex(r, hard=i % 10 == 0) > 200).mean() for i, r in enumerate(rngs[:80])]
     pg = [(syn.make_pg(r, hard=i % 10 == 0) > 200).mean() for i, r in enumerate(rngs[80:])]
     values = np.array(cex + pg)
@@ -81,7 +81,7 @@ def _measured_contrast(img, flake, others):
 
 def test_graphene_labels_follow_the_contrast_rule():
     checked = 0
-    for rng in syn._rngs(21, 120):
+    for rng in syn.rngs(21, 120):
         img, flakes, labels = syn.make_flake_image(rng, 400)
         assert labels == tuple(int(any(syn.contrast_class(f.contrast) == k for f in flakes)) for k in (1, 2, 3))
         for f in flakes:
@@ -96,7 +96,7 @@ def test_graphene_labels_follow_the_contrast_rule():
 
 
 def test_graphene_class_frequencies_match_the_original():
-    labels = np.array([syn.make_flake_image(r, 128)[2] for r in syn._rngs(31, 1000)])
+    labels = np.array([syn.make_flake_image(r, 128)[2] for r in syn.rngs(31, 1000)])
     freq = labels.mean(axis=0)
     for got, want in zip(freq, (0.13, 0.14, 0.12)):
         assert abs(got - want) <= 0.04, freq

@@ -1,10 +1,14 @@
-"""Atomic file writing: a temporary name in the same folder, fsync, then rename.
+"""Files written safely and files hashed.
 
-An interrupted process never leaves a half-written file under its final name, and a
-failed write (disk full, permission) is reported as a WriteError naming the file.
+Writing is atomic: a temporary name in the same folder, fsync, then rename. An interrupted
+process never leaves a half-written file under its final name, and a failed write (disk
+full, permission) is reported as a WriteError naming the file.
 """
 
 import contextlib
+import csv
+import hashlib
+import io
 import json
 import os
 import tempfile
@@ -54,6 +58,25 @@ def atomic_write_text(path, text):
 def atomic_write_json(path, obj):
     """Write `obj` as indented JSON to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def atomic_write_csv(path, header, rows):
+    """Write a CSV table (a header row, then `rows`) to `path` atomically."""
+    buf = io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    if header is not None:
+        wr.writerow(header)
+    wr.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def sha256_file(path):
+    """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _json_default(o):
