@@ -11,7 +11,8 @@ from conftest import ROOT
 def test_bench_quick_one_benchmark_writes_json(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick", "--only", "flops_fraction",
-                           "--json", str(out), "--workdir", str(tmp_path / "work")], cwd=ROOT, capture_output=True,
+                           "--json", str(out), "--workdir", str(tmp_path / "work"),
+                           "--set", "model.backbone=cnn4"], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(out.read_text())
