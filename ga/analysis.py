@@ -48,13 +48,24 @@ def _thresholds(cfg, classes, run_dir=None):
     return {c: cfg.model.threshold for c in classes}
 
 
+def binary_cross_entropy(y_true, y_prob, eps=1e-7):
+    """The training loss on a split, as Keras computes it (probabilities clipped to
+    [eps, 1 - eps], mean over outputs and images); None for an empty split."""
+    if len(y_true) == 0:
+        return None
+    p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
+    y = np.asarray(y_true, np.float64)
+    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
 def compute_metrics(task, classes, y_true, y_prob, thresholds):
     """The metrics.json numbers (per-class precision/recall/F1/support, accuracy, AUC,
     confusion matrix) and the classification report text."""
     from sklearn import metrics as skm
 
     y_pred = decisions(y_prob, task, classes, thresholds)
-    out = {"task": task, "classes": list(classes), "thresholds": thresholds, "test_images": int(len(y_true))}
+    out = {"task": task, "classes": list(classes), "thresholds": thresholds, "test_images": int(len(y_true)),
+           "loss": binary_cross_entropy(y_true, y_prob)}
     if task == "binary":
         t = y_true[:, 0].astype(int)
         labels = list(range(len(classes)))
@@ -84,9 +95,9 @@ def compute_metrics(task, classes, y_true, y_prob, thresholds):
     return out, text
 
 
-def _results_text(prefix, run_dir, m, report_text):
+def _results_text(title, m, report_text):
     classes = m["classes"]
-    lines = [f"{prefix} final test results: {os.path.basename(os.path.abspath(run_dir))}",
+    lines = [title,
              f"test images: {m['test_images']}",
              "classes (index order): " + ", ".join(f"{c}={i}" for i, c in enumerate(classes))]
     if m["task"] == "binary":
@@ -95,6 +106,8 @@ def _results_text(prefix, run_dir, m, report_text):
     else:
         lines.append("decision thresholds: " + ", ".join(f"{c} {v}" for c, v in m["thresholds"].items()))
     lines += ["", report_text.rstrip(), "", f"accuracy: {m['accuracy']:.4f}"]
+    if m.get("loss") is not None:
+        lines.append(f"test loss (binary cross-entropy): {m['loss']:.4f}")
     if m["task"] == "binary":
         auc = m["roc_auc"]
         lines.append(f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)"))
@@ -136,27 +149,41 @@ def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
 
 
 def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=None):
-    """Write metrics.json, <prefix>FinalTestResults.txt, predictions.csv and the figures.
+    """A run's test reports: metrics.json, <prefix>FinalTestResults.txt, predictions.csv and
+    the figures (training curves included).
+
+    Returns:
+        The metrics dict.
+    """
+    prefix = cfg.output.prefix
+    history = os.path.join(run_dir, "history.csv")
+    if os.path.isfile(history):
+        plot_history(history, os.path.join(run_dir, f"{prefix}metrics_plot.png"))
+    title = f"{prefix} final test results: {os.path.basename(os.path.abspath(run_dir))}"
+    return write_evaluation(run_dir, prefix, cfg.model.task, classes, _thresholds(cfg, classes, run_dir), y_true,
+                            y_prob, paths, title, {"training": fit_info or {}})
+
+
+def write_evaluation(out_dir, prefix, task, classes, thresholds, y_true, y_prob, paths=None, title=None, extra=None):
+    """The reports of one labelled set, the same for a run's test split and for
+    `inference.py --evaluate`: metrics.json, <prefix>FinalTestResults.txt, predictions.csv
+    (with `paths`), confusion matrix and ROC/PR figures.
 
     Returns:
         The metrics dict.
     """
     t = time.perf_counter()
-    prefix = cfg.output.prefix
-    thresholds = _thresholds(cfg, classes, run_dir)
-    m, text = compute_metrics(cfg.model.task, classes, y_true, y_prob, thresholds)
+    os.makedirs(out_dir, exist_ok=True)
+    m, text = compute_metrics(task, classes, y_true, y_prob, thresholds)
     if paths is not None:
-        write_predictions(os.path.join(run_dir, "predictions.csv"), paths, cfg.model.task, classes, y_true, y_prob,
-                          thresholds)
-    m["training"] = fit_info or {}
-    atomic_write_text(os.path.join(run_dir, f"{prefix}FinalTestResults.txt"), _results_text(prefix, run_dir, m, text))
-    history = os.path.join(run_dir, "history.csv")
-    if os.path.isfile(history):
-        plot_history(history, os.path.join(run_dir, f"{prefix}metrics_plot.png"))
-    plot_confusion(m, os.path.join(run_dir, f"{prefix}final_confusion_matrix.png"))
-    plot_roc_pr(cfg.model.task, classes, y_true, y_prob, os.path.join(run_dir, f"{prefix}final_roc_auc.png"))
+        write_predictions(os.path.join(out_dir, "predictions.csv"), paths, task, classes, y_true, y_prob, thresholds)
+    m.update(extra or {})
+    title = title or f"{prefix} evaluation: {os.path.basename(os.path.abspath(out_dir))}"
+    atomic_write_text(os.path.join(out_dir, f"{prefix}FinalTestResults.txt"), _results_text(title, m, text))
+    plot_confusion(m, os.path.join(out_dir, f"{prefix}final_confusion_matrix.png"))
+    plot_roc_pr(task, classes, y_true, y_prob, os.path.join(out_dir, f"{prefix}final_roc_auc.png"))
     m["evaluation_seconds"] = round(time.perf_counter() - t, 3)
-    atomic_write_json(os.path.join(run_dir, "metrics.json"), m)
+    atomic_write_json(os.path.join(out_dir, "metrics.json"), m)
     log.info("test: accuracy %.4f, %s", m["accuracy"],
              ", ".join(f"F1 {c} {v['f1']:.4f}" for c, v in m["per_class"].items()))
     return m
@@ -354,7 +381,8 @@ def write_model_card(run_dir, cfg, data, metrics):
     for c, v in metrics["per_class"].items():
         lines.append(f"- {c}: precision {v['precision']:.4f}, recall {v['recall']:.4f}, F1 {v['f1']:.4f}, support {v['support']}")
     lines += [
-        f"- training: {t.get('epochs')} epochs, stopped by {str(t.get('stop_reason', '')).replace('_', ' ')}",
+        f"- training: {t.get('epochs')} epochs, stopped by {str(t.get('stop_reason', '')).replace('_', ' ')}; "
+        f"delivered weights: epoch {t.get('delivered_epoch')} ({t.get('delivered_because')})",
         "",
         "## Limits",
         f"- The test split has {data.test.size} images; with few images the metrics carry wide uncertainty.",

@@ -22,14 +22,20 @@ log = logging.getLogger(__name__)
 
 
 class ClassF1Stop(keras.callbacks.Callback):
-    """Log the per-class validation table each epoch; stop when every class's F1 has been
-    at least `threshold` for `patience` consecutive epochs."""
+    """Log the per-class validation table each epoch (with macro and support-weighted
+    averages and the macro F1, as the study's report has); stop when every class's F1 has
+    been at least `threshold` for `patience` consecutive epochs.
 
-    def __init__(self, classes, threshold=0.997, patience=1):
+    `supports`: validation images per class (positives per class for multi-label), which
+    weight the weighted average; without them it is left out.
+    """
+
+    def __init__(self, classes, threshold=0.997, patience=1, supports=None):
         super().__init__()
         self.classes = list(classes)
         self.threshold = threshold
         self.patience = patience
+        self.supports = dict(supports or {})
         self.streak = 0
         self.stopped_epoch = None
         self.best = {}  # class -> (f1, epoch)
@@ -39,13 +45,10 @@ class ClassF1Stop(keras.callbacks.Callback):
         f1 = {c: logs.get(f"val_f1_{c}") for c in self.classes}
         if not f1 or any(v is None for v in f1.values()):
             return
-        rows = [f"epoch {epoch + 1} validation   precision    recall        f1"]
         for c in self.classes:
-            p, r = logs.get(f"val_precision_{c}", float("nan")), logs.get(f"val_recall_{c}", float("nan"))
-            rows.append(f"  {c:<22} {float(p):9.4f} {float(r):9.4f} {float(f1[c]):9.4f}")
             if c not in self.best or float(f1[c]) > self.best[c][0]:
                 self.best[c] = (float(f1[c]), epoch)
-        log.info("\n".join(rows))
+        log.info(self.table(epoch, logs))
         if all(float(v) >= self.threshold for v in f1.values()):
             self.streak += 1
         else:
@@ -54,6 +57,58 @@ class ClassF1Stop(keras.callbacks.Callback):
             self.stopped_epoch = epoch
             self.model.stop_training = True
             log.info("every class's validation F1 >= %.4f for %d epoch(s): stopping", self.threshold, self.patience)
+
+    def table(self, epoch, logs):
+        """The epoch's per-class precision/recall/F1 table with its average rows."""
+        scores = {c: [float(logs.get(f"val_{k}_{c}", float("nan"))) for k in ("precision", "recall", "f1")]
+                  for c in self.classes}
+        rows = [f"epoch {epoch + 1} validation   precision    recall        f1   support"]
+        for c, (p, r, f) in scores.items():
+            n = self.supports.get(c)
+            rows.append(f"  {c:<22} {p:9.4f} {r:9.4f} {f:9.4f} {'' if n is None else n:>9}")
+        cols = list(zip(*scores.values()))
+        macro = [sum(col) / len(col) for col in cols]
+        rows.append(f"  {'macro avg':<22} " + " ".join(f"{v:9.4f}" for v in macro))
+        total = sum(self.supports.get(c, 0) for c in self.classes)
+        if total and all(c in self.supports for c in self.classes):
+            weighted = [sum(v * self.supports[c] for v, c in zip(col, self.classes)) / total for col in cols]
+            rows.append(f"  {'weighted avg':<22} " + " ".join(f"{v:9.4f}" for v in weighted) + f" {total:>9}")
+        rows.append(f"  macro F1 {macro[2]:.4f}")
+        return "\n".join(rows)
+
+
+class DeliveringEarlyStopping(keras.callbacks.EarlyStopping):
+    """keras.callbacks.EarlyStopping that ends training with the weights `deliver` names.
+
+    Keras 3 restores the best epoch's weights at the end of training whatever stopped it;
+    tf.keras 2.10, which the study used, restored them only when EarlyStopping itself
+    stopped the run. deliver="stop_epoch" does the latter (the per-class F1 rule's stop epoch
+    keeps its own weights), "best" the former, "last" never restores. `delivered` is then
+    (epoch index, why).
+    """
+
+    def __init__(self, deliver="stop_epoch", f1_stop=None, **kwargs):
+        super().__init__(restore_best_weights=deliver != "last", **kwargs)
+        self.deliver = deliver
+        self.f1_stop = f1_stop
+        self.last_epoch = None
+        self.delivered = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.last_epoch = epoch
+
+    def on_train_end(self, logs=None):
+        f1_stopped = self.f1_stop is not None and self.f1_stop.stopped_epoch is not None
+        restore = self.best_weights is not None and (
+            self.deliver == "best" or (self.deliver == "stop_epoch" and self.stopped_epoch > 0 and not f1_stopped))
+        if restore:
+            self.model.set_weights(self.best_weights)
+            self.delivered = (self.best_epoch, f"best {self.monitor}")
+        elif f1_stopped and self.deliver == "stop_epoch":
+            self.delivered = (self.last_epoch, "the per-class F1 rule stopped here")
+        else:
+            self.delivered = (self.last_epoch, "last epoch")
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -156,25 +211,26 @@ class Watchers:
     """The callbacks whose state the trainer reads after `fit`."""
 
     f1: ClassF1Stop
-    early: keras.callbacks.EarlyStopping
+    early: DeliveringEarlyStopping
     clock: RunClock
     nan: NaNWatch
 
 
-def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None):
+def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports=None):
     """The callback list for `fit`, in the order their hooks must run.
 
     Args:
         backup: the checkpoint folder inside the run folder (one per training stage).
         stage: tag history rows with this stage number (two-stage schedules).
+        supports: validation images per class, for the weighted average of the epoch table.
 
     Returns:
         (callbacks, Watchers: the ones the trainer reads afterwards).
     """
     es = cfg.training.early_stopping
-    f1_stop = ClassF1Stop(classes, es.f1_threshold, es.f1_patience)
-    early = keras.callbacks.EarlyStopping(monitor=es.monitor, patience=es.patience,
-                                          restore_best_weights=es.restore_best_weights, verbose=0)
+    f1_stop = ClassF1Stop(classes, es.f1_threshold, es.f1_patience, supports)
+    early = DeliveringEarlyStopping(es.deliver if es.restore_best_weights else "last", f1_stop, monitor=es.monitor,
+                                    patience=es.patience, min_delta=es.min_delta, verbose=0)
     watch = Watchers(f1_stop, early, RunClock(), NaNWatch())
     history_path = os.path.join(run_dir, "history.csv")
     # BackupAndRestore comes last, so an epoch's history row is written before the epoch

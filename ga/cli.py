@@ -177,11 +177,26 @@ def inference_parser():
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
     p.add_argument("--recursive", action="store_true", help="also read subfolders")
     p.add_argument("--output", metavar="FILE", help="write results to a .csv or .json file")
+    p.add_argument("--print-format", choices=["ga", "study"], default="ga",
+                   help="ga: 'File X prediction pg confidence 0.9871' (probability of the predicted class); study: the "
+                        "Georgia study's 'File X prediction: PG with confidence 98.71%%' (probability of the positive "
+                        "class, binary models); default: %(default)s")
     p.add_argument("--threshold", type=float, help="decision threshold; default: the model's labels.json")
     p.add_argument("--max-pixels", type=int, default=100_000_000,
                    help="refuse images with more pixels than this (decompression bombs); default: %(default)s")
-    p.add_argument("--cluster", type=int, metavar="K", help="k-means on backbone features: clusters.png and clusters.csv")
+    p.add_argument("--cluster", type=int, nargs="?", const=4, metavar="K",
+                   help="k-means with K clusters (4 when K is left out) on backbone features: clusters.png and "
+                        "clusters.csv")
+    p.add_argument("--cluster-features", choices=["pooled", "map"], default="pooled",
+                   help="pooled: the globally pooled feature vector; map: the last feature map flattened (the "
+                        "study's); default: %(default)s")
+    p.add_argument("--cluster-space", choices=["full", "pca2"], default="full",
+                   help="full: k-means on the features, PCA for the figure only; pca2: PCA to 2-D, then k-means "
+                        "(the study's); default: %(default)s")
     p.add_argument("--out-dir", default=None, help="folder for cluster and scan outputs; default: inference_out/")
+    p.add_argument("--evaluate", action="store_true",
+                   help="PATH is a labelled folder (class subfolders, or labels.csv for multi-label): write the "
+                        "reports a run writes for its test split into --out-dir and print accuracy and F1")
     p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
     p.add_argument("--tile", type=int, default=300, help="tile size in pixels for --scan; default: %(default)s")
     p.add_argument("--overlap", type=int, default=None,
@@ -204,6 +219,10 @@ def inference_main(argv=None):
         parser.error("--overlap must be at least 0 and less than --tile")
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
+    if args.cluster is not None and args.cluster < 1:
+        parser.error("--cluster must be at least 1")
+    if args.evaluate and (len(args.inputs) != 1 or args.scan or args.cluster is not None):
+        parser.error("--evaluate takes one labelled folder, without --scan or --cluster")
     return _run(_inference, args)
 
 
@@ -221,13 +240,18 @@ def _inference(args):
         write_table,
     )
 
+    if args.evaluate:
+        return _evaluation(args)
     files = input_files(args.inputs, args.recursive)
     model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    if args.print_format == "study" and model.labels["task"] != "binary":
+        raise GAError("--print-format study is the binary study's line; this model is " + model.labels["task"])
     if args.scan:
         return _scan(args, model, files)
     pred = predict_files(model, files, args.batch_size, args.max_pixels, args.threshold,
-                         progress=None if not args.no_progress else False, features=bool(args.cluster))
-    lines, errors = result_lines(pred)
+                         progress=None if not args.no_progress else False,
+                         features=args.cluster_features if args.cluster is not None else False)
+    lines, errors = result_lines(pred, args.print_format)
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if lines:
@@ -235,12 +259,28 @@ def _inference(args):
     if args.output:
         write_table(pred, args.output)
         log.info("results written to %s", args.output)
-    if args.cluster:
-        png, table = cluster(pred, args.cluster, args.out_dir or "inference_out")
+    if args.cluster is not None:
+        png, table = cluster(pred, args.cluster, args.out_dir or "inference_out", args.cluster_space)
         log.info("clusters: %s, %s", png, table)
     n_err = len(pred.errors)
     log.info("%d image(s) labelled, %d skipped", len(pred.results) - n_err, n_err)
     return 1 if n_err else 0
+
+
+def _evaluation(args):
+    """inference.py FOLDER --evaluate: reports into --out-dir; accuracy and F1 printed."""
+    from ga.predict import evaluate_folder, load_model, run_prefix
+
+    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    out_dir = args.out_dir or "inference_out"
+    m, pred = evaluate_folder(model, args.inputs[0], out_dir, run_prefix(model.source), args.threshold,
+                              batch_size=args.batch_size, max_pixels=args.max_pixels,
+                              progress=None if not args.no_progress else False)
+    for r in pred.errors:
+        print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    print(f"{m['test_images']} images: accuracy {m['accuracy']:.4f}; "
+          + ", ".join(f"F1 {c} {v['f1']:.4f}" for c, v in m["per_class"].items()) + f"; reports in {out_dir}")
+    return 1 if pred.errors else 0
 
 
 def _scan(args, model, files):

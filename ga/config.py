@@ -166,10 +166,17 @@ class EarlyStoppingConfig:
     f1_patience: int = 1  # ... for this many consecutive epochs
     monitor: str = "val_loss"  # EarlyStopping's quantity
     patience: int = 50  # epochs without improvement of `monitor` before stopping
-    restore_best_weights: bool = True  # end with the weights of the best `monitor` epoch
+    min_delta: float = 0.0  # a smaller change of `monitor` is no improvement (the study: 0.001)
+    # Which weights a run delivers. stop_epoch: the epoch the per-class F1 rule stopped at,
+    # else (EarlyStopping stopped the run) its best `monitor` epoch, else (all epochs ran) the
+    # last one -- what the study's tf.keras 2.10 code delivered. best: the best `monitor`
+    # epoch whatever stopped the run (Keras 3's restore_best_weights). last: the last epoch.
+    deliver: Literal["stop_epoch", "best", "last"] = "stop_epoch"
+    restore_best_weights: bool = True  # false: the same as deliver: last
 
     def validate(self, key):
         _range(f"{key}.f1_threshold", self.f1_threshold, 0, 1)
+        _range(f"{key}.min_delta", self.min_delta, 0, 1e9)
         _range(f"{key}.f1_patience", self.f1_patience, 1, 1 << 20)
         _range(f"{key}.patience", self.patience, 0, 1 << 20)
 

@@ -74,8 +74,9 @@ def parity(model, session, images):
     return float(np.max(np.abs(keras_out - onnx_out)))
 
 
-def export_onnx(model, run_dir, cfg, data):
-    """Write <prefix>weights.onnx and check it on test images against the Keras model.
+def export_onnx(model, run_dir, cfg, images):
+    """Write <prefix>weights.onnx and check it on `images` (float32 RGB 0..255, e.g. a test
+    batch) against the Keras model.
 
     Raises:
         ExportError: when the largest difference exceeds output.parity_tolerance.
@@ -83,17 +84,17 @@ def export_onnx(model, run_dir, cfg, data):
     labels = read_labels(run_dir)
     meta = {"ga_labels": labels, "classes": json.dumps(labels["classes"]), "task": labels["task"],
             "input_size": json.dumps(labels["input_size"]), "preprocessing": labels["preprocessing"]}
-    proto = to_onnx(model, data.input_size, cfg.output.onnx_opset, meta)
+    proto = to_onnx(model, labels["input_size"], cfg.output.onnx_opset, meta)
     path = os.path.join(run_dir, f"{cfg.output.prefix}weights.onnx")
     blob = proto.SerializeToString()
     atomic_write_bytes(path, blob)
-    batch = next(iter(data.test.dataset))[0][:32]
-    diff = parity(model, onnx_session(blob), np.asarray(batch))
+    images = np.asarray(images, np.float32)
+    diff = parity(model, onnx_session(blob), images)
     tol = cfg.output.parity_tolerance
-    info = {"file": os.path.basename(path), "opset": cfg.output.onnx_opset, "parity_images": int(batch.shape[0]),
+    info = {"file": os.path.basename(path), "opset": cfg.output.onnx_opset, "parity_images": int(images.shape[0]),
             "max_abs_diff": diff, "tolerance": tol}
-    log.info("ONNX export %s (opset %d): max |Keras - ONNX| = %.2e on %d test images",
-             os.path.basename(path), cfg.output.onnx_opset, diff, batch.shape[0])
+    log.info("ONNX export %s (opset %d): max |Keras - ONNX| = %.2e on %d images",
+             os.path.basename(path), cfg.output.onnx_opset, diff, images.shape[0])
     if not diff <= tol:
         raise ExportError(f"{path}: ONNX output differs from Keras by {diff:.3g} (> {tol:g}); the export is not trustworthy")
     return info

@@ -308,7 +308,12 @@ def input_files(inputs, recursive=False):
 
 def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=None, progress=None,
                   features=False, workers=None):
-    """Predict every file; undecodable files become error rows. Returns Prediction."""
+    """Predict every file; undecodable files become error rows. Returns Prediction.
+
+    `features`: False, or which backbone features to keep per image for clustering:
+    "pooled" (the globally pooled vector, True means this) or "map" (the last feature map,
+    flattened, as the study's k-means used).
+    """
     from tqdm import tqdm
 
     labels = model.labels
@@ -317,7 +322,7 @@ def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=
         thresholds = {k: threshold for k in thresholds}
     out = Prediction(labels, thresholds)
     # With --cluster, one Keras pass gives both the features and the probabilities.
-    both_fn = _features_and_probs_fn(model.keras()) if features else None
+    both_fn = _features_and_probs_fn(model.keras(), "pooled" if features is True else features) if features else None
     show = progress if progress is not None else len(files) > 200
     bar = tqdm(total=len(files), unit="img", desc="inference", disable=not show, file=sys.stderr)
     with cf.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
@@ -352,8 +357,9 @@ def _safe_read(path, labels, max_pixels):
         return str(exc) if str(exc) else type(exc).__name__
 
 
-def _features_and_probs_fn(keras_model):
-    """One traced pass returning (pooled backbone features, output probabilities)."""
+def _features_and_probs_fn(keras_model, kind="pooled"):
+    """One traced pass returning (backbone features, output probabilities); features are
+    the pooled vector ("pooled") or the flattened last feature map ("map")."""
     import keras
     import tensorflow as tf
 
@@ -363,7 +369,8 @@ def _features_and_probs_fn(keras_model):
         layer = keras_model.get_layer(FEATURES_LAYER)
     except ValueError:
         raise ModelError(f"the model has no '{FEATURES_LAYER}' layer to take features from") from None
-    both = keras.Model(keras_model.inputs, [layer.output, keras_model.output])
+    feats = layer.output if kind == "pooled" else keras.layers.Flatten()(layer.input)
+    both = keras.Model(keras_model.inputs, [feats, keras_model.output])
     fn = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
 
     def run(x):
@@ -371,6 +378,85 @@ def _features_and_probs_fn(keras_model):
         return np.asarray(feats, np.float32), np.asarray(probs, np.float32)
 
     return run
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def labelled_files(folder, labels):
+    """The images of a labelled folder and their labels in the model's class order:
+    class subfolders named like the model's classes (binary), or a labels.csv (multi-label).
+
+    Returns:
+        (paths, y_true float32 (n, outputs)).
+    """
+    from ga.images import image_files, subfolders
+
+    classes = labels["classes"]
+    if not os.path.isdir(folder):
+        raise GAError(f"--evaluate: not a folder: {folder}")
+    if labels["task"] == "multilabel":
+        from ga.data import list_split
+
+        if not os.path.isfile(os.path.join(folder, "labels.csv")):
+            raise GAError(f"--evaluate: {folder} has no labels.csv (a multi-label model is evaluated on images "
+                          f"listed in one)")
+        return list_split(folder, classes, "multilabel", any_class="any" in classes)
+    found = subfolders(folder)
+    unknown = [d for d in found if d not in classes]
+    if unknown or not found:
+        raise GAError(f"--evaluate: {folder} must hold class folders named like the model's classes {classes}; "
+                      + (f"unknown: {', '.join(unknown)}" if unknown else "found none"))
+    paths, y = [], []
+    for idx, c in enumerate(classes):
+        if c in found:
+            got = image_files(os.path.join(folder, c))
+            paths += got
+            y += [[float(idx)]] * len(got)
+    return paths, np.asarray(y, np.float32).reshape(-1, 1)
+
+
+def run_prefix(source):
+    """The file-name prefix (output.prefix) of the run a model file belongs to, or ""."""
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.abspath(source)), "config.yaml")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return str((yaml.safe_load(fh) or {}).get("output", {}).get("prefix", ""))
+    except (OSError, yaml.YAMLError, AttributeError):
+        return ""
+
+
+def evaluate_folder(model, folder, out_dir, prefix="", threshold=None, **options):
+    """Evaluate a model on a labelled folder and write the reports a run writes for its test
+    split (metrics.json, FinalTestResults.txt, predictions.csv, confusion matrix, ROC/PR, and
+    for multi-label a threshold sweep of this set) into `out_dir`, using the same code.
+
+    Returns:
+        (metrics dict, Prediction); unreadable files are error rows of the Prediction and
+        left out of the metrics.
+    """
+    from ga import analysis
+
+    paths, y_true = labelled_files(folder, model.labels)
+    if not paths:
+        raise GAError(f"--evaluate: no images in {folder}")
+    pred = predict_files(model, paths, threshold=threshold, **options)
+    ok = [i for i, r in enumerate(pred.results) if not r.error]
+    if not ok:
+        raise GAError(f"--evaluate: no readable images in {folder}")
+    labels = model.labels
+    y_prob = np.stack([pred.results[i].probs for i in ok]).astype(np.float32)
+    title = f"{prefix} evaluation of {model.source} on {folder}".strip()
+    extra = {"model": model.source, "engine": model.engine, "data": folder,
+             "skipped": [{"path": r.path, "reason": r.error} for r in pred.errors]}
+    m = analysis.write_evaluation(out_dir, prefix, labels["task"], labels["classes"], pred.thresholds, y_true[ok],
+                                  y_prob, [paths[i] for i in ok], title, extra)
+    if labels["task"] == "multilabel":
+        grid, curves, best = analysis.threshold_sweep(labels["classes"], y_true[ok], y_prob)
+        analysis.plot_threshold_sweep(grid, curves, best, os.path.join(out_dir, f"{prefix}threshold_sweep.png"))
+    return m, pred
 
 
 # ---------------------------------------------------------------------------- outputs
@@ -402,9 +488,20 @@ def write_table(pred, path):
     atomic_write_csv(path, header, ([r[k] for k in header] for r in table))
 
 
-def result_lines(pred):
-    """The study's one line per labelled image (`File <name> prediction <class> confidence
-    <p>`), and `<path>: <reason>` for each skipped file. Returns (lines, errors)."""
+PRINT_FORMATS = ("ga", "study")
+
+
+def result_lines(pred, fmt="ga"):
+    """One line per labelled image, and `<path>: <reason>` for each skipped file.
+
+    Formats: "ga": `File <name> prediction <class> confidence <p>`, p being the probability
+    of the predicted class (multi-label: each class that fires, with its probability);
+    "study": the Georgia study's own line, `File <name> prediction: <CLASS> with confidence
+    <P>%`, P being the positive class's probability in percent (binary models only).
+
+    Returns:
+        (lines, errors).
+    """
     lines, errors = [], []
     for r in pred.results:
         if r.error:
@@ -412,7 +509,9 @@ def result_lines(pred):
             continue
         names, conf = decide(pred.labels, pred.thresholds, r.probs)
         name = os.path.basename(r.path)
-        if pred.labels["task"] == "binary":
+        if fmt == "study":
+            lines.append(f"File {name} prediction: {names[0].upper()} with confidence {100 * float(r.probs[0]):.2f}%")
+        elif pred.labels["task"] == "binary":
             lines.append(f"File {name} prediction {names[0]} confidence {conf:.4f}")
         else:
             probs = dict(zip(pred.labels["classes"], r.probs))
@@ -421,8 +520,13 @@ def result_lines(pred):
     return lines, errors
 
 
-def cluster(pred, k, out_dir):
-    """PCA to 2-D and k-means on backbone features: clusters.png and clusters.csv."""
+def cluster(pred, k, out_dir, space="full"):
+    """k-means on the images' backbone features: clusters.png and clusters.csv.
+
+    space "full": k-means on the features themselves, PCA to 2-D for the figure only;
+    "pca2": PCA to 2-D first, then k-means on the 2-D points (the study's GAkmeans.py).
+    k-means as the study ran it: random_state 42, n_init 10, max_iter 10000.
+    """
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -430,12 +534,13 @@ def cluster(pred, k, out_dir):
     if len(ok) < max(k, 2):
         raise GAError(f"--cluster {k}: needs at least {max(k, 2)} readable images, got {len(ok)}")
     x = np.stack([r.features for r in ok])
-    pca = PCA(n_components=2, random_state=0)
+    pca = PCA(n_components=2)
     xy = pca.fit_transform(x)
-    km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(x)
+    km = KMeans(n_clusters=k, random_state=42, n_init=10, max_iter=10000).fit(xy if space == "pca2" else x)
+    centres = km.cluster_centers_ if space == "pca2" else pca.transform(km.cluster_centers_)
     os.makedirs(out_dir, exist_ok=True)
     png, table = os.path.join(out_dir, "clusters.png"), os.path.join(out_dir, "clusters.csv")
-    _plot_clusters(xy, km.labels_, pca.transform(km.cluster_centers_), pca.explained_variance_ratio_,
+    _plot_clusters(xy, km.labels_, centres, pca.explained_variance_ratio_,
                    [os.path.basename(r.path) for r in ok], k, png)
     atomic_write_csv(table, ["path", "cluster", "pc1", "pc2", "predicted"],
                      ([r.path, int(c), f"{px:.6f}", f"{py:.6f}", ";".join(decide(pred.labels, pred.thresholds, r.probs)[0])]

@@ -339,7 +339,8 @@ def _fit_stage(cfg, run_dir, fit_model, data, classes, stage, first_epoch):
     runs.trim_history(os.path.join(run_dir, "history.csv"), initial)
     if initial:
         log.info("%s at epoch %d", "resuming" if initial > first_epoch else "continuing", initial + 1)
-    callbacks, watch = build_callbacks(cfg, run_dir, classes, backup=stage.backup, stage=stage.number or None)
+    callbacks, watch = build_callbacks(cfg, run_dir, classes, backup=stage.backup, stage=stage.number or None,
+                                       supports=_supports(data, classes))
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
     if getattr(fit_model, "_initial_epoch", None) is not None:
@@ -355,6 +356,16 @@ def _fit_stage(cfg, run_dir, fit_model, data, classes, stage, first_epoch):
         shuffle=False,  # the tf.data pipeline shuffles
     )
     return StageResult(watch, initial if initial > first_epoch else 0)
+
+
+def _supports(data, classes):
+    """Validation images per class (binary: per label; multi-label: positives per column)."""
+    if data.valid is None or not classes:
+        return {}
+    y = data.valid.labels
+    if data.task == "binary":
+        return {c: int((y[:, 0] == i).sum()) for i, c in enumerate(classes)}
+    return {c: int(y[:, i].sum()) for i, c in enumerate(classes)}
 
 
 def _stage1_doc(run_dir):
@@ -404,6 +415,10 @@ def _fit_summary(cfg, result, run_dir, data):
         reason = "max_epochs"
     monitor = cfg.training.early_stopping.monitor
     best_epoch = _best_epoch(rows, monitor)
+    delivered, because = watch.early.delivered or (None, "")
+    delivered_row = next((r for r in rows if delivered is not None and str(r.get("epoch")) == str(delivered)), {})
+    delivered_f1 = {c: float(delivered_row[f"val_f1_{c}"]) for c in data.classes
+                    if delivered_row.get(f"val_f1_{c}") not in (None, "")}
     best_f1 = {c: max((float(r.get(f"val_f1_{c}", "nan") or "nan") for r in rows), default=float("nan"))
                for c in data.classes}
     clock = watch.clock
@@ -416,17 +431,21 @@ def _fit_summary(cfg, result, run_dir, data):
         "stop_reason": reason,
         "best_epoch": best_epoch,
         "best_val_f1": best_f1,
+        "delivered_epoch": delivered + 1 if delivered is not None else None,
+        "delivered_because": because,
+        "delivered_val_f1": delivered_f1,
         "fit_seconds": round(clock.seconds, 2),
         "train_images_per_second": round(seen / clock.seconds, 2) if clock.seconds else None,
     }
-    restored = " (weights restored from it)" if cfg.training.early_stopping.restore_best_weights else ""
     lines = [
         "training summary",
         f"  epochs run       {len(rows)} ({clock.epochs} in this process)"
         + (f" resumed at epoch {initial + 1}" if initial else ""),
         f"  stopped because  {reason.replace('_', ' ')}",
-        f"  best epoch       {best_epoch} by {monitor}{restored}",
+        f"  best epoch       {best_epoch} by {monitor}",
         *(["  best val F1      " + ", ".join(f"{c} {v:.4f}" for c, v in best_f1.items())] if best_f1 else []),
+        f"  delivered epoch  {info['delivered_epoch']} ({because})"
+        + ("; val F1 " + ", ".join(f"{c} {v:.4f}" for c, v in delivered_f1.items()) if delivered_f1 else ""),
         f"  wall time        {clock.seconds:.1f} s, {info['train_images_per_second']} training images/s "
         f"(validation included)",
     ]
@@ -457,7 +476,7 @@ def _deliver(cfg, run_dir, model, data, fit_info):
     y_true, y_prob = analysis.predict_split(model, data.test)
     report = analysis.write_reports(run_dir, cfg, data.classes, y_true, y_prob, fit_info, paths=data.test.paths)
     if cfg.output.onnx:
-        onnx_info = export.export_onnx(model, run_dir, cfg, data)
+        onnx_info = export.export_onnx(model, run_dir, cfg, next(iter(data.test.dataset))[0][:32])
         report = analysis.update_metrics(run_dir, {"onnx": onnx_info})
     analysis.write_model_card(run_dir, cfg, data, report)
     return paths

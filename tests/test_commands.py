@@ -28,8 +28,12 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_inference_flat_folder_newest_run
   $ python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none
       -> test_resnet50_command
-  $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--cluster K]
-      -> test_inference_keras_engine_json, test_inference_cluster, test_inference_model_files_given_directly, test_make_demo_chain
+  $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--print-format ga|study] [--cluster [K]] [--cluster-features pooled|map] [--cluster-space full|pca2]
+      -> test_inference_keras_engine_json, test_inference_cluster, test_inference_model_files_given_directly, test_make_demo_chain, test_inference_study_print_format, test_cluster_the_study_way
+  $ python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval
+      -> test_evaluate_reproduces_the_runs_test_report, test_evaluate_multilabel
+  $ python -m ga.georgia import GAweights_<ts>.h5 --out deliverables/<name>
+      -> test_import_the_studys_h5
   $ python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0
       -> test_graphene_chain
   $ python split_data.py --config configs/graphene_cnn4.yaml
@@ -130,8 +134,12 @@ class Workspace:
     def __truediv__(self, other):
         return self.path / other
 
-    def run(self, command, *extra, timeout=600, expect=0):
-        """Run a documented command (plus `extra` arguments); assert its exit status."""
+    def run(self, command, *extra, timeout=600, expect=0, subs=None):
+        """Run a documented command (its placeholders replaced by `subs`, then `extra`
+        arguments appended); assert its exit status."""
+        for placeholder, value in (subs or {}).items():
+            assert placeholder in command, placeholder
+            command = command.replace(placeholder, shlex.quote(str(value)))
         argv = argv_of(command) + [str(e) for e in extra]
         proc = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         if expect is not None:
@@ -239,6 +247,12 @@ def test_make_demo_chain(demo):
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["classes"] == ["cex", "pg"] and labels["input_size"] == [32, 32]
     assert len(_rows(os.path.join(run, "history.csv"))) == 3
+    # The study's report rows: the epoch table's averages, the test loss.
+    log = open(os.path.join(run, "train.log"), encoding="utf-8").read()
+    assert "macro avg" in log and "weighted avg" in log and "macro F1" in log and "delivered epoch" in log
+    results = open(os.path.join(run, "GAFinalTestResults.txt"), encoding="utf-8").read()
+    loss = json.load(open(os.path.join(run, "metrics.json")))["loss"]
+    assert f"test loss (binary cross-entropy): {loss:.4f}" in results
     # Inference on the test split with the newest run: a row per image, names from the data.
     test_images = _images_under(ws / "data/split/test")
     rows = _rows(ws / "data/demo_predictions.csv")
@@ -292,6 +306,69 @@ def test_inference_cluster(demo):
     assert len(rows) == len(_images_under(ws / "data/split/test"))
     assert {r["cluster"] for r in rows} == {"0", "1"}
     assert Image.open(ws / "clusters/clusters.png").size[0] > 100
+
+
+def test_cluster_the_study_way(demo):
+    """--cluster-features map --cluster-space pca2 gives the labels of the study's own steps
+    (GAkmeans.py: flattened last feature map, PCA to 2-D, k-means with its parameters)."""
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    from ga.predict import load_model, predict_files
+
+    ws, run, _ = demo
+    ws.run("python inference.py data/split/test --recursive", "--model", run, "--cluster", "--cluster-features", "map",
+           "--cluster-space", "pca2", "--out-dir", "study_clusters")
+    got = {r["path"]: int(r["cluster"]) for r in _rows(ws / "study_clusters/clusters.csv")}
+    files = _images_under(ws / "data/split/test")
+    pred = predict_files(load_model(run, engine="keras"), files, features="map")
+    features = np.array([r.features for r in pred.results])
+    assert features.shape[1] > 256  # the flattened map, not the pooled vector
+    reduced = PCA(n_components=2).fit_transform(features)
+    labels = KMeans(n_clusters=4, random_state=42, n_init=10, max_iter=10000).fit(reduced).labels_
+    assert len(set(labels)) == 4  # --cluster alone means k = 4
+    assert [got[os.path.relpath(f, ws.path)] for f in files] == [int(v) for v in labels]
+
+
+def test_inference_study_print_format(demo):
+    ws, run, _ = demo
+    proc = ws.run("python inference.py data/split/test --recursive", "--model", run, "--print-format", "study")
+    p_pg = {os.path.basename(r["path"]): float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == len(p_pg)
+    for line in lines:
+        m = re.fullmatch(r"File (.+) prediction: (CEX|PG) with confidence (\d+\.\d\d)%", line)
+        assert m, line
+        assert abs(float(m.group(3)) - 100 * p_pg[m.group(1)]) <= 0.006
+        assert m.group(2) == ("PG" if p_pg[m.group(1)] > 0.5 else "CEX")
+
+
+def _report_block(path):
+    """The classification report of a FinalTestResults.txt (the lines between the header and
+    the accuracy line)."""
+    text = open(path, encoding="utf-8").read()
+    return text[text.index("precision"):text.index("accuracy:")]
+
+
+def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
+    ws, run, _ = demo
+    proc = ws.run("python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval",
+                  "--model", run)
+    want = json.load(open(os.path.join(run, "metrics.json")))
+    got = json.load(open(ws / "eval/metrics.json"))
+    for key in ("classes", "thresholds", "test_images", "accuracy", "per_class", "confusion_matrix"):
+        assert got[key] == want[key], key
+    assert abs(got["roc_auc"] - want["roc_auc"]) < 1e-3 and abs(got["loss"] - want["loss"]) < 1e-3
+    assert _report_block(ws / "eval/GAFinalTestResults.txt") == _report_block(os.path.join(run, "GAFinalTestResults.txt"))
+    assert {"predictions.csv", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png"} <= set(os.listdir(ws / "eval"))
+    assert f"accuracy {want['accuracy']:.4f}" in proc.stdout
+    # A class folder the model does not know: one line, exit 2.
+    odd = tmp_path / "odd"
+    shutil.copytree(ws / "data/split/test/cex", odd / "cex")
+    (odd / "needles").mkdir()
+    bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2)
+    (line,) = _one_line_error(bad)
+    assert "needles" in line and "['cex', 'pg']" in line
 
 
 def test_inference_model_files_given_directly(demo, tmp_path):
@@ -363,6 +440,68 @@ def test_resnet50_command(demo, tmp_path):
     assert json.load(open(os.path.join(run, "metrics.json")))["test_images"] == len(_images_under(ws / "data/split/test"))
 
 
+def _study_model_h5(path):
+    """A whole-model .h5 made by the study's own model-building code (GAmodel.create_model)
+    under tf-keras, random weights, with BatchNorm statistics moved off their defaults so the
+    outputs are not all 0 or 1."""
+    import tf_keras as tfk
+    from tf_keras.layers import BatchNormalization, Dense, Dropout, GlobalAveragePooling2D
+
+    tfk.utils.set_random_seed(3)
+    base = tfk.applications.ResNet101(weights=None, include_top=False, input_shape=(224, 224, 3))
+    x = GlobalAveragePooling2D()(base.output)
+    x = Dense(512, activation="relu")(x)
+    x = BatchNormalization()(x)
+    x = Dropout(0.4)(x)
+    x = Dense(256, activation="relu")(x)
+    x = Dropout(0.3)(x)
+    x = Dense(1, activation="sigmoid")(x)
+    total = len(base.layers)
+    for layer in base.layers[:total - total // 10]:
+        layer.trainable = False
+    model = tfk.Model(inputs=base.input, outputs=x)
+    model.compile(optimizer=tfk.optimizers.SGD(learning_rate=0.1, momentum=0.9), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    rng = np.random.default_rng(3)
+    for layer in model.layers:
+        if isinstance(layer, BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([gamma, beta, rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 4, var.shape)])
+    model.save(path)
+    return model
+
+
+def test_import_the_studys_h5(demo, tmp_path):
+    """The study's GAweights_<timestamp>.h5 becomes a ga run folder that predicts what the
+    study's pipeline (preprocess_input + predict) predicts, through both engines."""
+    from tf_keras.applications.resnet50 import preprocess_input
+
+    ws, _, _ = demo
+    h5 = ws / "GAweights_2025-05-01_12-00-00.h5"
+    study = _study_model_h5(str(h5))
+    folder = ws / "crops224"
+    folder.mkdir()
+    for i, p in enumerate(_images_under(ws / "data/split/test")[:4]):
+        Image.open(p).convert("RGB").resize((224, 224)).save(folder / f"crop{i}.png")
+    files = sorted(str(p) for p in folder.iterdir())
+    batch = np.stack([np.asarray(Image.open(f).convert("RGB"), np.float32) for f in files])
+    want = study.predict(preprocess_input(batch), verbose=0)[:, 0]
+    assert want.std() > 1e-3  # not saturated: the comparison below means something
+    out = ws.run("python -m ga.georgia import GAweights_<ts>.h5 --out deliverables/<name>",
+                 subs={"GAweights_<ts>.h5": h5, "<name>": "GA_study_import"})
+    run = ws.printed(out)
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["classes"] == ["cex", "pg"] and labels["positive_class"] == "pg"
+    assert labels["preprocessing"] == "resnet_caffe" and labels["input_size"] == [224, 224]
+    assert json.load(open(os.path.join(run, "metrics.json")))["onnx"]["max_abs_diff"] <= 1e-4
+    for engine in ("onnx", "keras"):
+        ws.run("python inference.py", folder, "--model", run, "--engine", engine, "--output", f"study_{engine}.csv")
+        got = {r["path"]: float(r["p_pg"]) for r in _rows(ws / f"study_{engine}.csv")}
+        assert np.abs(np.array([got[f] for f in files]) - want).max() <= 1e-4, engine
+    again = ws.run("python -m ga.georgia import", h5, "--out", "deliverables/GA_study_import", expect=2)
+    assert "not empty" in _one_line_error(again)[0]
+
+
 # ---------------------------------------------------------------------------- graphene
 
 
@@ -392,6 +531,17 @@ def test_graphene_chain(graphene):
     assert set(labels["thresholds"]) == set(labels["classes"])
     assert os.path.isfile(os.path.join(run, "GCthreshold_sweep.png"))
     assert "harmonic_mean_f1" in json.load(open(os.path.join(run, "metrics.json")))
+
+
+def test_evaluate_multilabel(graphene):
+    ws, run, _ = graphene
+    ws.run("python inference.py data/graphene_split/test --evaluate", "--model", run, "--out-dir", "eval")
+    want = json.load(open(os.path.join(run, "metrics.json")))
+    got = json.load(open(ws / "eval/metrics.json"))
+    for key in ("classes", "test_images", "per_class", "confusion_matrix", "accuracy"):
+        assert got[key] == want[key], key
+    assert abs(got["harmonic_mean_f1"] - want["harmonic_mean_f1"]) < 1e-9
+    assert os.path.isfile(ws / "eval/GCthreshold_sweep.png")
 
 
 def test_scan_command(graphene):

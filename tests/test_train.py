@@ -228,3 +228,70 @@ def test_nan_loss_stops_with_a_message(tmp_path, separable_split):
     out = _run_main(["--config", cfg])
     assert out.returncode == 2, out.stderr[-2000:]
     assert "NaN" in out.stderr and "learning_rate" in out.stderr and "Traceback" not in out.stderr
+
+
+class _Scripted(keras.callbacks.Callback):
+    """Rewrites each epoch's validation numbers (before the stop rules read them) and keeps a
+    copy of the weights every epoch ended with."""
+
+    def __init__(self, val_loss, f1):
+        super().__init__()
+        self.val_loss, self.f1, self.weights = val_loss, f1, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.val_loss[epoch]
+        for key in [k for k in logs if k.startswith("val_f1_")]:
+            logs[key] = self.f1[epoch]
+        self.weights.append([w.copy() for w in self.model.get_weights()])
+
+
+@pytest.mark.parametrize("deliver, want_epoch", [("stop_epoch", 3), ("best", 1)])
+def test_delivered_weights_follow_the_stop_rule(tmp_path, separable_split, monkeypatch, deliver, want_epoch):
+    # Epoch 1 has the lowest val_loss; the F1 rule stops the run at epoch 3.
+    script = _Scripted(val_loss=[0.1, 0.5, 0.9, 0.9, 0.9], f1=[0.5, 0.5, 1.0, 1.0, 1.0])
+    real = ga_callbacks.build_callbacks
+    monkeypatch.setattr(ga_callbacks, "build_callbacks",
+                        lambda *a, **k: (lambda cbs, w: ([script, *cbs], w))(*real(*a, **k)))
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), output={"onnx": False},
+                      training={"epochs": 5, "early_stopping": {"f1_threshold": 0.99, "f1_patience": 1,
+                                                                "deliver": deliver}})
+    run_dir = train(cfg)
+    assert len(_history(run_dir)) == 3  # stopped by the F1 rule at epoch 3
+    saved = keras.models.load_model(os.path.join(run_dir, "GAmodel.keras"), compile=False).get_weights()
+    for epoch, weights in enumerate(script.weights, 1):
+        same = all(np.array_equal(a, b) for a, b in zip(saved, weights))
+        assert same == (epoch == want_epoch), (deliver, epoch)
+    fit = json.load(open(os.path.join(run_dir, "metrics.json")))["training"]
+    assert fit["stop_reason"] == "f1_threshold" and fit["best_epoch"] == 1
+    assert fit["delivered_epoch"] == want_epoch
+    assert fit["delivered_val_f1"] == {"cex": [0.5, 0.5, 1.0][want_epoch - 1], "pg": [0.5, 0.5, 1.0][want_epoch - 1]}
+    log = open(os.path.join(run_dir, "train.log")).read()
+    assert f"delivered epoch  {want_epoch} (" in log
+    assert f"delivered weights: epoch {want_epoch}" in open(os.path.join(run_dir, "model_card.md")).read()
+
+
+def test_epoch_table_has_average_rows():
+    cb = ClassF1Stop(["cex", "pg"], supports={"cex": 3, "pg": 1})
+    logs = {"val_precision_cex": 1.0, "val_recall_cex": 0.5, "val_f1_cex": 2 / 3,
+            "val_precision_pg": 0.5, "val_recall_pg": 1.0, "val_f1_pg": 2 / 3}
+    lines = cb.table(4, logs).splitlines()
+    assert lines[0].startswith("epoch 5 validation")
+    macro = lines[3].split()
+    assert macro[:2] == ["macro", "avg"] and [float(v) for v in macro[2:]] == [0.75, 0.75, 0.6667]
+    weighted = lines[4].split()
+    # Weighted by support: precision (1.0 * 3 + 0.5 * 1) / 4, recall (0.5 * 3 + 1.0 * 1) / 4.
+    assert weighted[:2] == ["weighted", "avg"] and [float(v) for v in weighted[2:5]] == [0.875, 0.625, 0.6667]
+    assert weighted[5] == "4" and lines[5].strip() == "macro F1 0.6667"
+
+
+def test_test_loss_is_keras_binary_cross_entropy():
+    from ga.analysis import binary_cross_entropy, compute_metrics
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 1)) > 0.5).astype(np.float32)
+    p = np.clip(rng.random((40, 1)).astype(np.float32), 0, 1)
+    p[0, 0] = 1.0  # clipped as Keras clips
+    want = float(keras.losses.BinaryCrossentropy()(y, p))
+    assert abs(binary_cross_entropy(y, p) - want) < 1e-5
+    m, _ = compute_metrics("binary", ["cex", "pg"], y, p, {"pg": 0.5})
+    assert abs(m["loss"] - want) < 1e-5
