@@ -109,6 +109,7 @@ def _splitting(args):
         overwrite=args.overwrite,
         tolerance=s.group_tolerance,
         progress=not args.no_progress,
+        class_names=cfg.data.class_names,
     )
     return result.exit_code
 

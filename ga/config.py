@@ -60,6 +60,7 @@ class DataConfig:
     image_size: list[int] = field(default_factory=lambda: [224, 224])  # model input [height, width]
     batch_size: int = 64  # images per training step (global, across devices)
     classes: Optional[list[str]] = None  # expected class names; default: read from the data
+    class_names: Optional[list[str]] = None  # names of class folders named 0, 1, ... (the study's layout), in order
     cache: Literal["auto", "memory", "none"] = "auto"  # keep decoded, resized images in memory
     cache_budget_mb: int = 4096  # "auto" caches a split only when it fits in this budget
     shuffle_buffer: int = 4096  # training shuffle buffer, images

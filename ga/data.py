@@ -31,7 +31,7 @@ from ga.images import (
     subfolders,
 )
 from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
-from ga.splitting import read_labels_csv
+from ga.splitting import class_name, read_labels_csv
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,17 @@ AUTOTUNE = tf.data.AUTOTUNE
 # ---------------------------------------------------------------------------- labels
 
 
-def binary_classes(split_dir):
-    """Class names of a split folder: its subfolders, sorted."""
+def class_folders(split_dir, class_names=None):
+    """{class name: folder} of a split folder's class subfolders; folders named 0, 1, ...
+    take their names from `class_names` (data.class_names, the study's layout)."""
     if not os.path.isdir(split_dir):
         raise DataError(f"folder not found: {split_dir}")
-    classes = subfolders(split_dir)
+    return {class_name(d, class_names): os.path.join(split_dir, d) for d in subfolders(split_dir)}
+
+
+def binary_classes(split_dir, class_names=None):
+    """Class names of a split folder: its subfolders' (named) classes, sorted."""
+    classes = sorted(class_folders(split_dir, class_names))
     if len(classes) < 2:
         raise DataError(f"{split_dir} needs at least two class folders for a binary task, found {classes}")
     if len(classes) > 2:
@@ -58,14 +64,14 @@ def multilabel_classes(split_dir, any_class=False):
     return read_labels_csv(split_dir)[0] + (["any"] if any_class else [])
 
 
-def list_split(split_dir, classes, task, any_class=False):
+def list_split(split_dir, classes, task, any_class=False, class_names=None):
     """Files and labels of one split, sorted by path.
 
     Returns:
         (paths list[str], labels float32 array of shape (n, outputs)).
     """
     if task == "binary":
-        return _list_class_folders(split_dir, classes)
+        return _list_class_folders(split_dir, classes, class_names)
     path = os.path.join(split_dir, "labels.csv")
     base = [c for c in classes if not (any_class and c == "any")]
     header, table = read_labels_csv(split_dir)
@@ -83,10 +89,11 @@ def list_split(split_dir, classes, task, any_class=False):
     return paths, np.asarray(labels, np.float32).reshape(-1, len(classes))
 
 
-def _list_class_folders(split_dir, classes):
+def _list_class_folders(split_dir, classes, class_names=None):
     paths, labels = [], []
+    folders = class_folders(split_dir, class_names)
     for idx, cls in enumerate(classes):
-        folder = os.path.join(split_dir, cls)
+        folder = folders.get(cls, os.path.join(split_dir, cls))
         if not os.path.isdir(folder):
             raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
         found = image_files(folder)
@@ -190,7 +197,7 @@ def read_classes(cfg):
     """The class list from the training data (checked against `data.classes` when set)."""
     train_dir = cfg.data.dirs()[0]
     if cfg.model.task == "binary":
-        classes = binary_classes(train_dir)
+        classes = binary_classes(train_dir, cfg.data.class_names)
     else:
         classes = multilabel_classes(train_dir, cfg.data.any_class)
     if cfg.data.classes is not None:
@@ -222,7 +229,7 @@ def build_datasets(cfg, classes=None, splits=("train", "valid", "test")):
 
 
 def _build_split(cfg, name, split_dir, classes):
-    paths, labels = list_split(split_dir, classes, cfg.model.task, cfg.data.any_class)
+    paths, labels = list_split(split_dir, classes, cfg.model.task, cfg.data.any_class, cfg.data.class_names)
     fraction = cfg.data.fraction if name == "train" else 1.0
     paths, labels, problems = usable(paths, labels, name, fraction, cfg.training.seed)
     if not paths:

@@ -402,15 +402,18 @@ def labelled_files(folder, labels):
             raise GAError(f"--evaluate: {folder} has no labels.csv (a multi-label model is evaluated on images "
                           f"listed in one)")
         return list_split(folder, classes, "multilabel", any_class="any" in classes)
-    found = subfolders(folder)
-    unknown = [d for d in found if d not in classes]
+    from ga.splitting import class_name
+
+    # Folders named 0, 1, ... (the study's layout) are the model's classes in index order.
+    found = {class_name(d, classes): d for d in subfolders(folder)}
+    unknown = [d for c, d in found.items() if c not in classes]
     if unknown or not found:
-        raise GAError(f"--evaluate: {folder} must hold class folders named like the model's classes {classes}; "
-                      + (f"unknown: {', '.join(unknown)}" if unknown else "found none"))
+        raise GAError(f"--evaluate: {folder} must hold class folders named like the model's classes {classes} "
+                      f"(or 0, 1, ... in that order); " + (f"unknown: {', '.join(unknown)}" if unknown else "found none"))
     paths, y = [], []
     for idx, c in enumerate(classes):
         if c in found:
-            got = image_files(os.path.join(folder, c))
+            got = image_files(os.path.join(folder, found[c]))
             paths += got
             y += [[float(idx)]] * len(got)
     return paths, np.asarray(y, np.float32).reshape(-1, 1)

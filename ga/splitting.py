@@ -46,7 +46,9 @@ from ga.images import (
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason")
+MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason", "target")
+# The study's own split layout (GAsplitDataIntoTrainValidandTest.py), read as one source.
+STUDY_FOLDERS = ("GAtrainBinary", "GAvalidBinary", "GAtestBinary")
 
 
 @dataclass
@@ -64,6 +66,12 @@ class FileInfo:
     thumb: object = None  # 16x16 grey thumbnail, to confirm a hash match
     group: str = ""
     split: str = ""
+    target: str = ""  # path under the split folder, when it is not `source` (renamed class folders)
+
+    @property
+    def placed(self):
+        """The path under `<dest>/<split>/` this file is placed at."""
+        return self.target or self.source
 
     @property
     def usable(self):
@@ -148,24 +156,38 @@ def _safe_name(rel):
         if _name_problem(rel) else rel
 
 
-def _list_class_folders(source, strict=True):
-    """[(rel, class)] for every regular file under each class folder, sorted.
+def class_name(folder, class_names=None):
+    """The class a folder holds: `class_names[i]` for a folder named `i` (the study's `0` and
+    `1`) when names are given, else the folder's own name."""
+    if class_names and folder.isdigit() and int(folder) < len(class_names):
+        return class_names[int(folder)]
+    return folder
+
+
+def _list_class_folders(source, strict=True, class_names=None):
+    """(classes, [(rel, class, target)]) for every regular file under each class folder,
+    sorted; `target` is where it goes below a split folder (its class's name, then the path
+    below the class folder).
 
     With `strict`, a source without class folders or with an empty one is an error (a new
-    split); without it (completing a `move` split) emptied folders are expected.
+    split); without it (completing a `move` split) emptied folders are expected. The study's
+    layout (GAtrainBinary/0, GAvalidBinary/1, ...) is read as one pool of class folders.
     """
-    classes = subfolders(source)
-    if not classes and strict:
+    roots = [d for d in STUDY_FOLDERS if os.path.isdir(os.path.join(source, d))] or [""]
+    folders = [(root, d) for root in roots for d in subfolders(os.path.join(source, root))]
+    if not folders and strict:
         raise DataError(f"no class folders in {source} (expected one folder per class, e.g. cex/ and pg/, "
                         f"or images with a labels.csv)")
     items = []
-    for cls in classes:
-        base = os.path.join(source, cls)
-        found = [(os.path.relpath(p, source).replace(os.sep, "/"), cls) for p in walk_files(base)]
+    for root, folder in folders:
+        base = os.path.join(source, root, folder)
+        cls = class_name(folder, class_names)
+        found = [(os.path.relpath(p, source).replace(os.sep, "/"), cls,
+                  "/".join([cls, os.path.relpath(p, base).replace(os.sep, "/")])) for p in walk_files(base)]
         if not found and strict:
             raise DataError(f"class folder is empty: {base}")
         items.extend(found)
-    return classes, items
+    return sorted({c for _, c, _ in items}), items
 
 
 def read_labels_csv(source):
@@ -334,7 +356,7 @@ def _assign(groups, ratios, seed, order, stratum):
 
 def _write_manifest(path, files):
     atomic_write_csv(path, MANIFEST_FIELDS, ([_safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "",
-                                             f.height or "", f.status, f.reason] for f in files))
+                                             f.height or "", f.status, f.reason, _safe_name(f.placed)] for f in files))
 
 
 def read_manifest(path):
@@ -343,7 +365,8 @@ def read_manifest(path):
         rows = list(csv.DictReader(fh))
     return [
         FileInfo(source=r["source"], cls=r["class"], split=r["split"], group=r["group"], sha256=r["sha256"],
-                 width=int(r["width"] or 0), height=int(r["height"] or 0), status=r["status"], reason=r["reason"])
+                 width=int(r["width"] or 0), height=int(r["height"] or 0), status=r["status"], reason=r["reason"],
+                 target="" if r.get("target") in (None, r["source"]) else r["target"])
         for r in rows
     ]
 
@@ -381,7 +404,7 @@ def _clean_partials(dest):
 
 
 def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy", order="random",
-                  dry_run=False, overwrite=False, tolerance=4, progress=True, workers=None):
+                  dry_run=False, overwrite=False, tolerance=4, progress=True, workers=None, class_names=None):
     """Split `source` into `<dest>/{train,valid,test}/` and write `<dest>/manifest.csv`.
 
     Three steps: list and scan the source, plan the split (groups dealt to splits, in
@@ -400,6 +423,7 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
         tolerance: perceptual-hash bits under which two images count as copies.
         progress: tqdm bars.
         workers: scanning threads (default: CPU count).
+        class_names: names of class folders named 0, 1, ... (the study's layout), in order.
 
     Returns:
         SplitResult; exit_code 1 when some files were not usable.
@@ -407,13 +431,13 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
     ratios = [float(r) for r in ratios]
     _check_arguments(source, dest, ratios)
     params = {"source": os.path.realpath(source), "ratios": ratios, "seed": seed, "order": order,
-              "tolerance": tolerance}
+              "tolerance": tolerance, **({"class_names": list(class_names)} if class_names else {})}
     bar_off = None if progress else True
     previous = _previous_split(dest, params, overwrite)
     if previous is not None:
         return _complete_existing(source, dest, mode, dry_run, previous, bar_off)
 
-    listing = list_source(source)
+    listing = list_source(source, class_names)
     files = _scan(source, listing, workers, bar_off)
     result = plan_split(files, listing, ratios, seed, order, tolerance)
     _report(result, listing, dry_run)
@@ -428,7 +452,7 @@ class Listing:
 
     root: str
     classes: list
-    items: list  # (relative path, class or ';'-joined labels, or None when labels.csv lacks it)
+    items: list  # (relative path, class or ';'-joined labels (None: not in labels.csv), path in a split folder)
     missing: list = field(default_factory=list)  # labels.csv rows with no file
     labels: dict = None  # multi-label: {file name: (0/1, ...)}
 
@@ -467,14 +491,15 @@ def _multilabel_names(source):
                   and (os.path.isfile(os.path.join(source, f)) or os.path.islink(os.path.join(source, f))))
 
 
-def list_source(source):
-    """The Listing of a source: class folders, or images with a labels.csv."""
+def list_source(source, class_names=None, strict=True):
+    """The Listing of a source: class folders (or the study's GA{train,valid,test}Binary
+    layout), or images with a labels.csv."""
     if not os.path.isfile(os.path.join(source, "labels.csv")):
-        classes, items = _list_class_folders(source)
+        classes, items = _list_class_folders(source, strict, class_names)
         return Listing(source, classes, items)
     classes, labels = read_labels_csv(source)
     names = _multilabel_names(source)
-    items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None) for n in names]
+    items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None, n) for n in names]
     return Listing(source, classes, items, sorted(set(labels) - set(names)), labels)
 
 
@@ -483,11 +508,17 @@ def _scan(source, listing, workers, bar_off):
     from tqdm import tqdm
 
     with cf.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
-        futures = [pool.submit(_scan_one, source, rel, cls or "") for rel, cls in listing.items]
+        futures = [pool.submit(_scan_one, source, rel, cls or "") for rel, cls, _ in listing.items]
         files = [fu.result() for fu in tqdm(futures, desc="scan", unit="file", disable=bar_off, file=sys.stderr)]
-    for f, (_, cls) in zip(files, listing.items):
+    placed = {}
+    for f, (rel, cls, target) in zip(files, listing.items):
+        f.target = "" if target == rel else target
         if cls is None and f.usable:
             f.status, f.reason = "rejected", "not listed in labels.csv"
+        elif f.usable and f.placed in placed:  # the study's layout: one name in two of its folders
+            f.status, f.reason = "rejected", f"{placed[f.placed]} is placed at the same path {f.placed}"
+        elif f.usable:
+            placed[f.placed] = f.source
     for name in listing.missing:
         reason = "listed in labels.csv but no such file"
         if "/" in name or "\\" in name or name.startswith(".."):
@@ -553,7 +584,7 @@ def _copy_all(source, dest, files, mode, bar_off):
     todo = [f for f in files if f.usable]
     for f in tqdm(todo, desc=mode, unit="file", disable=bar_off, file=sys.stderr):
         src = os.path.join(source, *f.source.split("/"))
-        dst = os.path.join(dest, f.split, *f.source.split("/"))
+        dst = os.path.join(dest, f.split, *f.placed.split("/"))
         if os.path.isfile(dst):
             # Files only ever reach their final name complete (temporary name, then rename).
             if mode == "move" and os.path.exists(src) and sha256_file(dst) == f.sha256:
@@ -578,12 +609,12 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
         if params.get("multilabel"):
             present = {_safe_name(n) for n in _multilabel_names(source)}
         else:
-            present = {_safe_name(rel) for rel, _ in _list_class_folders(source, strict=False)[1]}
+            present = {_safe_name(rel) for rel, _, _ in _list_class_folders(source, False, params.get("class_names"))[1]}
         new = sorted(present - listed)
         if new:
             raise DataError(f"{len(new)} file(s) in {source} are not in the existing split at {dest} "
                             f"(e.g. {new[0]}); pass --overwrite to split again")
-    missing = [f for f in files if f.usable and not os.path.isfile(os.path.join(dest, f.split, *f.source.split("/")))]
+    missing = [f for f in files if f.usable and not os.path.isfile(os.path.join(dest, f.split, *f.placed.split("/")))]
     result = SplitResult(files=files, changed=bool(missing) or not params.get("complete"))
     for f in files:
         if f.usable:
@@ -606,7 +637,7 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
 def _remove_previous(dest, manifest_path):
     for f in read_manifest(manifest_path):
         if f.usable:
-            p = os.path.join(dest, f.split, *f.source.split("/"))
+            p = os.path.join(dest, f.split, *f.placed.split("/"))
             if os.path.isfile(p):
                 os.remove(p)
     for s in SPLITS:

@@ -362,6 +362,13 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     assert _report_block(ws / "eval/GAFinalTestResults.txt") == _report_block(os.path.join(run, "GAFinalTestResults.txt"))
     assert {"predictions.csv", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png"} <= set(os.listdir(ws / "eval"))
     assert f"accuracy {want['accuracy']:.4f}" in proc.stdout
+    # The study's folder names: 0 is the model's first class, 1 its second.
+    numbered = tmp_path / "numbered"
+    for i, c in enumerate(["cex", "pg"]):
+        shutil.copytree(ws / f"data/split/test/{c}", numbered / str(i))
+    ws.run("python inference.py", numbered, "--evaluate", "--model", run, "--out-dir", "eval01")
+    again = json.load(open(ws / "eval01/metrics.json"))
+    assert again["per_class"] == got["per_class"] and again["confusion_matrix"] == got["confusion_matrix"]
     # A class folder the model does not know: one line, exit 2.
     odd = tmp_path / "odd"
     shutil.copytree(ws / "data/split/test/cex", odd / "cex")

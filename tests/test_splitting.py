@@ -304,3 +304,29 @@ def test_labels_csv_rows_outside_the_source_are_rejected(tmp_path):
     listed = {f.source: f for f in read_manifest(str(tmp_path / "out" / "manifest.csv"))}
     assert listed["../outside.png"].status == "rejected" and "outside" in listed["../outside.png"].reason
     assert res.exit_code == 1
+
+
+def test_the_studys_own_layout_is_a_source(tmp_path, capsys):
+    """GA{train,valid,test}Binary/{0,1} (the study's moved split) is read as one pool, the
+    folders named by data.class_names, and split again leakage-aware."""
+    study = tmp_path / "study"
+    for part, counts in (("GAtrainBinary", (14, 2)), ("GAvalidBinary", (5, 1)), ("GAtestBinary", (1, 0))):
+        flat = make_tree(str(tmp_path / f"flat_{part}"), per_class={"0": counts[0]}, seed=len(part) + counts[0])
+        for i, name in enumerate(sorted(os.listdir(os.path.join(flat, "0")))):
+            _save(np.asarray(Image.open(os.path.join(flat, "0", name))), str(study / part / "0" / f"{part} c {i}.png"))
+    make_tree(str(study / "GAtrainBinary"), groups={"1": [5, 5, 5]}, seed=9)
+    dest = tmp_path / "split"
+    code = split_main(["--source", str(study), "--dest", str(dest), "--set", "data.class_names=[cex,pg]",
+                       "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    files = read_manifest(str(dest / "manifest.csv"))
+    assert len(files) == 20 + 15 and {f.cls for f in files} == {"cex", "pg"}
+    for f in files:
+        part, folder, name = f.source.split("/")
+        assert part in splitting.STUDY_FOLDERS and f.cls == ["cex", "pg"][int(folder)]
+        assert f.placed == f"{f.cls}/{name}" and os.path.isfile(dest / f.split / f.cls / name)
+    assert sorted(os.listdir(dest / "train")) == ["cex", "pg"]
+    # The rotated copies of one crop are together, wherever the study had put them.
+    assert len({(f.group, f.split) for f in files if f.cls == "pg"}) == 3
+    assert split_main(["--source", str(study), "--dest", str(dest), "--set", "data.class_names=[cex,pg]"]) == 0
+    assert "nothing to do" in capsys.readouterr().out

@@ -295,3 +295,15 @@ def test_test_loss_is_keras_binary_cross_entropy():
     assert abs(binary_cross_entropy(y, p) - want) < 1e-5
     m, _ = compute_metrics("binary", ["cex", "pg"], y, p, {"pg": 0.5})
     assert abs(m["loss"] - want) < 1e-5
+
+
+def test_class_folders_named_0_and_1_take_data_class_names(tmp_path):
+    split = make_separable_split(str(tmp_path / "split"), classes=("0", "1"),
+                                 counts={"train": (6, 4), "valid": (3, 3), "test": (3, 3)})
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs")),
+                      ["data.class_names=[cex,pg]"])
+    data = ga_data.build_datasets(cfg)
+    assert data.classes == ["cex", "pg"]
+    by_folder = {os.path.basename(os.path.dirname(p)): int(y[0]) for p, y in zip(data.train.paths, data.train.labels)}
+    assert by_folder == {"0": 0, "1": 1}
+    assert list(data.train.labels[:, 0]).count(0) == 6
