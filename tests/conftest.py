@@ -19,9 +19,19 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "long: minutes-long; runs only with pytest --long (keeps make test under 15 min)")
     if config.getoption("--long"):
         os.environ.setdefault("GA_FUZZ_EXAMPLES", "2000")
         os.environ.setdefault("GA_KILL_POINTS", "200")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--long"):
+        return
+    skip = pytest.mark.skip(reason="long: runs with pytest --long")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
 
 
 # Test set sizes differ per class so that a swapped class name shows in every report.

@@ -27,13 +27,13 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python inference.py folder/
       -> test_inference_flat_folder_newest_run
   $ python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none
-      -> test_resnet50_command
+      -> test_resnet50_command (--long)
   $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--print-format ga|study] [--cluster [K]] [--cluster-features pooled|map] [--cluster-space full|pca2]
       -> test_inference_keras_engine_json, test_inference_cluster, test_inference_model_files_given_directly, test_make_demo_chain, test_inference_study_print_format, test_cluster_the_study_way
   $ python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval
       -> test_evaluate_reproduces_the_runs_test_report, test_evaluate_multilabel
   $ python -m ga.georgia import GAweights_<ts>.h5 --out deliverables/<name>
-      -> test_import_the_studys_h5
+      -> test_import_the_studys_h5 (--long), test_study_weights_land_in_the_ga_model
   $ python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0
       -> test_graphene_chain
   $ python split_data.py --config configs/graphene_cnn4.yaml
@@ -57,17 +57,17 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ make bench
       -> test_make_bench_runs_bench_run_py
   $ .venv/bin/python bench/run.py --quick --json bench.json
-      -> test_bench.py::test_bench_quick_one_benchmark_writes_json
+      -> test_bench_only_command (with --quick and --json)
   $ .venv/bin/python bench/run.py --only eval inference
       -> test_bench_only_command
   $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency
-      -> test_bench.py::test_data_efficiency_script_runs_every_method
+      -> test_bench.py::test_data_efficiency_script_runs_every_method (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_de_nocolor --methods linear_eval fine_tune --pretrain-set contrastive.color_prob=0
-      -> test_bench.py::test_data_efficiency_script_runs_every_method
+      -> test_bench.py::test_data_efficiency_script_runs_every_method (--long), test_bench.py::test_data_efficiency_variants (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_de_seed7 --seed 7 --fractions 0.02 0.1 --backbone /tmp/ga_data_efficiency/runs/GS_<time>/GSbackbone.weights.h5
-      -> test_bench.py::test_data_efficiency_script_runs_every_method
+      -> test_bench.py::test_data_efficiency_variants (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency --plot-only --also /tmp/ga_de_nocolor/results.json
-      -> test_bench.py::test_data_efficiency_script_runs_every_method
+      -> test_bench.py::test_data_efficiency_script_runs_every_method (--long)
 
 Commands named in the README's prose are tested too: `python main.py --resume
 deliverables/<run>` after a SIGKILL (test_faults.py::test_sigkill_during_training_then_resume),
@@ -381,11 +381,9 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
 def test_inference_model_files_given_directly(demo, tmp_path):
     ws, run, _ = demo
     want = {r["path"]: float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
-    lone = tmp_path / "lone"
-    lone.mkdir()
-    shutil.copy(os.path.join(run, "GAweights.onnx"), lone / "m.onnx")  # labels from the ONNX metadata
+    # (an .onnx file alone, its labels read from its metadata: test_predict.py)
     for name, model in (("onnx", os.path.join(run, "GAweights.onnx")), ("keras", os.path.join(run, "GAmodel.keras")),
-                        ("h5", os.path.join(run, "GAweights.h5")), ("lone", str(lone / "m.onnx"))):
+                        ("h5", os.path.join(run, "GAweights.h5"))):
         ws.run("python inference.py data/split/test --recursive", "--model", model, "--output", f"{name}.csv")
         got = {r["path"]: float(r["p_pg"]) for r in _rows(ws / f"{name}.csv")}
         assert got.keys() == want.keys()
@@ -434,6 +432,7 @@ def test_study_config_offline_is_one_line(demo, tmp_path):
     assert ws.runs() == []
 
 
+@pytest.mark.long
 def test_resnet50_command(demo, tmp_path):
     ws = Workspace(tmp_path / "r50")
     ws.link("data/split", str(demo[0] / "data/split"))
@@ -478,6 +477,28 @@ def _study_model_h5(path):
     return model
 
 
+def test_study_weights_land_in_the_ga_model(tmp_path):
+    """The import's weight mapping (ResNet layers by name, head layers in order, caffe
+    preprocessing moved inside) reproduces the study's preprocess_input + predict."""
+    from tf_keras.applications.resnet50 import preprocess_input
+
+    import ga
+    from ga.georgia import copy_study_weights, read_h5_weights, study_config
+    from ga.model import batch_predictor, build_model
+
+    ga.register()
+    h5 = str(tmp_path / "GAweights.h5")
+    study = _study_model_h5(h5)
+    batch = np.random.default_rng(1).uniform(0, 255, (4, 224, 224, 3)).astype(np.float32)
+    want = study.predict(preprocess_input(batch.copy()), verbose=0)[:, 0]
+    assert want.std() > 1e-3
+    model = build_model(study_config(224), 1)
+    names, weights = read_h5_weights(h5)
+    copy_study_weights(model, names, weights, h5)
+    assert np.abs(batch_predictor(model)(batch)[:, 0] - want).max() <= 1e-4
+
+
+@pytest.mark.long
 def test_import_the_studys_h5(demo, tmp_path):
     """The study's GAweights_<timestamp>.h5 becomes a ga run folder that predicts what the
     study's pipeline (preprocess_input + predict) predicts, through both engines."""
@@ -635,9 +656,13 @@ def test_bench_only_command(tmp_path):
     out = tmp_path / "b.json"
     ws.run(".venv/bin/python bench/run.py --only eval inference", "--quick", "--json", out, "--workdir",
            tmp_path / "work", "--set", "model.backbone=cnn4")
-    results = json.load(open(out))["results"]
-    assert set(results) == {"eval", "inference"}
-    assert all(r["ours"] > 0 and r["reference"] > 0 for r in results.values())
+    doc = json.load(open(out))
+    assert set(doc) >= {"machine", "versions", "results"} and doc["quick"] is True
+    assert set(doc["results"]) == {"eval", "inference"}
+    for r in doc["results"].values():
+        assert set(r) >= {"ours", "reference", "unit", "ratio"} and r["ours"] > 0 and r["reference"] > 0
+        higher = r["unit"] != "s"
+        assert abs(r["ratio"] - (r["ours"] / r["reference"] if higher else r["reference"] / r["ours"])) < 1e-2
 
 
 def test_make_test_is_what_ci_runs():
@@ -685,7 +710,7 @@ def listed_commands():
             current = line[4:].strip()
             listed[current] = []
         elif line.strip().startswith("-> ") and current:
-            listed[current] += [t.strip() for t in line.strip()[3:].split(",")]
+            listed[current] += [t.split(" (")[0].strip() for t in line.strip()[3:].split(",")]
     return listed
 
 
