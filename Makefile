@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Test files run in parallel, one worker per core (module-scoped fixtures stay in one worker).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 # The whole chain on the embedded synthetic data: generate, split, train, label the test split.
 demo: $(STAMP)

@@ -526,6 +526,16 @@ def test_import_the_studys_h5(demo, tmp_path):
         ws.run("python inference.py", folder, "--model", run, "--engine", engine, "--output", f"study_{engine}.csv")
         got = {r["path"]: float(r["p_pg"]) for r in _rows(ws / f"study_{engine}.csv")}
         assert np.abs(np.array([got[f] for f in files]) - want).max() <= 1e-4, engine
+    # The imported run works with the rest of inference.py: clustering, evaluation.
+    ws.run("python inference.py", folder, "--model", run, "--cluster", "2", "--cluster-features", "map",
+           "--cluster-space", "pca2", "--out-dir", "study_clusters")
+    assert len(_rows(ws / "study_clusters/clusters.csv")) == 4
+    labelled = tmp_path / "labelled"
+    for i, f in enumerate(files):
+        os.makedirs(labelled / ["cex", "pg"][i % 2], exist_ok=True)
+        shutil.copy(f, labelled / ["cex", "pg"][i % 2])
+    ws.run("python inference.py", labelled, "--evaluate", "--model", run, "--out-dir", "study_eval")
+    assert json.load(open(ws / "study_eval/metrics.json"))["test_images"] == 4
     again = ws.run("python -m ga.georgia import", h5, "--out", "deliverables/GA_study_import", expect=2)
     assert "not empty" in _one_line_error(again)[0]
 
@@ -669,7 +679,7 @@ def test_make_test_is_what_ci_runs():
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
     assert re.search(r"^make test$", ci, re.M)
     recipe = _makefile_recipe("test")
-    assert recipe == ["python -m pytest -q"]
+    assert recipe == ["python -m pytest -q -n auto --dist loadfile"]
     # The venv is made and the package with its test extras installed before the suite.
     stamp = _makefile_recipe("$(STAMP)")
     assert any("-m venv" in l for l in stamp) and any('pip install' in l and '".[test]"' in l for l in stamp)
