@@ -252,9 +252,8 @@ def _inference(args):
     pred = predict_files(model, files, args.batch_size, args.max_pixels, args.threshold,
                          progress=None if not args.no_progress else False,
                          features=args.cluster_features if args.cluster is not None else False)
-    lines, errors = result_lines(pred, args.print_format)
-    for line in errors:
-        print(f"error: {line}", file=sys.stderr)
+    lines = result_lines(pred, args.print_format)
+    _print_errors(pred)
     if lines:
         print("\n".join(lines))
     if args.output:
@@ -277,11 +276,16 @@ def _evaluation(args):
     m, pred = evaluate_folder(model, args.inputs[0], out_dir, run_prefix(model.source), args.threshold,
                               batch_size=args.batch_size, max_pixels=args.max_pixels,
                               progress=None if not args.no_progress else False)
-    for r in pred.errors:
-        print(f"error: {r.path}: {r.error}", file=sys.stderr)
+    _print_errors(pred)
     print(f"{m['test_images']} images: accuracy {m['accuracy']:.4f}; "
           + ", ".join(f"F1 {c} {v['f1']:.4f}" for c, v in m["per_class"].items()) + f"; reports in {out_dir}")
     return 1 if pred.errors else 0
+
+
+def _print_errors(pred):
+    """One line on stderr per file that could not be used."""
+    for r in pred.errors:
+        print(f"error: {r.path}: {r.error}", file=sys.stderr)
 
 
 def _scan(args, model, files):

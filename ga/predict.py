@@ -495,20 +495,17 @@ PRINT_FORMATS = ("ga", "study")
 
 
 def result_lines(pred, fmt="ga"):
-    """One line per labelled image, and `<path>: <reason>` for each skipped file.
+    """One line per labelled image (skipped files have none; see `Prediction.errors`).
 
     Formats: "ga": `File <name> prediction <class> confidence <p>`, p being the probability
     of the predicted class (multi-label: each class that fires, with its probability);
     "study": the Georgia study's own line, `File <name> prediction: <CLASS> with confidence
     <P>%`, P being the positive class's probability in percent (binary models only).
 
-    Returns:
-        (lines, errors).
     """
-    lines, errors = [], []
+    lines = []
     for r in pred.results:
         if r.error:
-            errors.append(f"{r.path}: {r.error}")
             continue
         names, conf = decide(pred.labels, pred.thresholds, r.probs)
         name = os.path.basename(r.path)
@@ -520,7 +517,7 @@ def result_lines(pred, fmt="ga"):
             probs = dict(zip(pred.labels["classes"], r.probs))
             shown = ", ".join(f"{c} {probs[c]:.4f}" for c in names) or "none"
             lines.append(f"File {name} prediction {shown}")
-    return lines, errors
+    return lines
 
 
 def cluster(pred, k, out_dir, space="full"):

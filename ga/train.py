@@ -310,7 +310,8 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy):
     for stage in plan:
         if stage.number == 1 and os.path.isfile(_stage1_doc(run_dir)):
             built.model.load_weights(os.path.join(run_dir, "stage1.weights.h5"))  # resumed after it finished
-            first, seconds = _read_json(_stage1_doc(run_dir))["epochs"], _read_json(_stage1_doc(run_dir)).get("seconds", 0.0)
+            done = _read_json(_stage1_doc(run_dir))
+            first, seconds = done["epochs"], done.get("seconds", 0.0)
             continue
         if stage.unfreeze:
             _unfreeze(cfg, built, classes, strategy, stage, first)
@@ -323,7 +324,7 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy):
     info = _fit_summary(cfg, result, run_dir, data)
     if len(plan) > 1:
         info["fit_seconds"] = round(seconds, 2)
-        info["linear_stage_epochs"] = _read_json(_stage1_doc(run_dir))["epochs"] if not result.watch.nan.seen else None
+        info["linear_stage_epochs"] = None if result.watch.nan.seen else first  # first epoch of stage 2
     if result.watch.nan.seen:
         raise TrainingError(
             f"training stopped at epoch {(result.watch.clock.last_epoch or 0) + 1}: the loss became NaN "
