@@ -15,7 +15,7 @@ import numpy as np
 from ga.figures import pyplot, save_figure
 from ga.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from ga.model import batch_predictor
-from ga.runs import LABELS, read_history, read_labels
+from ga.runs import EXCLUSIVE, LABELS, read_history, read_labels
 from ga.runs import decisions as class_decisions
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,15 @@ def predict_split(model, split):
 
 
 def decisions(y_prob, task, classes, thresholds):
-    """Predicted labels: binary -> class index (n,), multilabel -> 0/1 matrix (n, k)."""
+    """Predicted labels: binary and multiclass -> class index (n,), multilabel -> 0/1 matrix (n, k)."""
     on = class_decisions(y_prob, task, classes, thresholds)
-    return on[:, 1].astype(int) if task == "binary" else on.astype(int)
+    return on.argmax(axis=1).astype(int) if task in EXCLUSIVE else on.astype(int)
+
+
+def true_index(y_true, task):
+    """Class indices (n,) of exclusive labels: binary (n, 1) index, multiclass (n, k) one-hot."""
+    y = np.asarray(y_true)
+    return y.argmax(axis=1).astype(int) if task == "multiclass" else y[:, 0].astype(int)
 
 
 def _thresholds(cfg, classes, run_dir=None):
@@ -45,6 +51,8 @@ def _thresholds(cfg, classes, run_dir=None):
         return read_labels(run_dir)["thresholds"]
     if cfg.model.task == "binary":
         return {classes[1]: cfg.model.threshold}
+    if cfg.model.task == "multiclass":
+        return {}
     return {c: cfg.model.threshold for c in classes}
 
 
@@ -58,6 +66,17 @@ def binary_cross_entropy(y_true, y_prob, eps=1e-7):
     return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
 
 
+def cross_entropy(task, y_true, y_prob, eps=1e-7):
+    """The training loss of a task on a split (categorical for multiclass), as Keras computes it."""
+    if task != "multiclass":
+        return binary_cross_entropy(y_true, y_prob, eps)
+    if len(y_true) == 0:
+        return None
+    p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(np.mean(-(np.asarray(y_true, np.float64) * np.log(p)).sum(axis=1)))
+
+
 def compute_metrics(task, classes, y_true, y_prob, thresholds):
     """The metrics.json numbers (per-class precision/recall/F1/support, accuracy, AUC,
     confusion matrix) and the classification report text."""
@@ -65,16 +84,19 @@ def compute_metrics(task, classes, y_true, y_prob, thresholds):
 
     y_pred = decisions(y_prob, task, classes, thresholds)
     out = {"task": task, "classes": list(classes), "thresholds": thresholds, "test_images": int(len(y_true)),
-           "loss": binary_cross_entropy(y_true, y_prob)}
-    if task == "binary":
-        t = y_true[:, 0].astype(int)
+           "loss": cross_entropy(task, y_true, y_prob)}
+    if task in EXCLUSIVE:
+        t = true_index(y_true, task)
         labels = list(range(len(classes)))
         rep = skm.classification_report(t, y_pred, labels=labels, target_names=classes, digits=4,
                                         zero_division=0, output_dict=True)
         text = skm.classification_report(t, y_pred, labels=labels, target_names=classes, digits=4, zero_division=0)
-        out["positive_class"] = classes[1]
+        out["positive_class"] = classes[1] if task == "binary" else None
         out["accuracy"] = float(skm.accuracy_score(t, y_pred))
-        out["roc_auc"] = float(skm.roc_auc_score(t, y_prob[:, 0])) if len(set(t)) == 2 else None
+        if task == "binary":
+            out["roc_auc"] = float(skm.roc_auc_score(t, y_prob[:, 0])) if len(set(t)) == 2 else None
+        else:
+            out.update(one_vs_rest_auc(classes, t, y_prob))
         out["confusion_matrix"] = skm.confusion_matrix(t, y_pred, labels=labels).tolist()
     else:
         t = y_true.astype(int)
@@ -95,6 +117,19 @@ def compute_metrics(task, classes, y_true, y_prob, thresholds):
     return out, text
 
 
+def one_vs_rest_auc(classes, t, y_prob):
+    """Multiclass ROC AUC: each class against the rest, their mean (macro) and the AUC of
+    all (class, image) pairs pooled (micro); a class absent from `t` has None."""
+    from sklearn import metrics as skm
+
+    onehot = np.eye(len(classes), dtype=int)[t]
+    per = {c: (float(skm.roc_auc_score(onehot[:, i], y_prob[:, i])) if 0 < onehot[:, i].sum() < len(t) else None)
+           for i, c in enumerate(classes)}
+    defined = [v for v in per.values() if v is not None]
+    micro = float(skm.roc_auc_score(onehot.ravel(), np.asarray(y_prob).ravel())) if defined else None
+    return {"roc_auc": per, "roc_auc_macro": float(np.mean(defined)) if defined else None, "roc_auc_micro": micro}
+
+
 def _results_text(title, m, report_text):
     classes = m["classes"]
     lines = [title,
@@ -103,14 +138,16 @@ def _results_text(title, m, report_text):
     if m["task"] == "binary":
         pos = m["positive_class"]
         lines.append(f"positive class: {pos}; decision: p({pos}) > {m['thresholds'][pos]}")
+    elif m["task"] == "multiclass":
+        lines.append("decision: the most probable class (softmax)")
     else:
         lines.append("decision thresholds: " + ", ".join(f"{c} {v}" for c, v in m["thresholds"].items()))
     lines += ["", report_text.rstrip(), "", f"accuracy: {m['accuracy']:.4f}"]
     if m.get("loss") is not None:
-        lines.append(f"test loss (binary cross-entropy): {m['loss']:.4f}")
-    if m["task"] == "binary":
-        auc = m["roc_auc"]
-        lines.append(f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)"))
+        kind = "categorical" if m["task"] == "multiclass" else "binary"
+        lines.append(f"test loss ({kind} cross-entropy): {m['loss']:.4f}")
+    if m["task"] in EXCLUSIVE:
+        lines += _auc_lines(m)
         w = max(len(c) for c in classes) + 6
         lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
                   " " * w + "".join(f"{'pred ' + c:>{w}}" for c in classes)]
@@ -127,6 +164,18 @@ def _results_text(title, m, report_text):
     return "\n".join(lines) + "\n"
 
 
+def _fmt(v):
+    return f"{v:.4f}" if v is not None else "undefined"
+
+
+def _auc_lines(m):
+    if m["task"] == "binary":
+        auc = m["roc_auc"]
+        return [f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)")]
+    return ([f"ROC AUC ({c} vs rest): {_fmt(v)}" for c, v in m["roc_auc"].items()]
+            + [f"ROC AUC macro {_fmt(m['roc_auc_macro'])}, micro {_fmt(m['roc_auc_micro'])}"])
+
+
 def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
     """Per-image test predictions: path, true and predicted class names, p_<class>."""
     if len(paths) != len(y_true):
@@ -134,6 +183,11 @@ def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
                     "predictions.csv leaves the path column empty", len(y_true), len(paths))
         paths = [""] * len(y_true)
     pred = decisions(y_prob, task, classes, thresholds)
+    if task == "multiclass":
+        atomic_write_csv(path, ["path", "true", "predicted", *(f"p_{c}" for c in classes)],
+                         ([p, classes[int(t)], classes[int(d)], *(f"{x:.6f}" for x in pr)]
+                          for p, t, d, pr in zip(paths, true_index(y_true, task), pred, y_prob)))
+        return
     if task == "binary":
         atomic_write_csv(path, ["path", "true", "predicted", f"p_{classes[1]}"],
                          ([p, classes[int(t)], classes[int(d)], f"{pr:.6f}"]
@@ -303,10 +357,11 @@ def plot_confusion(m, out):
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = pyplot()
-    if m["task"] == "binary":
+    if m["task"] in EXCLUSIVE:
         cm = np.array(m["confusion_matrix"])
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        side = max(4.2, 1.1 * len(cm) + 1.5)
+        fig, axes = plt.subplots(1, 2, figsize=(2.4 * side, side))
         ConfusionMatrixDisplay(cm, display_labels=m["classes"]).plot(ax=axes[0], colorbar=False, values_format="d")
         ConfusionMatrixDisplay(norm, display_labels=m["classes"]).plot(ax=axes[1], colorbar=False, values_format=".3f")
         axes[0].set_title("Test confusion matrix (counts)")
@@ -322,8 +377,8 @@ def plot_confusion(m, out):
 
 
 def plot_roc_pr(task, classes, y_true, y_prob, out):
-    """ROC curve with AUC for the positive class (each class for multi-label), and a
-    precision-recall curve beside it."""
+    """ROC curve with AUC for the positive class (each class for multi-label; each class
+    against the rest for multiclass), and a precision-recall curve beside it."""
     from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
 
     plt = pyplot()
@@ -341,7 +396,7 @@ def plot_roc_pr(task, classes, y_true, y_prob, out):
         for ax in (ax_roc, ax_pr):
             ax.text(0.5, 0.5, "undefined: the test split holds one class only", ha="center", va="center")
     ax_roc.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax_roc.set(title="ROC (test)", xlabel="false positive rate", ylabel="true positive rate")
+    ax_roc.set(title="ROC (test, one class vs the rest)" if task == "multiclass" else "ROC (test)", xlabel="false positive rate", ylabel="true positive rate")
     ax_pr.set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
     save_figure(fig, out)
 
@@ -358,6 +413,8 @@ def write_model_card(run_dir, cfg, data, metrics):
         ("Classify in-situ microscope crops of a crystallization as " + " or ".join(classes)
          + f" (positive class: {classes[1]}), for process monitoring. Input: an image crop, RGB or grey, any size "
            "(resized to the model's input)." if cfg.model.task == "binary" else
+         "Classify microscope crops as one of " + ", ".join(classes) + " (exclusive classes; the most probable "
+         "is named)." if cfg.model.task == "multiclass" else
          "Flag microscope crops that hold flakes of each class (" + ", ".join(classes) + "); labels are not exclusive."),
         "Not for: images from other instruments, magnifications or materials without re-validation.",
         "",
@@ -370,12 +427,18 @@ def write_model_card(run_dir, cfg, data, metrics):
         "## Data",
         f"- training {data.train.size}, validation {data.valid.size}, test {data.test.size} images from `{cfg.data.split_root}`",
         f"- skipped unreadable images: {len(data.skipped())}",
+        *(f"- {split} images per class: " + ", ".join(f"{c} {n}" for c, n in per.items())
+          for split, per in data.class_counts().items()),
+        *(["- class weights (training.class_weight): " + ", ".join(f"{c} {w:.4g}" for c, w in t["class_weight"].items())]
+          if t.get("class_weight") else []),
         "",
         "## Test metrics",
         f"- accuracy {metrics['accuracy']:.4f}",
     ]
     if cfg.model.task == "binary" and metrics.get("roc_auc") is not None:
         lines.append(f"- ROC AUC ({classes[1]}) {metrics['roc_auc']:.4f}")
+    if cfg.model.task == "multiclass":
+        lines.append(f"- ROC AUC one-vs-rest: macro {_fmt(metrics['roc_auc_macro'])}, micro {_fmt(metrics['roc_auc_micro'])}")
     if "harmonic_mean_f1" in metrics:
         lines.append(f"- harmonic mean of per-class F1 {metrics['harmonic_mean_f1']:.4f}")
     for c, v in metrics["per_class"].items():

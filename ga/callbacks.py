@@ -78,37 +78,108 @@ class ClassF1Stop(keras.callbacks.Callback):
 
 
 class DeliveringEarlyStopping(keras.callbacks.EarlyStopping):
-    """keras.callbacks.EarlyStopping that ends training with the weights `deliver` names.
+    """keras.callbacks.EarlyStopping that ends training with the weights `deliver` names,
+    the best epoch's read from its file on disk (`BestWeights`), so they survive `--resume`.
 
     Keras 3 restores the best epoch's weights at the end of training whatever stopped it;
     tf.keras 2.10, which the study used, restored them only when EarlyStopping itself
     stopped the run. deliver="stop_epoch" does the latter (the per-class F1 rule's stop epoch
     keeps its own weights), "best" the former, "last" never restores. `delivered` is then
     (epoch index, why).
+
+    A resumed stage starts from the best recorded in `best_path` (epoch and value, when that
+    epoch belongs to this stage and ran before `resumed_at`), so patience and the delivered
+    weights count the epochs before the interruption.
     """
 
-    def __init__(self, deliver="stop_epoch", f1_stop=None, **kwargs):
-        super().__init__(restore_best_weights=deliver != "last", **kwargs)
+    def __init__(self, deliver="stop_epoch", f1_stop=None, target=None, best_path=None, first_epoch=0,
+                 resumed_at=0, **kwargs):
+        super().__init__(restore_best_weights=False, **kwargs)
         self.deliver = deliver
         self.f1_stop = f1_stop
+        self.target = target
+        self.best_path = best_path
+        self.first_epoch = first_epoch
+        self.resumed_at = resumed_at
         self.last_epoch = None
         self.delivered = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        recorded = read_best(self.best_path) if self.best_path else None
+        if recorded and self.first_epoch <= recorded[0] < self.resumed_at:
+            self.best_epoch, self.best = recorded
+            self.wait = self.resumed_at - 1 - recorded[0]
+            log.info("best %s so far: %.6g at epoch %d (%s)", self.monitor, self.best, self.best_epoch + 1,
+                     os.path.basename(self.best_path))
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         self.last_epoch = epoch
 
+    @property
+    def has_best(self):
+        return self.best is not None
+
     def on_train_end(self, logs=None):
         f1_stopped = self.f1_stop is not None and self.f1_stop.stopped_epoch is not None
-        restore = self.best_weights is not None and (
-            self.deliver == "best" or (self.deliver == "stop_epoch" and self.stopped_epoch > 0 and not f1_stopped))
-        if restore:
-            self.model.set_weights(self.best_weights)
-            self.delivered = (self.best_epoch, f"best {self.monitor}")
+        restore = self.has_best and self.deliver != "last" and (
+            self.deliver == "best" or (self.stopped_epoch > 0 and not f1_stopped))
+        recorded = read_best(self.best_path) if restore and self.best_path else None
+        if restore and recorded and recorded[0] == self.best_epoch:
+            if self.best_epoch != self.last_epoch:
+                (self.target or self.model).load_weights(self.best_path)
+            self.delivered = (self.best_epoch, f"best {self.monitor}, {os.path.basename(self.best_path)}")
+        elif restore:
+            log.warning("the best epoch's weights (epoch %d) are not on disk; delivering the last epoch's",
+                        self.best_epoch + 1)
+            self.delivered = (self.last_epoch, "last epoch; the best epoch's weights were not on disk")
         elif f1_stopped and self.deliver == "stop_epoch":
             self.delivered = (self.last_epoch, "the per-class F1 rule stopped here")
         else:
             self.delivered = (self.last_epoch, "last epoch")
+
+
+BEST_WEIGHTS = "best.weights.h5"
+
+
+def read_best(path):
+    """(epoch index, monitored value) recorded in a best-weights file, or None."""
+    import h5py
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        with h5py.File(path, "r") as fh:
+            return int(fh.attrs["ga_epoch"]), float(fh.attrs["ga_value"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Writes the model's weights to `path` whenever `early` records a better monitored
+    value, atomically, with the epoch and value as file attributes. It runs after the
+    backup, so the file never holds an epoch that `--resume` would run again."""
+
+    def __init__(self, early, target, path):
+        super().__init__()
+        self.early = early
+        self.target = target
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        import h5py
+
+        from ga.files import atomic_path
+
+        if self.early.best_epoch != epoch or self.early.best is None:
+            return
+        with atomic_path(self.path) as tmp:
+            (self.target or self.model).save_weights(tmp)
+            with h5py.File(tmp, "a") as fh:
+                fh.attrs["ga_epoch"] = int(epoch)
+                fh.attrs["ga_value"] = float(self.early.best)
+                fh.attrs["ga_monitor"] = self.early.monitor
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -216,21 +287,27 @@ class Watchers:
     nan: NaNWatch
 
 
-def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports=None):
+def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports=None, target=None,
+                    first_epoch=0, resumed_at=0):
     """The callback list for `fit`, in the order their hooks must run.
 
     Args:
         backup: the checkpoint folder inside the run folder (one per training stage).
         stage: tag history rows with this stage number (two-stage schedules).
         supports: validation images per class, for the weighted average of the epoch table.
+        target: the model whose weights are delivered (default: the one `fit` trains); its
+            best epoch's weights go to <run>/best.weights.h5.
+        first_epoch: the stage's first epoch; resumed_at: the epoch a resumed stage restarts at.
 
     Returns:
         (callbacks, Watchers: the ones the trainer reads afterwards).
     """
     es = cfg.training.early_stopping
     f1_stop = ClassF1Stop(classes, es.f1_threshold, es.f1_patience, supports)
-    early = DeliveringEarlyStopping(es.deliver if es.restore_best_weights else "last", f1_stop, monitor=es.monitor,
-                                    patience=es.patience, min_delta=es.min_delta, verbose=0)
+    best_path = os.path.join(run_dir, BEST_WEIGHTS)
+    early = DeliveringEarlyStopping(es.deliver if es.restore_best_weights else "last", f1_stop, target, best_path,
+                                    first_epoch, resumed_at, monitor=es.monitor, patience=es.patience,
+                                    min_delta=es.min_delta, verbose=0)
     watch = Watchers(f1_stop, early, RunClock(), NaNWatch())
     history_path = os.path.join(run_dir, "history.csv")
     # BackupAndRestore comes last, so an epoch's history row is written before the epoch
@@ -244,5 +321,6 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports
         *([StageTag(stage)] if stage else []),
         keras.callbacks.CSVLogger(history_path, append=True),
         SafeBackupAndRestore(os.path.join(run_dir, backup)),
+        BestWeights(early, target, best_path),
     ]
     return callbacks, watch

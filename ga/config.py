@@ -13,7 +13,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 import yaml
 
@@ -67,6 +67,7 @@ class DataConfig:
     any_class: bool = False  # multilabel: add an "any" output that is 1 when any class is
     fraction: float = 1.0  # train on a seeded subset of the training split (0-1]
     balance: bool = False  # multilabel: sample images with and without labels equally
+    imbalance_warning: float = 3.0  # warn when the largest training class outnumbers the smallest by more
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def dirs(self):
@@ -85,6 +86,8 @@ class DataConfig:
         _range(f"{key}.shuffle_buffer", self.shuffle_buffer, 1, 1 << 24)
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"{key}.fraction must be in (0, 1], got {self.fraction}")
+        if not self.imbalance_warning >= 1:
+            raise ConfigError(f"{key}.imbalance_warning must be >= 1, got {self.imbalance_warning}")
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ConfigError(f"{key}.classes has repeated names: {self.classes}")
         self.augment.validate(f"{key}.augment")
@@ -138,9 +141,10 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
-    # binary: one sigmoid unit; multilabel: one per class; contrastive: SimCLR pretraining
-    # on an unlabelled folder (see the `contrastive` section)
-    task: Literal["binary", "multilabel", "contrastive"] = "binary"
+    # binary: one sigmoid unit (two class folders); multiclass: one softmax unit per class
+    # folder (two or more, exclusive); multilabel: one sigmoid unit per labels.csv column;
+    # contrastive: SimCLR pretraining on an unlabelled folder (see the `contrastive` section)
+    task: Literal["binary", "multiclass", "multilabel", "contrastive"] = "binary"
     backbone: Literal["resnet50", "resnet101", "resnet152", "cnn4"] = "resnet101"
     weights: str = "imagenet"  # "imagenet" (Keras download/cache), "none", or a path to a weights file
     # backbone weights saved by a contrastive run (<prefix>backbone.weights.h5); replaces `weights`
@@ -215,10 +219,20 @@ class TrainingConfig:
     # `epochs`, then every layer for fine_tune.epochs at fine_tune.learning_rate
     schedule: Literal["standard", "linear_eval", "fine_tune"] = "standard"
     fine_tune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    # Loss weight per class (binary, multiclass): none; balanced = n_images / (n_classes *
+    # n_images of the class), from the training split; or a mapping {class name: weight}
+    class_weight: Union[str, dict[str, float]] = "none"
+    label_smoothing: float = 0.0  # cross-entropy label smoothing (binary, multiclass)
 
     def validate(self, key):
         if not self.learning_rate > 0:
             raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
+        if isinstance(self.class_weight, str) and self.class_weight not in ("none", "balanced"):
+            raise ConfigError(f"{key}.class_weight must be none, balanced or a mapping {{class: weight}}, "
+                              f"got {self.class_weight!r}")
+        if isinstance(self.class_weight, dict) and any(not w > 0 for w in self.class_weight.values()):
+            raise ConfigError(f"{key}.class_weight weights must be > 0, got {self.class_weight}")
+        _range(f"{key}.label_smoothing", self.label_smoothing, 0, 0.5)
         _range(f"{key}.momentum", self.momentum, 0, 1)
         _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
         _range(f"{key}.epochs", self.epochs, 1, 1 << 20)
@@ -287,10 +301,14 @@ class Config:
         """Check every section and the rules that cross sections. Raises ConfigError."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
-        if self.model.task == "binary" and self.data.any_class:
+        if self.model.task in ("binary", "multiclass") and self.data.any_class:
             raise ConfigError("data.any_class applies to model.task: multilabel only")
-        if self.model.task == "binary" and self.data.balance:
-            raise ConfigError("data.balance applies to model.task: multilabel only")
+        if self.model.task in ("binary", "multiclass") and self.data.balance:
+            raise ConfigError("data.balance applies to model.task: multilabel only (binary and multiclass: "
+                              "training.class_weight)")
+        if self.model.task not in ("binary", "multiclass") and self.training.class_weight != "none":
+            raise ConfigError(f"training.class_weight applies to model.task binary and multiclass, not "
+                              f"{self.model.task}" + (" (use data.balance)" if self.model.task == "multilabel" else ""))
         if self.model.task == "contrastive":
             if self.training.schedule != "standard":
                 raise ConfigError("training.schedule applies to classifiers; model.task: contrastive trains the "
@@ -478,7 +496,10 @@ def _coerce(value, tp, key):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        mapping = [a for a in inner if typing.get_origin(a) is dict]
+        if mapping and isinstance(value, dict):
+            return _coerce(value, mapping[0], key)
+        return _coerce(value, [a for a in inner if a not in mapping][0], key)
     if origin is Literal:
         if isinstance(value, bool) and all(isinstance(a, str) for a in args):
             value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool
@@ -488,6 +509,10 @@ def _coerce(value, tp, key):
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise ConfigError(f"{key} must be one of {choices}; got {value!r}{hint}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {_describe(value)}")
+        return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {_describe(value)}")

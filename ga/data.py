@@ -31,6 +31,7 @@ from ga.images import (
     subfolders,
 )
 from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
+from ga.runs import EXCLUSIVE
 from ga.splitting import class_name, read_labels_csv
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,15 @@ def class_folders(split_dir, class_names=None):
     return {class_name(d, class_names): os.path.join(split_dir, d) for d in subfolders(split_dir)}
 
 
-def binary_classes(split_dir, class_names=None):
-    """Class names of a split folder: its subfolders' (named) classes, sorted."""
+def folder_classes(split_dir, class_names=None, task="binary"):
+    """Class names of a split folder: its subfolders' (named) classes, sorted. The binary
+    task takes exactly two, multiclass two or more."""
     classes = sorted(class_folders(split_dir, class_names))
     if len(classes) < 2:
-        raise DataError(f"{split_dir} needs at least two class folders for a binary task, found {classes}")
-    if len(classes) > 2:
-        raise DataError(f"{split_dir} has {len(classes)} class folders {classes}; the binary task takes two")
+        raise DataError(f"{split_dir} needs at least two class folders for a {task} task, found {classes}")
+    if len(classes) > 2 and task == "binary":
+        raise DataError(f"{split_dir} has {len(classes)} class folders {classes}; the binary task takes two "
+                        f"(set model.task: multiclass for more)")
     return classes
 
 
@@ -70,8 +73,11 @@ def list_split(split_dir, classes, task, any_class=False, class_names=None):
     Returns:
         (paths list[str], labels float32 array of shape (n, outputs)).
     """
-    if task == "binary":
-        return _list_class_folders(split_dir, classes, class_names)
+    if task in EXCLUSIVE:
+        paths, index = _list_class_folders(split_dir, classes, class_names)
+        if task == "multiclass":
+            return paths, np.eye(len(classes), dtype=np.float32)[index.astype(int)]
+        return paths, index.reshape(-1, 1)
     path = os.path.join(split_dir, "labels.csv")
     base = [c for c in classes if not (any_class and c == "any")]
     header, table = read_labels_csv(split_dir)
@@ -90,6 +96,7 @@ def list_split(split_dir, classes, task, any_class=False, class_names=None):
 
 
 def _list_class_folders(split_dir, classes, class_names=None):
+    """(paths, class index float32 (n,))."""
     paths, labels = [], []
     folders = class_folders(split_dir, class_names)
     for idx, cls in enumerate(classes):
@@ -98,8 +105,8 @@ def _list_class_folders(split_dir, classes, class_names=None):
             raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
         found = image_files(folder)
         paths.extend(found)
-        labels.extend([[float(idx)]] * len(found))
-    return paths, np.asarray(labels, np.float32).reshape(-1, 1)
+        labels.extend([float(idx)] * len(found))
+    return paths, np.asarray(labels, np.float32)
 
 
 def prescan(paths):
@@ -192,12 +199,25 @@ class Datasets:
     def skipped(self):
         return [p for s in (self.train, self.valid, self.test) if s is not None for p in s.skipped]
 
+    def class_counts(self):
+        """{split: {class: images}} of the splits built (multi-label: positives per class)."""
+        return {name: class_counts(split.labels, self.task, self.classes)
+                for name, split in (("train", self.train), ("valid", self.valid), ("test", self.test))
+                if split is not None and self.classes}
+
+
+def class_counts(y, task, classes):
+    """Images per class of a split's labels (multi-label: positives per class)."""
+    if task == "binary":
+        return {c: int((y[:, 0] == i).sum()) for i, c in enumerate(classes)}
+    return {c: int(y[:, i].sum()) for i, c in enumerate(classes)}
+
 
 def read_classes(cfg):
     """The class list from the training data (checked against `data.classes` when set)."""
     train_dir = cfg.data.dirs()[0]
-    if cfg.model.task == "binary":
-        classes = binary_classes(train_dir, cfg.data.class_names)
+    if cfg.model.task in EXCLUSIVE:
+        classes = folder_classes(train_dir, cfg.data.class_names, cfg.model.task)
     else:
         classes = multilabel_classes(train_dir, cfg.data.any_class)
     if cfg.data.classes is not None:

@@ -46,33 +46,39 @@ class Preprocess(keras.layers.Layer):
 
 
 class _ColumnMetric:
-    """Mixin: score one output column, or its complement (the negative class of a binary task)."""
+    """Mixin: score one output column, or its complement (the negative class of a binary
+    task); with `argmax`, the column of a one-hot of the most probable class (multiclass)."""
 
-    def __init__(self, column=0, negate=False, **kwargs):
+    def __init__(self, column=0, negate=False, argmax=False, **kwargs):
         super().__init__(**kwargs)
         self.column = int(column)
         self.negate = bool(negate)
+        self.argmax = bool(argmax)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         c = self.column
+        y_pred = ops.cast(y_pred, "float32")
+        if self.argmax:
+            y_pred = ops.one_hot(ops.argmax(y_pred, axis=-1), ops.shape(y_pred)[-1])
         y_true = ops.cast(y_true, "float32")[:, c : c + 1]
-        y_pred = ops.cast(y_pred, "float32")[:, c : c + 1]
+        y_pred = y_pred[:, c : c + 1]
         if self.negate:
             y_true, y_pred = 1.0 - y_true, 1.0 - y_pred
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
     def get_config(self):
-        return {**super().get_config(), "column": self.column, "negate": self.negate}
+        return {**super().get_config(), "column": self.column, "negate": self.negate, "argmax": self.argmax}
 
 
 @keras.saving.register_keras_serializable(package="ga")
 class ClassF1(_ColumnMetric, keras.metrics.F1Score):
     """F1 of one class at a fixed threshold (keras.metrics.F1Score on one column)."""
 
-    def __init__(self, column=0, negate=False, threshold=0.5, name="f1", **kwargs):
+    def __init__(self, column=0, negate=False, argmax=False, threshold=0.5, name="f1", **kwargs):
         kwargs.pop("average", None)
         kwargs.pop("num_classes", None)
-        super().__init__(column=column, negate=negate, average="micro", threshold=threshold, name=name, **kwargs)
+        super().__init__(column=column, negate=negate, argmax=argmax, average="micro", threshold=threshold, name=name,
+                         **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="ga")
@@ -89,17 +95,19 @@ def class_metrics(classes, task, threshold=0.5):
     """Per-class precision, recall and F1 metrics named `<kind>_<class>`.
 
     Binary: one sigmoid unit is the probability of classes[1]; classes[0] is scored on the
-    complement. Multi-label: column i is classes[i].
+    complement. Multiclass: classes[i] is predicted when column i is the largest. Multi-label:
+    column i is classes[i].
     """
     out = []
+    top = task == "multiclass"
     for i, name in enumerate(classes):
         if task == "binary":
             col, neg = 0, i == 0
         else:
             col, neg = i, False
-        out.append(ClassPrecision(column=col, negate=neg, thresholds=threshold, name=f"precision_{name}"))
-        out.append(ClassRecall(column=col, negate=neg, thresholds=threshold, name=f"recall_{name}"))
-        out.append(ClassF1(column=col, negate=neg, threshold=threshold, name=f"f1_{name}"))
+        out.append(ClassPrecision(column=col, negate=neg, argmax=top, thresholds=threshold, name=f"precision_{name}"))
+        out.append(ClassRecall(column=col, negate=neg, argmax=top, thresholds=threshold, name=f"recall_{name}"))
+        out.append(ClassF1(column=col, negate=neg, argmax=top, threshold=threshold, name=f"f1_{name}"))
     return out
 
 

@@ -160,7 +160,8 @@ def backbone_of(model):
 
 
 def build_model(cfg, num_outputs):
-    """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> sigmoid outputs."""
+    """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> outputs: softmax
+    for model.task multiclass, sigmoid otherwise."""
     h, w = model_input_size(cfg)
     m = cfg.model
     L = keras.layers
@@ -174,8 +175,9 @@ def build_model(cfg, num_outputs):
             x = L.Dropout(drop, name=f"head_dropout{i}")(x)
     if m.head.output_dropout > 0:
         x = L.Dropout(m.head.output_dropout, name="head_output_dropout")(x)
-    # The output stays float32 under mixed precision, for a stable sigmoid and loss.
-    outputs = L.Dense(num_outputs, activation="sigmoid", dtype="float32", name="output")(x)
+    # The output stays float32 under mixed precision, for a stable sigmoid/softmax and loss.
+    activation = "softmax" if m.task == "multiclass" else "sigmoid"
+    outputs = L.Dense(num_outputs, activation=activation, dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=f"ga_{m.backbone}")
 
 

@@ -88,7 +88,8 @@ def _run_files(run_dir):
             files["onnx"] = files["onnx"] or p
         elif f.endswith(".keras") and not f.startswith("."):
             files["keras"] = p
-        elif f.endswith(".h5") and not f.startswith(".") and files["keras"] is None:
+        elif f.endswith(".h5") and not f.endswith(".weights.h5") and not f.startswith(".") and files["keras"] is None:
+            # *.weights.h5 (best.weights.h5, stage1.weights.h5) hold weights without a model
             files["keras_h5"] = p
     files["keras"] = files["keras"] or files.get("keras_h5")
     return files
@@ -279,6 +280,8 @@ def decide(labels, thresholds, probs_row):
     if labels["task"] == "binary":
         p = float(probs_row[0])
         return names, (p if names[0] == classes[1] else 1 - p)
+    if labels["task"] == "multiclass":
+        return names, float(np.max(probs_row))
     conf = [float(p) for p, f in zip(probs_row, on) if f]
     return names, (min(conf) if conf else float(1 - max(probs_row)))
 
@@ -318,6 +321,8 @@ def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=
 
     labels = model.labels
     thresholds = dict(labels["thresholds"])
+    if threshold is not None and labels["task"] == "multiclass":
+        raise GAError("--threshold does not apply to a multiclass model: it names its most probable class")
     if threshold is not None:
         thresholds = {k: threshold for k in thresholds}
     out = Prediction(labels, thresholds)
@@ -385,7 +390,8 @@ def _features_and_probs_fn(keras_model, kind="pooled"):
 
 def labelled_files(folder, labels):
     """The images of a labelled folder and their labels in the model's class order:
-    class subfolders named like the model's classes (binary), or a labels.csv (multi-label).
+    class subfolders named like the model's classes (binary, multiclass), or a labels.csv
+    (multi-label).
 
     Returns:
         (paths, y_true float32 (n, outputs)).
@@ -415,7 +421,9 @@ def labelled_files(folder, labels):
         if c in found:
             got = image_files(os.path.join(folder, found[c]))
             paths += got
-            y += [[float(idx)]] * len(got)
+            y += [idx] * len(got)
+    if labels["task"] == "multiclass":
+        return paths, np.eye(len(classes), dtype=np.float32)[np.asarray(y, int)]
     return paths, np.asarray(y, np.float32).reshape(-1, 1)
 
 
@@ -511,7 +519,7 @@ def result_lines(pred, fmt="ga"):
         name = os.path.basename(r.path)
         if fmt == "study":
             lines.append(f"File {name} prediction: {names[0].upper()} with confidence {100 * float(r.probs[0]):.2f}%")
-        elif pred.labels["task"] == "binary":
+        elif pred.labels["task"] != "multilabel":
             lines.append(f"File {name} prediction {names[0]} confidence {conf:.4f}")
         else:
             probs = dict(zip(pred.labels["classes"], r.probs))

@@ -66,10 +66,21 @@ def _task(run_dir):
         return None
 
 
+EXCLUSIVE = ("binary", "multiclass")  # tasks whose classes exclude each other (class folders)
+
+
+def output_count(task, classes):
+    """Model outputs of a task: binary one sigmoid unit, else one unit per class."""
+    return 1 if task == "binary" else len(classes)
+
+
 def labels_document(cfg, classes, thresholds=None):
-    """The labels.json contract (also mirrored into the ONNX metadata)."""
+    """The labels.json contract (also mirrored into the ONNX metadata). A multiclass model
+    has no thresholds: it names its most probable class."""
     task = cfg.model.task
     thr = thresholds or {c: cfg.model.threshold for c in (classes[1:] if task == "binary" else classes)}
+    if task == "multiclass":
+        thr = {}
     doc = {
         "task": task,
         "classes": list(classes),
@@ -89,13 +100,17 @@ def decisions(probs, task, classes, thresholds):
     """Which classes each row of model outputs names: a bool matrix (n, len(classes)).
 
     Binary: the one output is the probability of classes[1], named when it is above that
-    class's threshold, classes[0] otherwise. Multi-label: column i names classes[i] when it
-    is above classes[i]'s threshold.
+    class's threshold, classes[0] otherwise. Multiclass: the most probable class (softmax
+    outputs; the first on ties). Multi-label: column i names classes[i] when it is above
+    classes[i]'s threshold.
     """
     probs = np.asarray(probs, np.float32)
     if task == "binary":
         pos = probs[:, 0] > thresholds[classes[1]]
         return np.stack([~pos, pos], axis=1)
+    if task == "multiclass":
+        return np.eye(len(classes), dtype=bool)[np.argmax(probs, axis=1)] if len(probs) else \
+            np.zeros((0, len(classes)), bool)
     return probs > np.array([thresholds[c] for c in classes], np.float32)[None, :]
 
 
@@ -125,10 +140,13 @@ def check_labels(doc, path):
     if doc["task"] == "contrastive":
         raise ModelError(f"{path} belongs to a contrastive pretraining run, which has no classifier: train one "
                          f"from its backbone (model.backbone_weights: <run>/<prefix>backbone.weights.h5) and use that")
-    if doc["task"] not in ("binary", "multilabel") or not isinstance(doc["classes"], list) or len(doc["classes"]) < 1:
+    if doc["task"] not in ("binary", "multiclass", "multilabel") or not isinstance(doc["classes"], list) \
+            or len(doc["classes"]) < 1:
         raise ModelError(f"{path}: task or classes are malformed")
     if doc["task"] == "binary" and len(doc["classes"]) != 2:
         raise ModelError(f"{path}: a binary model needs exactly two classes, got {doc['classes']}")
+    if doc["task"] == "multiclass" and len(doc["classes"]) < 2:
+        raise ModelError(f"{path}: a multiclass model needs at least two classes, got {doc['classes']}")
     return doc
 
 
@@ -188,6 +206,7 @@ def write_run_json(run_dir, cfg, data, precision, strategy, fit_info):
             "file_list_sha256": {s: _list_hash(getattr(data, s).paths, getattr(data, s).labels, dirs[s])
                                  for s in splits},
             "images": {s: getattr(data, s).size for s in splits},
+            "images_per_class": data.class_counts(),
             "skipped": [{"path": p, "reason": r} for p, r in data.skipped()],
         },
         "fit": fit_info,

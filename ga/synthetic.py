@@ -10,6 +10,11 @@ focus; PG crops (130-230 px a side) hold one bright granular aggregate over the 
 needle background, and come in groups of rotated/flipped copies under consecutive numbers,
 as in the real dataset.
 
+A third kind for multiclass trials, ``--classes cex,pg,plate``: PLATE crops (151x151) hold
+one to three flat, faceted tablets (hexagons and rhombi, as a plate-like polymorph grows)
+with bright edges and a smooth, even face, over a sparse needle background: neither
+needles (CEX) nor granular (PG). It is not in the Kaggle dataset.
+
 Graphene flakes (the MIT GrapheneClassifier's multi-label task)::
 
     python -m ga.synthetic graphene --out data/graphene --count 400 --size 400 --seed 0
@@ -226,38 +231,102 @@ def make_pg(rng, hard=False):
     return _finish(rng, img, rng.uniform(2, 5), rng.uniform(0.4, 1.0))
 
 
+def make_plate(rng, hard=False):
+    """One synthetic plate crop: 151x151, faceted tablets with bright edges over needles."""
+    h = w = CEX_SIZE
+    img, angle0, spread = _needle_background(rng, h, w, rng.uniform(0.3, 0.7) + (0.5 if hard else 0))
+    face = Image.new("L", (w, h), 0)
+    edges = Image.new("L", (w, h), 0)
+    fd, ed = ImageDraw.Draw(face), ImageDraw.Draw(edges)
+    for _ in range(int(rng.integers(1, 4))):
+        sides = 6 if rng.random() < 0.6 else 4
+        r = rng.uniform(14, 26) if hard else rng.uniform(22, 48)
+        cx, cy = rng.uniform(0.25, 0.75) * w, rng.uniform(0.25, 0.75) * h
+        turn, squash = rng.uniform(0, math.pi), rng.uniform(0.55, 1.0)
+        pts = []
+        for k in range(sides):
+            a = 2 * math.pi * k / sides
+            x, y = math.cos(a) * r, math.sin(a) * r * squash
+            pts.append((cx + x * math.cos(turn) - y * math.sin(turn), cy + x * math.sin(turn) + y * math.cos(turn)))
+        fd.polygon(pts, fill=int(rng.uniform(60, 110) * (0.6 if hard else 1)))
+        ed.line(pts + pts[:1], fill=int(rng.uniform(140, 230) * (0.6 if hard else 1)), width=int(rng.integers(2, 4)))
+        # A growth step: a smaller concentric outline on the face.
+        inner = [(cx + (x - cx) * 0.55, cy + (y - cy) * 0.55) for x, y in pts]
+        ed.line(inner + inner[:1], fill=int(rng.uniform(50, 110)), width=1)
+    m = np.asarray(_blur(face, 0.8), np.float32)
+    img = img * (1 - 0.7 * (m > 0)) + m + np.asarray(_blur(edges, rng.uniform(0.4, 1.0)), np.float32)
+    return _finish(rng, img, rng.uniform(2, 5), rng.uniform(0.5, 1.2))
+
+
+CRYSTAL_KINDS = {"cex": make_cex, "pg": make_pg, "plate": make_plate}
+
+
 def _to_rgb(gray):
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
 
 
-def generate_crystals(out, per_class=300, seed=0, pg_copies=5, hard_fraction=0.1, progress=False):
+def generate_crystals(out, per_class=300, seed=0, pg_copies=5, hard_fraction=0.1, progress=False,
+                      classes=("cex", "pg")):
     """Write the crystal dataset in the Kaggle layout.
 
     Args:
-        out: root; images go to `<out>/cropped/cropped/{cex,pg}/`.
+        out: root; images go to `<out>/cropped/cropped/<class>/`.
         per_class: images per class (PG copies count towards it).
         seed: run seed.
         pg_copies: each PG crop is saved this many times, rotated/flipped, under
             consecutive numbers (1 switches the copies off).
         hard_fraction: share of hard cases per class.
         progress: show a tqdm bar.
+        classes: kinds to write, from cex, pg and plate; an int per class may follow a
+            colon (`pg:80`) to give that class its own count (imbalanced sets).
 
     Returns:
         The folder holding the class folders.
     """
-    if per_class < 1 or not 1 <= pg_copies <= 8:
-        raise ValueError("per_class must be >= 1 and pg_copies between 1 and 8")
+    counts = _class_counts(classes, per_class)
+    if not 1 <= pg_copies <= 8:
+        raise ValueError("pg_copies must be between 1 and 8")
     root = os.path.join(out, CRYSTAL_LAYOUT)
-    for cls in ("cex", "pg"):
+    for cls in counts:
         os.makedirs(os.path.join(root, cls), exist_ok=True)
-    n_groups = math.ceil(per_class / pg_copies)
-    cex_rngs = rngs([seed, 1], per_class)
-    pg_rngs = rngs([seed, 2], n_groups)
-    bar = _bar(progress, per_class * 2, "crystals")
-    for i, rng in enumerate(cex_rngs, 1):
-        _save_png(_to_rgb(make_cex(rng, hard=rng.random() < hard_fraction)), os.path.join(root, "cex", f"CEX ({i}).png"))
-        bar.update(1)
+    bar = _bar(progress, sum(counts.values()), "crystals")
+    for cls, n in counts.items():
+        if cls == "pg":
+            _write_pg(root, n, seed, pg_copies, hard_fraction, bar)
+            continue
+        for i, rng in enumerate(rngs([seed, {"cex": 1, "plate": 3}[cls]], n), 1):
+            img = CRYSTAL_KINDS[cls](rng, hard=rng.random() < hard_fraction)
+            _save_png(_to_rgb(img), os.path.join(root, cls, f"{cls.upper()} ({i}).png"))
+            bar.update(1)
+    bar.close()
+    return root
+
+
+def _class_counts(classes, per_class):
+    """{kind: images} from names like `pg` or `pg:80`; a one-line ValueError when wrong."""
+    counts = {}
+    for item in classes:
+        name, _, n = str(item).partition(":")
+        if name not in CRYSTAL_KINDS:
+            raise ValueError(f"unknown crystal kind {name!r}; choose from {', '.join(CRYSTAL_KINDS)}")
+        if name in counts:
+            raise ValueError(f"crystal kind {name!r} is named twice")
+        try:
+            counts[name] = int(n) if n else per_class
+        except ValueError:
+            raise ValueError(f"{item!r}: the count after ':' must be an integer") from None
+        if counts[name] < 1:
+            raise ValueError(f"per_class (images of {name}) must be >= 1, got {counts[name]}")
+    if not counts:
+        raise ValueError("no crystal kinds given")
+    return counts
+
+
+def _write_pg(root, per_class, seed, pg_copies, hard_fraction, bar):
+    """PG crops in groups of rotated/flipped copies under consecutive numbers."""
     number = 1
+    n_groups = math.ceil(per_class / pg_copies)
+    pg_rngs = rngs([seed, 2], n_groups)
     for rng in pg_rngs:
         base = make_pg(rng, hard=rng.random() < hard_fraction)
         ks = [0] + list(rng.choice(np.arange(1, 8), size=pg_copies - 1, replace=False))
@@ -267,8 +336,6 @@ def generate_crystals(out, per_class=300, seed=0, pg_copies=5, hard_fraction=0.1
             _save_png(_to_rgb(np.ascontiguousarray(dihedral(base, int(k)))), os.path.join(root, "pg", f"PG ({number}).png"))
             number += 1
             bar.update(1)
-    bar.close()
-    return root
 
 
 def _bar(enabled, total, desc):
@@ -446,6 +513,9 @@ def main(argv=None):
     c.add_argument("--per-class", type=int, default=300)
     c.add_argument("--pg-copies", type=int, default=5, help="rotated/flipped copies per PG crop (1: none)")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--classes", default="cex,pg",
+                   help="kinds to write, comma-separated, from cex, pg, plate; `name:N` gives one class its own "
+                        "count (e.g. cex,pg:80 for a 10:1 imbalance at --per-class 800); default: %(default)s")
     g = sub.add_parser("graphene", help="multi-label flake crops and labels.csv")
     g.add_argument("--out", default="data/graphene")
     g.add_argument("--count", type=int, default=400)
@@ -459,7 +529,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         if args.kind == "crystals":
-            print(generate_crystals(args.out, args.per_class, args.seed, args.pg_copies, progress=True))
+            print(generate_crystals(args.out, args.per_class, args.seed, args.pg_copies, progress=True,
+                                    classes=args.classes.split(",")))
         elif args.kind == "graphene":
             print(generate_graphene(args.out, args.count, args.size, args.seed, progress=True))
         else:

@@ -93,21 +93,30 @@ def _optimizer(t):
 
 
 def compile_model(model, cfg, classes):
-    """Compile with BCE, accuracy, AUC and the per-class precision/recall/F1 metrics."""
+    """Compile with the task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest
+    macro average over classes for multiclass and multi-label) and the per-class
+    precision/recall/F1 metrics."""
     import keras
 
     from ga.layers import class_metrics
 
     task = cfg.model.task
     thr = cfg.model.threshold
+    smoothing = cfg.training.label_smoothing
+    per_class = task in ("multilabel", "multiclass")
+    if task == "multiclass":
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    else:
+        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
+        accuracy = keras.metrics.BinaryAccuracy(name="accuracy", threshold=thr)
     metrics = [
-        keras.metrics.BinaryAccuracy(name="accuracy", threshold=thr),
-        keras.metrics.AUC(name="auc", multi_label=task == "multilabel", num_labels=len(classes) if task == "multilabel" else None),
+        accuracy,
+        keras.metrics.AUC(name="auc", multi_label=per_class, num_labels=len(classes) if per_class else None),
         *class_metrics(classes, task, thr),
     ]
     jit = {"auto": "auto", "true": True, "false": False}[cfg.training.jit_compile]
-    model.compile(optimizer=_optimizer(cfg.training), loss=keras.losses.BinaryCrossentropy(), metrics=metrics,
-                  jit_compile=jit)
+    model.compile(optimizer=_optimizer(cfg.training), loss=loss, metrics=metrics, jit_compile=jit)
     return model
 
 
@@ -169,6 +178,7 @@ def _run(cfg, classes, resume):
     classes = [] if contrastive else (classes or _read_classes(cfg))
     built = _build(cfg, classes, strategy)
     data = _datasets(cfg, classes)
+    weights = None if contrastive else class_weights(cfg, data)
 
     run_dir = resume or runs.new_run_dir(cfg.output)
     handler = add_file_log(os.path.join(run_dir, "train.log"))
@@ -181,7 +191,8 @@ def _run(cfg, classes, resume):
         log.info("run folder %s; %s; %s; %d replica(s); precision %s", run_dir,
                  f"classes {classes} (index order)" if classes else "contrastive pretraining",
                  cfg.model.backbone, strategy.num_replicas_in_sync, precision)
-        fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy)
+        _log_class_counts(cfg, data, weights)
+        fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy, weights)
         t = time.perf_counter()
         paths = (_deliver_contrastive if contrastive else _deliver)(cfg, run_dir, built.model, data, fit_info)
         runs.write_run_json(run_dir, cfg, data, precision, strategy, fit_info)
@@ -244,7 +255,7 @@ def _build(cfg, classes, strategy):
             fit_model = SimCLR(model, cfg.contrastive.temperature)
             fit_model.compile(optimizer=_optimizer(cfg.training))
             return Built(model, fit_model)
-        model = build_model(cfg, len(classes) if cfg.model.task == "multilabel" else 1)
+        model = build_model(cfg, runs.output_count(cfg.model.task, classes))
         if cfg.training.schedule != "standard":
             # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
             set_trainable_fraction(backbone_of(model), 0.0)
@@ -298,7 +309,7 @@ class StageResult:
     resumed_at: int  # the epoch a resumed stage restarted at, or 0
 
 
-def _fit_stages(cfg, run_dir, built, data, classes, strategy):
+def _fit_stages(cfg, run_dir, built, data, classes, strategy, weights=None):
     """Fit every stage in turn. A stage already finished by an interrupted run (fine_tune's
     linear stage, recorded in stage1.json) is restored instead of fitted again.
 
@@ -315,13 +326,14 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy):
             continue
         if stage.unfreeze:
             _unfreeze(cfg, built, classes, strategy, stage, first)
-        result = _fit_stage(cfg, run_dir, built.fit_model, data, classes, stage, first)
+        result = _fit_stage(cfg, run_dir, built, data, classes, stage, first, weights)
         seconds += result.watch.clock.seconds
         if result.watch.nan.seen:
             break
         if stage.number == 1:
             first = _record_linear_stage(run_dir, built.model, seconds)
     info = _fit_summary(cfg, result, run_dir, data)
+    info["class_weight"] = weights
     if len(plan) > 1:
         info["fit_seconds"] = round(seconds, 2)
         info["linear_stage_epochs"] = None if result.watch.nan.seen else first  # first epoch of stage 2
@@ -332,16 +344,19 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy):
     return info
 
 
-def _fit_stage(cfg, run_dir, fit_model, data, classes, stage, first_epoch):
-    """One `fit` call with the run's callbacks; resumes from the stage's checkpoint."""
+def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=None):
+    """One `fit` call with the run's callbacks; resumes from the stage's checkpoint.
+    `weights`: {class: loss weight} (training.class_weight), or None."""
     from ga.callbacks import build_callbacks, resume_epoch
 
+    fit_model = built.fit_model
     initial = max(first_epoch, resume_epoch(run_dir, stage.backup))
     runs.trim_history(os.path.join(run_dir, "history.csv"), initial)
     if initial:
         log.info("%s at epoch %d", "resuming" if initial > first_epoch else "continuing", initial + 1)
     callbacks, watch = build_callbacks(cfg, run_dir, classes, backup=stage.backup, stage=stage.number or None,
-                                       supports=_supports(data, classes))
+                                       supports=_supports(data, classes), target=built.model,
+                                       first_epoch=first_epoch, resumed_at=initial)
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
     if getattr(fit_model, "_initial_epoch", None) is not None:
@@ -355,6 +370,7 @@ def _fit_stage(cfg, run_dir, fit_model, data, classes, stage, first_epoch):
         callbacks=callbacks,
         verbose=1 if sys.stdout.isatty() else 2,
         shuffle=False,  # the tf.data pipeline shuffles
+        class_weight={i: weights[c] for i, c in enumerate(classes)} if weights else None,
     )
     return StageResult(watch, initial if initial > first_epoch else 0)
 
@@ -363,10 +379,43 @@ def _supports(data, classes):
     """Validation images per class (binary: per label; multi-label: positives per column)."""
     if data.valid is None or not classes:
         return {}
-    y = data.valid.labels
-    if data.task == "binary":
-        return {c: int((y[:, 0] == i).sum()) for i, c in enumerate(classes)}
-    return {c: int(y[:, i].sum()) for i, c in enumerate(classes)}
+    return data.class_counts()["valid"]
+
+
+def class_weights(cfg, data):
+    """training.class_weight as {class: weight} (None for `none`); `balanced` is
+    n_images / (n_classes * n_images of the class) over the training split."""
+    from ga.errors import DataError
+
+    want, classes = cfg.training.class_weight, data.classes
+    if want == "none":
+        return None
+    if isinstance(want, dict):
+        unknown = sorted(set(want) - set(classes))
+        if unknown:
+            raise ConfigError(f"training.class_weight names {unknown}, which are not classes of this run {classes}")
+        return {c: float(want.get(c, 1.0)) for c in classes}
+    counts = data.class_counts()["train"]
+    empty = [c for c in classes if not counts[c]]
+    if empty:
+        raise DataError(f"training.class_weight: balanced: the training split has no image of {empty}")
+    total = sum(counts.values())
+    return {c: total / (len(classes) * counts[c]) for c in classes}
+
+
+def _log_class_counts(cfg, data, weights):
+    """Images per class and split in the log; a warning when the training split is imbalanced."""
+    counts = data.class_counts()
+    for split, per in counts.items():
+        log.info("%s images per class: %s", split, ", ".join(f"{c} {n}" for c, n in per.items()))
+    train = counts.get("train") or {}
+    if train and min(train.values()) > 0 and max(train.values()) / min(train.values()) > cfg.data.imbalance_warning:
+        big, small = max(train, key=train.get), min(train, key=train.get)
+        log.warning("imbalanced training split: %s has %d images, %s only %d (more than %g:1)%s", big, train[big],
+                    small, train[small], cfg.data.imbalance_warning,
+                    "" if weights else "; consider training.class_weight: balanced")
+    if weights:
+        log.info("class weights: %s", ", ".join(f"{c} {w:.4g}" for c, w in weights.items()))
 
 
 def _stage1_doc(run_dir):
@@ -415,7 +464,8 @@ def _fit_summary(cfg, result, run_dir, data):
     else:
         reason = "max_epochs"
     monitor = cfg.training.early_stopping.monitor
-    best_epoch = _best_epoch(rows, monitor)
+    # EarlyStopping's best (min_delta applies; kept across a resume by best.weights.h5).
+    best_epoch = watch.early.best_epoch + 1 if watch.early.has_best else _best_epoch(rows, monitor)
     delivered, because = watch.early.delivered or (None, "")
     delivered_row = next((r for r in rows if delivered is not None and str(r.get("epoch")) == str(delivered)), {})
     delivered_f1 = {c: float(delivered_row[f"val_f1_{c}"]) for c in data.classes

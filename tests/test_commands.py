@@ -34,6 +34,20 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_evaluate_reproduces_the_runs_test_report, test_evaluate_multilabel
   $ python -m ga.georgia import GAweights_<ts>.h5 --out deliverables/<name>
       -> test_import_the_studys_h5 (--long), test_study_weights_land_in_the_ga_model
+  $ python -m ga.synthetic crystals --out data/archive_multiclass --per-class 800 --classes cex,pg,plate --seed 0
+      -> test_multiclass_chain
+  $ python split_data.py --config configs/demo_multiclass.yaml
+      -> test_multiclass_chain
+  $ python main.py --config configs/demo_multiclass.yaml
+      -> test_multiclass_chain
+  $ python inference.py data/split_multiclass/test --recursive --output data/multiclass_predictions.csv
+      -> test_multiclass_chain
+  $ python -m ga.synthetic crystals --out data/archive_imbalanced --per-class 800 --classes cex,pg:80 --seed 0
+      -> test_imbalanced_chain
+  $ python split_data.py --source data/archive_imbalanced/cropped/cropped --dest data/split_imbalanced
+      -> test_imbalanced_chain
+  $ python main.py --config configs/demo.yaml --set data.split_root=data/split_imbalanced --set training.class_weight=balanced
+      -> test_imbalanced_chain
   $ python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0
       -> test_graphene_chain
   $ python split_data.py --config configs/graphene_cnn4.yaml
@@ -538,6 +552,41 @@ def test_import_the_studys_h5(demo, tmp_path):
     assert json.load(open(ws / "study_eval/metrics.json"))["test_images"] == 4
     again = ws.run("python -m ga.georgia import", h5, "--out", "deliverables/GA_study_import", expect=2)
     assert "not empty" in _one_line_error(again)[0]
+
+
+# ---------------------------------------------------------------------------- more than two classes
+
+
+def test_multiclass_chain(tmp_path):
+    ws = Workspace(tmp_path)
+    ws.run("python -m ga.synthetic crystals --out data/archive_multiclass --per-class 800 --classes cex,pg,plate "
+           "--seed 0", "--per-class", "25")
+    ws.run("python split_data.py --config configs/demo_multiclass.yaml")
+    assert sorted(os.listdir(ws / "data/split_multiclass/train")) == ["cex", "pg", "plate"]
+    run = ws.printed(ws.run("python main.py --config configs/demo_multiclass.yaml", *TINY_CRYSTALS))
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["task"] == "multiclass" and labels["classes"] == ["cex", "pg", "plate"]
+    assert np.array(json.load(open(os.path.join(run, "metrics.json")))["confusion_matrix"]).shape == (3, 3)
+    ws.run("python inference.py data/split_multiclass/test --recursive --output data/multiclass_predictions.csv")
+    rows = _rows(ws / "data/multiclass_predictions.csv")
+    assert rows and {"p_cex", "p_pg", "p_plate"} <= set(rows[0])
+    assert {r["predicted"] for r in rows} <= {"cex", "pg", "plate"}
+
+
+def test_imbalanced_chain(tmp_path):
+    ws = Workspace(tmp_path)
+    # The documented 800:80, shrunk to 60:6 (single PG copies, so the six form six groups).
+    ws.run("python -m ga.synthetic crystals --out data/archive_imbalanced --per-class 800 --classes cex,pg:80 "
+           "--seed 0", "--per-class", "60", "--classes", "cex,pg:6", "--pg-copies", "1")
+    assert [len(os.listdir(ws / f"data/archive_imbalanced/cropped/cropped/{c}")) for c in ("cex", "pg")] == [60, 6]
+    ws.run("python split_data.py --source data/archive_imbalanced/cropped/cropped --dest data/split_imbalanced")
+    run = ws.printed(ws.run("python main.py --config configs/demo.yaml --set data.split_root=data/split_imbalanced "
+                            "--set training.class_weight=balanced", *TINY_CRYSTALS))
+    fit = json.load(open(os.path.join(run, "run.json")))["fit"]
+    counts = json.load(open(os.path.join(run, "run.json")))["data"]["images_per_class"]["train"]
+    total = sum(counts.values())
+    assert fit["class_weight"] == pytest.approx({c: total / (2 * n) for c, n in counts.items()})
+    assert "imbalanced training split" in open(os.path.join(run, "train.log")).read()
 
 
 # ---------------------------------------------------------------------------- graphene
