@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 
+from ga.config import EXCLUSIVE
 from ga.figures import pyplot, save_figure
 from ga.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from ga.model import batch_predictor
-from ga.runs import EXCLUSIVE, LABELS, read_history, read_labels
+from ga.runs import LABELS, read_history, read_labels
 from ga.runs import decisions as class_decisions
 
 log = logging.getLogger(__name__)

@@ -21,6 +21,8 @@ from ga.errors import ConfigError
 
 # ---------------------------------------------------------------------------- sections
 
+EXCLUSIVE = ("binary", "multiclass")  # model.task values whose classes exclude each other (class folders)
+
 
 @dataclass
 class AugmentConfig:
@@ -301,12 +303,12 @@ class Config:
         """Check every section and the rules that cross sections. Raises ConfigError."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
-        if self.model.task in ("binary", "multiclass") and self.data.any_class:
+        if self.model.task in EXCLUSIVE and self.data.any_class:
             raise ConfigError("data.any_class applies to model.task: multilabel only")
-        if self.model.task in ("binary", "multiclass") and self.data.balance:
+        if self.model.task in EXCLUSIVE and self.data.balance:
             raise ConfigError("data.balance applies to model.task: multilabel only (binary and multiclass: "
                               "training.class_weight)")
-        if self.model.task not in ("binary", "multiclass") and self.training.class_weight != "none":
+        if self.model.task not in EXCLUSIVE and self.training.class_weight != "none":
             raise ConfigError(f"training.class_weight applies to model.task binary and multiclass, not "
                               f"{self.model.task}" + (" (use data.balance)" if self.model.task == "multilabel" else ""))
         if self.model.task == "contrastive":

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ga.config import model_input_size
+from ga.config import EXCLUSIVE, model_input_size
 from ga.errors import DataError
 from ga.images import (
     TF_FORMATS,
@@ -31,7 +31,7 @@ from ga.images import (
     subfolders,
 )
 from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
-from ga.runs import EXCLUSIVE
+from ga.runs import class_labels
 from ga.splitting import class_name, read_labels_csv
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ def list_split(split_dir, classes, task, any_class=False, class_names=None):
     """
     if task in EXCLUSIVE:
         paths, index = _list_class_folders(split_dir, classes, class_names)
-        if task == "multiclass":
-            return paths, np.eye(len(classes), dtype=np.float32)[index.astype(int)]
-        return paths, index.reshape(-1, 1)
+        return paths, class_labels(index, task, len(classes))
     path = os.path.join(split_dir, "labels.csv")
     base = [c for c in classes if not (any_class and c == "any")]
     header, table = read_labels_csv(split_dir)
@@ -96,7 +94,7 @@ def list_split(split_dir, classes, task, any_class=False, class_names=None):
 
 
 def _list_class_folders(split_dir, classes, class_names=None):
-    """(paths, class index float32 (n,))."""
+    """(paths, class index int (n,))."""
     paths, labels = [], []
     folders = class_folders(split_dir, class_names)
     for idx, cls in enumerate(classes):
@@ -105,8 +103,8 @@ def _list_class_folders(split_dir, classes, class_names=None):
             raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
         found = image_files(folder)
         paths.extend(found)
-        labels.extend([float(idx)] * len(found))
-    return paths, np.asarray(labels, np.float32)
+        labels.extend([idx] * len(found))
+    return paths, np.asarray(labels, int)
 
 
 def prescan(paths):

@@ -34,6 +34,7 @@ from ga.images import (
 from ga.runs import (
     LABELS,
     check_labels,
+    class_labels,
     decisions,
     is_complete,
     newest_run,
@@ -422,9 +423,7 @@ def labelled_files(folder, labels):
             got = image_files(os.path.join(folder, found[c]))
             paths += got
             y += [idx] * len(got)
-    if labels["task"] == "multiclass":
-        return paths, np.eye(len(classes), dtype=np.float32)[np.asarray(y, int)]
-    return paths, np.asarray(y, np.float32).reshape(-1, 1)
+    return paths, class_labels(y, labels["task"], len(classes))
 
 
 def run_prefix(source):

@@ -66,21 +66,26 @@ def _task(run_dir):
         return None
 
 
-EXCLUSIVE = ("binary", "multiclass")  # tasks whose classes exclude each other (class folders)
-
-
 def output_count(task, classes):
     """Model outputs of a task: binary one sigmoid unit, else one unit per class."""
     return 1 if task == "binary" else len(classes)
+
+
+def class_labels(index, task, n_classes):
+    """Labels of exclusive classes from class indices (n,): binary (n, 1) index, multiclass
+    (n, n_classes) one-hot."""
+    index = np.asarray(index, int)
+    if task == "multiclass":
+        return np.eye(n_classes, dtype=np.float32)[index]
+    return index.astype(np.float32).reshape(-1, 1)
 
 
 def labels_document(cfg, classes, thresholds=None):
     """The labels.json contract (also mirrored into the ONNX metadata). A multiclass model
     has no thresholds: it names its most probable class."""
     task = cfg.model.task
-    thr = thresholds or {c: cfg.model.threshold for c in (classes[1:] if task == "binary" else classes)}
-    if task == "multiclass":
-        thr = {}
+    thr = {} if task == "multiclass" else \
+        thresholds or {c: cfg.model.threshold for c in (classes[1:] if task == "binary" else classes)}
     doc = {
         "task": task,
         "classes": list(classes),

@@ -27,7 +27,7 @@ from ga.config import (
     load_config,
     model_input_size,
 )
-from ga.errors import ConfigError, TrainingError
+from ga.errors import ConfigError, DataError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -385,8 +385,6 @@ def _supports(data, classes):
 def class_weights(cfg, data):
     """training.class_weight as {class: weight} (None for `none`); `balanced` is
     n_images / (n_classes * n_images of the class) over the training split."""
-    from ga.errors import DataError
-
     want, classes = cfg.training.class_weight, data.classes
     if want == "none":
         return None
