@@ -411,7 +411,8 @@ def _log_class_counts(cfg, data, weights):
         big, small = max(train, key=train.get), min(train, key=train.get)
         log.warning("imbalanced training split: %s has %d images, %s only %d (more than %g:1)%s", big, train[big],
                     small, train[small], cfg.data.imbalance_warning,
-                    "" if weights else "; consider training.class_weight: balanced")
+                    "" if weights else "; consider " + ("data.balance: true" if data.task == "multilabel"
+                                                        else "training.class_weight: balanced"))
     if weights:
         log.info("class weights: %s", ", ".join(f"{c} {w:.4g}" for c, w in weights.items()))
 

@@ -202,3 +202,20 @@ def test_three_kinds_of_synthetic_crystals(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ga.synthetic", "crystals", "--out", str(tmp_path / "b"), "--classes",
                           "cex,rods"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert bad.returncode == 2 and "unknown crystal kind 'rods'" in bad.stderr
+
+
+@pytest.mark.parametrize("task, hint", [("binary", "training.class_weight: balanced"),
+                                        ("multilabel", "data.balance: true")])
+def test_imbalance_warning_suggests_a_setting_the_task_accepts(caplog, task, hint):
+    from types import SimpleNamespace
+
+    from ga.train import _log_class_counts
+
+    counts = {"train": {"a": 40, "b": 4}, "valid": {"a": 5, "b": 5}}
+    data = SimpleNamespace(task=task, class_counts=lambda: counts)
+    with caplog.at_level("INFO", logger="ga"):
+        _log_class_counts(load_config(None), data, None)
+    warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warning == [f"imbalanced training split: a has 40 images, b only 4 (more than 3:1); consider {hint}"]
+    if task == "multilabel":  # what the hint names is accepted by the config
+        load_config(None, ["model.task=multilabel", "data.balance=true"])
