@@ -268,21 +268,22 @@ def tune_thresholds(cfg, run_dir, model, data):
 
 
 def write_contrastive_report(run_dir, cfg, data, fit_info, backbone_file):
-    """A pretraining run's loss curve (<prefix>loss_curve.png) and metrics.json."""
+    """A pretraining run's loss curve (<prefix>loss_curve.png, with the validation loss when
+    images were held out) and metrics.json."""
     history = os.path.join(run_dir, "history.csv")
     plot_history(history, os.path.join(run_dir, f"{cfg.output.prefix}loss_curve.png"))
-    losses = [float(r["loss"]) for r in read_history(history)]
-    atomic_write_json(os.path.join(run_dir, "metrics.json"), {
-        "task": "contrastive",
-        "images": data.train.size,
-        "temperature": cfg.contrastive.temperature,
-        "first_loss": losses[0] if losses else None,
-        "final_loss": losses[-1] if losses else None,
-        "best_loss": min(losses) if losses else None,
-        "backbone_weights": backbone_file,
-        "training": fit_info,
-    })
-    log.info("pretraining loss %s -> %s", losses[0] if losses else None, losses[-1] if losses else None)
+    rows = read_history(history)
+    doc = {"task": "contrastive", "loss": cfg.contrastive.loss, "images": data.train.size,
+           "validation_images": data.valid.size if data.valid is not None else 0,
+           "temperature": cfg.contrastive.temperature}
+    for key in ("loss", "val_loss"):
+        vals = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+        if vals:
+            doc.update({f"first_{key}": vals[0], f"final_{key}": vals[-1], f"best_{key}": min(vals)})
+    doc.update({"backbone_weights": backbone_file, "training": fit_info})
+    atomic_write_json(os.path.join(run_dir, "metrics.json"), doc)
+    log.info("pretraining %s %s -> %s%s", cfg.contrastive.loss, doc.get("first_loss"), doc.get("final_loss"),
+             f"; validation {doc['first_val_loss']} -> {doc['final_val_loss']}" if "final_val_loss" in doc else "")
 
 
 def threshold_sweep(classes, y_true, y_prob, grid=None):
@@ -329,20 +330,24 @@ def plot_threshold_sweep(grid, curves, best, out):
 
 def plot_history(history_csv, out):
     """Training and validation accuracy and loss per epoch, from history.csv (the loss alone
-    when there is no accuracy, as in contrastive pretraining). A two-stage schedule's
-    second stage is marked by a dashed line."""
+    when there is no accuracy, as in contrastive pretraining), and the learning rate of each
+    epoch (column `lr`). A two-stage schedule's second stage is marked by a dashed line."""
     plt = pyplot()
     rows = read_history(history_csv)
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    panels = [(k, t) for k, t in (("accuracy", "Accuracy"), ("loss", "Loss")) if rows and k in rows[0]]
+    panels = [(k, t) for k, t in (("accuracy", "Accuracy"), ("loss", "Loss"), ("lr", "Learning rate"))
+              if rows and k in rows[0]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     stage2 = next((e for e, r in zip(epochs, rows) if r.get("stage") == "2"), None)
     for ax, (key, title) in zip(axes[0], panels):
-        for k, label, style in ((key, "training", "-o"), (f"val_{key}", "validation", "-s")):
+        for k, label, style in ((key, "learning rate" if key == "lr" else "training", "-o"),
+                                (f"val_{key}", "validation", "-s")):
             if k not in rows[0]:
                 continue
             vals = [float(r[k]) if r.get(k) not in (None, "") else np.nan for r in rows]
             ax.plot(epochs, vals, style, label=label, markersize=3)
+        if key == "lr" and all(float(r.get("lr") or 0) > 0 for r in rows):
+            ax.set_yscale("log")
         if stage2 is not None:
             ax.axvline(stage2 - 0.5, color="grey", linestyle="--", label="all layers train")
         ax.set_xlabel("epoch")

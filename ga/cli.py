@@ -69,7 +69,8 @@ def split_parser():
         description="Split a folder of class folders (or images + labels.csv) into train/valid/test "
         "without touching the source, keeping rotated/flipped copies of one crop in one split.",
     )
-    p.add_argument("--source", help="class folders (Kaggle layout) or images + labels.csv; "
+    p.add_argument("--source", help="class folders (Kaggle layout), images + labels.csv, or the graphene study's "
+                   "dataset folder (training_images/ + training_labels/<name>-labels.csv); "
                    "default: split.source of the config (data/archive/cropped/cropped)")
     p.add_argument("--dest", help="output root; default: data.split_root of the config (data/split)")
     p.add_argument("--ratios", nargs=3, type=float, metavar=("TRAIN", "VALID", "TEST"),
@@ -199,10 +200,16 @@ def inference_parser():
                    help="PATH is a labelled folder (class subfolders, or labels.csv for multi-label): write the "
                         "reports a run writes for its test split into --out-dir and print accuracy and F1")
     p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
-    p.add_argument("--tile", type=int, default=300, help="tile size in pixels for --scan; default: %(default)s")
+    p.add_argument("--tile", type=int, nargs="+", default=[300], metavar=("W", "H"),
+                   help="tile width and height in pixels for --scan (one number: square); default: 300")
     p.add_argument("--overlap", type=int, default=None,
                    help="least overlap of neighbouring tiles in pixels for --scan (objects up to this size always "
-                   "lie wholly in some tile); 0: the fewest tiles; default: a fifth of --tile")
+                   "lie wholly in some tile); 0: the fewest tiles; default: a fifth of the tile's smaller side")
+    p.add_argument("--rule", choices=["classes", "any"], default="classes",
+                   help="--scan marks a tile when: classes: a class passes its threshold (multi-label: any but "
+                        "'any'; binary: the positive class); any: the last output ('any', or a binary model's "
+                        "one output) is above --threshold (default 0.5), the graphene study's rule; "
+                        "default: %(default)s")
     p.add_argument("--unsafe", action="store_true", help="allow Keras models that hold arbitrary code (Lambda layers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _common(p)
@@ -214,10 +221,10 @@ def inference_main(argv=None):
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
-    if args.tile < 1:
-        parser.error("--tile must be at least 1")
-    if args.overlap is not None and not 0 <= args.overlap < args.tile:
-        parser.error("--overlap must be at least 0 and less than --tile")
+    if len(args.tile) > 2 or min(args.tile) < 1:
+        parser.error("--tile takes a width and an optional height, each at least 1")
+    if args.overlap is not None and not 0 <= args.overlap < min(args.tile):
+        parser.error("--overlap must be at least 0 and less than the tile's smaller side")
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
     if args.cluster is not None and args.cluster < 1:
@@ -293,8 +300,9 @@ def _scan(args, model, files):
     from ga.scan import scan_frames
 
     failed = 0
-    for path, r in scan_frames(model, files, args.tile, args.out_dir or "inference_out", batch_size=args.batch_size,
-                               threshold=args.threshold, max_pixels=args.max_pixels, overlap=args.overlap):
+    for path, r in scan_frames(model, files, tuple(args.tile), args.out_dir or "inference_out",
+                               batch_size=args.batch_size, threshold=args.threshold, max_pixels=args.max_pixels,
+                               overlap=args.overlap, rule=args.rule):
         if isinstance(r, str):
             print(f"error: {path}: {r}", file=sys.stderr)
             failed += 1

@@ -36,7 +36,8 @@ class AugmentConfig:
     vertical_flip: bool = True  # random up-down flips
     fill_mode: Literal["nearest", "reflect", "wrap", "constant"] = "nearest"  # pixels uncovered by a transform
     rot90: bool = False  # random rotations by multiples of 90 degrees (flakes)
-    color_scale: float = 0.0  # per-channel colour scaling, up to +/- this fraction (flakes)
+    color_scale: float = 0.0  # per-channel colour scaling, up to +/- this fraction (flakes) ...
+    color_shift_p: float = 1.0  # ... applied to this share of images (the graphene study: 0.5)
     crop: Optional[list[int]] = None  # random crop (train) / centre crop (eval) to [h, w] after resize
 
     def validate(self, key):
@@ -45,6 +46,7 @@ class AugmentConfig:
         _range(f"{key}.shift", self.shift, 0, 1)
         _range(f"{key}.zoom", self.zoom, 0, 0.99)
         _range(f"{key}.color_scale", self.color_scale, 0, 1)
+        _range(f"{key}.color_shift_p", self.color_shift_p, 0, 1)
         if self.rot90 and self.crop is not None and self.crop[0] != self.crop[1]:
             raise ConfigError(f"{key}.rot90 needs a square {key}.crop, got {self.crop}")
         if self.crop is not None:
@@ -153,6 +155,9 @@ class ModelConfig:
     backbone_weights: Optional[str] = None
     trainable_fraction: float = 0.10  # last fraction of backbone layers that train; the rest stay frozen
     threshold: float = 0.5  # decision threshold on the positive-class probability
+    # start from a whole trained model of the same architecture and outputs: a run folder, or a
+    # .keras / .weights.h5 file (fine-tuning on a new batch of data); applied after weights
+    init_weights: Optional[str] = None
     head: HeadConfig = field(default_factory=HeadConfig)
 
     def validate(self, key):
@@ -161,6 +166,10 @@ class ModelConfig:
             raise ConfigError(f"{key}.threshold must be in (0, 1), got {self.threshold}")
         if not self.weights:
             raise ConfigError(f"{key}.weights is empty: use imagenet, none, or a path to a weights file")
+        if self.init_weights is not None and self.init_weights.endswith((".h5", ".onnx")) and not \
+                self.init_weights.endswith(".weights.h5"):
+            raise ConfigError(f"{key}.init_weights must be a run folder, a .keras or a .weights.h5 file, "
+                              f"got {self.init_weights}")
         if self.backbone_weights is not None and not self.backbone_weights.endswith(".weights.h5"):
             raise ConfigError(f"{key}.backbone_weights must be a .weights.h5 file (a contrastive run's "
                               f"<prefix>backbone.weights.h5), got {self.backbone_weights}")
@@ -202,13 +211,61 @@ class FineTuneConfig:
 
 
 @dataclass
+class LRScheduleConfig:
+    """The learning rate of each epoch (set at the epoch's start; history.csv column `lr`)."""
+
+    # constant: training.learning_rate; step: times gamma every step_size epochs; cosine:
+    # cosine decay to cosine_alpha x the rate at the last epoch; one_cycle: the graphene
+    # study's schedulers.OneCycle (lr and Adam's beta1, or SGD's momentum, per epoch)
+    kind: Literal["constant", "step", "one_cycle", "cosine"] = "constant"
+    warmup_epochs: int = 0  # constant, step, cosine: linear ramp to the rate over these first epochs
+    step_size: int = 10  # step: epochs at each rate
+    gamma: float = 0.1  # step: factor applied every step_size epochs
+    cosine_alpha: float = 0.0  # cosine: the final rate as a fraction of training.learning_rate
+    steps_up: int = 10  # one_cycle: epochs rising from init_lr to max_lr (beta1 falls to min_beta1) ...
+    steps_down: int = 10  # ... epochs falling back to init_lr (beta1 back to init_beta1) ...
+    steps_final: int = 5  # ... epochs falling from init_lr to final_lr; then final_lr stays
+    init_lr: float = 3.0e-5
+    max_lr: float = 3.0e-4
+    final_lr: float = 3.0e-6
+    init_beta1: float = 0.95  # Adam's beta1 (SGD: momentum) at the start and end of the cycle
+    min_beta1: float = 0.85  # ... and at the peak learning rate
+    beta2: float = 0.99  # Adam's beta2 during one_cycle (replaces training.betas[1])
+    start_epoch: int = 0  # one_cycle: start this many epochs into the cycle
+
+    def validate(self, key):
+        _range(f"{key}.warmup_epochs", self.warmup_epochs, 0, 1 << 20)
+        _range(f"{key}.step_size", self.step_size, 1, 1 << 20)
+        _range(f"{key}.gamma", self.gamma, 0, 10)
+        _range(f"{key}.cosine_alpha", self.cosine_alpha, 0, 1)
+        for name in ("steps_up", "steps_down", "steps_final", "start_epoch"):
+            _range(f"{key}.{name}", getattr(self, name), 0, 1 << 20)
+        for name in ("init_lr", "max_lr", "final_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{key}.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("init_beta1", "min_beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{key}.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.kind == "one_cycle" and self.warmup_epochs:
+            raise ConfigError(f"{key}.warmup_epochs does not apply to kind: one_cycle (its steps_up is the warm-up)")
+
+
+@dataclass
 class TrainingConfig:
     optimizer: Literal["sgd", "adamw", "adam"] = "sgd"
     learning_rate: float = 0.1
     momentum: float = 0.9  # SGD momentum
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW beta1, beta2
+    # Variables weight decay leaves alone: bias (every bias), batchnorm (BatchNorm's gamma
+    # and beta), output_bias (the output layer's bias only: the graphene study's rule)
+    no_decay: list[Literal["bias", "batchnorm", "output_bias"]] = field(default_factory=lambda: ["bias", "batchnorm"])
+    lr_schedule: LRScheduleConfig = field(default_factory=LRScheduleConfig)
     nesterov: bool = False  # SGD Nesterov momentum
     weight_decay: float = 0.0  # AdamW (and SGD) decoupled weight decay
     epochs: int = 100  # upper bound on epochs
+    # before each validation, re-estimate BatchNorm's moving statistics as the average over
+    # this many training batches of the current weights (classifiers; 0: keep the running average)
+    precise_bn_batches: int = 0
     steps_per_epoch: Optional[int] = None  # default: one pass over the training split
     seed: int = 42  # keras.utils.set_random_seed
     deterministic: bool = False  # TensorFlow op determinism (slower; same history on CPU)
@@ -236,8 +293,14 @@ class TrainingConfig:
             raise ConfigError(f"{key}.class_weight weights must be > 0, got {self.class_weight}")
         _range(f"{key}.label_smoothing", self.label_smoothing, 0, 0.5)
         _range(f"{key}.momentum", self.momentum, 0, 1)
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"{key}.betas must be [beta1, beta2], each in [0, 1), got {self.betas}")
+        self.lr_schedule.validate(f"{key}.lr_schedule")
+        if self.lr_schedule.kind == "one_cycle" and self.optimizer == "sgd" and self.momentum == 0:
+            raise ConfigError(f"{key}.lr_schedule.kind: one_cycle cycles SGD's momentum; set {key}.momentum > 0")
         _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
         _range(f"{key}.epochs", self.epochs, 1, 1 << 20)
+        _range(f"{key}.precise_bn_batches", self.precise_bn_batches, 0, 1 << 20)
         if self.steps_per_epoch is not None:
             _range(f"{key}.steps_per_epoch", self.steps_per_epoch, 1, 1 << 30)
         self.early_stopping.validate(f"{key}.early_stopping")
@@ -248,20 +311,37 @@ class TrainingConfig:
 class ContrastiveConfig:
     """SimCLR pretraining (model.task: contrastive): two strongly augmented views per image."""
 
-    temperature: float = 0.5  # NT-Xent temperature
-    projection: list[int] = field(default_factory=lambda: [256, 128])  # the projection head's two dense layers
+    # ntxent: SimCLR's symmetric NT-Xent over all 2N views; one_way: the graphene study's
+    # clr.py loss, cross-entropy of each first view against the N second views
+    loss: Literal["ntxent", "one_way"] = "ntxent"
+    temperature: float = 0.5  # softmax temperature of the loss (the study: 0.1)
+    # mlp: Dense(projection[0]) + ReLU + Dense(projection[1]) (SimCLR); linear: dropout
+    # head_dropout + Dense(projection[-1]) (the study's clr.py head)
+    head: Literal["mlp", "linear"] = "mlp"
+    projection: list[int] = field(default_factory=lambda: [256, 128])  # the projection head's layer sizes
+    head_dropout: float = 0.5  # linear head: dropout before its Dense layer
+    view_size: Optional[int] = None  # views are view_size px squares (the model input); default data.image_size
+    val_fraction: float = 0.0  # hold out this seeded share of the images for a validation loss per epoch
     crop_area: list[float] = field(default_factory=lambda: [0.25, 1.0])  # random resized crop: share of the area
     color_scale: float = 0.5  # per-channel colour scaling up to +/- this fraction ...
     color_prob: float = 0.8  # ... applied to this share of views
     blur_prob: float = 0.2  # Gaussian blur for this share of views ...
     blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])  # ... sigma range, pixels
-    rotation: float = 20.0  # small random rotation, degrees (after right-angle turns and flips)
+    rotation: float = 20.0  # small random rotation, degrees (after right-angle turns and flips) ...
+    rotation_prob: float = 1.0  # ... for this share of views (the study: 0.2)
 
     def validate(self, key):
         if not 0 < self.temperature <= 10:
             raise ConfigError(f"{key}.temperature must be in (0, 10], got {self.temperature}")
-        if len(self.projection) != 2 or any(u < 1 for u in self.projection):
-            raise ConfigError(f"{key}.projection needs two positive layer sizes, got {self.projection}")
+        if len(self.projection) != (2 if self.head == "mlp" else 1) or any(u < 1 for u in self.projection):
+            need = "two positive layer sizes (head: mlp)" if self.head == "mlp" else "one positive size (head: linear)"
+            raise ConfigError(f"{key}.projection needs {need}, got {self.projection}")
+        if not 0 <= self.head_dropout < 1:
+            raise ConfigError(f"{key}.head_dropout must be in [0, 1), got {self.head_dropout}")
+        if self.view_size is not None:
+            _range(f"{key}.view_size", self.view_size, 8, 8192)
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"{key}.val_fraction must be in [0, 1), got {self.val_fraction}")
         lo, hi = (self.crop_area + [0, 0])[:2]
         if len(self.crop_area) != 2 or not 0 < lo <= hi <= 1:
             raise ConfigError(f"{key}.crop_area must be [low, high] with 0 < low <= high <= 1, got {self.crop_area}")
@@ -271,12 +351,14 @@ class ContrastiveConfig:
         if len(self.blur_sigma) != 2 or not 0 < self.blur_sigma[0] <= self.blur_sigma[1]:
             raise ConfigError(f"{key}.blur_sigma must be [low, high] with 0 < low <= high, got {self.blur_sigma}")
         _range(f"{key}.rotation", self.rotation, 0, 180)
+        _range(f"{key}.rotation_prob", self.rotation_prob, 0, 1)
 
 
 @dataclass
 class OutputConfig:
     root: str = "deliverables"  # run folders are created below this
     prefix: str = "GA"  # run folder and file prefix (GAweights.h5, GAFinalTestResults.txt ...)
+    save_every: int = 0  # every N epochs keep epoch_<n>.weights.h5 (contrastive: and its backbone); 0: never
     name: str = ""  # optional suffix of the run folder name
     onnx: bool = True  # export GAweights.onnx and check it against Keras
     onnx_opset: int = 17  # ONNX opset for tf2onnx
@@ -288,6 +370,7 @@ class OutputConfig:
         if any(c in self.name for c in "/\\"):
             raise ConfigError(f"{key}.name must not contain slashes, got {self.name!r}")
         _range(f"{key}.onnx_opset", self.onnx_opset, 13, 21)
+        _range(f"{key}.save_every", self.save_every, 0, 1 << 20)
 
 
 @dataclass
@@ -315,9 +398,12 @@ class Config:
             if self.training.schedule != "standard":
                 raise ConfigError("training.schedule applies to classifiers; model.task: contrastive trains the "
                                   "whole backbone (use schedule: standard)")
-            if self.training.early_stopping.monitor.startswith("val_"):
-                raise ConfigError("model.task: contrastive has no validation split; set "
-                                  "training.early_stopping.monitor: loss")
+            if self.training.early_stopping.monitor.startswith("val_") and not self.contrastive.val_fraction:
+                raise ConfigError("model.task: contrastive has no validation images unless contrastive.val_fraction "
+                                  "> 0; set training.early_stopping.monitor: loss, or a val_fraction")
+            if self.contrastive.view_size and any(self.contrastive.view_size > s for s in self.data.image_size):
+                raise ConfigError(f"contrastive.view_size {self.contrastive.view_size} is larger than "
+                                  f"data.image_size {self.data.image_size}")
         return self
 
     def to_dict(self):
@@ -558,7 +644,10 @@ def _size(key, value):
 
 
 def model_input_size(cfg):
-    """The model's input [h, w]: the crop size when cropping, else the image size."""
+    """The model's input [h, w]: a contrastive run's view size, else the crop size when
+    cropping, else the image size."""
+    if cfg.model.task == "contrastive" and cfg.contrastive.view_size:
+        return (cfg.contrastive.view_size,) * 2
     return tuple(cfg.data.augment.crop or cfg.data.image_size)
 
 
@@ -576,6 +665,9 @@ def check_paths(cfg, splits=("train", "valid", "test")):
                               f"run writes <prefix>backbone.weights.h5 in its run folder)")
     elif w not in ("imagenet", "none") and not os.path.isfile(w):
         raise ConfigError(f"model.weights: file not found: {w} (use imagenet, none, or an existing weights file)")
+    init = cfg.model.init_weights
+    if init is not None and not os.path.exists(init):
+        raise ConfigError(f"model.init_weights: not found: {init} (a run folder, or a .keras or .weights.h5 file)")
     if cfg.model.task == "contrastive":
         splits = ("train",)  # one unlabelled folder
     for name, path in zip(("train", "valid", "test"), cfg.data.dirs()):

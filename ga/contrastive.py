@@ -1,10 +1,11 @@
-"""SimCLR pretraining (`model.task: contrastive`): views, NT-Xent loss, the training model.
+"""SimCLR pretraining (`model.task: contrastive`): views, the losses, the training model.
 
 An unlabelled folder (`data.train_dir`, read recursively) feeds batches of two
 independently, strongly augmented views of every image. The encoder (preprocessing,
-backbone, global pooling, a two-layer projection head) embeds both; NT-Xent (Chen et al.
-2020, arXiv 2006.10029) pulls each image's two views together and pushes it away from every
-other view in the batch. Under `tf.distribute` the embeddings of all replicas are gathered,
+backbone, global pooling, a projection head) embeds both; NT-Xent (Chen et al. 2020, arXiv
+2006.10029) pulls each image's two views together and pushes it away from every other view
+in the batch (the graphene study's one-way loss: each first view against the second views).
+A held-out share of the images (contrastive.val_fraction) gives a validation loss. Under `tf.distribute` the embeddings of all replicas are gathered,
 so the negatives are those of the whole global batch, as in SimCLR.
 """
 
@@ -61,6 +62,30 @@ def nt_xent(z1, z2, temperature):
     return tf.reduce_mean(loss)
 
 
+def one_way(z1, z2, temperature):
+    """The graphene study's contrastive loss (clr.py ContrastiveLoss): the mean over the n
+    first views of -log softmax_k(c(z1_i, z2_k) / t)[i], c being cosine similarity and k
+    running over the second views of the batch (N candidates, the partner on the diagonal).
+
+    Under `tf.distribute` the second views of every replica are the candidates (the global
+    batch), and the mean is over this replica's rows.
+    """
+    z1 = tf.math.l2_normalize(tf.cast(z1, tf.float32), axis=1)
+    z2 = tf.math.l2_normalize(tf.cast(z2, tf.float32), axis=1)
+    n = tf.shape(z1)[0]
+    ctx = tf.distribute.get_replica_context()
+    if ctx is not None and ctx.num_replicas_in_sync > 1:
+        every, offset = ctx.all_gather(z2, axis=0), tf.cast(ctx.replica_id_in_sync_group, tf.int32) * n
+    else:
+        every, offset = z2, 0
+    logits = tf.matmul(z1, every, transpose_b=True) / temperature  # (n, N)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.range(n) + offset, logits=logits)
+    return tf.reduce_mean(loss)
+
+
+LOSSES = {"ntxent": nt_xent, "one_way": one_way}
+
+
 def views_layer(cc, size, seed=0):
     """The strong augmentation of one view: random resized square crop to `size`, right-angle
     turns and flips, per-channel colour scaling (some views), Gaussian blur (some views), a
@@ -75,16 +100,20 @@ def views_layer(cc, size, seed=0):
         L.RandomGaussianBlur(factor=(cc.blur_prob, cc.blur_prob), kernel_size=kernel, sigma=tuple(cc.blur_sigma),
                              value_range=(0, 255), seed=seed + 15),
     ]
-    if cc.rotation > 0:
-        layers.append(L.RandomRotation(cc.rotation / 360.0, fill_mode="reflect", seed=seed + 16))
+    if cc.rotation > 0 and cc.rotation_prob > 0:
+        rot = L.RandomRotation(cc.rotation / 360.0, fill_mode="reflect", seed=seed + 16)
+        layers.append(rot if cc.rotation_prob >= 1 else RandomSometimes(rot, cc.rotation_prob, seed=seed + 17))
     return keras.Sequential(layers, name="contrastive_views")
 
 
 def build_pairs(cfg):
-    """The training input: batches of (view 1, view 2), float32 0..255, model input size.
+    """The training input, and the validation input when contrastive.val_fraction > 0: batches
+    of (view 1, view 2), float32 0..255, model input size, from images loaded at
+    data.image_size.
 
     Returns:
-        SplitData whose dataset yields (views1, views2) and whose labels are empty.
+        (train, valid or None): SplitData whose datasets yield (views1, views2) and whose
+        labels are empty.
     """
     folder = cfg.data.dirs()[0]
     if not os.path.isdir(folder):
@@ -93,31 +122,50 @@ def build_pairs(cfg):
     paths, no_labels, problems = usable(found, np.zeros((len(found), 0), np.float32), "unlabelled",
                                         cfg.data.fraction, cfg.training.seed)
     batch = cfg.data.batch_size
+    held = int(round(len(paths) * cfg.contrastive.val_fraction))
+    if held:  # a seeded share, as the study's --f_split holds out the shuffled list's tail
+        order = np.random.default_rng(cfg.training.seed).permutation(len(paths))
+        paths, held_paths = [paths[i] for i in sorted(order[held:])], [paths[i] for i in sorted(order[:held])]
     if len(paths) < batch:
         raise DataError(f"contrastive training needs at least data.batch_size={batch} images; "
-                        f"{folder} has {len(paths)} usable")
-    size = tuple(cfg.data.image_size)
-    cache = wants_cache(cfg, len(paths))
-    ds = decoded(paths, no_labels, size, cache).map(lambda x, _: x)
-    ds = ds.shuffle(min(cfg.data.shuffle_buffer, len(paths)), seed=cfg.training.seed, reshuffle_each_iteration=True)
-    if cfg.training.steps_per_epoch:
-        ds = ds.repeat()
-    # Whole batches only: every replica gets the same share, and NT-Xent sees full batches.
-    ds = ds.batch(batch, drop_remainder=True).map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=AUTOTUNE)
-    view = views_layer(cfg.contrastive, model_input_size(cfg), cfg.training.seed)
-    ds = ds.map(lambda x: (view(x, training=True), view(x, training=True)), num_parallel_calls=AUTOTUNE)
+                        f"{folder} has {len(paths)} usable" + (f" after holding out {held} for validation" if held else ""))
+    train = SplitData(_pairs(cfg, paths, training=True), paths, no_labels[:len(paths)], problems)
     log.info("unlabelled: %d images from %s%s; %d pairs of views per step", len(paths), folder,
              f" ({len(problems)} skipped)" if problems else "", batch)
-    return SplitData(ds.prefetch(AUTOTUNE), paths, no_labels, problems)
+    if not held:
+        return train, None
+    log.info("contrastive validation: %d held-out images (contrastive.val_fraction %g)", held,
+             cfg.contrastive.val_fraction)
+    return train, SplitData(_pairs(cfg, held_paths, training=False), held_paths, no_labels[:held], [])
+
+
+def _pairs(cfg, paths, training):
+    """(view 1, view 2) batches of `paths`; the training stream is shuffled, and repeated
+    when training.steps_per_epoch is set."""
+    batch = cfg.data.batch_size
+    size = tuple(cfg.data.image_size)
+    ds = decoded(paths, np.zeros((len(paths), 0), np.float32), size, wants_cache(cfg, len(paths))).map(lambda x, _: x)
+    if training:
+        ds = ds.shuffle(min(cfg.data.shuffle_buffer, len(paths)), seed=cfg.training.seed, reshuffle_each_iteration=True)
+        if cfg.training.steps_per_epoch:
+            ds = ds.repeat()
+    # Whole training batches only: every replica gets the same share, and the loss sees
+    # full batches (a short last validation batch has fewer candidates, as in the study).
+    ds = ds.batch(batch, drop_remainder=training).map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=AUTOTUNE)
+    view = views_layer(cfg.contrastive, model_input_size(cfg), cfg.training.seed + (0 if training else 100))
+    ds = ds.map(lambda x: (view(x, training=True), view(x, training=True)), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
 
 
 class SimCLR(keras.Model):
-    """Trains `encoder` with NT-Xent on (view 1, view 2) batches; saving uses the encoder."""
+    """Trains `encoder` with a contrastive loss (`LOSSES`: ntxent, one_way) on (view 1, view 2)
+    batches; saving uses the encoder."""
 
-    def __init__(self, encoder, temperature, **kwargs):
+    def __init__(self, encoder, temperature, loss="ntxent", **kwargs):
         super().__init__(name="simclr", **kwargs)
         self.encoder = encoder
         self.temperature = float(temperature)
+        self.contrastive_loss = LOSSES[loss]
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.built = encoder.built  # its variables are the encoder's, which exist already
 
@@ -135,7 +183,7 @@ class SimCLR(keras.Model):
         with tf.GradientTape() as tape:
             # Both views in one pass: BatchNorm normalises over the pair, as in SimCLR.
             z = self.encoder(tf.concat([v1, v2], axis=0), training=True)
-            loss = nt_xent(z[:n], z[n:], self.temperature)
+            loss = self.contrastive_loss(z[:n], z[n:], self.temperature)
             # The optimizer sums the replicas' gradients: scale so the sum is the global mean's.
             scaled = self.optimizer.scale_loss((loss + tf.add_n([0.0, *self.encoder.losses])) / replicas)
         grads = tape.gradient(scaled, self.trainable_variables)
@@ -147,5 +195,5 @@ class SimCLR(keras.Model):
         v1, v2 = data
         n = tf.shape(v1)[0]
         z = self.encoder(tf.concat([v1, v2], axis=0), training=False)
-        self.loss_tracker.update_state(nt_xent(z[:n], z[n:], self.temperature))
+        self.loss_tracker.update_state(self.contrastive_loss(z[:n], z[n:], self.temperature))
         return {"loss": self.loss_tracker.result()}

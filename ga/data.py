@@ -21,14 +21,16 @@ import tensorflow as tf
 from ga.config import EXCLUSIVE, model_input_size
 from ga.errors import DataError
 from ga.images import (
-    TF_FORMATS,
     ImageProblem,
     center_crop,
     checked,
     decode_resize,
     image_files,
+    pillow_file,
     read_bytes,
+    resize_uint8,
     subfolders,
+    tf_reads,
 )
 from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
 from ga.runs import class_labels
@@ -108,7 +110,8 @@ def _list_class_folders(split_dir, classes, class_names=None):
 
 
 def prescan(paths):
-    """Find files TensorFlow cannot decode, without decoding them fully.
+    """Find files that cannot be decoded (by tf.io, or by Pillow for TIFF and the other
+    formats tf.io does not read), without decoding them fully.
 
     Returns:
         (keep: bool array, problems: list of (path, reason)).
@@ -117,18 +120,23 @@ def prescan(paths):
     problems = []
     for i, p in enumerate(paths):
         try:
-            fmt = checked(read_bytes(p))
-            if fmt not in TF_FORMATS:
-                raise ImageProblem(f"{fmt} images are not read by tf.io; convert to PNG")
+            checked(read_bytes(p))
         except ImageProblem as exc:
             keep[i] = False
             problems.append((p, str(exc)))
     return keep, problems
 
 
-def load_image(path, size):
-    """Read and decode one image file to a uint8 tensor of `size` (the training path)."""
-    return decode_resize(tf.io.read_file(path), size)
+def load_image(path, size, pillow=False):
+    """Read and decode one image file to a uint8 tensor of `size` (the training path); with
+    `pillow` (a bool tensor) through Pillow: TIFF (8 or 16 bits) and other formats tf.io does
+    not read, decoded as inference decodes them."""
+
+    def with_pillow():
+        img = tf.numpy_function(lambda p: pillow_file(p.decode()), [path], tf.uint8, stateful=False)
+        return resize_uint8(tf.ensure_shape(img, [None, None, 3]), size)
+
+    return tf.cond(pillow, with_pillow, lambda: decode_resize(tf.io.read_file(path), size))
 
 
 # ---------------------------------------------------------------------------- augmentation
@@ -157,8 +165,9 @@ def augmentation(aug, seed=0, name="augmentation"):
         layers.append(L.RandomTranslation(aug.shift, aug.shift, fill_mode=aug.fill_mode, seed=seed + 5))
     if aug.zoom > 0:
         layers.append(L.RandomZoom((-aug.zoom, aug.zoom), fill_mode=aug.fill_mode, seed=seed + 6))
-    if aug.color_scale > 0:
-        layers.append(RandomChannelScale(aug.color_scale, seed=seed + 7))
+    if aug.color_scale > 0 and aug.color_shift_p > 0:
+        shift = RandomChannelScale(aug.color_scale, seed=seed + 7)
+        layers.append(shift if aug.color_shift_p >= 1 else RandomSometimes(shift, aug.color_shift_p, seed=seed + 9))
     if aug.crop:
         layers.append(L.RandomCrop(*aug.crop, seed=seed + 8))
     if not layers:
@@ -309,7 +318,8 @@ def wants_cache(cfg, n):
 
 def decoded(paths, labels, size, cache):
     """(uint8 image, label) pairs, decoded in parallel, optionally kept in memory."""
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), labels))
-    ds = ds.map(lambda p, y: (load_image(p, size), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    pillow = [not tf_reads(p) for p in paths]
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), labels, pillow))
+    ds = ds.map(lambda p, y, k: (load_image(p, size, k), y), num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
     return ds.cache() if cache else ds

@@ -115,6 +115,25 @@ def checked(data, max_pixels=MAX_PIXELS, load=False):
         raise ImageProblem(f"cannot decode ({one_line(exc)})") from None
 
 
+MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")  # what tf.io.decode_image reads (TF_FORMATS)
+
+
+def tf_reads(path):
+    """Whether tf.io decodes the file (PNG, JPEG, BMP, GIF by their first bytes); the others
+    (TIFF, ...) go through Pillow."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return True  # tf.io then reports the file as unreadable
+    return head.startswith(MAGIC)
+
+
+def pillow_file(path):
+    """RGB uint8 (h, w, 3) of an image file decoded by Pillow (`pillow_rgb`)."""
+    return pillow_rgb(read_bytes(path))
+
+
 def pillow_rgb(data):
     """Decode with Pillow to RGB uint8 (h, w, 3): TIFF and other formats tf.io does not read;
     16- and 32-bit greys are scaled to 8 bits first."""

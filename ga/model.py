@@ -91,22 +91,45 @@ def build_backbone(model_cfg, shape):
 def load_backbone_weights(base, path):
     """Load a `.weights.h5` file saved from a backbone of the same architecture (a contrastive
     run's <prefix>backbone.weights.h5). Raises ConfigError when it does not fit."""
+    load_checked(base, path, "model.backbone_weights", f"the {base.name} backbone")
+
+
+def load_checked(model, path, key, what):
+    """model.load_weights(path), where a file that does not fit `model` (shapes, or layers
+    that find no weights) is a ConfigError naming `key`, not a model left partly at its
+    random start."""
     import warnings
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            base.load_weights(path)
+            model.load_weights(path)
         except (ValueError, OSError, KeyError) as exc:
-            raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: "
-                              f"{first_line(exc)}") from None
-    # Keras only warns when part of the file finds no matching layer; here that is an error,
-    # not a backbone left partly at its random start. (The other warnings of a load are
-    # NumPy's copy-keyword notes from h5py, dropped.)
+            raise ConfigError(f"{key}: {path} does not fit {what}: {first_line(exc)}") from None
+    # Keras only warns when part of the file finds no matching layer. (The other warnings of
+    # a load are NumPy's copy-keyword notes from h5py, dropped.)
     skipped = [str(w.message) for w in caught if "Skipping" in str(w.message) or "freshly-initialized" in str(w.message)]
     if skipped:
-        raise ConfigError(f"model.backbone_weights: {path} does not fit the {base.name} backbone: "
-                          f"{first_line(skipped[0])}")
+        raise ConfigError(f"{key}: {path} does not fit {what}: {first_line(skipped[0])}")
+
+
+def init_weights_file(path):
+    """The file model.init_weights names: a run folder's .keras model, or the file itself."""
+    if not os.path.isdir(path):
+        return path
+    found = sorted(f for f in os.listdir(path) if f.endswith(".keras") and not f.startswith("."))
+    if not found:
+        raise ConfigError(f"model.init_weights: {path} holds no .keras model (a complete run folder has "
+                          f"<prefix>model.keras)")
+    return os.path.join(path, found[0])
+
+
+def load_init_weights(model, path):
+    """Start `model` from a whole trained model of the same architecture (model.init_weights);
+    returns the file read."""
+    file = init_weights_file(path)
+    load_checked(model, file, "model.init_weights", f"this model ({model.name}, output {model.output_shape[1:]})")
+    return file
 
 
 def set_trainable_fraction(base, fraction, freeze_batchnorm=False):
@@ -140,14 +163,17 @@ def _backbone_features(cfg, inputs):
 
 def build_encoder(cfg):
     """The contrastive model: Input -> Preprocess -> backbone -> pooling -> projection head
-    (dense + ReLU, dense), the SimCLR encoder whose output NT-Xent compares."""
+    (mlp: dense + ReLU, dense; linear: dropout, dense), whose output the loss compares."""
     h, w = model_input_size(cfg)
     L = keras.layers
+    c = cfg.contrastive
     inputs = keras.Input((h, w, 3), name="image")
     x = _backbone_features(cfg, inputs)
-    first, second = cfg.contrastive.projection
-    x = L.Dense(first, activation="relu", name="projection_dense1")(x)
-    outputs = L.Dense(second, dtype="float32", name="projection")(x)
+    if c.head == "mlp":
+        x = L.Dense(c.projection[0], activation="relu", name="projection_dense1")(x)
+    elif c.head_dropout > 0:
+        x = L.Dropout(c.head_dropout, name="projection_dropout")(x)
+    outputs = L.Dense(c.projection[-1], dtype="float32", name="projection")(x)
     return keras.Model(inputs, outputs, name=f"ga_simclr_{cfg.model.backbone}")
 
 

@@ -1,12 +1,18 @@
 """Tile scanning of whole microscope frames (`inference.py frame.png --scan --tile 300`).
 
-A frame of any size is covered by square tiles at native resolution, as few as cover it,
-spread evenly, with neighbours sharing at least `--overlap` pixels (default: a fifth of the
-tile), so every object up to that size lies wholly inside some tile. `--overlap 0` gives the
-fewest tiles, but then a small flake cut by a tile border can show too little of itself in
-either tile to be recognised. Tiles are predicted in
-batches; every tile where a class (other than the derived "any") passes its threshold is
-outlined in red on a copy of the frame, saved as a crop, and listed in a CSV.
+A frame of any size is covered by tiles (`--tile W [H]`, square when H is left out) at
+native resolution, as few as cover it, spread evenly, with neighbours sharing at least
+`--overlap` pixels (default: a fifth of the tile's smaller side), so every object up to that
+size lies wholly inside some tile. `--overlap 0` gives the fewest tiles, but then a small
+flake cut by a tile border can show too little of itself in either tile to be recognised.
+Tiles are predicted in batches; every marked tile is outlined in red on a copy of the frame,
+saved as a crop, and listed in a CSV. Which tiles are marked (`--rule`):
+
+- classes (default): a class passes its threshold (labels.json's tuned one, or
+  `--threshold`): for a multi-label model any class but the derived "any", for a binary
+  model the positive class;
+- any: the graphene study's scan.py rule, the model's last output -- the "any" output, or
+  the single output of a binary model -- above `--threshold` (default 0.5).
 """
 
 import logging
@@ -34,30 +40,39 @@ def tile_starts(length, tile, overlap=0):
 
 
 def default_overlap(tile):
-    """The scan's default least overlap: a fifth of the tile (60 px for 300 px tiles)."""
-    return tile // 5
+    """The scan's default least overlap: a fifth of the tile's smaller side (60 px for 300 px
+    tiles). `tile`: a size, or (width, height)."""
+    return min(tile_size(tile)) // 5
+
+
+def tile_size(tile):
+    """(width, height) of a tile given as a size or as (width,) or (width, height)."""
+    if isinstance(tile, int):
+        return tile, tile
+    return (tile[0], tile[-1])
 
 
 def tile_boxes(width, height, tile, overlap=0):
-    """(x0, y0, x1, y1) boxes covering a width x height frame."""
-    tw, th = min(tile, width), min(tile, height)
+    """(x0, y0, x1, y1) boxes covering a width x height frame with tiles of `tile` (a size, or
+    (width, height))."""
+    tw, th = tile_size(tile)
+    tw, th = min(tw, width), min(th, height)
     return [(x, y, x + tw, y + th) for y in tile_starts(height, th, min(overlap, th - 1))
             for x in tile_starts(width, tw, min(overlap, tw - 1))]
 
 
-def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pixels=400_000_000, overlap=None):
+def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pixels=400_000_000, overlap=None,
+               rule="classes"):
     """Scan one frame; write <stem>_scan.jpg, <stem>_tiles.csv and <stem>_tiles/ crops.
 
-    `overlap` is the least overlap of neighbouring tiles in pixels (None: tile // 5).
+    `tile` is a size or (width, height); `overlap` the least overlap of neighbouring tiles in
+    pixels (None: default_overlap); `rule` which tiles are marked (module docstring).
 
     Returns:
         dict with the frame's counts and output paths.
     """
     labels = model.labels
-    classes = labels["classes"]
-    if labels["task"] != "multilabel":
-        raise GAError("--scan needs a multi-label model (e.g. configs/graphene_cnn4.yaml)")
-    thr = {c: (threshold if threshold is not None else labels["thresholds"][c]) for c in classes}
+    marks = marking(labels, rule, threshold)
     Image.MAX_IMAGE_PIXELS = max_pixels
     with Image.open(path) as im:
         frame = np.asarray(im.convert("RGB"))
@@ -65,11 +80,30 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
     overlap = default_overlap(tile) if overlap is None else overlap
     boxes = tile_boxes(w, h, tile, overlap)
     probs = _predict_tiles(model, frame, boxes, tuple(labels["input_size"]), batch_size)
-    watched = [c != "any" for c in classes]  # the derived "any" marks nothing by itself
-    fired = decisions(probs, "multilabel", classes, thr)[:, watched].any(axis=1)
+    fired = marks(probs)
+    columns = labels["classes"] if labels["task"] == "multilabel" else labels["classes"][1:]
     stem = os.path.splitext(os.path.basename(path))[0]
-    out = _write_scan(frame, boxes, fired, probs, classes, out_dir, stem)
+    out = _write_scan(frame, boxes, fired, probs, columns, out_dir, stem)
     return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), **out}
+
+
+def marking(labels, rule, threshold=None):
+    """The function (model outputs -> bool per tile) of `rule` for a model's labels.json.
+    Raises GAError for a model the rule cannot read."""
+    task, classes = labels["task"], labels["classes"]
+    if task not in ("multilabel", "binary"):
+        raise GAError(f"--scan needs a multi-label or binary model; this one is {task}")
+    if rule == "any":
+        if task == "multilabel" and classes[-1] != "any":
+            raise GAError("--rule any reads the model's 'any' output, and this multi-label model has none "
+                          "(train with data.any_class: true), or use --rule classes")
+        thr = 0.5 if threshold is None else threshold
+        return lambda probs: np.asarray(probs)[:, -1] > thr
+    thr = {c: (threshold if threshold is not None else labels["thresholds"][c]) for c in labels["thresholds"]}
+    if task == "binary":
+        return lambda probs: decisions(probs, task, classes, thr)[:, 1]
+    watched = [c != "any" for c in classes]  # the derived "any" marks nothing by itself
+    return lambda probs: decisions(probs, task, classes, thr)[:, watched].any(axis=1)
 
 
 def _predict_tiles(model, frame, boxes, size, batch_size):

@@ -49,6 +49,9 @@ SPLITS = ("train", "valid", "test")
 MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason", "target")
 # The study's own split layout (GAsplitDataIntoTrainValidandTest.py), read as one source.
 STUDY_FOLDERS = ("GAtrainBinary", "GAvalidBinary", "GAtestBinary")
+# The graphene study's dataset folder (train.py --dataset_dir): images, and per image a
+# <stem>-labels.csv of comma-separated 0/1 values, one per class, in a sibling folder.
+GRAPHENE_FOLDERS = (("training_images", "training_labels"), ("validation_images", "validation_labels"))
 
 
 @dataclass
@@ -491,15 +494,69 @@ def _multilabel_names(source):
                   and (os.path.isfile(os.path.join(source, f)) or os.path.islink(os.path.join(source, f))))
 
 
+def is_graphene_layout(source):
+    """Whether `source` is the graphene study's dataset folder (training_images/ ...)."""
+    return not os.path.isfile(os.path.join(source, "labels.csv")) and \
+        os.path.isdir(os.path.join(source, GRAPHENE_FOLDERS[0][0]))
+
+
+def read_graphene_layout(source, class_names=None):
+    """(classes, {relative image path: (0/1, ...)}, relative image paths) of the graphene
+    study's dataset folder: training_images/ and validation_images/ (both are pooled and split
+    again), each image's labels in <images folder's labels sibling>/<stem>-labels.csv. An image
+    without a labels file is listed without labels (and rejected by the split). Classes are
+    `class_names` when given, else class1, class2, ..."""
+    names, labels, width = [], {}, None
+    for images, label_dir in GRAPHENE_FOLDERS:
+        folder = os.path.join(source, images)
+        if not os.path.isdir(folder):
+            continue
+        for f in sorted(x for x in os.listdir(folder) if not x.startswith(".")):
+            rel = f"{images}/{f}"
+            names.append(rel)
+            path = os.path.join(source, label_dir, f.split(".")[0] + "-labels.csv")  # the study's name rule
+            if os.path.isfile(path):
+                labels[rel] = _label_file(path)
+                if width is not None and len(labels[rel]) != width:
+                    raise DataError(f"{path}: {len(labels[rel])} values, but other label files have {width}")
+                width = len(labels[rel])
+    if width is None:
+        raise DataError(f"{source}: no <name>-labels.csv files in {GRAPHENE_FOLDERS[0][1]}/ for the images in "
+                        f"{GRAPHENE_FOLDERS[0][0]}/")
+    if class_names and len(class_names) != width:
+        raise DataError(f"data.class_names names {len(class_names)} classes, but the label files have {width} values")
+    return list(class_names or (f"class{i + 1}" for i in range(width))), labels, names
+
+
+def _label_file(path):
+    """The 0/1 values of one <stem>-labels.csv (numpy.savetxt writes them as 0.0/1.0)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            values = [float(v) for v in fh.read().replace("\n", ",").split(",") if v.strip()]
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if not values or any(v not in (0.0, 1.0) for v in values):
+        raise DataError(f"{path}: expected comma-separated values of 0 or 1")
+    return tuple(int(v) for v in values)
+
+
+def _multilabel_source(source, class_names=None):
+    """(classes, {name: labels}, names) of a labels.csv folder or the graphene study's layout."""
+    if is_graphene_layout(source):
+        return read_graphene_layout(source, class_names)
+    classes, labels = read_labels_csv(source)
+    return classes, labels, _multilabel_names(source)
+
+
 def list_source(source, class_names=None, strict=True):
     """The Listing of a source: class folders (or the study's GA{train,valid,test}Binary
-    layout), or images with a labels.csv."""
-    if not os.path.isfile(os.path.join(source, "labels.csv")):
+    layout), images with a labels.csv, or the graphene study's dataset folder."""
+    if not os.path.isfile(os.path.join(source, "labels.csv")) and not is_graphene_layout(source):
         classes, items = _list_class_folders(source, strict, class_names)
         return Listing(source, classes, items)
-    classes, labels = read_labels_csv(source)
-    names = _multilabel_names(source)
-    items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None, n) for n in names]
+    classes, labels, names = _multilabel_source(source, class_names)
+    items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None, n.split("/")[-1])
+             for n in names]
     return Listing(source, classes, items, sorted(set(labels) - set(names)), labels)
 
 
@@ -514,7 +571,7 @@ def _scan(source, listing, workers, bar_off):
     for f, (rel, cls, target) in zip(files, listing.items):
         f.target = "" if target == rel else target
         if cls is None and f.usable:
-            f.status, f.reason = "rejected", "not listed in labels.csv"
+            f.status, f.reason = "rejected", "no labels (not listed in labels.csv, or no <name>-labels.csv file)"
         elif f.usable and f.placed in placed:  # the study's layout: one name in two of its folders
             f.status, f.reason = "rejected", f"{placed[f.placed]} is placed at the same path {f.placed}"
         elif f.usable:
@@ -597,7 +654,7 @@ def _copy_all(source, dest, files, mode, bar_off):
 
 def _write_split_labels(dest, files, classes, labels):
     for s in SPLITS:
-        rows = [[f.source, *labels[f.source]] for f in files if f.usable and f.split == s]
+        rows = [[f.placed, *labels[f.source]] for f in files if f.usable and f.split == s]
         os.makedirs(os.path.join(dest, s), exist_ok=True)
         atomic_write_csv(os.path.join(dest, s, "labels.csv"), ["filename", *classes], rows)
 
@@ -607,7 +664,7 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
     listed = {f.source for f in files}
     if os.path.isdir(source):
         if params.get("multilabel"):
-            present = {_safe_name(n) for n in _multilabel_names(source)}
+            present = {_safe_name(n) for n in _multilabel_source(source, params.get("class_names"))[2]}
         else:
             present = {_safe_name(rel) for rel, _, _ in _list_class_folders(source, False, params.get("class_names"))[1]}
         new = sorted(present - listed)
@@ -628,7 +685,7 @@ def _complete_existing(source, dest, mode, dry_run, params, bar_off):
         return result
     _copy_all(source, dest, files, params.get("mode", mode), bar_off)
     if params.get("multilabel"):
-        classes, labels = read_labels_csv(source)
+        classes, labels, _ = _multilabel_source(source, params.get("class_names"))
         _write_split_labels(dest, files, classes, labels)
     atomic_write_json(os.path.join(dest, "split.json"), {**params, "complete": True})
     return result

@@ -81,19 +81,28 @@ def _precision_policy(cfg):
     return want
 
 
-def _optimizer(t):
+def _optimizer(t, output_layer=None):
+    """The optimizer of training config `t`; weight decay skips the variables `t.no_decay`
+    names (`output_bias` needs `output_layer`, the delivered model's last layer)."""
     import keras
 
     wd = t.weight_decay or None
+    b1, b2 = t.betas
     if t.optimizer == "sgd":
-        return keras.optimizers.SGD(t.learning_rate, momentum=t.momentum, nesterov=t.nesterov, weight_decay=wd)
-    if t.optimizer == "adamw":
-        return keras.optimizers.AdamW(t.learning_rate, weight_decay=t.weight_decay)
-    return keras.optimizers.Adam(t.learning_rate, weight_decay=wd)
+        opt = keras.optimizers.SGD(t.learning_rate, momentum=t.momentum, nesterov=t.nesterov, weight_decay=wd)
+    elif t.optimizer == "adamw":
+        opt = keras.optimizers.AdamW(t.learning_rate, weight_decay=t.weight_decay, beta_1=b1, beta_2=b2)
+    else:
+        opt = keras.optimizers.Adam(t.learning_rate, weight_decay=wd, beta_1=b1, beta_2=b2)
+    if wd:
+        names = (["bias"] if "bias" in t.no_decay else []) + (["gamma", "beta"] if "batchnorm" in t.no_decay else [])
+        exact = [output_layer.bias] if "output_bias" in t.no_decay and getattr(output_layer, "bias", None) is not None else []
+        opt.exclude_from_weight_decay(var_list=exact, var_names=names)
+    return opt
 
 
-def compile_model(model, cfg, classes):
-    """Compile with the task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest
+def compile_model(model, cfg, classes, target=None):
+    """Compile `model` (`target`: the delivered model inside it, default itself) with the task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest
     macro average over classes for multiclass and multi-label) and the per-class
     precision/recall/F1 metrics."""
     import keras
@@ -116,7 +125,7 @@ def compile_model(model, cfg, classes):
         *class_metrics(classes, task, thr),
     ]
     jit = {"auto": "auto", "true": True, "false": False}[cfg.training.jit_compile]
-    model.compile(optimizer=_optimizer(cfg.training), loss=loss, metrics=metrics, jit_compile=jit)
+    model.compile(optimizer=_optimizer(cfg.training, (target or model).layers[-1]), loss=loss, metrics=metrics, jit_compile=jit)
     return model
 
 
@@ -191,6 +200,8 @@ def _run(cfg, classes, resume):
         log.info("run folder %s; %s; %s; %d replica(s); precision %s", run_dir,
                  f"classes {classes} (index order)" if classes else "contrastive pretraining",
                  cfg.model.backbone, strategy.num_replicas_in_sync, precision)
+        if built.init_from:
+            log.info("model weights initialised from %s", built.init_from)
         _log_class_counts(cfg, data, weights)
         fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy, weights)
         t = time.perf_counter()
@@ -239,23 +250,26 @@ class Built:
 
     model: object
     fit_model: object
+    init_from: str = None  # the file model.init_weights named, when given
 
 
 def _build(cfg, classes, strategy):
     import keras
 
     from ga.data import augmentation
-    from ga.model import backbone_of, build_encoder, build_model, set_trainable_fraction
+    from ga.model import backbone_of, build_encoder, build_model, load_init_weights, set_trainable_fraction
 
     with strategy.scope():
         if cfg.model.task == "contrastive":
             from ga.contrastive import SimCLR
 
             model = build_encoder(cfg)
-            fit_model = SimCLR(model, cfg.contrastive.temperature)
-            fit_model.compile(optimizer=_optimizer(cfg.training))
-            return Built(model, fit_model)
+            init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
+            fit_model = SimCLR(model, cfg.contrastive.temperature, cfg.contrastive.loss)
+            fit_model.compile(optimizer=_optimizer(cfg.training, model.layers[-1]))
+            return Built(model, fit_model, init)
         model = build_model(cfg, runs.output_count(cfg.model.task, classes))
+        init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
         if cfg.training.schedule != "standard":
             # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
             set_trainable_fraction(backbone_of(model), 0.0)
@@ -264,8 +278,8 @@ def _build(cfg, classes, strategy):
         if layer is not None:
             # Augmentation runs on the accelerator; the saved model stays the plain one.
             fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
-        compile_model(fit_model, cfg, classes)
-    return Built(model, fit_model)
+        compile_model(fit_model, cfg, classes, target=model)
+    return Built(model, fit_model, init)
 
 
 def _datasets(cfg, classes):
@@ -275,7 +289,7 @@ def _datasets(cfg, classes):
         return build_datasets(cfg, classes)
     from ga.contrastive import build_pairs
 
-    return Datasets(build_pairs(cfg), None, None, [], "contrastive", model_input_size(cfg))
+    return Datasets(*build_pairs(cfg), None, [], "contrastive", model_input_size(cfg))
 
 
 # ---------------------------------------------------------------------------- 2. fit each stage
@@ -348,6 +362,8 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=N
     """One `fit` call with the run's callbacks; resumes from the stage's checkpoint.
     `weights`: {class: loss weight} (training.class_weight), or None."""
     from ga.callbacks import build_callbacks, resume_epoch
+    from ga.model import backbone_of
+    from ga.schedules import EpochSchedule
 
     fit_model = built.fit_model
     initial = max(first_epoch, resume_epoch(run_dir, stage.backup))
@@ -356,7 +372,10 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=N
         log.info("%s at epoch %d", "resuming" if initial > first_epoch else "continuing", initial + 1)
     callbacks, watch = build_callbacks(cfg, run_dir, classes, backup=stage.backup, stage=stage.number or None,
                                        supports=_supports(data, classes), target=built.model,
-                                       first_epoch=first_epoch, resumed_at=initial)
+                                       first_epoch=first_epoch, resumed_at=initial,
+                                       schedule=EpochSchedule(stage.training, first_epoch, stage.epochs),
+                                       backbone=backbone_of(built.model) if cfg.model.task == "contrastive" else None,
+                                       train_data=None if cfg.model.task == "contrastive" else data.train.dataset)
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
     if getattr(fit_model, "_initial_epoch", None) is not None:
@@ -411,10 +430,15 @@ def _log_class_counts(cfg, data, weights):
         big, small = max(train, key=train.get), min(train, key=train.get)
         log.warning("imbalanced training split: %s has %d images, %s only %d (more than %g:1)%s", big, train[big],
                     small, train[small], cfg.data.imbalance_warning,
-                    "" if weights else "; consider " + ("data.balance: true" if data.task == "multilabel"
-                                                        else "training.class_weight: balanced"))
+                    _imbalance_hint(cfg, data.task, weights))
     if weights:
         log.info("class weights: %s", ", ".join(f"{c} {w:.4g}" for c, w in weights.items()))
+
+
+def _imbalance_hint(cfg, task, weights):
+    if weights or (task == "multilabel" and cfg.data.balance):
+        return ""
+    return "; consider " + ("data.balance: true" if task == "multilabel" else "training.class_weight: balanced")
 
 
 def _stage1_doc(run_dir):
@@ -442,7 +466,7 @@ def _unfreeze(cfg, built, classes, strategy, stage, done):
         # BatchNorm stays in inference mode with its pretrained statistics: switching it to
         # batch statistics of small fine-tuning batches undoes what the linear stage learnt.
         set_trainable_fraction(backbone_of(built.model), 1.0, freeze_batchnorm=True)
-        compile_model(built.fit_model, dataclasses.replace(cfg, training=stage.training), classes)
+        compile_model(built.fit_model, dataclasses.replace(cfg, training=stage.training), classes, target=built.model)
 
 
 def _read_json(path):

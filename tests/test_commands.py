@@ -650,10 +650,11 @@ def contrastive(tmp_path_factory, graphene):
     ws = Workspace(tmp_path_factory.mktemp("contrastive"))
     ws.link("data/graphene_split", str(graphene[0] / "data/graphene_split"))
     tiny_cnn = ["--set", "model.backbone=cnn4", "--set", "model.head.pooling=max"]
-    ws.run("python -m ga.synthetic graphene --out data/graphene_unlabelled --count 4000 --seed 1", "--count", "32",
-           "--size", "64")
-    pre = ws.run("python main.py --config configs/graphene_simclr.yaml", *tiny_cnn, "--set", "data.image_size=[32,32]",
-                 "--set", "data.batch_size=16", "--set", "training.epochs=2")
+    # The study's image and view sizes (200 px, 100 px views) on few images, CNN-4, two epochs.
+    ws.run("python -m ga.synthetic graphene --out data/graphene_unlabelled --count 4000 --seed 1", "--count", "30",
+           "--size", "200")
+    pre = ws.run("python main.py --config configs/graphene_simclr.yaml", *tiny_cnn, "--set", "data.batch_size=8",
+                 "--set", "training.epochs=2")
     (gs,) = ws.runs("GS_")
     fine = ws.run("python main.py --config configs/graphene_finetune.yaml "
                   f"--set model.backbone_weights=deliverables/{os.path.basename(gs)}/GSbackbone.weights.h5",
@@ -667,7 +668,21 @@ def test_contrastive_then_fine_tune(contrastive):
     assert ws.printed(pre) == gs
     assert {"GSmodel.keras", "GSbackbone.weights.h5", "GSloss_curve.png", "metrics.json"} <= set(os.listdir(gs))
     m = json.load(open(os.path.join(gs, "metrics.json")))
-    assert m["task"] == "contrastive" and m["images"] == 32
+    assert m["task"] == "contrastive" and m["images"] == 24 and m["validation_images"] == 6  # 20% held out
+    # the study's objective: one-way loss at T 0.1, a linear 256-d head, 100 px views of 200 px images
+    import yaml
+
+    saved = yaml.safe_load(open(os.path.join(gs, "config.yaml")))
+    c = saved["contrastive"]
+    assert (c["loss"], c["temperature"], c["head"], c["projection"], c["view_size"]) == ("one_way", 0.1, "linear",
+                                                                                         [256], 100)
+    assert saved["data"]["image_size"] == [200, 200] and m["loss"] == "one_way"
+    shapes = subprocess.run([sys.executable, "-c", "import ga, keras, sys; m = keras.models.load_model(sys.argv[1]); "
+                             "print(m.input_shape, m.output_shape, [type(l).__name__ for l in m.layers[-2:]])",
+                             os.path.join(gs, "GSmodel.keras")], capture_output=True, text=True, env=ws.env, timeout=300)
+    assert shapes.stdout.split("\n")[-2] == "(None, 100, 100, 3) (None, 256) ['Dropout', 'Dense']", shapes.stderr[-2000:]
+    history = _rows(os.path.join(gs, "history.csv"))
+    assert len(history) == 2 and all(np.isfinite(float(r["val_loss"])) for r in history)
     assert ws.printed(fine) == gc
     stages = [r["stage"] for r in _rows(os.path.join(gc, "history.csv"))]
     assert stages == ["1", "1", "2"]

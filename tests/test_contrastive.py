@@ -19,7 +19,7 @@ from conftest import ROOT, tiny_config
 from ga import synthetic as syn
 from ga.cli import inference_main, train_main
 from ga.config import ConfigError, load_config
-from ga.contrastive import nt_xent, views_layer
+from ga.contrastive import nt_xent, one_way, views_layer
 from ga.layers import RandomResizedCrop
 from ga.model import backbone_of, build_model
 from ga.splitting import split_dataset
@@ -38,6 +38,30 @@ def numpy_nt_xent(z1, z2, t):
         denom = sum(np.exp(s[i, k]) for k in range(n2) if k != i)
         losses.append(-np.log(np.exp(s[i, j]) / denom))
     return float(np.mean(losses))
+
+
+def numpy_one_way(z1, z2, t):
+    """The graphene study's clr.py ContrastiveLoss written out: row i of z1 against every row
+    of z2, the partner on the diagonal, in float64."""
+    a = z1 / np.linalg.norm(z1, axis=1, keepdims=True)
+    b = z2 / np.linalg.norm(z2, axis=1, keepdims=True)
+    dots = a @ b.T / t
+    return float(np.mean([-(dots[i, i] - np.log(np.sum(np.exp(dots[i])))) for i in range(len(a))]))
+
+
+NUMPY_LOSSES = {"nt_xent": numpy_nt_xent, "one_way": numpy_one_way}
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 32])
+@pytest.mark.parametrize("temperature", [0.1, 0.5])
+def test_one_way_matches_numpy(n, temperature):
+    rng = np.random.default_rng(n * 10 + int(temperature * 10))
+    z1, z2 = rng.normal(size=(n, 16)), rng.normal(size=(n, 16))
+    got = float(one_way(tf.constant(z1, tf.float32), tf.constant(z2, tf.float32), temperature))
+    assert got == pytest.approx(numpy_one_way(z1, z2, temperature), rel=1e-4, abs=1e-5)
+    if n > 1:  # one-directional: swapping the views changes it, unlike NT-Xent
+        assert got != pytest.approx(float(one_way(tf.constant(z2, tf.float32), tf.constant(z1, tf.float32),
+                                                  temperature)), rel=1e-6)
 
 
 @pytest.mark.parametrize("n", [1, 2, 7, 32])
@@ -63,7 +87,8 @@ CROSS_REPLICA = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from ga.contrastive import nt_xent
+    from ga.contrastive import nt_xent, one_way
+    loss_fn = {"nt_xent": nt_xent, "one_way": one_way}[sys.argv[1]]
     strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
     rng = np.random.default_rng(3)
     n, t = 6, 0.3
@@ -79,7 +104,7 @@ CROSS_REPLICA = textwrap.dedent("""
         def step(x1, x2):
             with tf.GradientTape() as tape:
                 tape.watch([x1, x2])
-                loss = nt_xent(x1, x2, t)
+                loss = loss_fn(x1, x2, t)
                 scaled = loss / 2.0  # what the training step does: replicas' gradients are summed
             return (loss, *tape.gradient(scaled, [x1, x2]))
         return strategy.run(step, args=(a, b))
@@ -88,7 +113,7 @@ CROSS_REPLICA = textwrap.dedent("""
     local = lambda v: [np.asarray(x) for x in strategy.experimental_local_results(v)]
     with tf.GradientTape() as tape:
         tape.watch([z1, z2])
-        whole = nt_xent(z1, z2, t)
+        whole = loss_fn(z1, z2, t)
     w1, w2 = tape.gradient(whole, [z1, z2])
     json.dump({"replica_losses": [float(x) for x in local(loss)], "whole": float(whole),
                "g1": float(np.abs(np.concatenate(local(g1)) - np.asarray(w1)).max()),
@@ -97,12 +122,13 @@ CROSS_REPLICA = textwrap.dedent("""
 """)
 
 
-def test_nt_xent_across_replicas_uses_the_global_batch():
-    out = subprocess.run([sys.executable, "-c", CROSS_REPLICA], capture_output=True, text=True, cwd=ROOT,
+@pytest.mark.parametrize("loss", ["nt_xent", "one_way"])
+def test_loss_across_replicas_uses_the_global_batch(loss):
+    out = subprocess.run([sys.executable, "-c", CROSS_REPLICA, loss], capture_output=True, text=True, cwd=ROOT,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    want = numpy_nt_xent(np.array(r["z1"]), np.array(r["z2"]), 0.3)
+    want = NUMPY_LOSSES[loss](np.array(r["z1"]), np.array(r["z2"]), 0.3)
     # Each replica scores its own rows against every replica's negatives; their mean is the
     # loss of the whole batch, and the gathered gradients are the whole batch's.
     assert len(r["replica_losses"]) == 2 and r["replica_losses"][0] != pytest.approx(r["replica_losses"][1])
@@ -176,6 +202,35 @@ def test_pretraining_run_folder(chain):
     assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
     # 48 images, batch 16: random views score about log(31); any learning shows below it
     assert float(rows[0]["loss"]) < np.log(31) + 0.5
+
+
+def test_study_objective_with_validation_loss_and_periodic_weights(chain, tmp_path):
+    # The graphene study's clr.py objective: one-way loss, a linear head (dropout + dense),
+    # views smaller than the loaded images, a held-out share with a validation loss per
+    # epoch; plus output.save_every.
+    cfg = tiny_config(tmp_path / "study.yaml", chain["split"], str(tmp_path / "runs"),
+                      data={"train_dir": str(chain["root"] / "unlabelled"), "batch_size": 16},
+                      model={"task": "contrastive", "head": {"units": [], "dropout": [], "batch_norm": [],
+                                                             "pooling": "max"}},
+                      training={"epochs": 2, "learning_rate": 0.003, "early_stopping": {"monitor": "val_loss"}},
+                      contrastive={"loss": "one_way", "temperature": 0.1, "head": "linear", "projection": [24],
+                                   "view_size": 20, "val_fraction": 0.25},
+                      output={"prefix": "GS", "save_every": 1})
+    run = train(cfg)
+    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    assert len(rows) == 2 and all(np.isfinite(float(r["val_loss"])) for r in rows)
+    m = json.load(open(os.path.join(run, "metrics.json")))
+    assert m["loss"] == "one_way" and m["images"] == 36 and m["validation_images"] == 12
+    assert m["final_val_loss"] == pytest.approx(float(rows[-1]["val_loss"]), rel=1e-6)
+    encoder = keras.models.load_model(os.path.join(run, "GSmodel.keras"))
+    assert encoder.input_shape == (None, 20, 20, 3) and encoder.output_shape == (None, 24)
+    assert [type(layer).__name__ for layer in encoder.layers[-2:]] == ["Dropout", "Dense"]
+    for n in (1, 2):
+        saved = keras.Model.from_config(encoder.get_config())
+        saved.load_weights(os.path.join(run, f"epoch_{n}.weights.h5"))
+        base = backbone_of(saved)
+        base.load_weights(os.path.join(run, f"epoch_{n}.backbone.weights.h5"))
+    assert not any(f.startswith(".") for f in os.listdir(run))  # written atomically, no temporary left
 
 
 def test_backbone_weights_round_trip(chain, tmp_path):
