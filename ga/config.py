@@ -212,7 +212,9 @@ class FineTuneConfig:
 
 @dataclass
 class LRScheduleConfig:
-    """The learning rate of each epoch (set at the epoch's start; history.csv column `lr`)."""
+    """The learning rate of each epoch (set at the epoch's start; history.csv column `lr`).
+    Under `training.schedule: fine_tune` it restarts with each stage, from that stage's
+    learning rate (one_cycle: its own init/max/final rates in both stages)."""
 
     # constant: training.learning_rate; step: times gamma every step_size epochs; cosine:
     # cosine decay to cosine_alpha x the rate at the last epoch; one_cycle: the graphene

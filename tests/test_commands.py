@@ -56,6 +56,10 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_graphene_chain
   $ python inference.py frame.png --scan --tile 300
       -> test_scan_command
+  $ python split_data.py --source path/to/dataset --dest data/graphene_split --ratios 0.6 0.2 0.2
+      -> test_split_the_graphene_studys_dataset_folder
+  $ python inference.py frame.png --scan --tile 96 64 --rule any --model deliverables/<run>
+      -> test_scan_a_binary_model_with_the_any_rule
   $ python -m ga.synthetic graphene --out data/graphene_unlabelled --count 4000 --seed 1
       -> test_contrastive_then_fine_tune
   $ python main.py --config configs/graphene_simclr.yaml
@@ -423,7 +427,7 @@ def test_models_load_in_a_fresh_interpreter(demo, graphene, contrastive):
     """`import ga; keras.models.load_model(...)` in safe mode, whatever the import order."""
     _, run, _ = demo
     files = {os.path.join(run, "GAmodel.keras"): 1, os.path.join(run, "GAweights.h5"): 1,
-             os.path.join(graphene[1], "GCmodel.keras"): 4, os.path.join(contrastive[1], "GSmodel.keras"): 128}
+             os.path.join(graphene[1], "GCmodel.keras"): 4, os.path.join(contrastive[1], "GSmodel.keras"): 256}  # the study's linear 256-d head
     imports = {"ga first": "import ga\nimport keras", "keras first": "import keras\nimport ga",
                "ga, TensorFlow's probe, keras": "import ga\nimport importlib.util\nimport tensorflow\n"
                                                 "importlib.util.find_spec('keras')\nimport keras"}
@@ -643,6 +647,32 @@ def test_scan_command(graphene):
     assert f"Frame frame.png: {fired} of 12 tiles marked" in proc.stdout
     assert len(os.listdir(ws / "inference_out/frame_tiles")) == fired
     assert Image.open(ws / "inference_out/frame_scan.jpg").size == (1000, 700)
+
+
+def test_split_the_graphene_studys_dataset_folder(tmp_path):
+    from test_graphene_fidelity import write_graphene_layout
+
+    ws = Workspace(tmp_path / "ws")
+    os.makedirs(ws / "path/to")
+    dataset, labels, tiffs = write_graphene_layout(ws / "path/to", count=20)
+    ws.run("python split_data.py --source path/to/dataset --dest data/graphene_split --ratios 0.6 0.2 0.2",
+           "--no-progress")
+    names = [r["filename"] for s in ("train", "valid", "test") for r in _rows(ws / f"data/graphene_split/{s}/labels.csv")]
+    assert sorted(n.split(".")[0] for n in names) == sorted(n.split(".")[0] for n in labels)
+    assert set(tiffs) <= set(names)
+
+
+def test_scan_a_binary_model_with_the_any_rule(demo):
+    ws, run, _ = demo
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(ws / "frame.png")
+    proc = ws.run("python inference.py frame.png --scan --tile 96 64 --rule any --model deliverables/<run>",
+                  "--out-dir", "scan_any", subs={"deliverables/<run>": run})
+    tiles = _rows(ws / "scan_any/frame_tiles.csv")
+    # 300 x 200 with 96 x 64 tiles overlapping by at least 12 px: 4 x 4 tiles
+    assert len(tiles) == 16 and {(int(t["x1"]) - int(t["x0"]), int(t["y1"]) - int(t["y0"])) for t in tiles} == {(96, 64)}
+    assert [t["fired"] == "1" for t in tiles] == [float(t["p_pg"]) > 0.5 for t in tiles]
+    assert f"Frame frame.png: {sum(t['fired'] == '1' for t in tiles)} of 16 tiles marked" in proc.stdout
 
 
 @pytest.fixture(scope="module")
