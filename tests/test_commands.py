@@ -427,7 +427,8 @@ def test_models_load_in_a_fresh_interpreter(demo, graphene, contrastive):
     """`import ga; keras.models.load_model(...)` in safe mode, whatever the import order."""
     _, run, _ = demo
     files = {os.path.join(run, "GAmodel.keras"): 1, os.path.join(run, "GAweights.h5"): 1,
-             os.path.join(graphene[1], "GCmodel.keras"): 4, os.path.join(contrastive[1], "GSmodel.keras"): 256}  # the study's linear 256-d head
+             os.path.join(graphene[1], "GCmodel.keras"): 4,
+             os.path.join(contrastive[1], "GSmodel.keras"): 256}  # the study's linear 256-d head
     imports = {"ga first": "import ga\nimport keras", "keras first": "import keras\nimport ga",
                "ga, TensorFlow's probe, keras": "import ga\nimport importlib.util\nimport tensorflow\n"
                                                 "importlib.util.find_spec('keras')\nimport keras"}
