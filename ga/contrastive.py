@@ -5,8 +5,9 @@ independently, strongly augmented views of every image. The encoder (preprocessi
 backbone, global pooling, a projection head) embeds both; NT-Xent (Chen et al. 2020, arXiv
 2006.10029) pulls each image's two views together and pushes it away from every other view
 in the batch (the graphene study's one-way loss: each first view against the second views).
-A held-out share of the images (contrastive.val_fraction) gives a validation loss. Under `tf.distribute` the embeddings of all replicas are gathered,
-so the negatives are those of the whole global batch, as in SimCLR.
+A held-out share of the images (contrastive.val_fraction) gives a validation loss. Under
+`tf.distribute` the embeddings of all replicas are gathered, so the negatives are those of
+the whole global batch, as in SimCLR.
 """
 
 import logging
@@ -127,8 +128,9 @@ def build_pairs(cfg):
         order = np.random.default_rng(cfg.training.seed).permutation(len(paths))
         paths, held_paths = [paths[i] for i in sorted(order[held:])], [paths[i] for i in sorted(order[:held])]
     if len(paths) < batch:
+        after = f" after holding out {held} for validation" if held else ""
         raise DataError(f"contrastive training needs at least data.batch_size={batch} images; "
-                        f"{folder} has {len(paths)} usable" + (f" after holding out {held} for validation" if held else ""))
+                        f"{folder} has {len(paths)} usable{after}")
     train = SplitData(_pairs(cfg, paths, training=True), paths, no_labels[:len(paths)], problems)
     log.info("unlabelled: %d images from %s%s; %d pairs of views per step", len(paths), folder,
              f" ({len(problems)} skipped)" if problems else "", batch)

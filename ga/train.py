@@ -96,15 +96,17 @@ def _optimizer(t, output_layer=None):
         opt = keras.optimizers.Adam(t.learning_rate, weight_decay=wd, beta_1=b1, beta_2=b2)
     if wd:
         names = (["bias"] if "bias" in t.no_decay else []) + (["gamma", "beta"] if "batchnorm" in t.no_decay else [])
-        exact = [output_layer.bias] if "output_bias" in t.no_decay and getattr(output_layer, "bias", None) is not None else []
+        bias = getattr(output_layer, "bias", None)
+        exact = [bias] if "output_bias" in t.no_decay and bias is not None else []
         opt.exclude_from_weight_decay(var_list=exact, var_names=names)
     return opt
 
 
 def compile_model(model, cfg, classes, target=None):
-    """Compile `model` (`target`: the delivered model inside it, default itself) with the task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest
-    macro average over classes for multiclass and multi-label) and the per-class
-    precision/recall/F1 metrics."""
+    """Compile `model` (`target`: the delivered model inside it, default itself) with the
+    task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest macro average
+    over classes for multiclass and multi-label) and the per-class precision/recall/F1
+    metrics; the optimizer's output_bias rule reads `target`'s last layer."""
     import keras
 
     from ga.layers import class_metrics
@@ -125,7 +127,8 @@ def compile_model(model, cfg, classes, target=None):
         *class_metrics(classes, task, thr),
     ]
     jit = {"auto": "auto", "true": True, "false": False}[cfg.training.jit_compile]
-    model.compile(optimizer=_optimizer(cfg.training, (target or model).layers[-1]), loss=loss, metrics=metrics, jit_compile=jit)
+    optimizer = _optimizer(cfg.training, (target or model).layers[-1])
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
     return model
 
 

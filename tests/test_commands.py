@@ -658,7 +658,8 @@ def test_split_the_graphene_studys_dataset_folder(tmp_path):
     dataset, labels, tiffs = write_graphene_layout(ws / "path/to", count=20)
     ws.run("python split_data.py --source path/to/dataset --dest data/graphene_split --ratios 0.6 0.2 0.2",
            "--no-progress")
-    names = [r["filename"] for s in ("train", "valid", "test") for r in _rows(ws / f"data/graphene_split/{s}/labels.csv")]
+    names = [r["filename"] for s in ("train", "valid", "test")
+             for r in _rows(ws / f"data/graphene_split/{s}/labels.csv")]
     assert sorted(n.split(".")[0] for n in names) == sorted(n.split(".")[0] for n in labels)
     assert set(tiffs) <= set(names)
 

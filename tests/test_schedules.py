@@ -2,11 +2,18 @@
 the optimizer's update, weight-decay exclusions, precise BatchNorm statistics and the colour
 shift's probability."""
 
+import csv
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import ROOT, tiny_config
 from ga.callbacks import PreciseBatchNorm
 from ga.config import ConfigError, load_config
 from ga.data import augmentation
@@ -194,3 +201,17 @@ def test_color_shift_probability(p):
         return
     changed = np.mean(np.any(np.abs(layer(images, training=True).numpy() - 100.0) > 1e-3, axis=(1, 2, 3)))
     assert abs(changed - p) < 0.08
+
+
+def test_precise_batchnorm_and_one_cycle_on_two_replicas(separable_split, tmp_path):
+    cfg = tiny_config(tmp_path / "m.yaml", separable_split, str(tmp_path / "runs"),
+                      training={"epochs": 2, "distribution": "mirrored", "precise_bn_batches": 2,
+                                "lr_schedule": {"kind": "one_cycle", "steps_up": 1, "steps_down": 1}},
+                      output={"onnx": False})
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
+                         text=True, cwd=ROOT, env={**os.environ, "GA_LOGICAL_CPUS": "2"}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = out.stdout.strip().splitlines()[-1]
+    assert json.load(open(os.path.join(run, "run.json")))["device"]["replicas"] == 2
+    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([3e-5, 3e-4])
