@@ -251,6 +251,43 @@ class RunClock(keras.callbacks.Callback):
         return time.perf_counter() - self.start if self.start else 0.0
 
 
+class EpochLine(keras.callbacks.Callback):
+    """One compact line per epoch in the log (loss, accuracy, val_loss, val_accuracy, time;
+    every metric stays in history.csv and TensorBoard), and on a terminal a progress bar over
+    the epoch's steps (`fit` itself runs with verbose=0)."""
+
+    KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+    def __init__(self, epochs, bar=False):
+        super().__init__()
+        self.epochs = epochs
+        self.bar_on = bar
+        self._bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.bar_on:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
+                             leave=False)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None:
+            self._bar.update(1)
+            if logs and "loss" in logs:
+                self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        logs = logs or {}
+        parts = [f"{k} {float(logs[k]):.4f}" for k in self.KEYS if k in logs]
+        seconds = logs.get("epoch_seconds")
+        log.info("epoch %d/%d: %s%s", epoch + 1, self.epochs, ", ".join(parts),
+                 f" ({float(seconds):.1f} s)" if seconds is not None else "")
+
+
 class NaNWatch(keras.callbacks.Callback):
     """Remembers whether a training batch's loss was NaN or infinite (TerminateOnNaN stops
     the run; this tells the trainer why it stopped)."""
@@ -340,6 +377,14 @@ class SaveEvery(keras.callbacks.Callback):
                     model.save_weights(tmp)
 
 
+def tensorboard(run_dir):
+    """Keras's TensorBoard callback writing epoch scalars (every column of history.csv: losses,
+    metrics with the per-class F1, lr, timing) to <run>/tensorboard/{train,validation}; no
+    graph, no histograms."""
+    return keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), histogram_freq=0, write_graph=False,
+                                       update_freq="epoch")
+
+
 @dataclass
 class Watchers:
     """The callbacks whose state the trainer reads after `fit`."""
@@ -351,7 +396,8 @@ class Watchers:
 
 
 def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports=None, target=None,
-                    first_epoch=0, resumed_at=0, schedule=None, backbone=None, train_data=None):
+                    first_epoch=0, resumed_at=0, schedule=None, backbone=None, train_data=None, epochs=None,
+                    bar=False):
     """The callback list for `fit`, in the order their hooks must run.
 
     Args:
@@ -364,6 +410,7 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports
         schedule: the stage's ga.schedules.EpochSchedule (its `lr` goes into history.csv).
         backbone: the backbone that output.save_every also keeps (contrastive runs).
         train_data: the training dataset, for training.precise_bn_batches.
+        epochs: the last epoch number, for the per-epoch line; bar: a progress bar per epoch.
 
     Returns:
         (callbacks, Watchers: the ones the trainer reads afterwards).
@@ -385,9 +432,11 @@ def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports
         watch.nan,
         keras.callbacks.TerminateOnNaN(),
         f1_stop,
+        EpochLine(epochs or cfg.training.epochs, bar),
         early,
         *([StageTag(stage)] if stage else []),
         *([schedule] if schedule else []),
+        *([tensorboard(run_dir)] if cfg.output.tensorboard else []),
         keras.callbacks.CSVLogger(history_path, append=True),
         SafeBackupAndRestore(os.path.join(run_dir, backup)),
         BestWeights(early, target, best_path),

@@ -22,6 +22,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _prog(script):
+    """The program name for usage lines: the installed command (ga-train ...) when run as
+    one, else the script."""
+    name = os.path.basename(sys.argv[0] or "")
+    return name if name.startswith("ga-") else script
+
+
 def _common(parser):
     g = parser.add_argument_group("output")
     g.add_argument("-v", "--verbose", action="store_true", help="show debug messages")
@@ -33,7 +40,8 @@ def _config_args(parser, default=None):
         "--config",
         default=default,
         metavar="YAML",
-        help="configuration file (see configs/); default: %(default)s",
+        help="configuration file, or the name of a shipped config (main.py --list-configs); "
+        "default: %(default)s",
     )
     parser.add_argument(
         "--set",
@@ -63,9 +71,9 @@ def _run(fn, args):
 # ---------------------------------------------------------------------------- split_data.py
 
 
-def split_parser():
+def split_parser(prog=None):
     p = _Parser(
-        prog="split_data.py",
+        prog=prog or _prog("split_data.py"),
         description="Split a folder of class folders (or images + labels.csv) into train/valid/test "
         "without touching the source, keeping rotated/flipped copies of one crop in one split.",
     )
@@ -88,8 +96,8 @@ def split_parser():
     return p
 
 
-def split_main(argv=None):
-    args = split_parser().parse_args(argv)
+def split_main(argv=None, prog=None):
+    args = split_parser(prog).parse_args(argv)
     return _run(_splitting, args)
 
 
@@ -118,9 +126,9 @@ def _splitting(args):
 # ---------------------------------------------------------------------------- main.py
 
 
-def train_parser():
+def train_parser(prog=None):
     p = _Parser(
-        prog="main.py",
+        prog=prog or _prog("main.py"),
         description="Train a classifier from a configuration and write a run folder under deliverables/ "
         "(weights .h5/.keras/.onnx, labels.json, report, figures, history).",
     )
@@ -130,6 +138,9 @@ def train_parser():
     p.add_argument("--name", help="suffix of the run folder name (output.name)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto",
                    help="cpu hides every GPU from TensorFlow before it starts; default: auto")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved configuration (after extends: and --set) as YAML and exit")
+    p.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
     # Accepted for scripts written against earlier versions; resuming rebuilds the model from
     # the run's config.yaml and restores weights, so it never loads saved code.
     p.add_argument("--unsafe", action="store_true", help=argparse.SUPPRESS)
@@ -137,25 +148,31 @@ def train_parser():
     return p
 
 
-def train_main(argv=None):
-    args = train_parser().parse_args(argv)
+def train_main(argv=None, prog=None):
+    args = train_parser(prog).parse_args(argv)
     return _run(_training, args)
 
 
 def _training(args):
+    from ga.config import describe_shipped_configs, dump_config, load_config
+
+    overrides = list(args.overrides)
+    if args.name:
+        overrides.append(f"output.name={args.name}")
+    if args.list_configs:
+        print("\n".join(describe_shipped_configs()))
+        return 0
+    if args.print_config:
+        print(dump_config(load_config(args.config, overrides)), end="")
+        return 0
     import ga
 
     ga.register()
     from ga.train import train
 
-    overrides = list(args.overrides)
-    if args.name:
-        overrides.append(f"output.name={args.name}")
     if args.resume:
         run_dir = train(None, resume=args.resume, overrides=overrides, device=args.device)
     else:
-        from ga.config import load_config
-
         run_dir = train(load_config(args.config, overrides), device=args.device)
     print(run_dir)
     return 0
@@ -164,9 +181,9 @@ def _training(args):
 # ---------------------------------------------------------------------------- inference.py
 
 
-def inference_parser():
+def inference_parser(prog=None):
     p = _Parser(
-        prog="inference.py",
+        prog=prog or _prog("inference.py"),
         description="Label every image in a folder (or single images) with a trained model, in batches.",
     )
     p.add_argument("inputs", nargs="+", metavar="PATH", help="folders and/or image files")
@@ -199,6 +216,9 @@ def inference_parser():
     p.add_argument("--evaluate", action="store_true",
                    help="PATH is a labelled folder (class subfolders, or labels.csv for multi-label): write the "
                         "reports a run writes for its test split into --out-dir and print accuracy and F1")
+    p.add_argument("--explain", action="store_true",
+                   help="also write a Grad-CAM heat map per image (<name>_gradcam.png) into --out-dir: where the "
+                        "model looked for the class it named (multi-label: one panel per class); needs the Keras model")
     p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
     p.add_argument("--tile", type=int, nargs="+", default=[300], metavar=("W", "H"),
                    help="tile width and height in pixels for --scan (one number: square); default: 300")
@@ -216,8 +236,8 @@ def inference_parser():
     return p
 
 
-def inference_main(argv=None):
-    parser = inference_parser()
+def inference_main(argv=None, prog=None):
+    parser = inference_parser(prog)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -269,9 +289,28 @@ def _inference(args):
     if args.cluster is not None:
         png, table = cluster(pred, args.cluster, args.out_dir or "inference_out", args.cluster_space)
         log.info("clusters: %s, %s", png, table)
+    if args.explain:
+        _explain(args, model, pred)
     n_err = len(pred.errors)
     log.info("%d image(s) labelled, %d skipped", len(pred.results) - n_err, n_err)
     return 1 if n_err else 0
+
+
+def _explain(args, model, pred):
+    """inference.py --explain: a Grad-CAM figure per labelled image, in batches."""
+    import numpy as np
+
+    from ga.explain import explain_images
+    from ga.predict import read_image
+
+    keras_model = model.keras(args.unsafe)
+    out_dir = args.out_dir or "inference_out"
+    done = [r.path for r in pred.results if not r.error]
+    for start in range(0, len(done), args.batch_size):
+        chunk = done[start:start + args.batch_size]
+        images = np.stack([read_image(p, model.labels, args.max_pixels) for p in chunk]).astype(np.float32)
+        explain_images(keras_model, model.labels, images, chunk, out_dir, pred.thresholds)
+    log.info("Grad-CAM heat maps of %d image(s) in %s", len(done), out_dir)
 
 
 def _evaluation(args):
@@ -309,3 +348,7 @@ def _scan(args, model, files):
         else:
             print(f"Frame {os.path.basename(path)}: {r['fired']} of {r['tiles']} tiles marked -> {r['image']}")
     return 1 if failed else 0
+
+
+# `python -m ga <command>` and the installed ga-split, ga-train, ga-infer (pyproject's scripts)
+COMMANDS = {"split": split_main, "train": train_main, "infer": inference_main}

@@ -361,8 +361,11 @@ class OutputConfig:
     root: str = "deliverables"  # run folders are created below this
     prefix: str = "GA"  # run folder and file prefix (GAweights.h5, GAFinalTestResults.txt ...)
     save_every: int = 0  # every N epochs keep epoch_<n>.weights.h5 (contrastive: and its backbone); 0: never
+    tensorboard: bool = True  # TensorBoard event files in <run>/tensorboard/ (tensorboard --logdir deliverables/)
     name: str = ""  # optional suffix of the run folder name
     onnx: bool = True  # export GAweights.onnx and check it against Keras
+    saved_model: bool = True  # export <prefix>saved_model/ (TensorFlow Serving) and check it against Keras
+    explain: bool = True  # <prefix>gradcam.png and <prefix>misclassified.png of the test split
     onnx_opset: int = 17  # ONNX opset for tf2onnx
     parity_tolerance: float = 1e-4  # largest |Keras - ONNX| allowed on test images
 
@@ -431,13 +434,56 @@ def load_config(path=None, overrides=(), data=None):
     """
     raw = {}
     if path is not None:
-        raw = _read_with_extends(os.fspath(path), ())
+        raw = _read_with_extends(resolve_config(os.fspath(path)), ())
     elif data is not None:
         raw = _resolve_extends(dict(data), os.getcwd(), ())
     for item in overrides:
         _apply_override(raw, item)
     cfg = _build(Config, raw, "")
     return cfg.validate()
+
+
+def shipped_configs_dir():
+    """The folder of the configs shipped with `ga`: inside the installed package, or the
+    repository's configs/ for a source checkout (editable install)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for folder in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")):
+        if os.path.isdir(folder):
+            return folder
+    return None
+
+
+def shipped_configs():
+    """{name: path} of the shipped configs, by name."""
+    folder = shipped_configs_dir()
+    if folder is None:
+        return {}
+    return {f[:-5]: os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".yaml")}
+
+
+def resolve_config(path):
+    """The file `--config` names. A path that exists is read as it is; otherwise a bare name
+    (`demo`, `demo.yaml`) or `configs/<name>.yaml` names a shipped config, so the shipped
+    configs work from any folder. Paths inside a config (data, deliverables) stay relative to
+    the current folder."""
+    if os.path.isfile(path):
+        return path
+    head, name = os.path.split(path)
+    found = shipped_configs().get(name[:-5] if name.endswith(".yaml") else name) if head in ("", "configs") else None
+    if found or os.path.exists(path):
+        return found or path  # a folder is reported as one when read
+    names = ", ".join(shipped_configs()) or "none"
+    raise ConfigError(f"config file not found: {path} (shipped configs: {names})")
+
+
+def describe_shipped_configs():
+    """Lines 'name  first comment line' for `main.py --list-configs`."""
+    lines = []
+    for name, path in shipped_configs().items():
+        with open(path, encoding="utf-8") as fh:
+            first = next((line.lstrip("# ").rstrip() for line in fh if line.startswith("#")), "")
+        lines.append(f"{name:<20} {first}")
+    return lines
 
 
 def dump_config(cfg, path=None):

@@ -1,8 +1,12 @@
-"""Model export: native .keras, legacy .h5, and ONNX (tf2onnx) with a parity check.
+"""Model export: native .keras, legacy .h5, ONNX (tf2onnx) and a TensorFlow SavedModel (for TF
+Serving), each export checked against Keras on test images.
 
 The ONNX graph takes `image`: float32 [batch, h, w, 3], RGB 0..255 (preprocessing is
 inside), and returns `probabilities`: float32 [batch, outputs]. Its metadata holds the
-labels.json document under the key `ga_labels`, so the file describes itself.
+labels.json document under the key `ga_labels`, so the file describes itself. The SavedModel
+(Keras's own `model.export(format="tf_saved_model")`) has the same raw-pixel input: its
+`serve` endpoint (and the `serving_default` signature) takes the image batch and returns the
+probabilities; labels.json is copied into its assets/ folder.
 """
 
 import json
@@ -98,3 +102,42 @@ def export_onnx(model, run_dir, cfg, images):
     if not diff <= tol:
         raise ExportError(f"{path}: ONNX output differs from Keras by {diff:.3g} (> {tol:g}); the export is not trustworthy")
     return info
+
+
+def export_saved_model(model, run_dir, cfg, images):
+    """Write <prefix>saved_model/ (atomically: a folder renamed into place) and check its
+    `serve` endpoint on `images` against the Keras model.
+
+    Raises:
+        ExportError: when the largest difference exceeds output.parity_tolerance.
+    """
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    path = os.path.join(run_dir, f"{cfg.output.prefix}saved_model")
+    tmp = tempfile.mkdtemp(prefix=".saved_model.", dir=run_dir)
+    try:
+        h, w = read_labels(run_dir)["input_size"]
+        model.export(tmp, format="tf_saved_model", verbose=False,
+                     input_signature=[tf.TensorSpec((None, h, w, 3), tf.float32, name="image")])
+        os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+        shutil.copy(os.path.join(run_dir, "labels.json"), os.path.join(tmp, "assets", "labels.json"))
+        images = np.asarray(images, np.float32)
+        loaded = tf.saved_model.load(tmp)  # kept referenced: its variables live as long as it does
+        served = np.asarray(loaded.serve(tf.constant(images)))
+        diff = float(np.max(np.abs(batch_predictor(model)(images) - served)))
+        if os.path.exists(path):
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    tol = cfg.output.parity_tolerance
+    log.info("SavedModel export %s: max |Keras - SavedModel| = %.2e on %d images", os.path.basename(path), diff,
+             images.shape[0])
+    if not diff <= tol:
+        raise ExportError(f"{path}: SavedModel output differs from Keras by {diff:.3g} (> {tol:g})")
+    return {"folder": os.path.basename(path), "parity_images": int(images.shape[0]), "max_abs_diff": diff,
+            "tolerance": tol}

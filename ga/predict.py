@@ -58,6 +58,21 @@ class LoadedModel:
     keras_model: object = None
     _keras_path: str = ""
 
+    def provenance(self):
+        """Which model made a set of predictions: its file, the file's sha256, the engine and
+        the run folder it belongs to (or null)."""
+        import hashlib
+
+        if not hasattr(self, "_sha256"):
+            digest = hashlib.sha256()
+            with open(self.source, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self._sha256 = digest.hexdigest()
+        folder = os.path.dirname(os.path.abspath(self.source))
+        return {"model_file": os.path.abspath(self.source), "model_sha256": self._sha256, "engine": self.engine,
+                "run": folder if is_complete(folder) else None}
+
     def keras(self, unsafe=False):
         """The Keras model (loaded on demand, e.g. for feature extraction)."""
         if self.keras_model is None:
@@ -259,6 +274,7 @@ class Prediction:
     labels: dict
     thresholds: dict
     results: list = field(default_factory=list)
+    model: dict = field(default_factory=dict)  # LoadedModel.provenance(): which model made them
 
     @property
     def errors(self):
@@ -326,7 +342,7 @@ def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=
         raise GAError("--threshold does not apply to a multiclass model: it names its most probable class")
     if threshold is not None:
         thresholds = {k: threshold for k in thresholds}
-    out = Prediction(labels, thresholds)
+    out = Prediction(labels, thresholds, model=model.provenance())
     # With --cluster, one Keras pass gives both the features and the probabilities.
     both_fn = _features_and_probs_fn(model.keras(), "pooled" if features is True else features) if features else None
     show = progress if progress is not None else len(files) > 200
@@ -491,11 +507,14 @@ def write_table(pred, path):
     """Write results as .csv or .json (by extension)."""
     table = rows(pred)
     if path.lower().endswith(".json"):
-        atomic_write_text(path, json.dumps({"classes": pred.labels["classes"], "thresholds": pred.thresholds,
-                                            "results": table}, indent=2) + "\n")
+        atomic_write_text(path, json.dumps({"model": pred.model, "classes": pred.labels["classes"],
+                                            "thresholds": pred.thresholds, "results": table}, indent=2) + "\n")
         return
-    header = list(table[0].keys()) if table else ["path", "predicted", "error"]
-    atomic_write_csv(path, header, ([r[k] for k in header] for r in table))
+    # Every row names the model that made it (file, sha256, engine), so a table that travels
+    # alone still says where it came from.
+    made_by = {k: pred.model.get(k) for k in ("model_file", "model_sha256", "engine")}
+    header = (list(table[0].keys()) if table else ["path", "predicted", "error"]) + list(made_by)
+    atomic_write_csv(path, header, ([*(r[k] for k in header[:-3]), *made_by.values()] for r in table))
 
 
 PRINT_FORMATS = ("ga", "study")

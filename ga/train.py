@@ -378,7 +378,8 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=N
                                        first_epoch=first_epoch, resumed_at=initial,
                                        schedule=EpochSchedule(stage.training, first_epoch, stage.epochs),
                                        backbone=backbone_of(built.model) if cfg.model.task == "contrastive" else None,
-                                       train_data=None if cfg.model.task == "contrastive" else data.train.dataset)
+                                       train_data=None if cfg.model.task == "contrastive" else data.train.dataset,
+                                       epochs=first_epoch + stage.epochs, bar=sys.stderr.isatty())
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
     if getattr(fit_model, "_initial_epoch", None) is not None:
@@ -390,7 +391,7 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=N
         epochs=first_epoch + stage.epochs,
         steps_per_epoch=cfg.training.steps_per_epoch,
         callbacks=callbacks,
-        verbose=1 if sys.stdout.isatty() else 2,
+        verbose=0,  # ga.callbacks.EpochLine: a compact line per epoch (and a bar on a terminal)
         shuffle=False,  # the tf.data pipeline shuffles
         class_weight={i: weights[c] for i, c in enumerate(classes)} if weights else None,
     )
@@ -546,17 +547,33 @@ def _best_epoch(rows, monitor):
 def _deliver(cfg, run_dir, model, data, fit_info):
     """A classifier run's deliverables; returns the weight files written."""
     from ga import analysis, export
+    from ga.report import write_report
 
     paths = export.save_keras(model, run_dir, cfg.output.prefix)
     if cfg.model.task == "multilabel":
         analysis.tune_thresholds(cfg, run_dir, model, data)
     y_true, y_prob = analysis.predict_split(model, data.test)
     report = analysis.write_reports(run_dir, cfg, data.classes, y_true, y_prob, fit_info, paths=data.test.paths)
+    if cfg.output.explain:
+        _explain(cfg, run_dir, model, data, y_true, y_prob)
+    sample = next(iter(data.test.dataset))[0][:32]
     if cfg.output.onnx:
-        onnx_info = export.export_onnx(model, run_dir, cfg, next(iter(data.test.dataset))[0][:32])
-        report = analysis.update_metrics(run_dir, {"onnx": onnx_info})
+        report = analysis.update_metrics(run_dir, {"onnx": export.export_onnx(model, run_dir, cfg, sample)})
+    if cfg.output.saved_model:
+        report = analysis.update_metrics(run_dir, {"saved_model": export.export_saved_model(model, run_dir, cfg,
+                                                                                             sample)})
     analysis.write_model_card(run_dir, cfg, data, report)
+    write_report(run_dir)
     return paths
+
+
+def _explain(cfg, run_dir, model, data, y_true, y_prob):
+    """Grad-CAM and misclassified-image figures of the test split (ga.explain)."""
+    from ga.explain import write_run_figures
+
+    decided = runs.decisions(y_prob, cfg.model.task, data.classes, runs.read_labels(run_dir)["thresholds"])
+    write_run_figures(run_dir, cfg.output.prefix, model, data.test, data.classes, cfg.model.task, y_true, y_prob,
+                      decided)
 
 
 def _deliver_contrastive(cfg, run_dir, model, data, fit_info):
@@ -566,6 +583,7 @@ def _deliver_contrastive(cfg, run_dir, model, data, fit_info):
     from ga import analysis, export
     from ga.files import atomic_path
     from ga.model import backbone_of
+    from ga.report import write_report
 
     prefix = cfg.output.prefix
     paths = export.save_keras(model, run_dir, prefix)
@@ -573,5 +591,6 @@ def _deliver_contrastive(cfg, run_dir, model, data, fit_info):
     with atomic_path(backbone) as tmp:
         backbone_of(model).save_weights(tmp)
     analysis.write_contrastive_report(run_dir, cfg, data, fit_info, os.path.basename(backbone))
+    write_report(run_dir)
     log.info("backbone weights for fine-tuning: %s", backbone)
     return paths + [backbone]

@@ -10,6 +10,16 @@ No network: a proxy on a closed loopback port makes any download fail at once.
 Documented commands (every fenced block of README.md and docs/*.md) and the tests that run
 them; `test_every_documented_command_is_tested` checks this list against the files.
 
+  $ pip install .
+      -> test_ecosystem.py::test_installed_commands_from_another_folder
+  $ ga-train --config demo --print-config
+      -> test_ecosystem.py::test_installed_commands_from_another_folder
+  $ ga-split --source data/archive/cropped/cropped --dest data/split
+      -> test_ecosystem.py::test_installed_commands_from_another_folder
+  $ ga-train --config demo
+      -> test_ecosystem.py::test_installed_commands_from_another_folder
+  $ ga-infer data/split/test --recursive
+      -> test_ecosystem.py::test_installed_commands_from_another_folder
   $ make demo
       -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
   $ make test

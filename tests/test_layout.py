@@ -13,8 +13,8 @@ from conftest import ROOT
 PACKAGE = os.path.join(ROOT, "ga")
 MODULES = sorted(f[:-3] for f in os.listdir(PACKAGE) if f.endswith(".py") and f != "__init__.py")
 # Modules that must import without TensorFlow (the split, the generators, the CLI's start).
-LIGHT = ["cli", "config", "errors", "figures", "files", "images", "log", "predict", "runs", "scan", "splitting",
-         "synthetic"]
+LIGHT = ["__main__", "cli", "config", "errors", "figures", "files", "images", "log", "predict", "report", "runs",
+         "scan", "splitting", "synthetic"]
 
 
 def _tree(name):

@@ -1,0 +1,191 @@
+"""Which part of a crop made the model decide: Grad-CAM heat maps, and galleries of test images.
+
+Grad-CAM (Selvaraju et al. 2017, arXiv 1610.02391) on the backbone's last feature map (ResNet:
+the last block's output; CNN-4: its fourth conv block), which is the backbone sub-model's
+output in every model `ga` builds: the gradient of the explained class's probability with
+respect to that map, averaged over the map, weights its channels; the positive part of the
+weighted sum, scaled to [0, 1] and resized to the input, is the heat map.
+
+- `<run>/<prefix>gradcam.png`: the most confident right test image of each class and every
+  wrong one (up to 16 images), each with its heat map for the class the model named.
+- `<run>/<prefix>misclassified.png`: the test split's errors with their probabilities (none:
+  no figure, and a log line saying so).
+- `inference.py FOLDER --explain`: `<stem>_gradcam.png` per image in --out-dir.
+"""
+
+import logging
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from ga.figures import pyplot, save_figure
+from ga.model import backbone_of
+
+log = logging.getLogger(__name__)
+
+MAX_IMAGES = 16
+
+
+def grad_cam(model, images, column):
+    """Heat maps (n, h, w) in [0, 1] for output `column` of `model`, or for 1 - output 0 when
+    `column` is -1 (a binary model's negative class). `column` may be an int or one per image.
+
+    The model must be a chain Input -> ... -> backbone sub-model -> ... -> output, as every
+    `ga` model is."""
+    images = tf.convert_to_tensor(np.asarray(images, np.float32))
+    base = backbone_of(model)
+    cols = np.broadcast_to(np.asarray(column), (images.shape[0],))
+    with tf.GradientTape() as tape:
+        x, fmap = images, None
+        for layer in model.layers[1:]:
+            x = layer(x, training=False)
+            if layer is base:
+                fmap = x
+                tape.watch(fmap)
+        probs = tf.cast(x, tf.float32)
+        picked = tf.reduce_sum(probs * tf.one_hot(np.maximum(cols, 0), probs.shape[1]), axis=1)
+        score = tf.where(cols < 0, 1.0 - picked, picked)
+    grads = tf.cast(tape.gradient(score, fmap), tf.float32)
+    weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
+    cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(fmap, tf.float32), axis=-1))
+    cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-12)
+    cam = tf.image.resize(cam[..., None], images.shape[1:3], method="bilinear")[..., 0]
+    return np.clip(cam.numpy(), 0.0, 1.0)
+
+
+def decision_columns(task, decided, positive_index=1):
+    """The output column to explain for each image: the class the model named (binary: 0 for
+    the positive class, -1 for the negative one; multi-label: the named class of highest
+    probability, else the most probable one)."""
+    if task == "binary":
+        return np.where(decided[:, positive_index], 0, -1)
+    return np.argmax(decided, axis=1)
+
+
+def overlay(ax, image, heat, title):
+    ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+    ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def _grid(n):
+    cols = min(4, max(1, n))
+    return (n + cols - 1) // cols, cols
+
+
+def pick_examples(right, confidence, true_index, limit=MAX_IMAGES):
+    """Indices for the Grad-CAM figure: every wrong image (up to `limit`), then the most
+    confident right image of each class while room is left."""
+    wrong = [int(i) for i in np.flatnonzero(~right)][:limit]
+    best = []
+    for c in np.unique(true_index):
+        ok = np.flatnonzero(right & (true_index == c))
+        if len(ok):
+            best.append(int(ok[np.argmax(confidence[ok])]))
+    return best[: max(0, limit - len(wrong))] + wrong
+
+
+def write_run_figures(run_dir, prefix, model, split, classes, task, y_true, y_prob, decided):
+    """<prefix>gradcam.png and <prefix>misclassified.png for the test split (see the module
+    docstring). `decided`: bool (n, classes) of the classes named. Returns the files written."""
+    from ga.analysis import true_index
+
+    truth = y_true > 0.5 if task == "multilabel" else None
+    right = (decided == truth).all(axis=1) if task == "multilabel" else \
+        np.argmax(decided, axis=1) == true_index(y_true, task)
+    confidence = np.max(y_prob, axis=1) if task != "binary" else np.abs(y_prob[:, 0] - 0.5)
+    idx = pick_examples(right, confidence, true_index(y_true, task) if task != "multilabel" else
+                        np.zeros(len(right), int))
+    wrong = np.flatnonzero(~right)[:MAX_IMAGES * 2]
+    pictures = _collect(split.dataset, set(idx) | set(int(i) for i in wrong))
+    images = np.stack([pictures[i] for i in idx]) if idx else None
+    written = []
+    if idx:
+        cols = decision_columns(task, decided[idx], 1)
+        heat = grad_cam(model, images, cols)
+        path = os.path.join(run_dir, f"{prefix}gradcam.png")
+        titles = [_title(classes, task, y_true[i], y_prob[i], decided[i], "right" if right[i] else "WRONG")
+                  for i in idx]
+        _figure(images, heat, titles, path, "Grad-CAM: where the model looked for the class it named")
+        written.append(path)
+    if len(wrong):
+        path = os.path.join(run_dir, f"{prefix}misclassified.png")
+        pics = np.stack([pictures[int(i)] for i in wrong])
+        titles = [_title(classes, task, y_true[i], y_prob[i], decided[i], os.path.basename(split.paths[i]))
+                  for i in wrong]
+        _figure(pics, None, titles, path, f"Misclassified test images ({int((~right).sum())} of {len(right)})")
+        written.append(path)
+    else:
+        log.info("no misclassified test images (%d of %d right): no %smisclassified.png", len(right), len(right),
+                 prefix)
+    return written
+
+
+def _collect(dataset, wanted):
+    """{index: float32 image} of the images at `wanted` positions of an (images, labels)
+    dataset, as evaluation sees them (model input size, centre crop)."""
+    out, start = {}, 0
+    for x, _ in dataset:
+        x = np.asarray(x)
+        for i in range(start, start + len(x)):
+            if i in wanted:
+                out[i] = x[i - start]
+        start += len(x)
+    return out
+
+
+def _names(classes, flags):
+    return "+".join(c for c, f in zip(classes, flags) if f) or "none"
+
+
+def _title(classes, task, y_true, y_prob, decided, tag):
+    if task == "multilabel":
+        truth = _names(classes, y_true > 0.5)
+        probs = " ".join(f"{p:.2f}" for p in y_prob)
+    else:
+        truth = classes[int(np.argmax(y_true)) if task == "multiclass" else int(y_true[0] > 0.5)]
+        probs = f"p={float(np.max(y_prob) if task == 'multiclass' else y_prob[0]):.3f}"
+    return f"{tag}\ntrue {truth} / said {_names(classes, decided)}\n{probs}"
+
+
+def _figure(images, heat, titles, path, title):
+    plt = pyplot()
+    rows, cols = _grid(len(images))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, ax in enumerate(axes.flat[:len(images)]):
+        if heat is None:
+            ax.imshow(np.clip(images[k], 0, 255).astype(np.uint8))
+            ax.set_title(titles[k], fontsize=7)
+        else:
+            overlay(ax, images[k], heat[k], titles[k])
+    fig.suptitle(title, fontsize=9)
+    save_figure(fig, path)
+
+
+def explain_images(model, labels, images, names, out_dir, thresholds):
+    """inference.py --explain: <stem>_gradcam.png per image in `out_dir` (binary and
+    multiclass: the class named; multi-label: one panel per class). Returns the paths."""
+    from ga.runs import decisions
+
+    os.makedirs(out_dir, exist_ok=True)
+    task, classes = labels["task"], labels["classes"]
+    probs = np.asarray(model(np.asarray(images, np.float32), training=False), np.float32)
+    decided = decisions(probs, task, classes, thresholds)
+    panels = range(len(classes)) if task == "multilabel" else [None]
+    heats = {p: grad_cam(model, images, p if p is not None else decision_columns(task, decided)) for p in panels}
+    paths = []
+    plt = pyplot()
+    for k, name in enumerate(names):
+        fig, axes = plt.subplots(1, len(heats), figsize=(3.2 * len(heats), 3.4), squeeze=False)
+        for ax, (p, heat) in zip(axes[0], heats.items()):
+            label = classes[p] if p is not None else _names(classes, decided[k])
+            value = probs[k, p] if p is not None else (probs[k].max() if task == "multiclass" else probs[k, 0])
+            overlay(ax, images[k], heat[k], f"{label} (p={value:.3f})")
+        path = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(name))[0]}_gradcam.png")
+        save_figure(fig, path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,124 @@
+"""<run>/report.html: one self-contained page per run to share (no network, no JavaScript).
+
+It holds the configuration summary, the test results (accuracy, per-class table, the report
+text), the delivered epoch and why, the export checks (ONNX, SavedModel), every figure of the
+run embedded as a PNG data URI, and the model card's text. Built from the run folder's own
+files (metrics.json, config.yaml, *.png, *FinalTestResults.txt, model_card.md), so it can be
+rebuilt for any complete run: `python -m ga.report <run>`.
+"""
+
+import base64
+import html
+import json
+import os
+import sys
+
+import yaml
+
+from ga.files import atomic_write_text
+
+STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}pre{background:#f6f6f6;padding:.8em;overflow-x:auto}
+img{max-width:100%;border:1px solid #ddd;margin:.3em 0}figure{margin:1em 0}figcaption{color:#555}"""
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _table(rows, header):
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(v):
+    return f"{v:.4f}" if isinstance(v, float) else "" if v is None else str(v)
+
+
+def _config_rows(cfg):
+    d, m, t = cfg.get("data", {}), cfg.get("model", {}), cfg.get("training", {})
+    return [("task", m.get("task")), ("backbone", f"{m.get('backbone')} (weights {m.get('weights')})"),
+            ("image size", d.get("image_size")), ("batch size", d.get("batch_size")),
+            ("optimizer", f"{t.get('optimizer')}, lr {t.get('learning_rate')}, weight decay {t.get('weight_decay')}"),
+            ("learning-rate schedule", (t.get("lr_schedule") or {}).get("kind")), ("epochs (at most)", t.get("epochs")),
+            ("data", d.get("split_root") if m.get("task") != "contrastive" else d.get("train_dir"))]
+
+
+def _results(m):
+    """The test section: accuracy, AUC, the per-class table (classifiers) or the losses."""
+    if m.get("task") == "contrastive":
+        keys = ("loss", "images", "validation_images", "first_loss", "final_loss", "best_loss", "final_val_loss")
+        return _table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
+    auc = m.get("roc_auc")
+    lines = [("test images", m.get("test_images")), ("accuracy", m.get("accuracy")),
+             ("ROC AUC", auc if not isinstance(auc, dict) else ", ".join(f"{c} {v:.4f}" for c, v in auc.items())),
+             ("test loss", m.get("loss"))]
+    if "harmonic_mean_f1" in m:
+        lines.append(("harmonic-mean F1", m["harmonic_mean_f1"]))
+    per_class = [(c, v["precision"], v["recall"], v["f1"], v["support"]) for c, v in m.get("per_class", {}).items()]
+    return (_table(lines, ("test", "value")) +
+            _table(per_class, ("class", "precision", "recall", "F1", "support")))
+
+
+def _exports(m):
+    rows = []
+    for key, name in (("onnx", "ONNX"), ("saved_model", "SavedModel")):
+        info = m.get(key)
+        if info:
+            rows.append((name, info.get("file") or info.get("folder"), info["max_abs_diff"], info["tolerance"],
+                         info["parity_images"]))
+    return _table(rows, ("export", "file", "max |Keras - export|", "tolerance", "images")) if rows else \
+        "<p>No exports checked in this run.</p>"
+
+
+def _figures(run_dir):
+    out = []
+    for name in sorted(f for f in os.listdir(run_dir) if f.lower().endswith(".png") and not f.startswith(".")):
+        with open(os.path.join(run_dir, name), "rb") as fh:
+            data = base64.b64encode(fh.read()).decode("ascii")
+        out.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                   f"<figcaption>{html.escape(name)}</figcaption></figure>")
+    return "".join(out)
+
+
+def build_report(run_dir):
+    """The report page of a run folder, as text."""
+    m = json.loads(_read(os.path.join(run_dir, "metrics.json")))
+    cfg = yaml.safe_load(_read(os.path.join(run_dir, "config.yaml")))
+    fit = m.get("training") or {}
+    name = os.path.basename(os.path.normpath(run_dir))
+    texts = [f for f in sorted(os.listdir(run_dir)) if f.endswith("FinalTestResults.txt")]
+    card = os.path.join(run_dir, "model_card.md")
+    delivered = (f"epoch {fit.get('delivered_epoch')} of {fit.get('epochs')} ({fit.get('delivered_because', '')}); "
+                 f"training stopped because: {str(fit.get('stop_reason', '')).replace('_', ' ')}")
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Run {html.escape(name)}</h1>",
+        "<h2>Configuration</h2>", _table(_config_rows(cfg), ("setting", "value")),
+        "<h2>Test results</h2>", _results(m),
+        f"<h2>Delivered weights</h2><p id='delivered'>{html.escape(delivered)}</p>",
+        "<h2>Export checks</h2>", _exports(m),
+        *(["<h2>Test report</h2>", f"<pre>{html.escape(_read(os.path.join(run_dir, texts[0])))}</pre>"] if texts else []),
+        "<h2>Figures</h2>", _figures(run_dir),
+        *(["<h2>Model card</h2>", f"<pre>{html.escape(_read(card))}</pre>"] if os.path.isfile(card) else []),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_report(run_dir):
+    """Write <run>/report.html atomically; returns its path."""
+    path = os.path.join(run_dir, "report.html")
+    atomic_write_text(path, build_report(run_dir))
+    return path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not os.path.isfile(os.path.join(sys.argv[1], "metrics.json")):
+        print("usage: python -m ga.report <run folder>", file=sys.stderr)
+        sys.exit(2)
+    print(write_report(sys.argv[1]))

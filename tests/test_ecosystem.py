@@ -1,0 +1,230 @@
+"""What Keras and Ultralytics users reach for: TensorBoard scalars equal to history.csv, one
+shareable report.html, Grad-CAM (checked where the answer is known) and the error gallery,
+a SavedModel that matches Keras, inference output that names its model, and the installed
+commands (ga-split, ga-train, ga-infer, python -m ga) from a non-editable install."""
+
+import base64
+import csv
+import glob
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from conftest import ROOT, make_separable_split
+
+
+def rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def run(argv, cwd, expect=0, env=None, timeout=600):
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
+    assert proc.returncode == expect, f"{argv}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def scalars(folder):
+    """{tag: {step: value}} of the TensorBoard event files in `folder`."""
+    import tensorflow as tf
+
+    out = {}
+    for path in glob.glob(os.path.join(folder, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for v in event.summary.value:
+                value = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") else v.simple_value
+                out.setdefault(v.tag, {})[event.step] = value
+    return out
+
+
+def test_tensorboard_scalars_match_history(trained_run):
+    history = rows(os.path.join(trained_run, "history.csv"))
+    train = scalars(os.path.join(trained_run, "tensorboard", "train"))
+    valid = scalars(os.path.join(trained_run, "tensorboard", "validation"))
+    epochs = [int(r["epoch"]) for r in history]
+    for tag, column, events in (("epoch_loss", "loss", train), ("epoch_accuracy", "accuracy", train),
+                                ("epoch_lr", "lr", train), ("epoch_loss", "val_loss", valid),
+                                ("epoch_f1_pg", "val_f1_pg", valid), ("epoch_f1_cex", "val_f1_cex", valid)):
+        assert sorted(events[tag]) == epochs, tag
+        assert [events[tag][e] for e in epochs] == pytest.approx([float(r[column]) for r in history], rel=1e-5), tag
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.cells, self.scripts, self.links = [], [], 0, []
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append((a.get("alt"), a.get("src", "")))
+        if tag == "script":
+            self.scripts += 1
+        if tag in ("link", "a") and (a.get("href") or "").startswith("http"):
+            self.links.append(a["href"])
+        if tag == "td":
+            self._cell = ""
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.cells.append(self._cell)
+            self._cell = None
+
+
+def test_report_html_embeds_every_figure_and_the_runs_numbers(trained_run):
+    page = _Page()
+    page.feed(open(os.path.join(trained_run, "report.html"), encoding="utf-8").read())
+    pngs = sorted(f for f in os.listdir(trained_run) if f.endswith(".png"))
+    assert {"GAgradcam.png", "GAmetrics_plot.png", "GAfinal_confusion_matrix.png"} <= set(pngs)
+    assert sorted(alt for alt, _ in page.images) == pngs
+    for alt, src in page.images:  # the figures themselves, byte for byte, with no network needed
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]) == open(os.path.join(trained_run, alt), "rb").read()
+    assert page.scripts == 0 and not page.links
+    m = json.load(open(os.path.join(trained_run, "metrics.json")))
+    cells = page.cells
+    assert cells[cells.index("accuracy") + 1] == f"{m['accuracy']:.4f}"
+    for c, v in m["per_class"].items():
+        i = cells.index(c)
+        assert cells[i + 1:i + 4] == [f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}"]
+    text = open(os.path.join(trained_run, "report.html"), encoding="utf-8").read()
+    assert f"epoch {m['training']['delivered_epoch']} of {m['training']['epochs']}" in text
+    assert f"{m['onnx']['max_abs_diff']:.4f}" in cells and "SavedModel" in cells
+    assert "Model card" in text and "Intended use" in text
+
+
+def test_misclassified_gallery_or_a_line(trained_run):
+    m = json.load(open(os.path.join(trained_run, "metrics.json")))
+    wrong = m["test_images"] - int(round(m["accuracy"] * m["test_images"]))
+    gallery = os.path.isfile(os.path.join(trained_run, "GAmisclassified.png"))
+    assert gallery == (wrong > 0)
+    if not wrong:
+        assert "no misclassified test images" in open(os.path.join(trained_run, "train.log")).read()
+
+
+SAVED_MODEL_CHECK = """
+import sys, json, numpy as np, tensorflow as tf, keras, ga
+run = sys.argv[1]
+rng = np.random.default_rng(0)
+x = rng.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+served = tf.saved_model.load(run + "/GAsaved_model")
+a = np.asarray(served.serve(tf.constant(x)))
+b = np.asarray(served.signatures["serving_default"](tf.constant(x))["output_0"])
+k = keras.models.load_model(run + "/GAmodel.keras")(x, training=False).numpy()
+labels = json.load(open(run + "/GAsaved_model/assets/labels.json"))
+print(json.dumps({"serve": float(np.abs(a - k).max()), "signature": float(np.abs(b - k).max()),
+                  "classes": labels["classes"]}))
+"""
+
+
+def test_saved_model_matches_keras(trained_run):
+    proc = run([sys.executable, "-c", SAVED_MODEL_CHECK, trained_run], ROOT)
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["serve"] < 1e-4 and got["signature"] < 1e-4 and got["classes"] == ["cex", "pg"]
+    assert json.load(open(os.path.join(trained_run, "metrics.json")))["saved_model"]["max_abs_diff"] < 1e-4
+
+
+def test_grad_cam_finds_the_bright_square():
+    import keras
+
+    from ga.explain import grad_cam
+    from ga.layers import Preprocess
+
+    # A model built like every ga model (Input -> Preprocess -> backbone sub-model -> pooling ->
+    # output) whose answer is known: the output rises with the brightness that one 3x3
+    # convolution sees, so the bright square alone decides the class.
+    inp = keras.Input((32, 32, 3))
+    feat_in = keras.Input((32, 32, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, kernel_initializer="ones")(feat_in)
+    backbone = keras.Model(feat_in, keras.layers.ReLU()(conv), name="backbone")
+    x = backbone(Preprocess("scale_01")(inp))
+    x = keras.layers.GlobalAveragePooling2D(name="features")(x)
+    out = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.Constant(0.5),
+                             name="output")(x)
+    model = keras.Model(inp, out)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 40, (5, 32, 32, 3)).astype("float32")
+    squares = [(3, 5), (20, 22), (10, 2), (24, 24), (14, 14)]
+    for img, (y, x0) in zip(images, squares):
+        img[y:y + 6, x0:x0 + 6] = 255.0
+    heat = grad_cam(model, images, 0)
+    assert heat.shape == (5, 32, 32) and heat.max() <= 1.0 and heat.min() >= 0.0
+    for h, (y, x0) in zip(heat, squares):
+        r, c = np.unravel_index(np.argmax(h), h.shape)
+        assert y <= r < y + 6 and x0 <= c < x0 + 6
+    # the negative class of a binary model (column -1) does not point at the square
+    neg = grad_cam(model, images, -1)
+    assert all(h[y:y + 6, x0:x0 + 6].mean() < 0.5 for h, (y, x0) in zip(neg, squares))
+
+
+def test_explain_and_provenance_from_the_shell(trained_run, tmp_path):
+    folder = make_separable_split(str(tmp_path / "imgs"), counts={"test": (2, 1)})
+    test_dir = os.path.join(folder, "test")
+    out = tmp_path / "out"
+    run([sys.executable, os.path.join(ROOT, "inference.py"), test_dir, "--recursive", "--model", trained_run,
+         "--explain", "--out-dir", out, "--output", tmp_path / "p.csv"], tmp_path)
+    images = sorted(glob.glob(os.path.join(test_dir, "*", "*.png")))
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p)[:-4] + "_gradcam.png" for p in images)
+    table = rows(tmp_path / "p.csv")
+    onnx = os.path.join(trained_run, "GAweights.onnx")
+    sha = hashlib.sha256(open(onnx, "rb").read()).hexdigest()
+    assert {(r["model_file"], r["model_sha256"], r["engine"]) for r in table} == {(onnx, sha, "onnx")}
+    run([sys.executable, os.path.join(ROOT, "inference.py"), test_dir, "--recursive", "--model", trained_run,
+         "--engine", "keras", "--output", tmp_path / "p.json"], tmp_path)
+    doc = json.load(open(tmp_path / "p.json"))
+    keras_file = os.path.join(trained_run, "GAmodel.keras")
+    assert doc["model"] == {"model_file": keras_file, "engine": "keras", "run": trained_run,
+                            "model_sha256": hashlib.sha256(open(keras_file, "rb").read()).hexdigest()}
+
+
+def test_installed_commands_from_another_folder(tmp_path):
+    """`pip install .` (not editable) into a fresh venv; the dependencies come from this
+    interpreter's site-packages (a .pth), so only the package itself is installed."""
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", venv], tmp_path)
+    site = run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+               tmp_path).stdout.strip()
+    with open(os.path.join(site, "deps.pth"), "w") as fh:
+        fh.write(sysconfig.get_paths()["purelib"] + "\n")
+    build = tmp_path / "src"  # the files a source distribution holds, without caches or run folders
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("ga", "configs"):
+        shutil.copytree(os.path.join(ROOT, name), build / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(ROOT, name), build / name)
+    run([venv / "bin" / "pip", "install", "-q", "--no-deps", str(build)], tmp_path, timeout=600)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    bin_ = venv / "bin"
+    where = run([bin_ / "python", "-c", "import ga, os; print(os.path.dirname(ga.__file__))"], work).stdout.strip()
+    assert where.startswith(str(venv)) and os.path.isfile(os.path.join(where, "configs", "demo.yaml"))
+    listed = run([bin_ / "ga-train", "--list-configs"], work).stdout
+    assert "resnet101" in listed and "demo" in listed
+    printed = run([bin_ / "ga-train", "--config", "demo", "--print-config", "--set", "training.epochs=2"], work).stdout
+    assert "epochs: 2" in printed and "backbone: cnn4" in printed
+    run([bin_ / "python", "-m", "ga.synthetic", "crystals", "--out", "data/archive", "--per-class", "16",
+         "--seed", "0"], work)
+    run([bin_ / "ga-split", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--no-progress"], work)
+    trained = run([bin_ / "ga-train", "--config", "demo", "--set", "data.image_size=[32,32]", "--set",
+                   "data.batch_size=8", "--set", "training.epochs=1", "--set", "output.onnx=false"], work)
+    run_dir = trained.stdout.strip().splitlines()[-1]
+    assert run_dir.startswith("deliverables") and os.path.isfile(work / run_dir / "report.html")
+    labelled = run([bin_ / "ga-infer", "data/split/test", "--recursive"], work)  # the newest run
+    assert labelled.stdout.count("prediction") == len(glob.glob(str(work / "data/split/test/*/*.png")))
+    usage = run([bin_ / "python", "-m", "ga", "infer", "--help"], work).stdout
+    assert usage.startswith("usage: python -m ga infer")
+    assert run([bin_ / "ga-split", "--help"], work).stdout.startswith("usage: ga-split")
