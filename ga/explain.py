@@ -28,24 +28,28 @@ MAX_IMAGES = 16
 
 
 def grad_cam(model, images, column):
-    """Heat maps (n, h, w) in [0, 1] for output `column` of `model`, or for 1 - output 0 when
-    `column` is -1 (a binary model's negative class). `column` may be an int or one per image.
+    """Heat maps (n, h, w) in [0, 1] for output `column` of `model` (its score before the
+    sigmoid or softmax), or for the negative class of a binary model when `column` is -1.
+    `column` may be an int or one per image.
 
-    The model must be a chain Input -> ... -> backbone sub-model -> ... -> output, as every
-    `ga` model is."""
+    The model must be a chain Input -> ... -> backbone sub-model -> ... -> Dense output, as
+    every `ga` model is."""
     images = tf.convert_to_tensor(np.asarray(images, np.float32))
     base = backbone_of(model)
     cols = np.broadcast_to(np.asarray(column), (images.shape[0],))
+    last = model.layers[-1]
     with tf.GradientTape() as tape:
         x, fmap = images, None
-        for layer in model.layers[1:]:
+        for layer in model.layers[1:-1]:
             x = layer(x, training=False)
             if layer is base:
                 fmap = x
                 tape.watch(fmap)
-        probs = tf.cast(x, tf.float32)
-        picked = tf.reduce_sum(probs * tf.one_hot(np.maximum(cols, 0), probs.shape[1]), axis=1)
-        score = tf.where(cols < 0, 1.0 - picked, picked)
+        # The class score before the output's sigmoid/softmax, as Grad-CAM prescribes: a
+        # saturated probability (p = 1.000) has no gradient left to show.
+        logits = tf.cast(tf.matmul(tf.cast(x, last.kernel.dtype), last.kernel) + last.bias, tf.float32)
+        picked = tf.reduce_sum(logits * tf.one_hot(np.maximum(cols, 0), logits.shape[1]), axis=1)
+        score = tf.where(cols < 0, -picked, picked)
     grads = tf.cast(tape.gradient(score, fmap), tf.float32)
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(fmap, tf.float32), axis=-1))
@@ -146,7 +150,7 @@ def _title(classes, task, y_true, y_prob, decided, tag):
         probs = " ".join(f"{p:.2f}" for p in y_prob)
     else:
         truth = classes[int(np.argmax(y_true)) if task == "multiclass" else int(y_true[0] > 0.5)]
-        probs = f"p={float(np.max(y_prob) if task == 'multiclass' else y_prob[0]):.3f}"
+        probs = f"p={float(np.max(y_prob)):.3f}" if task == "multiclass" else f"p({classes[1]})={y_prob[0]:.3f}"
     return f"{tag}\ntrue {truth} / said {_names(classes, decided)}\n{probs}"
 
 
@@ -163,6 +167,7 @@ def _figure(images, heat, titles, path, title):
         else:
             overlay(ax, images[k], heat[k], titles[k])
     fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     save_figure(fig, path)
 
 

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from ga.errors import ExportError
-from ga.files import atomic_path, atomic_write_bytes
+from ga.files import atomic_path, atomic_write_bytes, open_to_umask
 from ga.model import batch_predictor
 from ga.runs import read_labels
 
@@ -118,6 +118,7 @@ def export_saved_model(model, run_dir, cfg, images):
 
     path = os.path.join(run_dir, f"{cfg.output.prefix}saved_model")
     tmp = tempfile.mkdtemp(prefix=".saved_model.", dir=run_dir)
+    open_to_umask(tmp)
     try:
         h, w = read_labels(run_dir)["input_size"]
         model.export(tmp, format="tf_saved_model", verbose=False,

@@ -15,6 +15,9 @@ import tempfile
 
 from ga.errors import WriteError
 
+UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) ...
+os.umask(UMASK)  # ... and put back
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -34,6 +37,8 @@ def atomic_path(path):
     try:
         yield tmp
         _fsync(tmp)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; the final file gets the usual mode
         os.replace(tmp, path)
     except OSError as exc:
         _remove(tmp)
@@ -99,3 +104,8 @@ def _fsync(path):
 def _remove(path):
     with contextlib.suppress(OSError):
         os.remove(path)
+
+
+def open_to_umask(folder):
+    """Give a folder made by tempfile.mkdtemp (0700) the usual mode of a new folder."""
+    os.chmod(folder, 0o777 & ~UMASK)

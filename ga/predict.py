@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ga.errors import GAError, ModelError, first_line, one_line
-from ga.files import atomic_write_csv, atomic_write_text
+from ga.files import atomic_write_csv, atomic_write_text, sha256_file
 from ga.images import (
     MAX_PIXELS,
     TF_FORMATS,
@@ -61,14 +61,8 @@ class LoadedModel:
     def provenance(self):
         """Which model made a set of predictions: its file, the file's sha256, the engine and
         the run folder it belongs to (or null)."""
-        import hashlib
-
         if not hasattr(self, "_sha256"):
-            digest = hashlib.sha256()
-            with open(self.source, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            self._sha256 = digest.hexdigest()
+            self._sha256 = sha256_file(self.source)
         folder = os.path.dirname(os.path.abspath(self.source))
         return {"model_file": os.path.abspath(self.source), "model_sha256": self._sha256, "engine": self.engine,
                 "run": folder if is_complete(folder) else None}

@@ -68,8 +68,8 @@ def _exports(m):
     for key, name in (("onnx", "ONNX"), ("saved_model", "SavedModel")):
         info = m.get(key)
         if info:
-            rows.append((name, info.get("file") or info.get("folder"), info["max_abs_diff"], info["tolerance"],
-                         info["parity_images"]))
+            rows.append((name, info.get("file") or info.get("folder"), f"{info['max_abs_diff']:.2e}",
+                         f"{info['tolerance']:g}", info["parity_images"]))
     return _table(rows, ("export", "file", "max |Keras - export|", "tolerance", "images")) if rows else \
         "<p>No exports checked in this run.</p>"
 

@@ -103,7 +103,7 @@ def test_report_html_embeds_every_figure_and_the_runs_numbers(trained_run):
         assert cells[i + 1:i + 4] == [f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}"]
     text = open(os.path.join(trained_run, "report.html"), encoding="utf-8").read()
     assert f"epoch {m['training']['delivered_epoch']} of {m['training']['epochs']}" in text
-    assert f"{m['onnx']['max_abs_diff']:.4f}" in cells and "SavedModel" in cells
+    assert f"{m['onnx']['max_abs_diff']:.2e}" in cells and f"{m['saved_model']['max_abs_diff']:.2e}" in cells
     assert "Model card" in text and "Intended use" in text
 
 
@@ -228,3 +228,16 @@ def test_installed_commands_from_another_folder(tmp_path):
     usage = run([bin_ / "python", "-m", "ga", "infer", "--help"], work).stdout
     assert usage.startswith("usage: python -m ga infer")
     assert run([bin_ / "ga-split", "--help"], work).stdout.startswith("usage: ga-split")
+
+
+def test_run_files_are_readable_by_the_group(trained_run):
+    # Atomic writes go through mkstemp (mode 0600); a run folder on shared storage must still
+    # be readable by the lab (the mode a plain open() would give under the umask).
+    from ga.files import UMASK
+
+    want_file, want_dir = 0o666 & ~UMASK, 0o777 & ~UMASK
+    for dirpath, dirs, files in os.walk(trained_run):
+        for d in dirs:
+            assert os.stat(os.path.join(dirpath, d)).st_mode & 0o777 == want_dir, d
+        for f in files:
+            assert os.stat(os.path.join(dirpath, f)).st_mode & 0o777 == want_file, f
