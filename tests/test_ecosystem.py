@@ -17,6 +17,7 @@ from html.parser import HTMLParser
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT, make_separable_split
 
@@ -241,3 +242,33 @@ def test_run_files_are_readable_by_the_group(trained_run):
             assert os.stat(os.path.join(dirpath, d)).st_mode & 0o777 == want_dir, d
         for f in files:
             assert os.stat(os.path.join(dirpath, f)).st_mode & 0o777 == want_file, f
+
+
+@pytest.mark.parametrize("backbone, task", [("resnet50", "multilabel"), ("cnn4", "multiclass")])
+def test_grad_cam_on_the_real_backbones(backbone, task):
+    from ga.config import load_config
+    from ga.explain import grad_cam
+    from ga.model import build_model
+
+    cfg = load_config(data={"data": {"image_size": [32, 32]}, "model": {"task": task, "backbone": backbone,
+                                                                        "weights": "none"}})
+    model = build_model(cfg, 3)
+    images = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    for column in range(3):  # every class of a multi-label or multiclass model
+        heat = grad_cam(model, images, column)
+        assert heat.shape == (2, 32, 32) and np.isfinite(heat).all() and heat.min() >= 0 and heat.max() <= 1
+
+
+def test_explain_writes_a_panel_per_class_for_multilabel(tmp_path):
+    from ga.config import load_config
+    from ga.explain import explain_images
+    from ga.model import build_model
+
+    cfg = load_config(data={"data": {"image_size": [32, 32]}, "model": {"task": "multilabel", "backbone": "cnn4",
+                                                                        "weights": "none"}})
+    model = build_model(cfg, 2)
+    labels = {"task": "multilabel", "classes": ["a", "b"]}
+    images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    paths = explain_images(model, labels, images, ["x/one.png", "y/two.tif"], str(tmp_path), {"a": 0.5, "b": 0.5})
+    assert [os.path.basename(p) for p in paths] == ["one_gradcam.png", "two_gradcam.png"]
+    assert all(Image.open(p).size[0] > Image.open(p).size[1] for p in paths)  # two panels side by side
