@@ -53,8 +53,9 @@ def _results(m):
         keys = ("loss", "images", "validation_images", "first_loss", "final_loss", "best_loss", "final_val_loss")
         return _table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
     auc = m.get("roc_auc")
-    lines = [("test images", m.get("test_images")), ("accuracy", m.get("accuracy")),
-             ("ROC AUC", auc if not isinstance(auc, dict) else ", ".join(f"{c} {v:.4f}" for c, v in auc.items())),
+    if isinstance(auc, dict):  # per class; None where the test split has one kind of label only
+        auc = ", ".join(f"{c} {'n/a' if v is None else f'{v:.4f}'}" for c, v in auc.items())
+    lines = [("test images", m.get("test_images")), ("accuracy", m.get("accuracy")), ("ROC AUC", auc),
              ("test loss", m.get("loss"))]
     if "harmonic_mean_f1" in m:
         lines.append(("harmonic-mean F1", m["harmonic_mean_f1"]))

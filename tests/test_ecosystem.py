@@ -272,3 +272,15 @@ def test_explain_writes_a_panel_per_class_for_multilabel(tmp_path):
     paths = explain_images(model, labels, images, ["x/one.png", "y/two.tif"], str(tmp_path), {"a": 0.5, "b": 0.5})
     assert [os.path.basename(p) for p in paths] == ["one_gradcam.png", "two_gradcam.png"]
     assert all(Image.open(p).size[0] > Image.open(p).size[1] for p in paths)  # two panels side by side
+
+
+def test_report_of_a_class_without_test_auc(trained_run, tmp_path):
+    # A multi-label test split where a class has no positive image has no ROC AUC for it.
+    from ga.report import build_report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    m = json.load(open(run_dir / "metrics.json"))
+    m["roc_auc"] = {"cex": None, "pg": 0.9}
+    (run_dir / "metrics.json").write_text(json.dumps(m))
+    assert "cex n/a, pg 0.9000" in build_report(str(run_dir))
