@@ -58,12 +58,15 @@ def grad_cam(model, images, column):
     return np.clip(cam.numpy(), 0.0, 1.0)
 
 
-def decision_columns(task, decided, positive_index=1):
+def decision_columns(task, decided, probs):
     """The output column to explain for each image: the class the model named (binary: 0 for
     the positive class, -1 for the negative one; multi-label: the named class of highest
-    probability, else the most probable one)."""
+    probability, else the most probable class)."""
     if task == "binary":
-        return np.where(decided[:, positive_index], 0, -1)
+        return np.where(decided[:, 1], 0, -1)
+    if task == "multilabel":
+        named = np.where(decided, probs, -1.0)
+        return np.where(decided.any(axis=1), np.argmax(named, axis=1), np.argmax(probs, axis=1))
     return np.argmax(decided, axis=1)
 
 
@@ -107,7 +110,7 @@ def write_run_figures(run_dir, prefix, model, split, classes, task, y_true, y_pr
     images = np.stack([pictures[i] for i in idx]) if idx else None
     written = []
     if idx:
-        cols = decision_columns(task, decided[idx], 1)
+        cols = decision_columns(task, decided[idx], y_prob[idx])
         heat = grad_cam(model, images, cols)
         path = os.path.join(run_dir, f"{prefix}gradcam.png")
         titles = [_title(classes, task, y_true[i], y_prob[i], decided[i], "right" if right[i] else "WRONG")
@@ -181,7 +184,8 @@ def explain_images(model, labels, images, names, out_dir, thresholds):
     probs = np.asarray(model(np.asarray(images, np.float32), training=False), np.float32)
     decided = decisions(probs, task, classes, thresholds)
     panels = range(len(classes)) if task == "multilabel" else [None]
-    heats = {p: grad_cam(model, images, p if p is not None else decision_columns(task, decided)) for p in panels}
+    heats = {p: grad_cam(model, images, p if p is not None else decision_columns(task, decided, probs))
+             for p in panels}
     paths = []
     plt = pyplot()
     for k, name in enumerate(names):

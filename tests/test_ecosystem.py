@@ -284,3 +284,16 @@ def test_report_of_a_class_without_test_auc(trained_run, tmp_path):
     m["roc_auc"] = {"cex": None, "pg": 0.9}
     (run_dir / "metrics.json").write_text(json.dumps(m))
     assert "cex n/a, pg 0.9000" in build_report(str(run_dir))
+
+
+def test_the_class_explained_is_the_class_named():
+    from ga.explain import decision_columns
+
+    binary = np.array([[True, False], [False, True]])
+    assert decision_columns("binary", binary, np.array([[0.2], [0.9]])).tolist() == [-1, 0]
+    named = np.array([[False, True, True], [False, False, False]])
+    probs = np.array([[0.9, 0.6, 0.7], [0.2, 0.4, 0.1]])
+    # the named class of highest probability (not the unnamed 0.9), else the most probable
+    assert decision_columns("multilabel", named, probs).tolist() == [2, 1]
+    onehot = np.array([[False, False, True], [True, False, False]])
+    assert decision_columns("multiclass", onehot, probs).tolist() == [2, 0]
