@@ -182,7 +182,8 @@ def _figure(results, out, also=()):
     for path in also:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
-        sets.append((doc, " (" + ", ".join(doc["settings"].get("pretrain_set") or ["other"]) + ")", "--"))
+        named = doc["settings"].get("pretrain_set") or [f"{doc['settings'].get('objective', 'ntxent')} objective"]
+        sets.append((doc, " (" + ", ".join(named) + ")", "--"))
     fig, ax = plt.subplots(figsize=(7, 5.2))
     sizes = set()
     for doc, suffix, line in sets:
