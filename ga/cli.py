@@ -174,7 +174,8 @@ def _training(args):
         run_dir = train(None, resume=args.resume, overrides=overrides, device=args.device)
     else:
         run_dir = train(load_config(args.config, overrides), device=args.device)
-    print(run_dir)
+    if run_dir is not None:  # None: a non-chief worker of a multi-worker run (the chief prints it)
+        print(run_dir)
     return 0
 
 

@@ -13,7 +13,9 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from ga.config import (
     load_config,
     model_input_size,
 )
+from ga.distributed import is_chief, patch_keras, weights_digest
 from ga.errors import ConfigError, DataError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ def _strategy(cfg):
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("training.distribution: multi_worker needs the TF_CONFIG environment variable "
                               "describing the cluster (see the README)")
+        patch_keras()
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
@@ -142,7 +146,7 @@ def train(cfg=None, resume=None, overrides=(), device="auto"):
         device: "auto" or "cpu" (hide GPUs).
 
     Returns:
-        The run folder path.
+        The run folder path (None on a non-chief worker of a multi-worker run).
     """
     _configure_devices(device)
     classes = None
@@ -192,7 +196,11 @@ def _run(cfg, classes, resume):
     data = _datasets(cfg, classes)
     weights = None if contrastive else class_weights(cfg, data)
 
-    run_dir = resume or runs.new_run_dir(cfg.output)
+    chief = is_chief(strategy)
+    # A non-chief worker of a multi-worker run writes to a temporary folder, removed at the end
+    # (resuming such a run is not supported yet; the chief's folder is never touched here).
+    scratch = None if chief else tempfile.mkdtemp(prefix="ga_worker_")
+    run_dir = scratch or resume or runs.new_run_dir(cfg.output)
     handler = add_file_log(os.path.join(run_dir, "train.log"))
     try:
         if not resume:
@@ -207,6 +215,11 @@ def _run(cfg, classes, resume):
             log.info("model weights initialised from %s", built.init_from)
         _log_class_counts(cfg, data, weights)
         fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy, weights)
+        if cfg.training.distribution == "multi_worker":
+            log.info("final trainable weights sha256 %s", weights_digest(built.model))
+        if not chief:
+            log.info("this worker is done; the chief writes the run folder")
+            return None
         t = time.perf_counter()
         paths = (_deliver_contrastive if contrastive else _deliver)(cfg, run_dir, built.model, data, fit_info)
         runs.write_run_json(run_dir, cfg, data, precision, strategy, fit_info)
@@ -218,6 +231,8 @@ def _run(cfg, classes, resume):
     finally:
         logging.getLogger("ga").removeHandler(handler)
         handler.close()
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- 1. build
