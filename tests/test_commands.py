@@ -278,6 +278,15 @@ def test_make_demo_chain(demo):
     # The study's report rows: the epoch table's averages, the test loss.
     log = open(os.path.join(run, "train.log"), encoding="utf-8").read()
     assert "macro avg" in log and "weighted avg" in log and "macro F1" in log and "delivered epoch" in log
+    # The run's shareable page, heat maps, SavedModel and TensorBoard scalars (each checked in
+    # depth by test_ecosystem.py); the error gallery, or the line saying there were no errors.
+    from test_ecosystem import scalars
+
+    assert {"report.html", "GAgradcam.png", "GAsaved_model", "tensorboard"} <= have
+    assert "GAmisclassified.png" in have or "no misclassified test images" in log
+    events = scalars(os.path.join(run, "tensorboard", "validation"))["epoch_loss"]
+    assert [events[e] for e in sorted(events)] == pytest.approx(
+        [float(r["val_loss"]) for r in _rows(os.path.join(run, "history.csv"))], rel=1e-5)
     results = open(os.path.join(run, "GAFinalTestResults.txt"), encoding="utf-8").read()
     loss = json.load(open(os.path.join(run, "metrics.json")))["loss"]
     assert f"test loss (binary cross-entropy): {loss:.4f}" in results
