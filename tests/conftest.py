@@ -78,7 +78,9 @@ def tiny_config(path, split_root, runs_root, **sections):
                   "head": {"units": [16], "dropout": [0.0], "batch_norm": [False]}},
         "training": {"optimizer": "adam", "learning_rate": 0.003, "epochs": 3, "seed": 1,
                      "early_stopping": {"f1_threshold": 1.0, "f1_patience": 100, "patience": 50}},
-        "output": {"root": runs_root, "prefix": "GA"},
+        # The SavedModel export and the Grad-CAM figures add seconds to every run; the tests
+        # that check them turn them on (trained_run, and the commands run with real configs).
+        "output": {"root": runs_root, "prefix": "GA", "saved_model": False, "explain": False},
     }
     for section, values in sections.items():
         for k, v in values.items():
@@ -103,7 +105,7 @@ def trained_run(tmp_path_factory, separable_split):
 
     work = tmp_path_factory.mktemp("trained")
     cfg = tiny_config(work / "c.yaml", separable_split, str(work / "runs"), training={"epochs": 5},
-                      data={"batch_size": 4})
+                      data={"batch_size": 4}, output={"saved_model": True, "explain": True})
     out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
                          text=True, cwd=ROOT, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -52,6 +52,7 @@ def wait_all(procs, timeout=240):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
+@pytest.mark.long  # two TensorFlow processes on 2 cores: kept out of make test's 15-minute budget for now
 def test_two_workers_write_one_run_folder_with_the_same_weights(separable_split, tmp_path):
     cfg = tiny_config(tmp_path / "mw.yaml", separable_split, str(tmp_path / "runs"),
                       training={"epochs": 2, "distribution": "multi_worker"},
