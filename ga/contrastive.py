@@ -131,20 +131,20 @@ def build_pairs(cfg):
         after = f" after holding out {held} for validation" if held else ""
         raise DataError(f"contrastive training needs at least data.batch_size={batch} images; "
                         f"{folder} has {len(paths)} usable{after}")
-    train = SplitData(_pairs(cfg, paths, training=True), paths, no_labels[:len(paths)], problems)
+    train = SplitData(pairs(cfg, paths, training=True), paths, no_labels[:len(paths)], problems)
     log.info("unlabelled: %d images from %s%s; %d pairs of views per step", len(paths), folder,
              f" ({len(problems)} skipped)" if problems else "", batch)
     if not held:
         return train, None
     log.info("contrastive validation: %d held-out images (contrastive.val_fraction %g)", held,
              cfg.contrastive.val_fraction)
-    return train, SplitData(_pairs(cfg, held_paths, training=False), held_paths, no_labels[:held], [])
+    return train, SplitData(pairs(cfg, paths, training=False), held_paths, no_labels[:held], [])
 
 
-def _pairs(cfg, paths, training):
-    """(view 1, view 2) batches of `paths`; the training stream is shuffled, and repeated
-    when training.steps_per_epoch is set."""
-    batch = cfg.data.batch_size
+def pairs(cfg, paths, training, batch=None):
+    """(view 1, view 2) batches of `paths` (`batch` pairs, default data.batch_size); the
+    training stream is shuffled, and repeated when training.steps_per_epoch is set."""
+    batch = batch or cfg.data.batch_size
     size = tuple(cfg.data.image_size)
     ds = decoded(paths, np.zeros((len(paths), 0), np.float32), size, wants_cache(cfg, len(paths))).map(lambda x, _: x)
     if training:

@@ -261,6 +261,20 @@ def _build_split(cfg, name, split_dir, classes):
     paths, labels, problems = usable(paths, labels, name, fraction, cfg.training.seed)
     if not paths:
         raise DataError(f"no usable images in the {name} split at {split_dir}")
+    ds = pipeline(cfg, name, paths, labels)
+    log.info("%s: %d images from %s%s", name, len(paths), split_dir, f" ({len(problems)} skipped)" if problems else "")
+    return SplitData(ds, paths, labels, problems)
+
+
+def pipeline(cfg, name, paths, labels, batch=None, weights=None):
+    """The batched tf.data pipeline of one split's (usable) files: decoded once, cached when
+    small enough, shuffled and augmented for the training split.
+
+    Args:
+        batch: images per batch (default data.batch_size; a multi-worker shard takes its share).
+        weights: per-image sample weights (n,), or None; with them the dataset yields
+            (image, label, weight).
+    """
     size = tuple(cfg.data.image_size)
     training = name == "train"
     cache = wants_cache(cfg, len(paths))
@@ -270,29 +284,28 @@ def _build_split(cfg, name, split_dir, classes):
     if training and cfg.model.task == "multilabel" and cfg.data.balance and 0 < pos.sum() < len(paths):
         # The original's weighted sampler: images with and without any label drawn equally.
         # Each half is its own decoded, cached, endless stream.
-        halves = [decoded([p for p, k in zip(paths, pos) if k == want], labels[pos == want], size, cache)
+        halves = [decoded([p for p, k in zip(paths, pos) if k == want], labels[pos == want], size, cache,
+                          None if weights is None else weights[pos == want])
                   .shuffle(buffer, seed=seed).repeat() for want in (True, False)]
         ds = tf.data.Dataset.sample_from_datasets(halves, [0.5, 0.5], seed=seed)
         if not cfg.training.steps_per_epoch:
             ds = ds.take(len(paths))
     else:
-        ds = decoded(paths, labels, size, cache)
+        ds = decoded(paths, labels, size, cache, weights)
         if training:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
             if cfg.training.steps_per_epoch:
                 ds = ds.repeat()
-    ds = ds.batch(cfg.data.batch_size)
-    ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
+    ds = ds.batch(batch or cfg.data.batch_size)
+    ds = ds.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=AUTOTUNE)
     aug = cfg.data.augment
     if training and aug.placement == "pipeline":
         layer = augmentation(aug, cfg.training.seed)
         if layer is not None:
-            ds = ds.map(lambda x, y: (layer(x, training=True), y), num_parallel_calls=AUTOTUNE)
+            ds = ds.map(lambda x, *rest: (layer(x, training=True), *rest), num_parallel_calls=AUTOTUNE)
     elif not training and aug.crop:
-        ds = ds.map(lambda x, y: (center_crop(x, aug.crop), y), num_parallel_calls=AUTOTUNE)
-    ds = ds.prefetch(AUTOTUNE)
-    log.info("%s: %d images from %s%s", name, len(paths), split_dir, f" ({len(problems)} skipped)" if problems else "")
-    return SplitData(ds, paths, labels, problems)
+        ds = ds.map(lambda x, *rest: (center_crop(x, aug.crop), *rest), num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
 
 
 def usable(paths, labels, name, fraction=1.0, seed=0):
@@ -316,10 +329,12 @@ def wants_cache(cfg, n):
     return cfg.data.cache == "memory" or (cfg.data.cache == "auto" and n * h * w * 3 <= cfg.data.cache_budget_mb * 2**20)
 
 
-def decoded(paths, labels, size, cache):
-    """(uint8 image, label) pairs, decoded in parallel, optionally kept in memory."""
+def decoded(paths, labels, size, cache, weights=None):
+    """(uint8 image, label) pairs, or (image, label, weight) with `weights`, decoded in
+    parallel, optionally kept in memory."""
     pillow = [not tf_reads(p) for p in paths]
-    ds = tf.data.Dataset.from_tensor_slices((list(paths), labels, pillow))
-    ds = ds.map(lambda p, y, k: (load_image(p, size, k), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    extra = () if weights is None else (np.asarray(weights, np.float32),)
+    ds = tf.data.Dataset.from_tensor_slices((list(paths), pillow, labels, *extra))
+    ds = ds.map(lambda p, k, *rest: (load_image(p, size, k), *rest), num_parallel_calls=AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=True)
     return ds.cache() if cache else ds

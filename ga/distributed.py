@@ -1,22 +1,41 @@
-"""Multi-worker training (`training.distribution: multi_worker`): who writes, and two Keras fixes.
+"""Multi-worker training (`training.distribution: multi_worker`): the cluster, who writes, which
+images each worker reads, and two Keras fixes.
 
-Every worker runs the same command with its own TF_CONFIG; `tf.distribute.
-MultiWorkerMirroredStrategy` keeps them in step. Only the chief (the `chief` task, else worker
-0) writes the run folder; every other worker writes to a temporary folder that it removes at
-the end (Keras's multi-worker guide does the same for checkpoints).
+Every worker runs the same command; `tf.distribute.MultiWorkerMirroredStrategy` keeps them in
+step. The cluster comes from TF_CONFIG, else from a Slurm job step's environment
+(`SlurmClusterResolver`). Only the chief (the `chief` task, else worker 0) writes the run
+folder; every other worker writes to a temporary folder that it removes at the end (Keras's
+multi-worker guide does the same for checkpoints), and on `--resume` starts from a copy of the
+run folder's checkpoints, so every worker restores the same state.
+
+Data: each worker decodes and trains on its own shard of every split (`shard_rows`), all
+shards of one length so that every step has a batch on every worker; a shorter shard is padded
+with copies of weight 0. The global batch stays `data.batch_size` (each worker batches its
+share), so an epoch has the steps a single process would take.
 
 Keras 3.15's TensorFlow trainer fails under MultiWorkerMirroredStrategy in two places
 (keras-team/keras#20585): before the first step it averages the first distributed batch
 across workers with `strategy.reduce` only to learn its shapes ("unsupported type PerReplica
 to a Tensor"), and after each step it averages the scalar metric results with `axis=0`
 ("Invalid reduction dimension 0"). `patch_keras()` replaces both with what they mean: shapes
-from this worker's own batch, and the mean of scalars over replicas. It is applied only when
-a multi-worker strategy is made.
+from the dataset's element spec (Keras draws a real batch, which also starts a read-ahead over
+the validation set at every epoch), and the mean of scalars over replicas. It is applied only
+when a multi-worker strategy is made.
 """
 
 import logging
+import math
+import os
+import shutil
+
+import numpy as np
+
+from ga.errors import ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
+
+SLURM_PORT_BASE = 8888  # first port of a Slurm task on its node (one more per further task)
+SLURM_STEP = ("PROCID", "STEP_NUM_TASKS", "STEP_NODELIST", "STEP_TASKS_PER_NODE")  # set by srun for each task
 
 _PATCHED = False
 
@@ -26,19 +45,14 @@ def patch_keras():
     global _PATCHED
     if _PATCHED:
         return
-    import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer
 
     def maybe_symbolic_build(self, iterator=None, data_batch=None):
         if self._distribute_strategy is None:
             return
-        if iterator is not None:
-            for _, _, it in iterator:
-                local = self.distribute_strategy.experimental_local_results
-                data_batch = tree.map_structure(
-                    lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x, next(it))
-                break
+        if iterator is not None and data_batch is None:
+            data_batch = _batch_spec(iterator, self.distribute_strategy)
         with self.distribute_strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
@@ -54,6 +68,23 @@ def patch_keras():
     _PATCHED = True
 
 
+def _batch_spec(iterator, strategy):
+    """The shapes and dtypes of one replica's batch, from the distributed dataset's element
+    spec: Keras only needs them to build its metrics, and drawing a real batch (what Keras
+    does) starts a read-ahead over the dataset at every `fit` and every validation."""
+    import tensorflow as tf
+    from keras.src import tree
+
+    spec = getattr(getattr(iterator, "_distributed_dataset", None), "element_spec", None)
+    if spec is not None:
+        return tree.map_structure(lambda s: getattr(s, "_value_specs", [s])[0], spec)
+    for _, _, it in iterator:  # another Keras version: this worker's own first batch
+        local = strategy.experimental_local_results
+        return tree.map_structure(lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x,
+                                  next(it))
+    return None
+
+
 def is_chief(strategy):
     """Whether this process writes the run folder: always, except for the non-chief workers of
     a multi-worker strategy."""
@@ -67,12 +98,239 @@ def is_chief(strategy):
 
 
 def weights_digest(model):
-    """SHA-256 of the model's trainable weights (the part synchronous training keeps equal)."""
+    """SHA-256 of all of the model's weights (trainable ones and BatchNorm's moving statistics)."""
     import hashlib
 
     import numpy as np
 
     h = hashlib.sha256()
-    for v in model.trainable_weights:
+    for v in model.weights:
         h.update(np.ascontiguousarray(np.asarray(v, np.float32)).tobytes())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the cluster
+
+
+def cluster_resolver():
+    """The cluster of this worker: TF_CONFIG when set, else the Slurm job step's environment
+    (a task started by srun: SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST,
+    SLURM_STEP_TASKS_PER_NODE).
+
+    Raises:
+        ConfigError: neither is there, or Slurm's variables cannot be read.
+    """
+    import tensorflow as tf
+
+    env = os.environ
+    if env.get("TF_CONFIG"):
+        return tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if all(env.get(f"SLURM_{k}") for k in SLURM_STEP):
+        try:
+            return _slurm_resolver(env)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(f"training.distribution: multi_worker: cannot read the Slurm job step ({exc})") from None
+    raise ConfigError("training.distribution: multi_worker needs TF_CONFIG describing the cluster, or a Slurm job "
+                      "step (one main.py per task, started by srun); see docs/cluster.md")
+
+
+def _slurm_resolver(env):
+    """SlurmClusterResolver, one worker per Slurm task, ports from SLURM_PORT_BASE (or
+    GA_PORT_BASE). Its GPU share per task needs a GPU count; on CPU-only nodes (no GPU
+    listed in CUDA_VISIBLE_DEVICES or SLURM_GPUS_ON_NODE) it would divide by zero in TF 2.21,
+    so there every task gets one notional slot and CUDA_VISIBLE_DEVICES is left alone."""
+    import tensorflow as tf
+
+    slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
+    port = int(env.get("GA_PORT_BASE") or SLURM_PORT_BASE)
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    gpus = len(visible.split(",")) if visible else int(env.get("SLURM_GPUS_ON_NODE") or 0)
+    if gpus:
+        return slurm(port_base=port, gpus_per_node=gpus)
+    tasks = max(int(part.split("(")[0]) for part in env["SLURM_STEP_TASKS_PER_NODE"].split(","))
+    return slurm(port_base=port, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+
+
+def make_strategy():
+    """MultiWorkerMirroredStrategy over this worker's cluster (with the Keras fixes applied)."""
+    import tensorflow as tf
+
+    resolver = cluster_resolver()
+    patch_keras()
+    return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
+def worker_count(strategy):
+    """Workers of a multi-worker strategy (1 for any other)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return 1
+    spec = resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(job, [])) for job in ("chief", "worker"))
+
+
+def seed_scratch(run_dir, scratch):
+    """Copy an interrupted run's checkpoints (backup folders, best and linear-stage weights,
+    history.csv) into a non-chief worker's scratch folder, which it then resumes from; the
+    run folder itself is only read."""
+    for name in os.listdir(run_dir):
+        src = os.path.join(run_dir, name)
+        if name.startswith("backup") and os.path.isdir(src):
+            shutil.copytree(src, os.path.join(scratch, name))
+        elif name in ("best.weights.h5", "stage1.weights.h5", "stage1.json", "history.csv"):
+            shutil.copy2(src, os.path.join(scratch, name))
+
+
+def collective_errors(strategy):
+    """The TensorFlow errors that mean a worker of `strategy` went away (none for a single
+    process): its peers' collective operations fail with them once its heartbeats stop."""
+    import tensorflow as tf
+
+    if worker_count(strategy) < 2:
+        return ()
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError)
+
+
+def lost_worker(exc, run_dir):
+    """The TrainingError for a collective operation that failed because a worker went away."""
+    import re
+
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(exc)).strip()
+    found = re.search(r"unhealthy.*?/job:(\w+)/replica:\d+/task:(\d+)", text, re.S)
+    if found:
+        what = f"{found.group(1)} {found.group(2)} stopped sending heartbeats"
+    else:
+        what = type(exc).__name__ + (f": {text.splitlines()[0][:120]}" if text else "")
+    where = run_dir or "the chief's run folder"
+    return TrainingError(f"multi-worker training lost a worker ({what}); {where} keeps the last finished epoch: "
+                         f"start every worker again with --resume {where}")
+
+
+# ---------------------------------------------------------------------------- data shards
+
+
+def shard_rows(n, index, count, pad=True):
+    """Rows of a list of `n` images that worker `index` of `count` reads: every count-th,
+    from `index`. All shards get the same length: with `pad`, ceil(n / count), a short
+    shard completed by rows of weight 0; without, n // count (the rest is left out).
+
+    Returns:
+        (rows int array, weight mask float32 array of 1s and 0s).
+    """
+    rows = np.arange(index, n, count)
+    length = math.ceil(n / count) if pad else n // count
+    mask = np.ones(length, np.float32)
+    if len(rows) >= length:
+        return rows[:length], mask
+    extra = np.arange(length - len(rows)) % n
+    mask[len(rows):] = 0.0
+    return np.concatenate([rows, extra]), mask
+
+
+class ShardLedger:
+    """Counts what this worker's pipelines deliver per epoch: images (weight > 0), padding
+    and batches, per split; `line()` reports and resets the counts."""
+
+    def __init__(self, index, count):
+        self.index, self.count = index, count
+        self.seen = {}
+
+    def counted(self, ds, split):
+        """`ds` (batches of (x, y, w) or (view 1, view 2)) with its deliveries counted."""
+        import tensorflow as tf
+
+        def add(real, total):
+            images, padding, batches = self.seen.get(split, (0, 0, 0))
+            self.seen[split] = (images + int(real), padding + int(total - real), batches + 1)
+            return np.int64(0)
+
+        def tally(*batch):
+            total = tf.shape(batch[0])[0]
+            real = tf.reduce_sum(tf.cast(batch[2] > 0, tf.int32)) if len(batch) == 3 else total
+            done = tf.numpy_function(add, [real, total], tf.int64, stateful=True)
+            with tf.control_dependencies([done]):
+                return tuple(tf.identity(t) for t in batch)
+
+        return ds.map(tally)
+
+    def line(self, epoch):
+        parts = [f"{split} {images} images" + (f" (+{pad} padding)" if pad else "") + f" in {batches} batches"
+                 for split, (images, pad, batches) in sorted(self.seen.items(), key=lambda kv: kv[0] != "train")]
+        self.seen = {}
+        return f"worker {self.index + 1} of {self.count}, epoch {epoch + 1}: read " + "; ".join(parts)
+
+
+def sharded_inputs(strategy, cfg, data, class_weight=None):
+    """The training and validation inputs of `fit` on a multi-worker run: every worker reads
+    its shard (`shard_rows`) of `data`'s usable files, batched by its share of data.batch_size.
+    Classifier batches are (image, label, weight): the weight is the class weight
+    (`class_weight`, {class: w}) times 0 for padding.
+
+    Returns:
+        (train, valid or None, ShardLedger of this worker).
+    """
+    from ga.data import pipeline
+
+    count = worker_count(strategy)
+    if cfg.data.batch_size % count:
+        raise ConfigError(f"data.batch_size {cfg.data.batch_size} must be a multiple of the {count} workers of "
+                          f"this multi-worker run (each worker batches an equal share)")
+    batch = cfg.data.batch_size // count
+    contrastive = cfg.model.task == "contrastive"
+    ledger = ShardLedger(0, count)
+
+    def distributed(split, name):
+        if split is None:
+            return None
+        weight = np.ones(split.size, np.float32) if contrastive else _sample_weights(split.labels, data, class_weight)
+
+        def dataset_fn(ctx):
+            ledger.index = ctx.input_pipeline_id
+            rows, mask = shard_rows(split.size, ctx.input_pipeline_id, ctx.num_input_pipelines, pad=not contrastive)
+            paths = [split.paths[i] for i in rows]
+            if contrastive:
+                from ga.contrastive import pairs
+
+                ds = pairs(cfg, paths, training=name == "train", batch=batch)
+            else:
+                ds = pipeline(cfg, name, paths, split.labels[rows], batch, weight[rows] * mask)
+            log.info("worker %d of %d reads %d of the %d %s images%s", ctx.input_pipeline_id + 1, count,
+                     int(mask.sum()), split.size, name, f" (+{int(len(mask) - mask.sum())} padding)"
+                     if mask.sum() < len(mask) else "")
+            return ledger.counted(ds, name)
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    return distributed(data.train, "train"), distributed(data.valid, "valid"), ledger
+
+
+def _sample_weights(labels, data, class_weight):
+    """Per-image loss weights of a split: its class's weight (binary, multiclass), else 1."""
+    if not class_weight:
+        return np.ones(len(labels), np.float32)
+    index = labels.argmax(axis=1) if data.task == "multiclass" else labels[:, 0].astype(int)
+    return np.asarray([class_weight[data.classes[i]] for i in index], np.float32)
+
+
+def shard_log(ledger):
+    """A callback logging, after each epoch, what this worker read (`ShardLedger.line`)."""
+    import keras
+
+    class ShardLog(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            log.info(ledger.line(epoch))
+
+    return ShardLog()
+
+
+def synchronize_batchnorm(model, on=True):
+    """Make every BatchNormalization layer of `model` normalise a training batch with the
+    statistics of the global batch (all-reduced over the workers) instead of its own shard's:
+    training then matches one process with the whole batch, and the moving statistics stay
+    equal on every worker. Switched off again before the model is saved."""
+    import keras
+
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = on

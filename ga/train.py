@@ -29,7 +29,17 @@ from ga.config import (
     load_config,
     model_input_size,
 )
-from ga.distributed import is_chief, patch_keras, weights_digest
+from ga.distributed import (
+    collective_errors,
+    is_chief,
+    lost_worker,
+    make_strategy,
+    seed_scratch,
+    sharded_inputs,
+    shard_log,
+    synchronize_batchnorm,
+    weights_digest,
+)
 from ga.errors import ConfigError, DataError, TrainingError
 
 log = logging.getLogger(__name__)
@@ -56,11 +66,7 @@ def _strategy(cfg):
     if kind == "none":
         return tf.distribute.get_strategy()
     if kind == "multi_worker":
-        if "TF_CONFIG" not in os.environ:
-            raise ConfigError("training.distribution: multi_worker needs the TF_CONFIG environment variable "
-                              "describing the cluster (see the README)")
-        patch_keras()
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return make_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy()
@@ -197,9 +203,11 @@ def _run(cfg, classes, resume):
     weights = None if contrastive else class_weights(cfg, data)
 
     chief = is_chief(strategy)
-    # A non-chief worker of a multi-worker run writes to a temporary folder, removed at the end
-    # (resuming such a run is not supported yet; the chief's folder is never touched here).
+    # A non-chief worker of a multi-worker run writes to a temporary folder, removed at the end;
+    # resuming, it starts from a copy of the run folder's checkpoints (never written to here).
     scratch = None if chief else tempfile.mkdtemp(prefix="ga_worker_")
+    if scratch and resume:
+        seed_scratch(resume, scratch)
     run_dir = scratch or resume or runs.new_run_dir(cfg.output)
     handler = add_file_log(os.path.join(run_dir, "train.log"))
     try:
@@ -214,9 +222,13 @@ def _run(cfg, classes, resume):
         if built.init_from:
             log.info("model weights initialised from %s", built.init_from)
         _log_class_counts(cfg, data, weights)
-        fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy, weights)
+        try:
+            fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy, weights)
+        except collective_errors(strategy) as exc:
+            raise lost_worker(exc, resume if scratch else run_dir) from None
         if cfg.training.distribution == "multi_worker":
-            log.info("final trainable weights sha256 %s", weights_digest(built.model))
+            synchronize_batchnorm(built.model, False)
+            log.info("final weights sha256 %s", weights_digest(built.model))
         if not chief:
             log.info("this worker is done; the chief writes the run folder")
             return None
@@ -283,11 +295,13 @@ def _build(cfg, classes, strategy):
 
             model = build_encoder(cfg)
             init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
+            synchronize_batchnorm(model, cfg.training.distribution == "multi_worker")
             fit_model = SimCLR(model, cfg.contrastive.temperature, cfg.contrastive.loss)
             fit_model.compile(optimizer=_optimizer(cfg.training, model.layers[-1]))
             return Built(model, fit_model, init)
         model = build_model(cfg, runs.output_count(cfg.model.task, classes))
         init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
+        synchronize_batchnorm(model, cfg.training.distribution == "multi_worker")
         if cfg.training.schedule != "standard":
             # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
             set_trainable_fraction(backbone_of(model), 0.0)
@@ -350,6 +364,7 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy, weights=None):
     """
     plan = stages(cfg)
     first, seconds, result = 0, 0.0, None
+    inputs = _fit_inputs(cfg, strategy, data, weights)
     for stage in plan:
         if stage.number == 1 and os.path.isfile(_stage1_doc(run_dir)):
             built.model.load_weights(os.path.join(run_dir, "stage1.weights.h5"))  # resumed after it finished
@@ -358,7 +373,7 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy, weights=None):
             continue
         if stage.unfreeze:
             _unfreeze(cfg, built, classes, strategy, stage, first)
-        result = _fit_stage(cfg, run_dir, built, data, classes, stage, first, weights)
+        result = _fit_stage(cfg, run_dir, built, data, classes, stage, first, inputs)
         seconds += result.watch.clock.seconds
         if result.watch.nan.seen:
             break
@@ -376,9 +391,28 @@ def _fit_stages(cfg, run_dir, built, data, classes, strategy, weights=None):
     return info
 
 
-def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=None):
-    """One `fit` call with the run's callbacks; resumes from the stage's checkpoint.
-    `weights`: {class: loss weight} (training.class_weight), or None."""
+@dataclass
+class FitInputs:
+    """What `fit` reads: a single process's datasets, or each worker's shard of them."""
+
+    train: object
+    valid: object
+    class_weight: dict = None  # {class index: weight} for `fit` (multi-worker: inside the batches)
+    callbacks: tuple = ()
+
+
+def _fit_inputs(cfg, strategy, data, weights):
+    """`fit`'s inputs; `weights`: {class: loss weight} (training.class_weight), or None."""
+    if cfg.training.distribution == "multi_worker":
+        train, valid, ledger = sharded_inputs(strategy, cfg, data, weights)
+        return FitInputs(train, valid, None, (shard_log(ledger),))
+    return FitInputs(data.train.dataset, data.valid.dataset if data.valid is not None else None,
+                     {i: weights[c] for i, c in enumerate(data.classes)} if weights else None)
+
+
+def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, inputs):
+    """One `fit` call with the run's callbacks on `inputs` (FitInputs); resumes from the
+    stage's checkpoint."""
     from ga.callbacks import build_callbacks, resume_epoch
     from ga.model import backbone_of
     from ga.schedules import EpochSchedule
@@ -400,15 +434,15 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, weights=N
     if getattr(fit_model, "_initial_epoch", None) is not None:
         fit_model._initial_epoch = None
     fit_model.fit(
-        data.train.dataset,
-        validation_data=data.valid.dataset if data.valid is not None else None,
+        inputs.train,
+        validation_data=inputs.valid,
         initial_epoch=first_epoch,
         epochs=first_epoch + stage.epochs,
         steps_per_epoch=cfg.training.steps_per_epoch,
-        callbacks=callbacks,
+        callbacks=callbacks + list(inputs.callbacks),
         verbose=0,  # ga.callbacks.EpochLine: a compact line per epoch (and a bar on a terminal)
         shuffle=False,  # the tf.data pipeline shuffles
-        class_weight={i: weights[c] for i, c in enumerate(classes)} if weights else None,
+        class_weight=inputs.class_weight,
     )
     return StageResult(watch, initial if initial > first_epoch else 0)
 

@@ -1,18 +1,29 @@
 """Multi-worker training as a user starts it: two `main.py` processes on this machine, each with
-its TF_CONFIG naming two ports on 127.0.0.1 (CPU, tiny CNN-4). Every wait is bounded and the
-processes are killed if they outlive it."""
+its TF_CONFIG naming two ports on 127.0.0.1 (CPU, tiny CNN-4), for a binary, a multi-label and
+a contrastive config, and a worker killed mid-run. Every wait is bounded and the processes are
+killed if they outlive it. The cluster's resolution under Slurm is checked with a faked
+environment."""
 
+import csv
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import textwrap
+import time
 
+import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
-from ga.distributed import is_chief
+import ga.synthetic as syn
+from conftest import ROOT, make_separable_split, tiny_config
+from ga.distributed import SLURM_PORT_BASE, is_chief, shard_rows
+from ga.splitting import split_dataset
+
+WAIT = 120  # seconds any two-worker run may take before its processes are killed
 
 
 def free_ports(n):
@@ -26,24 +37,36 @@ def free_ports(n):
             s.close()
 
 
-def start_workers(cfg, cwd, tmpdir, n=2, extra=()):
+def worker_env(ports, index, tmpdir):
+    env = {**os.environ, "TMPDIR": str(tmpdir), "MPLBACKEND": "Agg",
+           "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+                                    "task": {"type": "worker", "index": index}})}
+    env.pop("GA_LOGICAL_CPUS", None)
+    return env
+
+
+def start(argv, cwd, tmpdir, n=2):
+    """Start `n` processes of `argv` (a list after the interpreter), one per worker."""
     ports = free_ports(n)
-    procs = []
-    for i in range(n):
-        env = {**os.environ, "TMPDIR": str(tmpdir), "MPLBACKEND": "Agg",
-               "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                        "task": {"type": "worker", "index": i}})}
-        env.pop("GA_LOGICAL_CPUS", None)
-        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg, *extra],
-                                      cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    return procs
+    return [subprocess.Popen([sys.executable, *argv], cwd=cwd, env=worker_env(ports, i, tmpdir),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
 
 
-def wait_all(procs, timeout=240):
+def start_workers(cfg, cwd, tmpdir, n=2, extra=()):
+    return start([os.path.join(ROOT, "main.py"), "--config", cfg, *extra], cwd, tmpdir, n)
+
+
+def wait_all(procs, timeout=WAIT):
+    """(exit code, stdout, stderr) of each process; any still running after `timeout` s is killed."""
     outs = []
+    deadline = time.monotonic() + timeout
     try:
         for p in procs:
-            outs.append(p.communicate(timeout=timeout))
+            try:
+                outs.append(p.communicate(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                outs.append(p.communicate())
     finally:
         for p in procs:
             if p.poll() is None:
@@ -52,27 +75,191 @@ def wait_all(procs, timeout=240):
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs)]
 
 
-@pytest.mark.long  # two TensorFlow processes on 2 cores: kept out of make test's 15-minute budget for now
-def test_two_workers_write_one_run_folder_with_the_same_weights(separable_split, tmp_path):
-    cfg = tiny_config(tmp_path / "mw.yaml", separable_split, str(tmp_path / "runs"),
-                      training={"epochs": 2, "distribution": "multi_worker"},
-                      output={"onnx": False, "saved_model": False})
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    (chief_code, chief_out, chief_err), (code, out, err) = wait_all(start_workers(cfg, tmp_path, tmpdir))
-    assert chief_code == 0, chief_err[-3000:]
-    assert code == 0, err[-3000:]
+def digests(errs):
+    return [re.findall(r"final weights sha256 ([0-9a-f]{64})", e) for e in errs]
+
+
+def reads(err):
+    """{epoch: {split: (images, padding, batches)}} from a worker's per-epoch shard lines."""
+    out = {}
+    for epoch, rest in re.findall(r"worker \d of 2, epoch (\d+): read (.*)", err):
+        for split, images, pad, batches in re.findall(r"(\w+) (\d+) images(?: \(\+(\d+) padding\))? in (\d+) batches",
+                                                      rest):
+            out.setdefault(int(epoch), {})[split] = (int(images), int(pad or 0), int(batches))
+    return out
+
+
+def one_complete_run(tmp_path, results, tmpdir="tmp"):
+    """Both workers exited 0; exactly one complete run folder (the chief's), printed by the chief
+    alone; the other worker's temporary folder is gone; both end with the same weights."""
+    (code0, out0, err0), (code1, out1, err1) = results
+    assert code0 == 0, err0[-3000:]
+    assert code1 == 0, err1[-3000:]
     runs = os.listdir(tmp_path / "runs")
-    assert len(runs) == 1  # the chief's; worker 1 wrote to a temporary folder ...
+    assert len(runs) == 1
     run = os.path.join(tmp_path, "runs", runs[0])
-    assert chief_out.strip().splitlines()[-1] == run and out.strip() == ""
-    assert not os.path.exists(os.path.join(run, "RUNNING")) and os.path.isfile(os.path.join(run, "GAmodel.keras"))
-    assert os.listdir(tmpdir) == []  # ... and removed it
-    # Synchronous training: both workers end with the same trainable weights.
-    digests = [re.findall(r"final trainable weights sha256 ([0-9a-f]{64})", e) for e in (chief_err, err)]
-    assert digests[0] and digests[0] == digests[1]
-    doc = json.load(open(os.path.join(run, "run.json")))
-    assert doc["device"]["replicas"] == 2
+    assert out0.strip().splitlines()[-1] == run and out1.strip() == ""
+    assert not os.path.exists(os.path.join(run, "RUNNING"))
+    assert os.listdir(tmp_path / tmpdir) == []
+    d = digests([err0, err1])
+    assert d[0] and d[0] == d[1]  # every weight, BatchNorm's moving statistics included
+    assert json.load(open(os.path.join(run, "run.json")))["device"]["replicas"] == 2
+    return run, err0, err1
+
+
+@pytest.fixture()
+def work(tmp_path):
+    (tmp_path / "tmp").mkdir()
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def odd_split(tmp_path_factory):
+    """33 training and 15 validation images: the two workers' shards differ by one image."""
+    root = str(tmp_path_factory.mktemp("odd"))
+    return make_separable_split(root, counts={"train": (17, 16), "valid": (8, 7), "test": (5, 5)})
+
+
+def test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights(odd_split, work):
+    cfg = tiny_config(work / "mw.yaml", odd_split, str(work / "runs"), data={"batch_size": 16},
+                      training={"epochs": 2, "distribution": "multi_worker", "class_weight": "balanced"},
+                      output={"onnx": False})
+    run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp")))
+    assert os.path.isfile(os.path.join(run, "GAmodel.keras"))
+    # Each epoch the workers read 17 and 16 of the 33 training images (the shorter shard is
+    # padded with one copy of weight 0), in the 3 steps of a single process at batch 16.
+    first, second = reads(err0), reads(err1)
+    assert sorted(first) == sorted(second) == [1, 2]
+    for epoch in (1, 2):
+        assert first[epoch]["train"] == (17, 0, 3) and second[epoch]["train"] == (16, 1, 3)
+        assert first[epoch]["valid"] == (8, 0, 1) and second[epoch]["valid"] == (7, 1, 1)
+    assert len(list(csv.DictReader(open(os.path.join(run, "history.csv"))))) == 2
+
+
+@pytest.mark.parametrize("n, count", [(33, 2), (32, 2), (1, 2), (10, 3), (7, 4), (100, 8)])
+def test_shards_are_disjoint_cover_the_list_and_have_one_length(n, count):
+    shards = [shard_rows(n, i, count) for i in range(count)]
+    real = [set(rows[mask > 0].tolist()) for rows, mask in shards]
+    assert set().union(*real) == set(range(n))
+    assert sum(len(r) for r in real) == n  # disjoint
+    assert len({len(rows) for rows, _ in shards}) == 1
+    trimmed = [shard_rows(n, i, count, pad=False) for i in range(count)]
+    assert all(len(rows) == n // count and mask.all() for rows, mask in trimmed)
+    assert len(set().union(*[set(rows.tolist()) for rows, _ in trimmed])) == count * (n // count)
+
+
+@pytest.fixture(scope="module")
+def graphene(tmp_path_factory):
+    root = tmp_path_factory.mktemp("graphene_mw")
+    src = syn.generate_graphene(str(root / "src"), count=40, size=48, seed=4)
+    split_dataset(src, str(root / "split"), ratios=[0.6, 0.2, 0.2], progress=False)
+    unlabelled = syn.generate_graphene(str(root / "unlabelled"), count=32, size=48, seed=9)
+    return {"split": str(root / "split"), "unlabelled": unlabelled}
+
+
+def test_two_workers_multilabel(graphene, work):
+    cfg = tiny_config(work / "ml.yaml", graphene["split"], str(work / "runs"),
+                      model={"task": "multilabel"}, data={"any_class": True, "balance": True},
+                      training={"epochs": 1, "distribution": "multi_worker"}, output={"onnx": False, "prefix": "GC"})
+    run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp")))
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["task"] == "multilabel" and set(labels["thresholds"]) == set(labels["classes"])
+    # 23 training images, drawn by the balanced sampler: 12 draws per worker (one shard padded),
+    # in the 3 steps of a single process at batch 8.
+    n = len(list(csv.DictReader(open(os.path.join(graphene["split"], "train", "labels.csv")))))
+    for e in (err0, err1):
+        images, padding, batches = reads(e)[1]["train"]
+        assert images + padding == -(-n // 2) and batches == -(-n // 8)
+
+
+def test_two_workers_contrastive(graphene, work):
+    cfg = tiny_config(work / "cl.yaml", graphene["split"], str(work / "runs"),
+                      data={"train_dir": graphene["unlabelled"], "batch_size": 16}, model={"task": "contrastive"},
+                      contrastive={"projection": [16, 8]},
+                      training={"epochs": 1, "distribution": "multi_worker", "early_stopping": {"monitor": "loss"}},
+                      output={"prefix": "GS"})
+    run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp")))
+    assert os.path.isfile(os.path.join(run, "GSbackbone.weights.h5"))
+    assert np.isfinite(json.load(open(os.path.join(run, "metrics.json")))["final_loss"])
+    # 32 images: 16 per worker, two steps of 8 pairs each (the global batch of 16).
+    assert [reads(e)[1]["train"] for e in (err0, err1)] == [(16, 0, 2), (16, 0, 2)]
+
+
+LOSS_WORKER = textwrap.dedent("""
+    import json
+    import numpy as np
+    import tensorflow as tf
+    from ga.contrastive import nt_xent, one_way
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rng = np.random.default_rng(3)
+    n = 5
+    z1 = rng.normal(size=(2 * n, 8)).astype(np.float32)
+    z2 = rng.normal(size=(2 * n, 8)).astype(np.float32)
+    mine = lambda z: strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(z[ctx.replica_id_in_sync_group * n:(ctx.replica_id_in_sync_group + 1) * n]))
+    doc = {"z1": z1.tolist(), "z2": z2.tolist()}
+    for name, fn in (("nt_xent", nt_xent), ("one_way", one_way)):
+        run = tf.function(lambda a, b: strategy.run(lambda x1, x2: fn(x1, x2, 0.3), args=(a, b)))
+        doc[name] = float(strategy.experimental_local_results(run(mine(z1), mine(z2)))[0])
+    print(json.dumps(doc))
+""")
+
+
+def test_contrastive_losses_gather_negatives_across_workers(work):
+    from test_contrastive import NUMPY_LOSSES
+
+    docs = []
+    for code, out, err in wait_all(start(["-c", LOSS_WORKER], ROOT, work / "tmp")):
+        assert code == 0, err[-3000:]
+        docs.append(json.loads(out.strip().splitlines()[-1]))
+    for loss in ("nt_xent", "one_way"):
+        want = NUMPY_LOSSES[loss](np.array(docs[0]["z1"]), np.array(docs[0]["z2"]), 0.3)
+        # Each worker scores its 5 rows against the 10 of the global batch; the mean of the two
+        # workers' losses is the whole batch's loss, which neither worker's own rows give alone.
+        assert docs[0][loss] != pytest.approx(docs[1][loss])
+        assert (docs[0][loss] + docs[1][loss]) / 2 == pytest.approx(want, rel=1e-4)
+
+
+def test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it(work):
+    split = make_separable_split(str(work / "split"))
+    cfg = tiny_config(work / "kill.yaml", split, str(work / "runs"), data={"batch_size": 16},
+                      training={"epochs": 3, "distribution": "multi_worker"}, output={"onnx": False})
+    procs = start_workers(cfg, work, work / "tmp")
+    try:
+        deadline = time.monotonic() + WAIT
+        backup = None
+        while time.monotonic() < deadline and backup is None:
+            runs = list((work / "runs").glob("GA_*")) if (work / "runs").is_dir() else []
+            done = [r for r in runs if (r / "backup" / "training_metadata.json").is_file()]
+            backup = done[0] if done else None
+            time.sleep(0.05)
+        assert backup is not None, "the chief never finished an epoch"
+        procs[1].send_signal(signal.SIGKILL)  # worker 2 dies after epoch 1
+        started = time.monotonic()
+        (code, out, err), _ = wait_all(procs, timeout=90)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    run = str(backup)
+    # The chief notices within the heartbeat timeout and says what happened and what to do.
+    assert time.monotonic() - started < 60
+    assert code == 2 and out.strip() == "" and "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("error: multi-worker training lost a worker ("), err[-3000:]
+    assert f"--resume {run}" in message
+    assert os.path.exists(os.path.join(run, "RUNNING"))
+    # Both workers started again with --resume finish the run; every epoch is in history once.
+    # (The killed worker could not remove its temporary folder: the restarted ones get another.)
+    (work / "tmp2").mkdir()
+    restarted = wait_all(start_workers(cfg, work, work / "tmp2", extra=["--resume", run]))
+    run, err0, err1 = one_complete_run(work, restarted, "tmp2")
+    assert "resuming at epoch" in err0 and "resuming at epoch" in err1
+    epochs = [int(r["epoch"]) for r in csv.DictReader(open(os.path.join(run, "history.csv")))]
+    assert epochs == list(range(3))
+
+
+# ---------------------------------------------------------------------------- who writes, the cluster
 
 
 class _Resolver:
@@ -100,3 +287,59 @@ class _Strategy:
 def test_only_the_chief_writes(spec, task, chief):
     assert is_chief(_Strategy(_Resolver(spec, *task))) is chief
     assert is_chief(_Strategy(None)) is True  # one process: it writes
+
+
+SLURM = {"SLURM_PROCID": "2", "SLURM_STEP_NUM_TASKS": "4", "SLURM_STEP_NODELIST": "gpu[07-08]",
+         "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}
+
+
+@pytest.fixture()
+def slurm_env(monkeypatch):
+    for k in ("TF_CONFIG", "CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE", "GA_PORT_BASE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in SLURM.items():
+        monkeypatch.setenv(k, v)
+    return monkeypatch
+
+
+def test_slurm_job_step_gives_the_cluster_without_tf_config(slurm_env):
+    from ga.distributed import cluster_resolver
+
+    r = cluster_resolver()
+    assert type(r).__name__ == "SlurmClusterResolver"
+    p = SLURM_PORT_BASE
+    assert r.cluster_spec().as_dict() == {"worker": [f"gpu07:{p}", f"gpu07:{p + 1}", f"gpu08:{p}", f"gpu08:{p + 1}"]}
+    assert (r.task_type, r.task_id) == ("worker", 2)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # CPU-only nodes: left alone
+
+
+def test_slurm_gpus_are_shared_out_per_task(slurm_env):
+    from ga.distributed import cluster_resolver
+
+    slurm_env.setenv("SLURM_GPUS_ON_NODE", "4")
+    slurm_env.setenv("GA_PORT_BASE", "9000")
+    r = cluster_resolver()
+    assert r.cluster_spec().as_dict()["worker"][0] == "gpu07:9000"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # task 2: the first task on gpu08
+
+
+def test_tf_config_wins_over_slurm(slurm_env):
+    from ga.distributed import cluster_resolver
+
+    slurm_env.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["h:1", "h:2"]}, "task": {"type": "worker",
+                                                                                            "index": 1}}))
+    r = cluster_resolver()
+    assert type(r).__name__ == "TFConfigClusterResolver" and r.task_id == 1
+
+
+def test_no_cluster_is_one_line_and_exit_2(slurm_env, tmp_path, separable_split):
+    for k in SLURM:
+        slurm_env.delenv(k)
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
+                      training={"distribution": "multi_worker"})
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=WAIT)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: training.distribution: multi_worker needs "
+                                                          "TF_CONFIG")
+    assert not (tmp_path / "runs").exists()
