@@ -8,10 +8,11 @@ folder; every other worker writes to a temporary folder that it removes at the e
 multi-worker guide does the same for checkpoints), and on `--resume` starts from a copy of the
 run folder's checkpoints, so every worker restores the same state.
 
-Data: each worker decodes and trains on its own shard of every split (`shard_rows`), all
-shards of one length so that every step has a batch on every worker; a shorter shard is padded
-with copies of weight 0. The global batch stays `data.batch_size` (each worker batches its
-share), so an epoch has the steps a single process would take.
+Data: each worker decodes and trains on its own shard of every split (`shard_rows`). Training
+shards have one length, so that every step has a batch of one size on every worker (a shorter
+shard is padded with copies of weight 0); validation shards are the exact split, so the
+validation loss and metrics are those of one process. The global batch stays `data.batch_size`
+(each worker batches its share), so an epoch has the steps a single process would take.
 
 Keras 3.15's TensorFlow trainer fails under MultiWorkerMirroredStrategy in two places
 (keras-team/keras#20585): before the first step it averages the first distributed batch
@@ -210,16 +211,20 @@ def lost_worker(exc, run_dir):
 # ---------------------------------------------------------------------------- data shards
 
 
-def shard_rows(n, index, count, pad=True):
+def shard_rows(n, index, count, mode="pad"):
     """Rows of a list of `n` images that worker `index` of `count` reads: every count-th,
-    from `index`. All shards get the same length: with `pad`, ceil(n / count), a short
-    shard completed by rows of weight 0; without, n // count (the rest is left out).
+    from `index`. `mode` says what happens when `count` does not divide `n`:
+    "pad": every shard has ceil(n / count) rows, a short one completed by rows of weight 0
+    (training: every worker has a batch of the same size at every step);
+    "trim": every shard has n // count rows (the rest is left out: whole contrastive batches);
+    "all": the shards differ by one row (validation, batched by `validation_batch` so that
+    every worker has the same number of batches, none empty).
 
     Returns:
         (rows int array, weight mask float32 array of 1s and 0s).
     """
     rows = np.arange(index, n, count)
-    length = math.ceil(n / count) if pad else n // count
+    length = {"pad": math.ceil(n / count), "trim": n // count, "all": len(rows)}[mode]
     mask = np.ones(length, np.float32)
     if len(rows) >= length:
         return rows[:length], mask
@@ -283,18 +288,22 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
     def distributed(split, name):
         if split is None:
             return None
-        weight = np.ones(split.size, np.float32) if contrastive else _sample_weights(split.labels, data, class_weight)
+        # Class weights weigh the training loss only (as `fit(class_weight=)` does).
+        weight = _sample_weights(split.labels, data, class_weight if name == "train" else None)
+
+        exact = None if contrastive or name == "train" else validation_batch(split.size, count, batch)
 
         def dataset_fn(ctx):
             ledger.index = ctx.input_pipeline_id
-            rows, mask = shard_rows(split.size, ctx.input_pipeline_id, ctx.num_input_pipelines, pad=not contrastive)
+            mode = "trim" if contrastive else "all" if exact else "pad"
+            rows, mask = shard_rows(split.size, ctx.input_pipeline_id, ctx.num_input_pipelines, mode)
             paths = [split.paths[i] for i in rows]
             if contrastive:
                 from ga.contrastive import pairs
 
                 ds = pairs(cfg, paths, training=name == "train", batch=batch)
             else:
-                ds = pipeline(cfg, name, paths, split.labels[rows], batch, weight[rows] * mask)
+                ds = pipeline(cfg, name, paths, split.labels[rows], exact or batch, weight[rows] * mask)
             log.info("worker %d of %d reads %d of the %d %s images%s", ctx.input_pipeline_id + 1, count,
                      int(mask.sum()), split.size, name, f" (+{int(len(mask) - mask.sum())} padding)"
                      if mask.sum() < len(mask) else "")
@@ -303,6 +312,20 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
         return strategy.distribute_datasets_from_function(dataset_fn)
 
     return distributed(data.train, "train"), distributed(data.valid, "valid"), ledger
+
+
+def validation_batch(n, count, batch):
+    """A batch size, at most `batch`, at which every worker's shard of `n` validation images
+    ("all" mode: shards of q and q + 1) makes the same number of batches, none empty (TF 2.21
+    fails on the empty batch a worker gets once its shard has run out); None when there is
+    none (padded shards are used instead; their copies of weight 0 still count in the
+    denominator of the validation loss, which is then n / (n + copies) of the exact value)."""
+    q = n // count
+    if q == 0:
+        return None
+    if n % count == 0:
+        return batch
+    return next((b for b in range(batch, 1, -1) if q % b), None)
 
 
 def _sample_weights(labels, data, class_weight):

@@ -115,9 +115,9 @@ def work(tmp_path):
 
 @pytest.fixture(scope="module")
 def odd_split(tmp_path_factory):
-    """33 training and 15 validation images: the two workers' shards differ by one image."""
+    """33 training and 17 validation images: the two workers' shards differ by one image."""
     root = str(tmp_path_factory.mktemp("odd"))
-    return make_separable_split(root, counts={"train": (17, 16), "valid": (8, 7), "test": (5, 5)})
+    return make_separable_split(root, counts={"train": (17, 16), "valid": (9, 8), "test": (5, 5)})
 
 
 def test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights(odd_split, work):
@@ -127,13 +127,40 @@ def test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights(o
     run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp")))
     assert os.path.isfile(os.path.join(run, "GAmodel.keras"))
     # Each epoch the workers read 17 and 16 of the 33 training images (the shorter shard is
-    # padded with one copy of weight 0), in the 3 steps of a single process at batch 16.
+    # padded with one copy of weight 0), in the 3 steps of a single process at batch 16, and 9
+    # and 8 of the 17 validation images, unpadded, in two batches each (of at most 7).
     first, second = reads(err0), reads(err1)
     assert sorted(first) == sorted(second) == [1, 2]
     for epoch in (1, 2):
         assert first[epoch]["train"] == (17, 0, 3) and second[epoch]["train"] == (16, 1, 3)
-        assert first[epoch]["valid"] == (8, 0, 1) and second[epoch]["valid"] == (7, 1, 1)
-    assert len(list(csv.DictReader(open(os.path.join(run, "history.csv"))))) == 2
+        assert first[epoch]["valid"] == (9, 0, 2) and second[epoch]["valid"] == (8, 0, 2)
+    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    assert len(rows) == 2
+    # The validation figures are those of the whole split in one process: the delivered (last
+    # epoch's) model scores the 17 images with the loss and accuracy history.csv recorded
+    # (padded validation shards would give 17/18 of the loss).
+    y, p = validation_predictions(run)
+    assert len(y) == 17
+    bce = -np.mean(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
+    assert float(rows[-1]["val_loss"]) == pytest.approx(bce, rel=1e-4)
+    assert float(rows[-1]["val_accuracy"]) == pytest.approx(np.mean((p > 0.5) == (y > 0.5)))
+
+
+def validation_predictions(run):
+    """(labels, probabilities of pg) of the run's validation split under its delivered model,
+    in one process (ga's own pipeline)."""
+    import keras
+
+    import ga
+    from ga.analysis import predict_split
+    from ga.config import load_config
+    from ga.data import build_datasets
+
+    ga.register()
+    cfg = load_config(os.path.join(run, "config.yaml"), ["training.distribution=none"])
+    model = keras.models.load_model(os.path.join(run, "GAmodel.keras"), compile=False)
+    y, p = predict_split(model, build_datasets(cfg, splits=("valid",)).valid)
+    return y[:, 0].astype(np.float64), p[:, 0].astype(np.float64)
 
 
 @pytest.mark.parametrize("n, count", [(33, 2), (32, 2), (1, 2), (10, 3), (7, 4), (100, 8)])
@@ -143,9 +170,12 @@ def test_shards_are_disjoint_cover_the_list_and_have_one_length(n, count):
     assert set().union(*real) == set(range(n))
     assert sum(len(r) for r in real) == n  # disjoint
     assert len({len(rows) for rows, _ in shards}) == 1
-    trimmed = [shard_rows(n, i, count, pad=False) for i in range(count)]
+    trimmed = [shard_rows(n, i, count, "trim") for i in range(count)]
     assert all(len(rows) == n // count and mask.all() for rows, mask in trimmed)
     assert len(set().union(*[set(rows.tolist()) for rows, _ in trimmed])) == count * (n // count)
+    exact = [shard_rows(n, i, count, "all") for i in range(count)]
+    assert sorted(np.concatenate([rows for rows, _ in exact]).tolist()) == list(range(n))
+    assert all(mask.all() for _, mask in exact)
 
 
 @pytest.fixture(scope="module")
@@ -343,3 +373,16 @@ def test_no_cluster_is_one_line_and_exit_2(slurm_env, tmp_path, separable_split)
     assert out.stderr.strip().splitlines()[-1].startswith("error: training.distribution: multi_worker needs "
                                                           "TF_CONFIG")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("n, count, batch", [(17, 2, 8), (16, 2, 8), (33, 2, 4), (9, 4, 3), (3, 2, 5), (25, 3, 4)])
+def test_validation_shards_make_equal_batch_counts_none_empty(n, count, batch):
+    from ga.distributed import validation_batch
+
+    b = validation_batch(n, count, batch)
+    assert b is not None and 1 <= b <= batch
+    shards = [len(shard_rows(n, i, count, "all")[0]) for i in range(count)]
+    assert len({-(-m // b) for m in shards}) == 1  # same number of batches on every worker ...
+    assert all(m - (-(-m // b) - 1) * b > 0 for m in shards)  # ... and the last one is not empty
+    # none: fewer images than workers; shards of 2 and 3 at batches of at most 2
+    assert validation_batch(1, 2, 8) is None and validation_batch(9, 4, 2) is None
