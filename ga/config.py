@@ -275,6 +275,10 @@ class TrainingConfig:
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto", "true", "false"] = "auto"  # XLA; "auto" lets Keras decide
     distribution: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute strategy
+    # multi_worker: BatchNorm normalises a training batch with the statistics of the global
+    # batch (all-reduced at every step: what one process would compute, and moving statistics
+    # equal on every worker); false: each worker's own share (cheaper, see docs/cluster.md)
+    sync_batchnorm: bool = True
     # standard: model.trainable_fraction of the backbone trains; linear_eval: the backbone is
     # frozen (BatchNorm in inference mode), only the head trains; fine_tune: linear_eval for
     # `epochs`, then every layer for fine_tune.epochs at fine_tune.learning_rate

@@ -98,14 +98,13 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0
 
 
-def weights_digest(model):
-    """SHA-256 of all of the model's weights (trainable ones and BatchNorm's moving statistics)."""
+def weights_digest(model, trainable=False):
+    """SHA-256 of the model's weights: all of them (BatchNorm's moving statistics included), or
+    the trainable ones (equal on every worker even when BatchNorm is not synchronised)."""
     import hashlib
 
-    import numpy as np
-
     h = hashlib.sha256()
-    for v in model.weights:
+    for v in model.trainable_weights if trainable else model.weights:
         h.update(np.ascontiguousarray(np.asarray(v, np.float32)).tobytes())
     return h.hexdigest()
 
@@ -137,16 +136,17 @@ def cluster_resolver():
 
 def _slurm_resolver(env):
     """SlurmClusterResolver, one worker per Slurm task, ports from SLURM_PORT_BASE (or
-    GA_PORT_BASE). Its GPU share per task needs a GPU count; on CPU-only nodes (no GPU
-    listed in CUDA_VISIBLE_DEVICES or SLURM_GPUS_ON_NODE) it would divide by zero in TF 2.21,
-    so there every task gets one notional slot and CUDA_VISIBLE_DEVICES is left alone."""
+    GA_PORT_BASE) up, one more per further task on a node. GPUs: a task that already sees
+    its own (CUDA_VISIBLE_DEVICES set, as --gpus-per-task does) keeps them; a node's GPUs
+    (SLURM_GPUS_ON_NODE) are otherwise shared out among its tasks. The resolver needs a GPU
+    count even without GPUs (TF 2.21 divides by it), so there each task gets one notional
+    slot and CUDA_VISIBLE_DEVICES is left alone."""
     import tensorflow as tf
 
     slurm = tf.distribute.cluster_resolver.SlurmClusterResolver
     port = int(env.get("GA_PORT_BASE") or SLURM_PORT_BASE)
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    gpus = len(visible.split(",")) if visible else int(env.get("SLURM_GPUS_ON_NODE") or 0)
-    if gpus:
+    gpus = int(env.get("SLURM_GPUS_ON_NODE") or 0)
+    if gpus and not env.get("CUDA_VISIBLE_DEVICES"):
         return slurm(port_base=port, gpus_per_node=gpus)
     tasks = max(int(part.split("(")[0]) for part in env["SLURM_STEP_TASKS_PER_NODE"].split(","))
     return slurm(port_base=port, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)

@@ -228,7 +228,8 @@ def _run(cfg, classes, resume):
             raise lost_worker(exc, resume if scratch else run_dir) from None
         if cfg.training.distribution == "multi_worker":
             synchronize_batchnorm(built.model, False)
-            log.info("final weights sha256 %s", weights_digest(built.model))
+            log.info("final weights sha256 %s; trainable weights sha256 %s", weights_digest(built.model),
+                     weights_digest(built.model, trainable=True))
         if not chief:
             log.info("this worker is done; the chief writes the run folder")
             return None
@@ -295,13 +296,13 @@ def _build(cfg, classes, strategy):
 
             model = build_encoder(cfg)
             init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
-            synchronize_batchnorm(model, cfg.training.distribution == "multi_worker")
+            synchronize_batchnorm(model, _sync_batchnorm(cfg))
             fit_model = SimCLR(model, cfg.contrastive.temperature, cfg.contrastive.loss)
             fit_model.compile(optimizer=_optimizer(cfg.training, model.layers[-1]))
             return Built(model, fit_model, init)
         model = build_model(cfg, runs.output_count(cfg.model.task, classes))
         init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
-        synchronize_batchnorm(model, cfg.training.distribution == "multi_worker")
+        synchronize_batchnorm(model, _sync_batchnorm(cfg))
         if cfg.training.schedule != "standard":
             # Linear stage: the backbone is frozen and its BatchNorm runs in inference mode.
             set_trainable_fraction(backbone_of(model), 0.0)
@@ -312,6 +313,10 @@ def _build(cfg, classes, strategy):
             fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
         compile_model(fit_model, cfg, classes, target=model)
     return Built(model, fit_model, init)
+
+
+def _sync_batchnorm(cfg):
+    return cfg.training.distribution == "multi_worker" and cfg.training.sync_batchnorm
 
 
 def _datasets(cfg, classes):

@@ -96,6 +96,12 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_bench.py::test_data_efficiency_variants (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency --plot-only --also /tmp/ga_de_nocolor/results.json
       -> test_bench.py::test_data_efficiency_script_runs_every_method (--long)
+  $ python main.py --config configs/demo.yaml --set training.distribution=multi_worker
+      -> test_distributed.py::test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights
+  $ python main.py --resume deliverables/<run>
+      -> test_distributed.py::test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it, test_faults.py::test_sigkill_during_training_then_resume
+  $ python bench/multi_worker.py
+      -> test_multi_worker_bench_command (--long)
 
 Commands named in the README's prose are tested too: `python main.py --resume
 deliverables/<run>` after a SIGKILL (test_faults.py::test_sigkill_during_training_then_resume),
@@ -759,6 +765,20 @@ def test_split_bench_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     proc = ws.run("python bench/split_bench.py", "--count", "120", "--workdir", tmp_path / "bench")
     assert re.search(r"split 120 files in [\d.]+ s \(\d+ files/s\)", proc.stdout), proc.stdout
+
+
+@pytest.mark.long  # five short trainings and two two-worker runs
+def test_multi_worker_bench_command(tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    out = tmp_path / "mw.json"
+    proc = ws.run("python bench/multi_worker.py", "--per-class", "20", "--size", "32", "--epochs", "2",
+                  "--workdir", tmp_path / "work", "--json", out)
+    assert "2 workers, 1 compute thread each" in proc.stdout and "all-reduce between two workers" in proc.stdout
+    doc = json.load(open(out))
+    assert set(doc["ways"]) == {"one_2_cores", "two_1_core", "two_1_core_unsync_bn", "two_2_cores",
+                                "one_1_core_half_batch"}
+    assert all(w["images_per_s"] > 0 and w["step_s"] > 0 for w in doc["ways"].values())
+    assert 0 < doc["allreduce_one_float_s"] and doc["trainable_weights"] > 1000
 
 
 def test_figure_scripts(tmp_path):

@@ -45,15 +45,52 @@ def worker_env(ports, index, tmpdir):
     return env
 
 
-def start(argv, cwd, tmpdir, n=2):
-    """Start `n` processes of `argv` (a list after the interpreter), one per worker."""
-    ports = free_ports(n)
-    return [subprocess.Popen([sys.executable, *argv], cwd=cwd, env=worker_env(ports, i, tmpdir),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+def srun_env(port, index, tmpdir, n=2):
+    """The environment srun gives task `index` of a job step of `n` tasks on this one node
+    (no TF_CONFIG): ga finds the cluster through SlurmClusterResolver."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "GA_LOGICAL_CPUS", "CUDA_VISIBLE_DEVICES")}
+    env.update({"TMPDIR": str(tmpdir), "MPLBACKEND": "Agg", "GA_PORT_BASE": str(port), "SLURM_PROCID": str(index),
+                "SLURM_STEP_NUM_TASKS": str(n), "SLURM_STEP_NODELIST": "localhost",
+                "SLURM_STEP_TASKS_PER_NODE": str(n), "SLURM_JOB_ID": "4242"})
+    return env
 
 
-def start_workers(cfg, cwd, tmpdir, n=2, extra=()):
-    return start([os.path.join(ROOT, "main.py"), "--config", cfg, *extra], cwd, tmpdir, n)
+def consecutive_free_port(n=2):
+    """A port p with p .. p + n - 1 free on 127.0.0.1 (Slurm tasks on one node take consecutive ports)."""
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + n > 65535:
+            continue
+        socks = []
+        try:
+            for k in range(n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + k))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of free ports")
+
+
+def start(argv, cwd, tmpdir, n=2, slurm=False):
+    """Start `n` processes of `argv` (a list after the interpreter), one per worker, with
+    TF_CONFIG (or, with `slurm`, the environment of srun's tasks)."""
+    if slurm:
+        port = consecutive_free_port(n)
+        envs = [srun_env(port, i, tmpdir, n) for i in range(n)]
+    else:
+        ports = free_ports(n)
+        envs = [worker_env(ports, i, tmpdir) for i in range(n)]
+    return [subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for env in envs]
+
+
+def start_workers(cfg, cwd, tmpdir, n=2, extra=(), slurm=False):
+    return start([os.path.join(ROOT, "main.py"), "--config", cfg, *extra], cwd, tmpdir, n, slurm)
 
 
 def wait_all(procs, timeout=WAIT):
@@ -103,7 +140,8 @@ def one_complete_run(tmp_path, results, tmpdir="tmp"):
     assert os.listdir(tmp_path / tmpdir) == []
     d = digests([err0, err1])
     assert d[0] and d[0] == d[1]  # every weight, BatchNorm's moving statistics included
-    assert json.load(open(os.path.join(run, "run.json")))["device"]["replicas"] == 2
+    device = json.load(open(os.path.join(run, "run.json")))["device"]
+    assert device["replicas"] == 2 and device["workers"] == 2
     return run, err0, err1
 
 
@@ -120,11 +158,17 @@ def odd_split(tmp_path_factory):
     return make_separable_split(root, counts={"train": (17, 16), "valid": (9, 8), "test": (5, 5)})
 
 
+DEMO = ["--set", "data.image_size=[32,32]", "--set", "data.batch_size=16", "--set", "training.epochs=2",
+        "--set", "training.precise_bn_batches=2", "--set", "training.class_weight=balanced",
+        "--set", "output.onnx=false", "--set", "output.saved_model=false", "--set", "output.explain=false"]
+
+
 def test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights(odd_split, work):
-    cfg = tiny_config(work / "mw.yaml", odd_split, str(work / "runs"), data={"batch_size": 16},
-                      training={"epochs": 2, "distribution": "multi_worker", "class_weight": "balanced"},
-                      output={"onnx": False})
-    run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp")))
+    # docs/cluster.md's command on each worker (its TF_CONFIG set), shrunk by --set.
+    argv = [os.path.join(ROOT, "main.py"), "--config", "configs/demo.yaml", "--set",
+            "training.distribution=multi_worker", "--set", f"data.split_root={odd_split}",
+            "--set", f"output.root={work / 'runs'}", *DEMO]
+    run, err0, err1 = one_complete_run(work, wait_all(start(argv, work, work / "tmp")))
     assert os.path.isfile(os.path.join(run, "GAmodel.keras"))
     # Each epoch the workers read 17 and 16 of the 33 training images (the shorter shard is
     # padded with one copy of weight 0), in the 3 steps of a single process at batch 16, and 9
@@ -136,14 +180,17 @@ def test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights(o
         assert first[epoch]["valid"] == (9, 0, 2) and second[epoch]["valid"] == (8, 0, 2)
     rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
     assert len(rows) == 2
-    # The validation figures are those of the whole split in one process: the delivered (last
-    # epoch's) model scores the 17 images with the loss and accuracy history.csv recorded
-    # (padded validation shards would give 17/18 of the loss).
+    # The validation figures are those of the whole split in one process: the delivered
+    # model (BatchNorm statistics re-estimated before validation, as on every worker) scores
+    # the 17 images with the loss and accuracy history.csv recorded for its epoch (padded
+    # validation shards would give 17/18 of the loss).
+    delivered = json.load(open(os.path.join(run, "run.json")))["fit"]["delivered_epoch"]
+    row = rows[delivered - 1]
     y, p = validation_predictions(run)
     assert len(y) == 17
     bce = -np.mean(y * np.log(np.clip(p, 1e-7, 1)) + (1 - y) * np.log(np.clip(1 - p, 1e-7, 1)))
-    assert float(rows[-1]["val_loss"]) == pytest.approx(bce, rel=1e-4)
-    assert float(rows[-1]["val_accuracy"]) == pytest.approx(np.mean((p > 0.5) == (y > 0.5)))
+    assert float(row["val_loss"]) == pytest.approx(bce, rel=1e-4)
+    assert float(row["val_accuracy"]) == pytest.approx(np.mean((p > 0.5) == (y > 0.5)))
 
 
 def validation_predictions(run):
@@ -187,11 +234,12 @@ def graphene(tmp_path_factory):
     return {"split": str(root / "split"), "unlabelled": unlabelled}
 
 
-def test_two_workers_multilabel(graphene, work):
+def test_two_workers_multilabel_under_slurm(graphene, work):
+    # No TF_CONFIG: the two tasks of a Slurm job step on one node, found by SlurmClusterResolver.
     cfg = tiny_config(work / "ml.yaml", graphene["split"], str(work / "runs"),
                       model={"task": "multilabel"}, data={"any_class": True, "balance": True},
                       training={"epochs": 1, "distribution": "multi_worker"}, output={"onnx": False, "prefix": "GC"})
-    run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp")))
+    run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp", slurm=True)))
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["task"] == "multilabel" and set(labels["thresholds"]) == set(labels["classes"])
     # 23 training images, drawn by the balanced sampler: 12 draws per worker (one shard padded),
@@ -282,7 +330,7 @@ def test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it(work):
     # Both workers started again with --resume finish the run; every epoch is in history once.
     # (The killed worker could not remove its temporary folder: the restarted ones get another.)
     (work / "tmp2").mkdir()
-    restarted = wait_all(start_workers(cfg, work, work / "tmp2", extra=["--resume", run]))
+    restarted = wait_all(start([os.path.join(ROOT, "main.py"), "--resume", run], work, work / "tmp2"))
     run, err0, err1 = one_complete_run(work, restarted, "tmp2")
     assert "resuming at epoch" in err0 and "resuming at epoch" in err1
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(os.path.join(run, "history.csv")))]
@@ -351,6 +399,9 @@ def test_slurm_gpus_are_shared_out_per_task(slurm_env):
     r = cluster_resolver()
     assert r.cluster_spec().as_dict()["worker"][0] == "gpu07:9000"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # task 2: the first task on gpu08
+    slurm_env.setenv("CUDA_VISIBLE_DEVICES", "3")  # the task's own GPU (srun --gpus-per-task): kept
+    cluster_resolver().cluster_spec()
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
 
 
 def test_tf_config_wins_over_slurm(slurm_env):
