@@ -180,11 +180,10 @@ def trim_history(path, initial_epoch):
 # ---------------------------------------------------------------------------- provenance
 
 
-def write_run_json(run_dir, cfg, data, precision, strategy, fit_info):
-    """run.json: package versions, seed, commit, command, device, data hashes, fit summary."""
+def write_run_json(run_dir, cfg, data, precision, strategy, fit_info, workers=1):
+    """run.json: package versions, seed, commit, command, device (`workers`: processes of a
+    multi-worker run), data hashes, fit summary."""
     import tensorflow as tf
-
-    from ga.distributed import worker_count
 
     versions = {"python": platform.python_version(), "ga": __version__}
     for pkg in ("tensorflow", "keras", "numpy", "scikit-learn", "tf2onnx", "onnx", "onnxruntime", "pillow"):
@@ -206,7 +205,7 @@ def write_run_json(run_dir, cfg, data, precision, strategy, fit_info):
             "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
             "strategy": type(strategy).__name__,
             "replicas": strategy.num_replicas_in_sync,
-            "workers": worker_count(strategy),
+            "workers": workers,
             "precision_policy": precision,
         },
         "data": {

@@ -39,6 +39,7 @@ from ga.distributed import (
     shard_log,
     synchronize_batchnorm,
     weights_digest,
+    worker_count,
 )
 from ga.errors import ConfigError, DataError, TrainingError
 
@@ -235,7 +236,7 @@ def _run(cfg, classes, resume):
             return None
         t = time.perf_counter()
         paths = (_deliver_contrastive if contrastive else _deliver)(cfg, run_dir, built.model, data, fit_info)
-        runs.write_run_json(run_dir, cfg, data, precision, strategy, fit_info)
+        runs.write_run_json(run_dir, cfg, data, precision, strategy, fit_info, worker_count(strategy))
         log.info("deliverables written in %.1f s: %s", time.perf_counter() - t,
                  ", ".join(os.path.basename(p) for p in paths))
         runs.mark_complete(run_dir)

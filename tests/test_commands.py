@@ -831,11 +831,14 @@ def test_make_bench_runs_bench_run_py():
 
 def documented_commands():
     """Every command line in the fenced blocks of README.md and docs/*.md (continuations
-    joined, comments dropped); blocks marked ```text (diagrams, file listings) hold none."""
+    joined, comments dropped); blocks marked with another language (```text for diagrams and
+    file listings, ```json, ```yaml) hold none."""
     found = []
     for doc in DOCS:
         text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
-        for block in re.findall(r"^```(?:sh|bash|console)?\n(.*?)^```", text, re.S | re.M):  # ```text: no commands
+        for lang, block in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M):
+            if lang not in ("", "sh", "bash", "console"):  # ```text, ```json, ```yaml: no commands
+                continue
             for line in block.splitlines():
                 body = line.split("  #")[0].rstrip()
                 if not body.strip():
