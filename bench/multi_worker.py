@@ -14,11 +14,12 @@ two workers' gRPC exchanges stalled in waits of 5, 10, 20, up to 80 s (measured;
 computing), which says nothing about a cluster node.
 
 From each run's history.csv, training images/s of the median epoch after the first
-(validation excluded; the range of the epochs' times is printed too). The communication share of a two-worker step is 1 - (the half-batch process's step
-time) / (the worker's step time): what the gradient all-reduce, the synchronised BatchNorm
-statistics and the end-of-step agreement add to each worker's own computation. Last, two workers time an
-all-reduce of one float32 tensor as large as the model's trainable weights (what each step
-all-reduces as gradients) and of one float (the latency of any collective).
+(validation excluded; the range of the epochs' times is printed too). The communication share
+of a two-worker step is 1 - (the half-batch process's step time) / (the worker's step time):
+what the gradient all-reduce, the synchronised BatchNorm statistics and the end-of-step
+agreement add to each worker's own computation. Last, two workers time an all-reduce of one
+float32 tensor as large as the model's trainable weights (what each step all-reduces as
+gradients) and of one float (the latency of any collective).
 """
 
 import argparse

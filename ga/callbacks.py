@@ -7,6 +7,7 @@ anyway: no extra prediction over the validation set (the original ran two per ep
 History rows of epochs that run again after a resume are trimmed by `ga.runs.trim_history`.
 """
 
+import itertools
 import json
 import logging
 import math
@@ -340,16 +341,23 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         layers = [x for x in model._flatten_layers() if isinstance(x, keras.layers.BatchNormalization) and x.trainable]
         if not layers:
             return
+        # A multi-worker run passes its distributed input: every worker re-estimates on its own
+        # shard, inside the strategy, so synchronised BatchNorm averages the statistics over
+        # the workers and every worker ends with the same ones.
+        distributed = isinstance(self.dataset, tf.distribute.DistributedDataset)
         if self._fn is None:
             self._momentum = tf.Variable(0.0, trainable=False, dtype=tf.float32)
-            self._fn = tf.function(lambda x: model(x, training=True))
+            call = lambda x: model(x, training=True)  # noqa: E731
+            strategy = model.distribute_strategy
+            self._fn = tf.function(lambda x: strategy.run(call, args=(x,)) if distributed else call(x))
         saved = [x.momentum for x in layers]
         for x in layers:
             x.momentum = self._momentum  # read when the step runs, not baked in at tracing
         try:
-            for k, (images, _) in enumerate(self.dataset.take(self.batches)):
+            batches = itertools.islice(self.dataset, self.batches) if distributed else self.dataset.take(self.batches)
+            for k, batch in enumerate(batches):
                 self._momentum.assign(k / (k + 1))  # running mean of the batches' statistics
-                self._fn(images)
+                self._fn(batch[0])
         finally:
             for x, m in zip(layers, saved):
                 x.momentum = m

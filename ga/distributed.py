@@ -273,7 +273,8 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
     (`class_weight`, {class: w}) times 0 for padding.
 
     Returns:
-        (train, valid or None, ShardLedger of this worker).
+        (train, valid or None, ShardLedger of this worker, the training shards again, not
+        counted: for re-estimating BatchNorm, training.precise_bn_batches).
     """
     from ga.data import pipeline
 
@@ -285,7 +286,7 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
     contrastive = cfg.model.task == "contrastive"
     ledger = ShardLedger(0, count)
 
-    def distributed(split, name):
+    def distributed(split, name, counted=True):
         if split is None:
             return None
         # Class weights weigh the training loss only (as `fit(class_weight=)` does).
@@ -304,14 +305,17 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
                 ds = pairs(cfg, paths, training=name == "train", batch=batch)
             else:
                 ds = pipeline(cfg, name, paths, split.labels[rows], exact or batch, weight[rows] * mask)
-            log.info("worker %d of %d reads %d of the %d %s images%s", ctx.input_pipeline_id + 1, count,
-                     int(mask.sum()), split.size, name, f" (+{int(len(mask) - mask.sum())} padding)"
-                     if mask.sum() < len(mask) else "")
-            return ledger.counted(ds, name)
+            if counted:
+                log.info("worker %d of %d reads %d of the %d %s images%s", ctx.input_pipeline_id + 1, count,
+                         int(mask.sum()), split.size, name, f" (+{int(len(mask) - mask.sum())} padding)"
+                         if mask.sum() < len(mask) else "")
+            return ledger.counted(ds, name) if counted else ds
 
         return strategy.distribute_datasets_from_function(dataset_fn)
 
-    return distributed(data.train, "train"), distributed(data.valid, "valid"), ledger
+    precise = cfg.training.precise_bn_batches and not contrastive
+    bn = distributed(data.train, "train", counted=False) if precise else None
+    return distributed(data.train, "train"), distributed(data.valid, "valid"), ledger, bn
 
 
 def validation_batch(n, count, batch):

@@ -405,15 +405,16 @@ class FitInputs:
     valid: object
     class_weight: dict = None  # {class index: weight} for `fit` (multi-worker: inside the batches)
     callbacks: tuple = ()
+    bn: object = None  # the training input that training.precise_bn_batches reads
 
 
 def _fit_inputs(cfg, strategy, data, weights):
     """`fit`'s inputs; `weights`: {class: loss weight} (training.class_weight), or None."""
     if cfg.training.distribution == "multi_worker":
-        train, valid, ledger = sharded_inputs(strategy, cfg, data, weights)
-        return FitInputs(train, valid, None, (shard_log(ledger),))
+        train, valid, ledger, bn = sharded_inputs(strategy, cfg, data, weights)
+        return FitInputs(train, valid, None, (shard_log(ledger),), bn)
     return FitInputs(data.train.dataset, data.valid.dataset if data.valid is not None else None,
-                     {i: weights[c] for i, c in enumerate(data.classes)} if weights else None)
+                     {i: weights[c] for i, c in enumerate(data.classes)} if weights else None, (), data.train.dataset)
 
 
 def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, inputs):
@@ -433,7 +434,7 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, inputs):
                                        first_epoch=first_epoch, resumed_at=initial,
                                        schedule=EpochSchedule(stage.training, first_epoch, stage.epochs),
                                        backbone=backbone_of(built.model) if cfg.model.task == "contrastive" else None,
-                                       train_data=None if cfg.model.task == "contrastive" else data.train.dataset,
+                                       train_data=None if cfg.model.task == "contrastive" else inputs.bn,
                                        epochs=first_epoch + stage.epochs, bar=sys.stderr.isatty())
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.

@@ -24,6 +24,7 @@ from ga.distributed import SLURM_PORT_BASE, is_chief, shard_rows
 from ga.splitting import split_dataset
 
 WAIT = 120  # seconds any two-worker run may take before its processes are killed
+LOST = 150  # seconds the surviving worker may take to stop after the other is killed
 
 
 def free_ports(n):
@@ -314,14 +315,15 @@ def test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it(work):
         assert backup is not None, "the chief never finished an epoch"
         procs[1].send_signal(signal.SIGKILL)  # worker 2 dies after epoch 1
         started = time.monotonic()
-        (code, out, err), _ = wait_all(procs, timeout=90)
+        (code, out, err), _ = wait_all(procs, timeout=LOST)
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     run = str(backup)
-    # The chief notices within the heartbeat timeout and says what happened and what to do.
-    assert time.monotonic() - started < 60
+    # The chief notices (alone on this machine within about 10 s: TensorFlow's heartbeat
+    # timeout; once 80 s under the full suite's load) and says what happened and what to do.
+    assert time.monotonic() - started < LOST, err[-3000:]
     assert code == 2 and out.strip() == "" and "Traceback" not in err
     message = err.strip().splitlines()[-1]
     assert message.startswith("error: multi-worker training lost a worker ("), err[-3000:]
