@@ -39,7 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ALLREDUCE = """
 import json, sys, time
 import tensorflow as tf
-strategy = tf.distribute.MultiWorkerMirroredStrategy()
+from ga.distributed import make_strategy
+strategy = make_strategy()
 out = {}
 for name, n in (("gradient", int(sys.argv[1])), ("one_float", 1)):
     x = tf.ones([n])
@@ -64,9 +65,10 @@ def free_ports(n):
     return ports
 
 
-def launch(argv, threads=None, workers=1):
+def launch(argv, threads=None, workers=1, timeout=900):
     """Run `workers` processes of `argv` (TF_CONFIG on 127.0.0.1 when more than one), each with
-    `threads` TensorFlow compute threads (TF_NUM_INTRAOP_THREADS; None: one per core)."""
+    `threads` TensorFlow compute threads (TF_NUM_INTRAOP_THREADS; None: one per core). Processes
+    still running after `timeout` s are killed and the benchmark stops."""
     ports = free_ports(workers)
     procs = []
     for i in range(workers):
@@ -79,7 +81,13 @@ def launch(argv, threads=None, workers=1):
                                          "task": {"type": "worker", "index": i}})
         procs.append(subprocess.Popen([sys.executable, *argv], env=e, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=3600) for p in procs]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+            p.communicate()
+        sys.exit(f"no result after {timeout:g} s (--timeout): {' '.join(argv[:3])} ...")
     for p, (_, err) in zip(procs, outs):
         if p.returncode:
             sys.exit(f"a process failed (exit {p.returncode}):\n{err[-3000:]}")
@@ -97,7 +105,7 @@ def train_rate(args, split, name, batch, threads, workers=1, sets=()):
     argv = [os.path.join(ROOT, "main.py"), "--config", args.config, "--quiet"]
     for s in sets:
         argv += ["--set", s]
-    run = launch(argv, threads, workers)[0].strip().splitlines()[-1]
+    run = launch(argv, threads, workers, args.timeout)[0].strip().splitlines()[-1]
     rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))[1:]
     n_train = json.load(open(os.path.join(run, "run.json")))["data"]["images"]["train"]
     # The median epoch: this shared machine has bursts several times slower than the rest.
@@ -137,6 +145,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=32, help="the global batch")
     p.add_argument("--workdir", default="/tmp/ga_multi_worker_bench")
     p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--timeout", type=float, default=900, help="seconds one way may take before the benchmark gives up")
     args = p.parse_args()
 
     split = crystal_split(args.workdir, per_class=args.per_class)
@@ -147,7 +156,7 @@ def main():
     for name in ("two_1_core", "two_1_core_unsync_bn"):
         ways[name]["communication_share"] = round(1 - alone / ways[name]["step_s"], 3)
     n = trainable_count(args)
-    reduce = json.loads(launch(["-c", ALLREDUCE, str(n)], 1, workers=2)[0].strip().splitlines()[-1])
+    reduce = json.loads(launch(["-c", ALLREDUCE, str(n)], 1, 2, args.timeout)[0].strip().splitlines()[-1])
     figures = {
         "machine": machine(), "config": args.config, "size": args.size, "global_batch": args.batch_size,
         "epochs_timed": args.epochs - 1, "ways": ways, "trainable_weights": n,

@@ -158,7 +158,19 @@ def make_strategy():
 
     resolver = cluster_resolver()
     patch_keras()
+    _bypass_proxy(resolver.cluster_spec().as_dict())
     return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
+
+
+def _bypass_proxy(spec):
+    """Workers talk to each other directly. gRPC sends its connections through an HTTP proxy
+    named in http_proxy (common on cluster login and compute nodes), which cannot reach the
+    workers' ports: TensorFlow's start-up then waits for good (seen here with a proxy on a
+    closed port). gRPC's own no_grpc_proxy exempts the cluster's hosts and leaves the proxy
+    to everything else (Keras's weight download)."""
+    hosts = {address.rsplit(":", 1)[0] for addresses in spec.values() for address in addresses}
+    have = [h for h in os.environ.get("no_grpc_proxy", "").split(",") if h]
+    os.environ["no_grpc_proxy"] = ",".join(have + sorted(hosts - set(have)))
 
 
 def worker_count(strategy):

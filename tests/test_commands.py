@@ -772,7 +772,7 @@ def test_multi_worker_bench_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     out = tmp_path / "mw.json"
     proc = ws.run("python bench/multi_worker.py", "--per-class", "20", "--size", "32", "--epochs", "2",
-                  "--workdir", tmp_path / "work", "--json", out)
+                  "--workdir", tmp_path / "work", "--json", out, "--timeout", "120")
     assert "2 workers, 1 compute thread each" in proc.stdout and "all-reduce between two workers" in proc.stdout
     doc = json.load(open(out))
     assert set(doc["ways"]) == {"one_2_cores", "two_1_core", "two_1_core_unsync_bn", "two_2_cores",

@@ -38,8 +38,13 @@ def free_ports(n):
             s.close()
 
 
+# An HTTP proxy on a closed port, as on many clusters' nodes: gRPC would send the workers'
+# connections through it and TensorFlow's start-up would wait for good (ga exempts the cluster).
+PROXY = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+
+
 def worker_env(ports, index, tmpdir):
-    env = {**os.environ, "TMPDIR": str(tmpdir), "MPLBACKEND": "Agg",
+    env = {**os.environ, **PROXY, "TMPDIR": str(tmpdir), "MPLBACKEND": "Agg",
            "TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
                                     "task": {"type": "worker", "index": index}})}
     env.pop("GA_LOGICAL_CPUS", None)
@@ -50,7 +55,8 @@ def srun_env(port, index, tmpdir, n=2):
     """The environment srun gives task `index` of a job step of `n` tasks on this one node
     (no TF_CONFIG): ga finds the cluster through SlurmClusterResolver."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CONFIG", "GA_LOGICAL_CPUS", "CUDA_VISIBLE_DEVICES")}
-    env.update({"TMPDIR": str(tmpdir), "MPLBACKEND": "Agg", "GA_PORT_BASE": str(port), "SLURM_PROCID": str(index),
+    env.update({**PROXY, "TMPDIR": str(tmpdir), "MPLBACKEND": "Agg", "GA_PORT_BASE": str(port),
+                "SLURM_PROCID": str(index),
                 "SLURM_STEP_NUM_TASKS": str(n), "SLURM_STEP_NODELIST": "localhost",
                 "SLURM_STEP_TASKS_PER_NODE": str(n), "SLURM_JOB_ID": "4242"})
     return env
@@ -269,7 +275,8 @@ LOSS_WORKER = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     from ga.contrastive import nt_xent, one_way
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    from ga.distributed import make_strategy
+    strategy = make_strategy()
     rng = np.random.default_rng(3)
     n = 5
     z1 = rng.normal(size=(2 * n, 8)).astype(np.float32)
