@@ -19,6 +19,17 @@ UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) .
 os.umask(UMASK)  # ... and put back
 
 
+def remove_temporaries(folder):
+    """Remove what writes through `atomic_path` left in `folder` when their process was killed
+    mid-write (`.<stem>.<random>.tmp<ext>`); returns the names removed."""
+    gone = []
+    for name in os.listdir(folder):
+        if name.startswith(".") and ".tmp" in name and os.path.isfile(os.path.join(folder, name)):
+            _remove(os.path.join(folder, name))
+            gone.append(name)
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success rename it to `path`.

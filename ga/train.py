@@ -42,6 +42,7 @@ from ga.distributed import (
     worker_count,
 )
 from ga.errors import ConfigError, DataError, TrainingError
+from ga.files import remove_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,9 @@ def _run(cfg, classes, resume):
     run_dir = scratch or resume or runs.new_run_dir(cfg.output)
     handler = add_file_log(os.path.join(run_dir, "train.log"))
     try:
+        if resume and not scratch:
+            for name in remove_temporaries(run_dir):  # an atomic write the kill interrupted
+                log.info("removed %s, left by the interrupted run", name)
         if not resume:
             dump_config(cfg, os.path.join(run_dir, "config.yaml"))
             runs.write_labels(run_dir, runs.labels_document(cfg, classes))

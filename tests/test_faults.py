@@ -132,3 +132,19 @@ def test_damaged_checkpoint_is_a_one_line_error(tmp_path, separable_split, capsy
     assert train_main(["--resume", run_dir]) == 2
     err = capsys.readouterr().err
     assert "latest.weights.h5 is damaged" in err and "Traceback" not in err
+
+
+def test_resume_removes_what_an_interrupted_atomic_write_left(tmp_path, separable_split, capsys):
+    from ga.cli import train_main
+    from ga.train import train
+
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1},
+                      output={"onnx": False})
+    run_dir = train(cfg)
+    os.remove(os.path.join(run_dir, "metrics.json"))
+    open(os.path.join(run_dir, "RUNNING"), "w").close()
+    left = os.path.join(run_dir, ".best.ryowhkfr.tmp.weights.h5")  # a kill inside atomic_path
+    open(left, "wb").write(b"\x89HDF\r\n\x1a\n")
+    assert train_main(["--resume", run_dir]) == 0
+    assert not os.path.exists(left) and not [f for f in os.listdir(run_dir) if ".tmp" in f]
+    assert os.path.isfile(os.path.join(run_dir, "metrics.json"))
