@@ -117,15 +117,22 @@ def test_sigkill_during_training_then_resume(tmp_path, separable_split):
     assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
 
 
-def test_damaged_checkpoint_is_a_one_line_error(tmp_path, separable_split, capsys):
-    from ga.cli import train_main
+def _interrupted_run(tmp_path, split):
+    """A one-epoch run folder made to look interrupted (RUNNING back, metrics.json gone)."""
     from ga.train import train
 
-    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1},
+    cfg = tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"), training={"epochs": 1},
                       output={"onnx": False})
     run_dir = train(cfg)
     os.remove(os.path.join(run_dir, "metrics.json"))
     open(os.path.join(run_dir, "RUNNING"), "w").close()
+    return run_dir
+
+
+def test_damaged_checkpoint_is_a_one_line_error(tmp_path, separable_split, capsys):
+    from ga.cli import train_main
+
+    run_dir = _interrupted_run(tmp_path, separable_split)
     os.makedirs(os.path.join(run_dir, "backup"), exist_ok=True)
     open(os.path.join(run_dir, "backup", "latest.weights.h5"), "wb").write(b"\x89HDF\r\n\x1a\n" + b"\0" * 40)
     capsys.readouterr()
@@ -134,15 +141,10 @@ def test_damaged_checkpoint_is_a_one_line_error(tmp_path, separable_split, capsy
     assert "latest.weights.h5 is damaged" in err and "Traceback" not in err
 
 
-def test_resume_removes_what_an_interrupted_atomic_write_left(tmp_path, separable_split, capsys):
+def test_resume_removes_what_an_interrupted_atomic_write_left(tmp_path, separable_split):
     from ga.cli import train_main
-    from ga.train import train
 
-    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1},
-                      output={"onnx": False})
-    run_dir = train(cfg)
-    os.remove(os.path.join(run_dir, "metrics.json"))
-    open(os.path.join(run_dir, "RUNNING"), "w").close()
+    run_dir = _interrupted_run(tmp_path, separable_split)
     left = os.path.join(run_dir, ".best.ryowhkfr.tmp.weights.h5")  # a kill inside atomic_path
     open(left, "wb").write(b"\x89HDF\r\n\x1a\n")
     assert train_main(["--resume", run_dir]) == 0
