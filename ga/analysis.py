@@ -12,12 +12,11 @@ import time
 
 import numpy as np
 
-from ga.config import EXCLUSIVE
 from ga.figures import pyplot, save_figure
 from ga.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from ga.model import batch_predictor
 from ga.runs import LABELS, read_history, read_labels
-from ga.runs import decisions as class_decisions
+from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -34,173 +33,47 @@ def predict_split(model, split):
     return np.concatenate(ys), np.concatenate(ps)
 
 
-def decisions(y_prob, task, classes, thresholds):
-    """Predicted labels: binary and multiclass -> class index (n,), multilabel -> 0/1 matrix (n, k)."""
-    on = class_decisions(y_prob, task, classes, thresholds)
-    return on.argmax(axis=1).astype(int) if task in EXCLUSIVE else on.astype(int)
-
-
-def true_index(y_true, task):
-    """Class indices (n,) of exclusive labels: binary (n, 1) index, multiclass (n, k) one-hot."""
-    y = np.asarray(y_true)
-    return y.argmax(axis=1).astype(int) if task == "multiclass" else y[:, 0].astype(int)
-
-
 def _thresholds(cfg, classes, run_dir=None):
     """The decision thresholds recorded in the run's labels.json, else the config's."""
     if run_dir and os.path.isfile(os.path.join(run_dir, LABELS)):
         return read_labels(run_dir)["thresholds"]
-    if cfg.model.task == "binary":
-        return {classes[1]: cfg.model.threshold}
-    if cfg.model.task == "multiclass":
-        return {}
-    return {c: cfg.model.threshold for c in classes}
+    return get_task(cfg).default_thresholds(classes, cfg.model.threshold)
 
 
 def binary_cross_entropy(y_true, y_prob, eps=1e-7):
     """The training loss on a split, as Keras computes it (probabilities clipped to
     [eps, 1 - eps], mean over outputs and images); None for an empty split."""
-    if len(y_true) == 0:
-        return None
-    p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
-    y = np.asarray(y_true, np.float64)
-    return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
-
-
-def cross_entropy(task, y_true, y_prob, eps=1e-7):
-    """The training loss of a task on a split (categorical for multiclass), as Keras computes it."""
-    if task != "multiclass":
-        return binary_cross_entropy(y_true, y_prob, eps)
-    if len(y_true) == 0:
-        return None
-    p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
-    p = p / p.sum(axis=1, keepdims=True)
-    return float(np.mean(-(np.asarray(y_true, np.float64) * np.log(p)).sum(axis=1)))
+    return get_task("binary").cross_entropy(y_true, y_prob, eps)
 
 
 def compute_metrics(task, classes, y_true, y_prob, thresholds):
     """The metrics.json numbers (per-class precision/recall/F1/support, accuracy, AUC,
-    confusion matrix) and the classification report text."""
-    from sklearn import metrics as skm
-
-    y_pred = decisions(y_prob, task, classes, thresholds)
-    out = {"task": task, "classes": list(classes), "thresholds": thresholds, "test_images": int(len(y_true)),
-           "loss": cross_entropy(task, y_true, y_prob)}
-    if task in EXCLUSIVE:
-        t = true_index(y_true, task)
-        labels = list(range(len(classes)))
-        rep = skm.classification_report(t, y_pred, labels=labels, target_names=classes, digits=4,
-                                        zero_division=0, output_dict=True)
-        text = skm.classification_report(t, y_pred, labels=labels, target_names=classes, digits=4, zero_division=0)
-        out["positive_class"] = classes[1] if task == "binary" else None
-        out["accuracy"] = float(skm.accuracy_score(t, y_pred))
-        if task == "binary":
-            out["roc_auc"] = float(skm.roc_auc_score(t, y_prob[:, 0])) if len(set(t)) == 2 else None
-        else:
-            out.update(one_vs_rest_auc(classes, t, y_prob))
-        out["confusion_matrix"] = skm.confusion_matrix(t, y_pred, labels=labels).tolist()
-    else:
-        t = y_true.astype(int)
-        rep = skm.classification_report(t, y_pred, target_names=classes, digits=4, zero_division=0, output_dict=True)
-        text = skm.classification_report(t, y_pred, target_names=classes, digits=4, zero_division=0)
-        out["positive_class"] = None
-        out["accuracy"] = float(skm.accuracy_score(t, y_pred))  # exact match of the whole label set
-        out["roc_auc"] = {c: (float(skm.roc_auc_score(t[:, i], y_prob[:, i])) if len(set(t[:, i])) == 2 else None)
-                          for i, c in enumerate(classes)}
-        out["confusion_matrix"] = {c: m.tolist() for c, m in zip(classes, skm.multilabel_confusion_matrix(t, y_pred))}
-        f1s = [rep[c]["f1-score"] for c in classes]
-        out["harmonic_mean_f1"] = float(len(f1s) / sum(1 / f for f in f1s)) if all(f > 0 for f in f1s) else 0.0
-    out["per_class"] = {c: {"precision": rep[c]["precision"], "recall": rep[c]["recall"], "f1": rep[c]["f1-score"],
-                            "support": int(rep[c]["support"])} for c in classes}
-    for avg in ("macro avg", "weighted avg"):
-        if avg in rep:
-            out[avg.replace(" ", "_")] = {k.replace("-score", ""): v for k, v in rep[avg].items()}
+    confusion matrix) and the classification report text; `task` a name or a Task."""
+    task = get_task(task)
+    out = {"task": task.name, "classes": list(classes), "thresholds": thresholds, "test_images": int(len(y_true)),
+           "loss": task.cross_entropy(y_true, y_prob)}
+    m, text = task.metrics(classes, y_true, y_prob, thresholds)
+    out.update(m)
     return out, text
 
 
-def one_vs_rest_auc(classes, t, y_prob):
-    """Multiclass ROC AUC: each class against the rest, their mean (macro) and the AUC of
-    all (class, image) pairs pooled (micro); a class absent from `t` has None."""
-    from sklearn import metrics as skm
-
-    onehot = np.eye(len(classes), dtype=int)[t]
-    per = {c: (float(skm.roc_auc_score(onehot[:, i], y_prob[:, i])) if 0 < onehot[:, i].sum() < len(t) else None)
-           for i, c in enumerate(classes)}
-    defined = [v for v in per.values() if v is not None]
-    micro = float(skm.roc_auc_score(onehot.ravel(), np.asarray(y_prob).ravel())) if defined else None
-    return {"roc_auc": per, "roc_auc_macro": float(np.mean(defined)) if defined else None, "roc_auc_micro": micro}
-
-
 def _results_text(title, m, report_text):
-    classes = m["classes"]
+    task = get_task(m)
     lines = [title,
              f"test images: {m['test_images']}",
-             "classes (index order): " + ", ".join(f"{c}={i}" for i, c in enumerate(classes))]
-    if m["task"] == "binary":
-        pos = m["positive_class"]
-        lines.append(f"positive class: {pos}; decision: p({pos}) > {m['thresholds'][pos]}")
-    elif m["task"] == "multiclass":
-        lines.append("decision: the most probable class (softmax)")
-    else:
-        lines.append("decision thresholds: " + ", ".join(f"{c} {v}" for c, v in m["thresholds"].items()))
-    lines += ["", report_text.rstrip(), "", f"accuracy: {m['accuracy']:.4f}"]
+             "classes (index order): " + ", ".join(f"{c}={i}" for i, c in enumerate(m["classes"])),
+             task.decision_line(m),
+             "", report_text.rstrip(), "", f"accuracy: {m['accuracy']:.4f}"]
     if m.get("loss") is not None:
-        kind = "categorical" if m["task"] == "multiclass" else "binary"
-        lines.append(f"test loss ({kind} cross-entropy): {m['loss']:.4f}")
-    if m["task"] in EXCLUSIVE:
-        lines += _auc_lines(m)
-        w = max(len(c) for c in classes) + 6
-        lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
-                  " " * w + "".join(f"{'pred ' + c:>{w}}" for c in classes)]
-        for c, row in zip(classes, m["confusion_matrix"]):
-            lines.append(f"{'true ' + c:<{w}}" + "".join(f"{v:>{w}}" for v in row))
-    else:
-        lines.append(f"harmonic mean of per-class F1: {m['harmonic_mean_f1']:.4f}")
-        for c in classes:
-            auc = m["roc_auc"][c]
-            lines.append(f"ROC AUC ({c}): " + (f"{auc:.4f}" if auc is not None else "undefined"))
-        lines += ["", "confusion matrices per class [[TN, FP], [FN, TP]]"]
-        for c in classes:
-            lines.append(f"  {c}: {m['confusion_matrix'][c]}")
-    return "\n".join(lines) + "\n"
-
-
-def _fmt(v):
-    return f"{v:.4f}" if v is not None else "undefined"
-
-
-def _auc_lines(m):
-    if m["task"] == "binary":
-        auc = m["roc_auc"]
-        return [f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)")]
-    return ([f"ROC AUC ({c} vs rest): {_fmt(v)}" for c, v in m["roc_auc"].items()]
-            + [f"ROC AUC macro {_fmt(m['roc_auc_macro'])}, micro {_fmt(m['roc_auc_micro'])}"])
+        lines.append(f"test loss ({task.loss_kind} cross-entropy): {m['loss']:.4f}")
+    return "\n".join(lines + task.report_lines(m)) + "\n"
 
 
 def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
-    """Per-image test predictions: path, true and predicted class names, p_<class>."""
-    if len(paths) != len(y_true):
-        log.warning("test predictions: %d images predicted but %d listed (a file failed to decode); "
-                    "predictions.csv leaves the path column empty", len(y_true), len(paths))
+    """predictions.csv of a labelled set: path, true, predicted and the probabilities."""
+    if paths is None:
         paths = [""] * len(y_true)
-    pred = decisions(y_prob, task, classes, thresholds)
-    if task == "multiclass":
-        atomic_write_csv(path, ["path", "true", "predicted", *(f"p_{c}" for c in classes)],
-                         ([p, classes[int(t)], classes[int(d)], *(f"{x:.6f}" for x in pr)]
-                          for p, t, d, pr in zip(paths, true_index(y_true, task), pred, y_prob)))
-        return
-    if task == "binary":
-        atomic_write_csv(path, ["path", "true", "predicted", f"p_{classes[1]}"],
-                         ([p, classes[int(t)], classes[int(d)], f"{pr:.6f}"]
-                          for p, t, d, pr in zip(paths, y_true[:, 0], pred, y_prob[:, 0])))
-        return
-
-    def names(v):
-        return ";".join(c for c, f in zip(classes, v) if f)
-
-    atomic_write_csv(path, ["path", "true", "predicted", *(f"p_{c}" for c in classes)],
-                     ([p, names(t.astype(int)), names(d), *(f"{x:.6f}" for x in pr)]
-                      for p, t, d, pr in zip(paths, y_true, pred, y_prob)))
+    atomic_write_csv(path, *get_task(task).prediction_rows(paths, classes, y_true, y_prob, thresholds))
 
 
 def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=None):
@@ -215,7 +88,7 @@ def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=No
     if os.path.isfile(history):
         plot_history(history, os.path.join(run_dir, f"{prefix}metrics_plot.png"))
     title = f"{prefix} final test results: {os.path.basename(os.path.abspath(run_dir))}"
-    return write_evaluation(run_dir, prefix, cfg.model.task, classes, _thresholds(cfg, classes, run_dir), y_true,
+    return write_evaluation(run_dir, prefix, get_task(cfg), classes, _thresholds(cfg, classes, run_dir), y_true,
                             y_prob, paths, title, {"training": fit_info or {}})
 
 
@@ -236,7 +109,7 @@ def write_evaluation(out_dir, prefix, task, classes, thresholds, y_true, y_prob,
     title = title or f"{prefix} evaluation: {os.path.basename(os.path.abspath(out_dir))}"
     atomic_write_text(os.path.join(out_dir, f"{prefix}FinalTestResults.txt"), _results_text(title, m, text))
     plot_confusion(m, os.path.join(out_dir, f"{prefix}final_confusion_matrix.png"))
-    plot_roc_pr(task, classes, y_true, y_prob, os.path.join(out_dir, f"{prefix}final_roc_auc.png"))
+    plot_roc_pr(get_task(task), classes, y_true, y_prob, os.path.join(out_dir, f"{prefix}final_roc_auc.png"))
     m["evaluation_seconds"] = round(time.perf_counter() - t, 3)
     atomic_write_json(os.path.join(out_dir, "metrics.json"), m)
     log.info("test: accuracy %.4f, %s", m["accuracy"],
@@ -363,7 +236,7 @@ def plot_confusion(m, out):
     from sklearn.metrics import ConfusionMatrixDisplay
 
     plt = pyplot()
-    if m["task"] in EXCLUSIVE:
+    if get_task(m).exclusive:
         cm = np.array(m["confusion_matrix"])
         norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         side = max(4.2, 1.1 * len(cm) + 1.5)
@@ -389,8 +262,7 @@ def plot_roc_pr(task, classes, y_true, y_prob, out):
 
     plt = pyplot()
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.2))
-    pairs = [(classes[1], y_true[:, 0], y_prob[:, 0])] if task == "binary" else \
-        [(c, y_true[:, i], y_prob[:, i]) for i, c in enumerate(classes)]
+    pairs = task.roc_pairs(classes, y_true, y_prob)
     drawn = 0
     for name, t, p in pairs:
         if len(set(t.astype(int))) < 2:
@@ -402,7 +274,7 @@ def plot_roc_pr(task, classes, y_true, y_prob, out):
         for ax in (ax_roc, ax_pr):
             ax.text(0.5, 0.5, "undefined: the test split holds one class only", ha="center", va="center")
     ax_roc.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax_roc.set(title="ROC (test, one class vs the rest)" if task == "multiclass" else "ROC (test)", xlabel="false positive rate", ylabel="true positive rate")
+    ax_roc.set(title=task.roc_title, xlabel="false positive rate", ylabel="true positive rate")
     ax_pr.set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
     save_figure(fig, out)
 
@@ -411,17 +283,13 @@ def write_model_card(run_dir, cfg, data, metrics):
     """model_card.md: intended use, data, metrics, limits."""
     p = cfg.output.prefix
     classes = data.classes
+    task = get_task(cfg)
     t = metrics.get("training", {})
     lines = [
         f"# Model card: {os.path.basename(os.path.abspath(run_dir))}",
         "",
         "## Intended use",
-        ("Classify in-situ microscope crops of a crystallization as " + " or ".join(classes)
-         + f" (positive class: {classes[1]}), for process monitoring. Input: an image crop, RGB or grey, any size "
-           "(resized to the model's input)." if cfg.model.task == "binary" else
-         "Classify microscope crops as one of " + ", ".join(classes) + " (exclusive classes; the most probable "
-         "is named)." if cfg.model.task == "multiclass" else
-         "Flag microscope crops that hold flakes of each class (" + ", ".join(classes) + "); labels are not exclusive."),
+        task.intended_use(classes),
         "Not for: images from other instruments, magnifications or materials without re-validation.",
         "",
         "## Model",
@@ -441,10 +309,7 @@ def write_model_card(run_dir, cfg, data, metrics):
         "## Test metrics",
         f"- accuracy {metrics['accuracy']:.4f}",
     ]
-    if cfg.model.task == "binary" and metrics.get("roc_auc") is not None:
-        lines.append(f"- ROC AUC ({classes[1]}) {metrics['roc_auc']:.4f}")
-    if cfg.model.task == "multiclass":
-        lines.append(f"- ROC AUC one-vs-rest: macro {_fmt(metrics['roc_auc_macro'])}, micro {_fmt(metrics['roc_auc_micro'])}")
+    lines += task.card_lines(metrics, classes)
     if "harmonic_mean_f1" in metrics:
         lines.append(f"- harmonic mean of per-class F1 {metrics['harmonic_mean_f1']:.4f}")
     for c, v in metrics["per_class"].items():

@@ -1,8 +1,13 @@
-"""Argument parsers and entry functions shared by split_data.py, main.py and inference.py.
+"""The command line: every parser, every printed line and every exit status of `ga`.
+
+`ga split | train | infer | evaluate | scan | synth | import | report` (also `python -m ga`);
+split_data.py, main.py, inference.py, ga-split, ga-train, ga-infer and `python -m
+ga.synthetic | ga.georgia | ga.report` are the same commands under their older names.
 
 Each `*_main(argv)` parses, configures logging, calls one `ga` function and returns the
 exit status: 0 success, 1 finished with skipped inputs, 2 usage or configuration error
-(one line on stderr, no traceback).
+(one line on stderr, no traceback). Library errors name the Python argument they are about
+(`ga.errors`); `_run` prints them with this command's flag instead.
 """
 
 import argparse
@@ -54,15 +59,28 @@ def _config_args(parser, default=None):
     )
 
 
-def _run(fn, args):
+# The flag each library argument is given by (`GAError.arg`, `ga.errors.opt`).
+FLAGS = {"model": "--model", "engine": "--engine", "threshold": "--threshold", "cluster": "--cluster",
+         "scan": "--scan", "rule": "--rule", "folder": "--evaluate", "recursive": "--recursive", "unsafe": "--unsafe",
+         "overwrite": "--overwrite", "dest": "--dest", "ratios": "--ratios", "resume": "--resume",
+         "overrides": "--set", "out": "--out", "train": "`python main.py --config configs/demo.yaml`"}
+
+
+def _run(fn, args, flags=None, also=()):
+    """Call `fn(args)` and return its exit status; a GAError (or one of `also`, the
+    exceptions a command's library raises for bad input) is one line on stderr and status 2,
+    its arguments named by their flags (`flags` adds to FLAGS)."""
     from ga.log import setup_logging
 
-    setup_logging(verbose=args.verbose, quiet=args.quiet)
+    setup_logging(verbose=getattr(args, "verbose", False), quiet=getattr(args, "quiet", False))
     try:
         return fn(args)
     except GAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.render({**FLAGS, **(flags or {})})}", file=sys.stderr)
         return exc.exit_code
+    except also as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -120,7 +138,38 @@ def _splitting(args):
         progress=not args.no_progress,
         class_names=cfg.data.class_names,
     )
+    _print_split(result)
     return result.exit_code
+
+
+def _print_split(result):
+    """The split's unused files on stderr, then its table (or why nothing was done)."""
+    from ga.splitting import SPLITS, safe_name
+
+    if result.state == "unchanged":
+        print(f"{result.dest} already holds this split ({sum(f.usable for f in result.files)} images); nothing to do")
+        return
+    if result.state == "completed":
+        print(f"completing the split in {result.dest}: {result.to_place} file(s) to place")
+        return
+    for f in result.unused:
+        print(f"skipped: {safe_name(f.source)}: {f.status}: {f.reason}", file=sys.stderr)
+    strata = sorted(result.counts)
+    width = max([len(s) for s in strata] + [8])
+    lines = [("would split" if result.dry_run else "split")
+             + f" ({'dry run: nothing written' if result.dry_run else 'done'})",
+             f"{'class':<{width}}  {'groups':>6}  " + "  ".join(f"{s:>14}" for s in SPLITS) + f"  {'total':>6}"]
+    for st in strata:
+        c = result.counts[st]
+        n = sum(c.values())
+        cells = "  ".join(f"{c[s]:>6} ({100 * c[s] / n:5.1f}%)" if n else f"{0:>14}" for s in SPLITS)
+        lines.append(f"{st or '(none)':<{width}}  {result.groups.get(st, 0):>6}  {cells}  {n:>6}")
+    bad = {}
+    for f in result.unused:
+        bad[f.status] = bad.get(f.status, 0) + 1
+    lines.append("not used: " + (", ".join(f"{k} {v}" for k, v in sorted(bad.items())) or "none")
+                 + f"; byte-identical duplicates kept with their group: {result.duplicates}")
+    print("\n".join(lines))
 
 
 # ---------------------------------------------------------------------------- main.py
@@ -182,12 +231,8 @@ def _training(args):
 # ---------------------------------------------------------------------------- inference.py
 
 
-def inference_parser(prog=None):
-    p = _Parser(
-        prog=prog or _prog("inference.py"),
-        description="Label every image in a folder (or single images) with a trained model, in batches.",
-    )
-    p.add_argument("inputs", nargs="+", metavar="PATH", help="folders and/or image files")
+def _model_args(p):
+    """The options of every command that loads a trained model."""
     p.add_argument("--model", help="run folder, .onnx, .keras or .h5 (with labels.json beside it); "
                    "default: the newest complete run under deliverables/")
     p.add_argument("--runs-root", default="deliverables", help="where to look for the newest run; default: %(default)s")
@@ -195,15 +240,26 @@ def inference_parser(prog=None):
                    help="onnx (default when the model has an .onnx) or keras")
     p.add_argument("--batch-size", type=int, default=64, help="images per prediction call; default: %(default)s")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    p.add_argument("--threshold", type=float, help="decision threshold; default: the model's labels.json")
+    p.add_argument("--max-pixels", type=int, default=100_000_000,
+                   help="refuse images with more pixels than this (decompression bombs); default: %(default)s")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras models that hold arbitrary code (Lambda layers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _out_dir_arg(p):
+    p.add_argument("--out-dir", default=None, help="folder for cluster, evaluation, explanation and scan outputs; "
+                   "default: inference_out/")
+
+
+def _label_args(p):
+    """inference.py's (and `ga infer`'s) own options: outputs, clusters, explanations."""
     p.add_argument("--recursive", action="store_true", help="also read subfolders")
     p.add_argument("--output", metavar="FILE", help="write results to a .csv or .json file")
     p.add_argument("--print-format", choices=["ga", "study"], default="ga",
                    help="ga: 'File X prediction pg confidence 0.9871' (probability of the predicted class); study: the "
                         "Georgia study's 'File X prediction: PG with confidence 98.71%%' (probability of the positive "
                         "class, binary models); default: %(default)s")
-    p.add_argument("--threshold", type=float, help="decision threshold; default: the model's labels.json")
-    p.add_argument("--max-pixels", type=int, default=100_000_000,
-                   help="refuse images with more pixels than this (decompression bombs); default: %(default)s")
     p.add_argument("--cluster", type=int, nargs="?", const=4, metavar="K",
                    help="k-means with K clusters (4 when K is left out) on backbone features: clusters.png and "
                         "clusters.csv")
@@ -213,14 +269,12 @@ def inference_parser(prog=None):
     p.add_argument("--cluster-space", choices=["full", "pca2"], default="full",
                    help="full: k-means on the features, PCA for the figure only; pca2: PCA to 2-D, then k-means "
                         "(the study's); default: %(default)s")
-    p.add_argument("--out-dir", default=None, help="folder for cluster and scan outputs; default: inference_out/")
-    p.add_argument("--evaluate", action="store_true",
-                   help="PATH is a labelled folder (class subfolders, or labels.csv for multi-label): write the "
-                        "reports a run writes for its test split into --out-dir and print accuracy and F1")
     p.add_argument("--explain", action="store_true",
                    help="also write a Grad-CAM heat map per image (<name>_gradcam.png) into --out-dir: where the "
                         "model looked for the class it named (multi-label: one panel per class); needs the Keras model")
-    p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
+
+
+def _scan_args(p):
     p.add_argument("--tile", type=int, nargs="+", default=[300], metavar=("W", "H"),
                    help="tile width and height in pixels for --scan (one number: square); default: 300")
     p.add_argument("--overlap", type=int, default=None,
@@ -231,15 +285,28 @@ def inference_parser(prog=None):
                         "'any'; binary: the positive class); any: the last output ('any', or a binary model's "
                         "one output) is above --threshold (default 0.5), the graphene study's rule; "
                         "default: %(default)s")
-    p.add_argument("--unsafe", action="store_true", help="allow Keras models that hold arbitrary code (Lambda layers)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def inference_parser(prog=None):
+    p = _Parser(
+        prog=prog or _prog("inference.py"),
+        description="Label every image in a folder (or single images) with a trained model, in batches.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="folders and/or image files")
+    _model_args(p)
+    _label_args(p)
+    _out_dir_arg(p)
+    p.add_argument("--evaluate", action="store_true",
+                   help="PATH is a labelled folder (class subfolders, or a labels.csv): write the reports a run "
+                        "writes for its test split into --out-dir and print accuracy and F1")
+    p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
+    _scan_args(p)
     _common(p)
     return p
 
 
-def inference_main(argv=None, prog=None):
-    parser = inference_parser(prog)
-    args = parser.parse_args(argv)
+def _check_inference(parser, args):
+    """The rules between inference options that argparse cannot say."""
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if len(args.tile) > 2 or min(args.tile) < 1:
@@ -252,7 +319,62 @@ def inference_main(argv=None, prog=None):
         parser.error("--cluster must be at least 1")
     if args.evaluate and (len(args.inputs) != 1 or args.scan or args.cluster is not None):
         parser.error("--evaluate takes one labelled folder, without --scan or --cluster")
+
+
+def inference_main(argv=None, prog=None):
+    parser = inference_parser(prog)
+    args = parser.parse_args(argv)
+    _check_inference(parser, args)
     return _run(_inference, args)
+
+
+# Defaults of inference.py's options that `ga evaluate` and `ga scan` do not offer.
+_INFER_DEFAULTS = {"recursive": False, "output": None, "print_format": "ga", "cluster": None,
+                   "cluster_features": "pooled", "cluster_space": "full", "explain": False, "evaluate": False,
+                   "scan": False, "tile": [300], "overlap": None, "rule": "classes"}
+
+
+def evaluate_parser(prog=None):
+    p = _Parser(prog=prog or "ga evaluate",
+                description="Evaluate a model on a labelled folder (class subfolders, or a labels.csv): the reports a "
+                            "run writes for its test split, into --out-dir; accuracy and F1 printed.")
+    p.add_argument("inputs", nargs=1, metavar="FOLDER", help="the labelled folder")
+    _model_args(p)
+    _out_dir_arg(p)
+    _common(p)
+    p.set_defaults(**{**_INFER_DEFAULTS, "evaluate": True})
+    return p
+
+
+def evaluate_main(argv=None, prog=None):
+    """`ga evaluate FOLDER`: inference.py FOLDER --evaluate."""
+    parser = evaluate_parser(prog)
+    args = parser.parse_args(argv)
+    _check_inference(parser, args)
+    return _run(_inference, args, {"folder": "FOLDER"})
+
+
+def scan_parser(prog=None):
+    p = _Parser(prog=prog or "ga scan",
+                description="Tile whole frames and mark the tiles where a class fires: <stem>_scan.jpg, "
+                            "<stem>_tiles.csv and the marked tiles in --out-dir.")
+    p.add_argument("inputs", nargs="+", metavar="FRAME", help="frames and/or folders of frames")
+    p.add_argument("--recursive", action="store_true", help="also read subfolders")
+    _model_args(p)
+    _out_dir_arg(p)
+    _scan_args(p)
+    _common(p)
+    p.set_defaults(**{**{k: v for k, v in _INFER_DEFAULTS.items() if k not in ("tile", "overlap", "rule", "recursive")},
+                      "scan": True})
+    return p
+
+
+def scan_main(argv=None, prog=None):
+    """`ga scan FRAME...`: inference.py FRAME --scan."""
+    parser = scan_parser(prog)
+    args = parser.parse_args(argv)
+    _check_inference(parser, args)
+    return _run(_inference, args, {"scan": "ga scan", "rule": "--rule"})
 
 
 def _inference(args):
@@ -260,6 +382,7 @@ def _inference(args):
     import ga
 
     ga.register()
+    from ga.tasks import get_task
     from ga.predict import (
         cluster,
         input_files,
@@ -273,7 +396,7 @@ def _inference(args):
         return _evaluation(args)
     files = input_files(args.inputs, args.recursive)
     model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
-    if args.print_format == "study" and model.labels["task"] != "binary":
+    if args.print_format == "study" and not get_task(model.labels).study_line:
         raise GAError("--print-format study is the binary study's line; this model is " + model.labels["task"])
     if args.scan:
         return _scan(args, model, files)
@@ -351,5 +474,143 @@ def _scan(args, model, files):
     return 1 if failed else 0
 
 
-# `python -m ga <command>` and the installed ga-split, ga-train, ga-infer (pyproject's scripts)
-COMMANDS = {"split": split_main, "train": train_main, "infer": inference_main}
+# ---------------------------------------------------------------------------- synth, import, report
+
+
+def synth_parser(prog=None):
+    from ga import synthetic
+
+    p = _Parser(prog=prog or "ga synth", description=synthetic.__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="kind", required=True)
+    c = sub.add_parser("crystals", help="CEX vs PG crops in the Kaggle layout")
+    c.add_argument("--out", default="data/archive")
+    c.add_argument("--per-class", type=int, default=300)
+    c.add_argument("--pg-copies", type=int, default=5, help="rotated/flipped copies per PG crop (1: none)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--classes", default="cex,pg",
+                   help="kinds to write, comma-separated, from cex, pg, plate; `name:N` gives one class its own "
+                        "count (e.g. cex,pg:80 for a 10:1 imbalance at --per-class 800); default: %(default)s")
+    g = sub.add_parser("graphene", help="multi-label flake crops and labels.csv")
+    g.add_argument("--out", default="data/graphene")
+    g.add_argument("--count", type=int, default=400)
+    g.add_argument("--size", type=int, default=400)
+    g.add_argument("--seed", type=int, default=0)
+    w = sub.add_parser("wafer", help="one whole frame with labelled flakes and their boxes")
+    w.add_argument("--out", default="data/wafer.png")
+    w.add_argument("--width", type=int, default=4908)
+    w.add_argument("--height", type=int, default=3264)
+    w.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def synth_main(argv=None, prog=None):
+    """`ga synth crystals|graphene|wafer` (python -m ga.synthetic): the folders or files written."""
+    args = synth_parser(prog).parse_args(argv)
+    return _run(_synthesising, args, also=(ValueError, OSError))
+
+
+def _synthesising(args):
+    from ga import synthetic as syn
+
+    if args.kind == "crystals":
+        print(syn.generate_crystals(args.out, args.per_class, args.seed, args.pg_copies, progress=True,
+                                    classes=args.classes.split(",")))
+    elif args.kind == "graphene":
+        print(syn.generate_graphene(args.out, args.count, args.size, args.seed, progress=True))
+    else:
+        print(*syn.generate_wafer(args.out, args.width, args.height, args.seed), sep="\n")
+    return 0
+
+
+def import_parser(prog=None):
+    p = _Parser(prog=prog or "ga import",
+                description="The Georgia study's GAweights_<timestamp>.h5 -> a ga run folder (labels.json, .keras, "
+                            ".h5, parity-checked ONNX)")
+    p.add_argument("h5", help="the study's whole-model .h5 file")
+    p.add_argument("--out", required=True, help="the run folder to create, e.g. deliverables/GA_study_import")
+    p.add_argument("--input-size", type=int, default=224, help="model input side in pixels; default: %(default)s")
+    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold for pg; default: %(default)s")
+    _common(p)
+    return p
+
+
+def import_main(argv=None, prog=None):
+    """`ga import H5 --out RUN` (python -m ga.georgia import): the run folder written."""
+    args = import_parser(prog).parse_args(argv)
+    return _run(_importing, args)
+
+
+def _importing(args):
+    from ga.georgia import import_study_h5
+
+    print(import_study_h5(args.h5, args.out, args.input_size, args.threshold))
+    return 0
+
+
+def study_main(argv=None):
+    """`python -m ga.georgia import ...`, the study module's own command line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] != ["import"]:
+        stream = sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr
+        print("usage: python -m ga.georgia import H5 --out RUN  (python -m ga.georgia import --help)", file=stream)
+        return 0 if stream is sys.stdout else 2
+    return import_main(argv[1:], prog="python -m ga.georgia import")
+
+
+def report_parser(prog=None):
+    p = _Parser(prog=prog or "ga report", description="(Re)build a complete run folder's report.html")
+    p.add_argument("run", help="a run folder (with metrics.json)")
+    _common(p)
+    return p
+
+
+def report_main(argv=None, prog=None):
+    """`ga report RUN` (python -m ga.report): the page written."""
+    args = report_parser(prog).parse_args(argv)
+    return _run(_reporting, args)
+
+
+def _reporting(args):
+    from ga.report import write_report
+
+    if not os.path.isfile(os.path.join(args.run, "metrics.json")):
+        raise GAError(f"{args.run} is not a finished run folder (no metrics.json)")
+    print(write_report(args.run))
+    return 0
+
+
+# ---------------------------------------------------------------------------- ga
+
+
+COMMANDS = {
+    "split": (split_main, "split a labelled folder into train/valid/test (split_data.py)"),
+    "train": (train_main, "train a model from a configuration (main.py)"),
+    "infer": (inference_main, "label images with a trained model (inference.py)"),
+    "evaluate": (evaluate_main, "evaluate a model on a labelled folder (inference.py FOLDER --evaluate)"),
+    "scan": (scan_main, "tile whole frames and mark where a class fires (inference.py FRAME --scan)"),
+    "synth": (synth_main, "write synthetic crystals, graphene crops or a wafer frame"),
+    "import": (import_main, "import the Georgia study's GAweights_*.h5 as a run folder"),
+    "report": (report_main, "rebuild a run's report.html"),
+}
+
+
+def usage(prog="ga"):
+    """`ga --help`: the commands, one line each."""
+    width = max(map(len, COMMANDS))
+    return "\n".join([f"usage: {prog} <command> [options]   ({prog} <command> --help)", "", "commands:",
+                      *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())])
+
+
+def main(argv=None, prog=None):
+    """`ga <command> ...` (and `python -m ga <command> ...`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = prog or (os.path.basename(sys.argv[0] or "") if os.path.basename(sys.argv[0] or "") == "ga" else "ga")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage(prog))
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        print(usage(prog), file=sys.stderr)
+        if argv:
+            print(f"{prog}: error: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
+    return COMMANDS[argv[0]][0](argv[1:], prog=f"{prog} {argv[0]}")

@@ -18,10 +18,11 @@ from typing import Literal, Optional, Union
 import yaml
 
 from ga.errors import ConfigError
+from ga.tasks import get_task
 
 # ---------------------------------------------------------------------------- sections
 
-EXCLUSIVE = ("binary", "multiclass")  # model.task values whose classes exclude each other (class folders)
+
 
 
 @dataclass
@@ -395,24 +396,7 @@ class Config:
         """Check every section and the rules that cross sections. Raises ConfigError."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
-        if self.model.task in EXCLUSIVE and self.data.any_class:
-            raise ConfigError("data.any_class applies to model.task: multilabel only")
-        if self.model.task in EXCLUSIVE and self.data.balance:
-            raise ConfigError("data.balance applies to model.task: multilabel only (binary and multiclass: "
-                              "training.class_weight)")
-        if self.model.task not in EXCLUSIVE and self.training.class_weight != "none":
-            raise ConfigError(f"training.class_weight applies to model.task binary and multiclass, not "
-                              f"{self.model.task}" + (" (use data.balance)" if self.model.task == "multilabel" else ""))
-        if self.model.task == "contrastive":
-            if self.training.schedule != "standard":
-                raise ConfigError("training.schedule applies to classifiers; model.task: contrastive trains the "
-                                  "whole backbone (use schedule: standard)")
-            if self.training.early_stopping.monitor.startswith("val_") and not self.contrastive.val_fraction:
-                raise ConfigError("model.task: contrastive has no validation images unless contrastive.val_fraction "
-                                  "> 0; set training.early_stopping.monitor: loss, or a val_fraction")
-            if self.contrastive.view_size and any(self.contrastive.view_size > s for s in self.data.image_size):
-                raise ConfigError(f"contrastive.view_size {self.contrastive.view_size} is larger than "
-                                  f"data.image_size {self.data.image_size}")
+        get_task(self.model.task).check_config(self)  # the keys a task refuses
         return self
 
     def to_dict(self):
@@ -445,6 +429,35 @@ def load_config(path=None, overrides=(), data=None):
         _apply_override(raw, item)
     cfg = _build(Config, raw, "")
     return cfg.validate()
+
+
+def section_overrides(sections):
+    """`--set` strings from keyword sections, as `ga.train(cfg, training={"epochs": 3})` gives
+    them: nested mappings follow the config's sections down to a field, whose value (a
+    mapping too, for a mapping field such as training.class_weight) is written as YAML.
+
+    Raises:
+        ConfigError: an unknown section or key (named, with the closest valid one).
+    """
+    out = []
+
+    def walk(cls, prefix, values):
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key not in names:
+                raise ConfigError(_unknown(key, ".".join(prefix), names))
+            dotted = [*prefix, key]
+            if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+                walk(hints[key], dotted, value)
+            elif isinstance(value, str) and _base_type(hints[key]) is str:
+                out.append(f"{'.'.join(dotted)}={value}")
+            else:
+                text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
+                out.append(f"{'.'.join(dotted)}={text.removesuffix('...').strip()}")
+
+    walk(Config, [], dict(sections))
+    return out
 
 
 def shipped_configs_dir():
@@ -552,7 +565,7 @@ def _deep_merge(base, over):
 
 def _apply_override(raw, item):
     if not isinstance(item, str) or "=" not in item:
-        raise ConfigError(f"--set expects section.key=value, got {item!r}")
+        raise ConfigError(f"expects section.key=value, got {item!r}", arg="overrides")
     dotted, text = item.split("=", 1)
     keys = dotted.strip().split(".")
     # Walk the dataclass tree first so that a misspelt key is reported, not silently added.
@@ -565,10 +578,11 @@ def _apply_override(raw, item):
         ftype = typing.get_type_hints(cls)[k]
         if i < len(keys) - 1:
             if not dataclasses.is_dataclass(ftype):
-                raise ConfigError(f"--set {dotted}: {'.'.join(keys[:i + 1])} is a value, not a section")
+                raise ConfigError(f"{dotted}: {'.'.join(keys[:i + 1])} is a value, not a section", arg="overrides")
             cls = ftype
     if dataclasses.is_dataclass(ftype):
-        raise ConfigError(f"--set {dotted}: is a section; set one of its keys, e.g. {dotted}.{dataclasses.fields(ftype)[0].name}=...")
+        raise ConfigError(f"{dotted}: is a section; set one of its keys, e.g. {dotted}.{dataclasses.fields(ftype)[0].name}=...",
+                          arg="overrides")
     value = _parse_cli_value(text, ftype)
     node = raw
     for k in keys[:-1]:

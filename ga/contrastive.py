@@ -11,7 +11,6 @@ the whole global batch, as in SimCLR.
 """
 
 import logging
-import os
 
 import keras
 import numpy as np
@@ -20,7 +19,7 @@ import tensorflow as tf
 from ga.config import model_input_size
 from ga.data import AUTOTUNE, SplitData, decoded, usable, wants_cache
 from ga.errors import DataError
-from ga.images import image_files
+from ga.layouts import unlabelled_images
 from ga.layers import (
     RandomChannelScale,
     RandomResizedCrop,
@@ -117,9 +116,7 @@ def build_pairs(cfg):
         labels are empty.
     """
     folder = cfg.data.dirs()[0]
-    if not os.path.isdir(folder):
-        raise DataError(f"folder not found: {folder}")
-    found = image_files(folder)  # labels, if the folder has any, are ignored
+    found = unlabelled_images(folder)  # labels, if the folder has any, are ignored
     paths, no_labels, problems = usable(found, np.zeros((len(found), 0), np.float32), "unlabelled",
                                         cfg.data.fraction, cfg.training.seed)
     batch = cfg.data.batch_size

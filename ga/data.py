@@ -11,102 +11,31 @@ scan but fails in TensorFlow's decoder, which is logged as a count mismatch.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from ga.config import EXCLUSIVE, model_input_size
+from ga.config import model_input_size
 from ga.errors import DataError
 from ga.images import (
     ImageProblem,
     center_crop,
     checked,
     decode_resize,
-    image_files,
     pillow_file,
     read_bytes,
     resize_uint8,
-    subfolders,
     tf_reads,
 )
 from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
-from ga.runs import class_labels
-from ga.splitting import class_name, read_labels_csv
+from ga.layouts import find_classes, labelled_images
+from ga.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
-
-
-# ---------------------------------------------------------------------------- labels
-
-
-def class_folders(split_dir, class_names=None):
-    """{class name: folder} of a split folder's class subfolders; folders named 0, 1, ...
-    take their names from `class_names` (data.class_names, the study's layout)."""
-    if not os.path.isdir(split_dir):
-        raise DataError(f"folder not found: {split_dir}")
-    return {class_name(d, class_names): os.path.join(split_dir, d) for d in subfolders(split_dir)}
-
-
-def folder_classes(split_dir, class_names=None, task="binary"):
-    """Class names of a split folder: its subfolders' (named) classes, sorted. The binary
-    task takes exactly two, multiclass two or more."""
-    classes = sorted(class_folders(split_dir, class_names))
-    if len(classes) < 2:
-        raise DataError(f"{split_dir} needs at least two class folders for a {task} task, found {classes}")
-    if len(classes) > 2 and task == "binary":
-        raise DataError(f"{split_dir} has {len(classes)} class folders {classes}; the binary task takes two "
-                        f"(set model.task: multiclass for more)")
-    return classes
-
-
-def multilabel_classes(split_dir, any_class=False):
-    """Class names from a split's labels.csv header (plus "any")."""
-    return read_labels_csv(split_dir)[0] + (["any"] if any_class else [])
-
-
-def list_split(split_dir, classes, task, any_class=False, class_names=None):
-    """Files and labels of one split, sorted by path.
-
-    Returns:
-        (paths list[str], labels float32 array of shape (n, outputs)).
-    """
-    if task in EXCLUSIVE:
-        paths, index = _list_class_folders(split_dir, classes, class_names)
-        return paths, class_labels(index, task, len(classes))
-    path = os.path.join(split_dir, "labels.csv")
-    base = [c for c in classes if not (any_class and c == "any")]
-    header, table = read_labels_csv(split_dir)
-    if header != base:
-        raise DataError(f"{path}: columns {header} differ from the run's classes {base}")
-    paths, labels = [], []
-    for name, flags in table.items():
-        if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
-            raise DataError(f"{path}: file name {name!r} points outside the split folder")
-        vals = [float(v) for v in flags]
-        if any_class:
-            vals.append(float(max(vals)))
-        paths.append(os.path.join(split_dir, name))
-        labels.append(vals)
-    return paths, np.asarray(labels, np.float32).reshape(-1, len(classes))
-
-
-def _list_class_folders(split_dir, classes, class_names=None):
-    """(paths, class index int (n,))."""
-    paths, labels = [], []
-    folders = class_folders(split_dir, class_names)
-    for idx, cls in enumerate(classes):
-        folder = folders.get(cls, os.path.join(split_dir, cls))
-        if not os.path.isdir(folder):
-            raise DataError(f"class folder missing: {folder} (classes recorded for this run: {classes})")
-        found = image_files(folder)
-        paths.extend(found)
-        labels.extend([idx] * len(found))
-    return paths, np.asarray(labels, int)
 
 
 def prescan(paths):
@@ -194,13 +123,13 @@ class SplitData:
 
 @dataclass
 class Datasets:
-    """The three splits, the class list and the task."""
+    """The three splits, the class list and the task (a ga.tasks.Task)."""
 
     train: SplitData
     valid: SplitData
     test: SplitData
     classes: list
-    task: str
+    task: Task
     input_size: tuple
 
     def skipped(self):
@@ -208,27 +137,18 @@ class Datasets:
 
     def class_counts(self):
         """{split: {class: images}} of the splits built (multi-label: positives per class)."""
-        return {name: class_counts(split.labels, self.task, self.classes)
+        return {name: self.task.class_counts(split.labels, self.classes)
                 for name, split in (("train", self.train), ("valid", self.valid), ("test", self.test))
                 if split is not None and self.classes}
-
-
-def class_counts(y, task, classes):
-    """Images per class of a split's labels (multi-label: positives per class)."""
-    if task == "binary":
-        return {c: int((y[:, 0] == i).sum()) for i, c in enumerate(classes)}
-    return {c: int(y[:, i].sum()) for i, c in enumerate(classes)}
 
 
 def read_classes(cfg):
     """The class list from the training data (checked against `data.classes` when set)."""
     train_dir = cfg.data.dirs()[0]
-    if cfg.model.task in EXCLUSIVE:
-        classes = folder_classes(train_dir, cfg.data.class_names, cfg.model.task)
-    else:
-        classes = multilabel_classes(train_dir, cfg.data.any_class)
+    task = get_task(cfg)
+    classes = find_classes(train_dir, task, cfg.data.class_names, cfg.data.any_class)
     if cfg.data.classes is not None:
-        want = list(cfg.data.classes) + (["any"] if cfg.model.task == "multilabel" and cfg.data.any_class else [])
+        want = list(cfg.data.classes) + task.any_column(cfg)
         if want != classes:
             raise DataError(f"data.classes {cfg.data.classes} does not match the classes found in {train_dir}: {classes}")
     return classes
@@ -252,11 +172,11 @@ def build_datasets(cfg, classes=None, splits=("train", "valid", "test")):
             out[name] = None
             continue
         out[name] = _build_split(cfg, name, split_dir, classes)
-    return Datasets(out["train"], out["valid"], out["test"], classes, cfg.model.task, model_input_size(cfg))
+    return Datasets(out["train"], out["valid"], out["test"], classes, get_task(cfg), model_input_size(cfg))
 
 
 def _build_split(cfg, name, split_dir, classes):
-    paths, labels = list_split(split_dir, classes, cfg.model.task, cfg.data.any_class, cfg.data.class_names)
+    paths, labels = labelled_images(split_dir, classes, get_task(cfg), cfg.data.class_names, cfg.data.any_class)
     fraction = cfg.data.fraction if name == "train" else 1.0
     paths, labels, problems = usable(paths, labels, name, fraction, cfg.training.seed)
     if not paths:
@@ -281,7 +201,7 @@ def pipeline(cfg, name, paths, labels, batch=None, weights=None):
     seed = cfg.training.seed
     buffer = min(cfg.data.shuffle_buffer, len(paths))
     pos = labels.max(axis=1) > 0
-    if training and cfg.model.task == "multilabel" and cfg.data.balance and 0 < pos.sum() < len(paths):
+    if training and cfg.data.balance and 0 < pos.sum() < len(paths):  # (multi-label only: config.py)
         # The original's weighted sampler: images with and without any label drawn equally.
         # Each half is its own decoded, cached, endless stream.
         halves = [decoded([p for p, k in zip(paths, pos) if k == want], labels[pos == want], size, cache,

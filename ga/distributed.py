@@ -31,7 +31,8 @@ import shutil
 
 import numpy as np
 
-from ga.errors import ConfigError, TrainingError
+from ga.errors import ConfigError, TrainingError, opt
+from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +218,7 @@ def lost_worker(exc, run_dir):
         what = type(exc).__name__ + (f": {text.splitlines()[0][:120]}" if text else "")
     where = run_dir or "the chief's run folder"
     return TrainingError(f"multi-worker training lost a worker ({what}); {where} keeps the last finished epoch: "
-                         f"start every worker again with --resume {where}")
+                         f"start every worker again with {opt('resume', 'train(resume=...) on')} {where}")
 
 
 # ---------------------------------------------------------------------------- data shards
@@ -295,7 +296,7 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
         raise ConfigError(f"data.batch_size {cfg.data.batch_size} must be a multiple of the {count} workers of "
                           f"this multi-worker run (each worker batches an equal share)")
     batch = cfg.data.batch_size // count
-    contrastive = cfg.model.task == "contrastive"
+    contrastive = not get_task(cfg).classifier
     ledger = ShardLedger(0, count)
 
     def distributed(split, name, counted=True):
@@ -348,8 +349,7 @@ def _sample_weights(labels, data, class_weight):
     """Per-image loss weights of a split: its class's weight (binary, multiclass), else 1."""
     if not class_weight:
         return np.ones(len(labels), np.float32)
-    index = labels.argmax(axis=1) if data.task == "multiclass" else labels[:, 0].astype(int)
-    return np.asarray([class_weight[data.classes[i]] for i in index], np.float32)
+    return data.task.sample_weights(labels, data.classes, class_weight)
 
 
 def shard_log(ledger):

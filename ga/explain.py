@@ -58,18 +58,6 @@ def grad_cam(model, images, column):
     return np.clip(cam.numpy(), 0.0, 1.0)
 
 
-def decision_columns(task, decided, probs):
-    """The output column to explain for each image: the class the model named (binary: 0 for
-    the positive class, -1 for the negative one; multi-label: the named class of highest
-    probability, else the most probable class)."""
-    if task == "binary":
-        return np.where(decided[:, 1], 0, -1)
-    if task == "multilabel":
-        named = np.where(decided, probs, -1.0)
-        return np.where(decided.any(axis=1), np.argmax(named, axis=1), np.argmax(probs, axis=1))
-    return np.argmax(decided, axis=1)
-
-
 def overlay(ax, image, heat, title):
     ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
     ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1)
@@ -96,22 +84,16 @@ def pick_examples(right, confidence, true_index, limit=MAX_IMAGES):
 
 def write_run_figures(run_dir, prefix, model, split, classes, task, y_true, y_prob, decided):
     """<prefix>gradcam.png and <prefix>misclassified.png for the test split (see the module
-    docstring). `decided`: bool (n, classes) of the classes named. Returns the files written."""
-    from ga.analysis import true_index
-
-    truth = y_true > 0.5 if task == "multilabel" else None
-    right = (decided == truth).all(axis=1) if task == "multilabel" else \
-        np.argmax(decided, axis=1) == true_index(y_true, task)
-    confidence = np.max(y_prob, axis=1) if task != "binary" else np.abs(y_prob[:, 0] - 0.5)
-    idx = pick_examples(right, confidence, true_index(y_true, task) if task != "multilabel" else
-                        np.zeros(len(right), int))
+    docstring). `task`: a ga.tasks.Task; `decided`: bool (n, classes) of the classes named.
+    Returns the files written."""
+    right = task.right(y_true, decided)
+    idx = pick_examples(right, task.confidence_of_rows(y_prob), task.strata(y_true))
     wrong = np.flatnonzero(~right)[:MAX_IMAGES * 2]
     pictures = _collect(split.dataset, set(idx) | set(int(i) for i in wrong))
     images = np.stack([pictures[i] for i in idx]) if idx else None
     written = []
     if idx:
-        cols = decision_columns(task, decided[idx], y_prob[idx])
-        heat = grad_cam(model, images, cols)
+        heat = grad_cam(model, images, task.gradcam_columns(decided[idx], y_prob[idx]))
         path = os.path.join(run_dir, f"{prefix}gradcam.png")
         titles = [_title(classes, task, y_true[i], y_prob[i], decided[i], "right" if right[i] else "WRONG")
                   for i in idx]
@@ -148,12 +130,7 @@ def _names(classes, flags):
 
 
 def _title(classes, task, y_true, y_prob, decided, tag):
-    if task == "multilabel":
-        truth = _names(classes, y_true > 0.5)
-        probs = " ".join(f"{p:.2f}" for p in y_prob)
-    else:
-        truth = classes[int(np.argmax(y_true)) if task == "multiclass" else int(y_true[0] > 0.5)]
-        probs = f"p={float(np.max(y_prob)):.3f}" if task == "multiclass" else f"p({classes[1]})={y_prob[0]:.3f}"
+    truth, probs = task.example_title(classes, y_true, y_prob)
     return f"{tag}\ntrue {truth} / said {_names(classes, decided)}\n{probs}"
 
 
@@ -177,22 +154,21 @@ def _figure(images, heat, titles, path, title):
 def explain_images(model, labels, images, names, out_dir, thresholds):
     """inference.py --explain: <stem>_gradcam.png per image in `out_dir` (binary and
     multiclass: the class named; multi-label: one panel per class). Returns the paths."""
-    from ga.runs import decisions
+    from ga.tasks import get_task
 
     os.makedirs(out_dir, exist_ok=True)
-    task, classes = labels["task"], labels["classes"]
+    task, classes = get_task(labels), labels["classes"]
     probs = np.asarray(model(np.asarray(images, np.float32), training=False), np.float32)
-    decided = decisions(probs, task, classes, thresholds)
-    panels = range(len(classes)) if task == "multilabel" else [None]
-    heats = {p: grad_cam(model, images, p if p is not None else decision_columns(task, decided, probs))
-             for p in panels}
+    decided = task.decide(probs, classes, thresholds)
+    heats = {p: grad_cam(model, images, p if p is not None else task.gradcam_columns(decided, probs))
+             for p in task.gradcam_panels(classes)}
     paths = []
     plt = pyplot()
     for k, name in enumerate(names):
         fig, axes = plt.subplots(1, len(heats), figsize=(3.2 * len(heats), 3.4), squeeze=False)
         for ax, (p, heat) in zip(axes[0], heats.items()):
             label = classes[p] if p is not None else _names(classes, decided[k])
-            value = probs[k, p] if p is not None else (probs[k].max() if task == "multiclass" else probs[k, 0])
+            value = probs[k, p] if p is not None else task.panel_value(probs[k])
             overlay(ax, images[k], heat[k], f"{label} (p={value:.3f})")
         path = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(name))[0]}_gradcam.png")
         save_figure(fig, path)

@@ -16,7 +16,6 @@ preprocessing inside the model, labels.json with classes [cex, pg] and positive 
 work on it like on any run. The weights are read with h5py, so no tf.keras is needed.
 """
 
-import argparse
 import datetime as _dt
 import logging
 import os
@@ -107,7 +106,7 @@ def import_study_h5(path, out, input_size=224, threshold=0.5):
     if not os.path.isfile(path):
         raise GAError(f"not found: {path}")
     if os.path.exists(out) and os.listdir(out):
-        raise GAError(f"--out {out} exists and is not empty; choose a new folder")
+        raise GAError(f"{out} exists and is not empty; choose a new folder", arg="out")
     names, weights = read_h5_weights(path)
     cfg = study_config(input_size, threshold)
     model = build_model(cfg, 1)
@@ -150,26 +149,7 @@ def _card(out, source, size):
     ])
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m ga.georgia", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help="the study's GAweights_<timestamp>.h5 -> a ga run folder")
-    imp.add_argument("h5", help="the study's whole-model .h5 file")
-    imp.add_argument("--out", required=True, help="the run folder to create, e.g. deliverables/GA_study_import")
-    imp.add_argument("--input-size", type=int, default=224, help="model input side in pixels; default: %(default)s")
-    imp.add_argument("--threshold", type=float, default=0.5, help="decision threshold for pg; default: %(default)s")
-    args = p.parse_args(argv)
-    from ga.log import setup_logging
+if __name__ == "__main__":  # the command line lives in ga.cli (`ga import` is the same command)
+    from ga.cli import study_main
 
-    setup_logging()
-    try:
-        out = import_study_h5(args.h5, args.out, args.input_size, args.threshold)
-    except GAError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(study_main())

@@ -91,23 +91,19 @@ class ClassRecall(_ColumnMetric, keras.metrics.Recall):
     """Recall of one class (keras.metrics.Recall on one column)."""
 
 
-def class_metrics(classes, task, threshold=0.5):
+def class_metrics(columns, threshold=0.5, argmax=False):
     """Per-class precision, recall and F1 metrics named `<kind>_<class>`.
 
-    Binary: one sigmoid unit is the probability of classes[1]; classes[0] is scored on the
-    complement. Multiclass: classes[i] is predicted when column i is the largest. Multi-label:
-    column i is classes[i].
+    Args:
+        columns: (class, output column, scored on the complement) per class, from the task
+            (`ga.tasks`): binary scores classes[0] on the complement of its one output.
+        argmax: a class is predicted when its column is the largest (softmax outputs).
     """
     out = []
-    top = task == "multiclass"
-    for i, name in enumerate(classes):
-        if task == "binary":
-            col, neg = 0, i == 0
-        else:
-            col, neg = i, False
-        out.append(ClassPrecision(column=col, negate=neg, argmax=top, thresholds=threshold, name=f"precision_{name}"))
-        out.append(ClassRecall(column=col, negate=neg, argmax=top, thresholds=threshold, name=f"recall_{name}"))
-        out.append(ClassF1(column=col, negate=neg, argmax=top, threshold=threshold, name=f"f1_{name}"))
+    for name, col, neg in columns:
+        out.append(ClassPrecision(column=col, negate=neg, argmax=argmax, thresholds=threshold, name=f"precision_{name}"))
+        out.append(ClassRecall(column=col, negate=neg, argmax=argmax, thresholds=threshold, name=f"recall_{name}"))
+        out.append(ClassF1(column=col, negate=neg, argmax=argmax, threshold=threshold, name=f"f1_{name}"))
     return out
 
 

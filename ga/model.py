@@ -13,6 +13,7 @@ import keras
 from ga.config import model_input_size, preprocessing_mode
 from ga.errors import ConfigError, first_line
 from ga.layers import Preprocess
+from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,8 @@ def backbone_of(model):
 
 
 def build_model(cfg, num_outputs):
-    """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> outputs: softmax
-    for model.task multiclass, sigmoid otherwise."""
+    """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> outputs with the
+    task's activation (softmax for multiclass, sigmoid otherwise)."""
     h, w = model_input_size(cfg)
     m = cfg.model
     L = keras.layers
@@ -202,8 +203,7 @@ def build_model(cfg, num_outputs):
     if m.head.output_dropout > 0:
         x = L.Dropout(m.head.output_dropout, name="head_output_dropout")(x)
     # The output stays float32 under mixed precision, for a stable sigmoid/softmax and loss.
-    activation = "softmax" if m.task == "multiclass" else "sigmoid"
-    outputs = L.Dense(num_outputs, activation=activation, dtype="float32", name="output")(x)
+    outputs = L.Dense(num_outputs, activation=get_task(cfg).activation, dtype="float32", name="output")(x)
     return keras.Model(inputs, outputs, name=f"ga_{m.backbone}")
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ga.errors import GAError, ModelError, first_line, one_line
+from ga.errors import GAError, ModelError, first_line, one_line, opt
 from ga.files import atomic_write_csv, atomic_write_text, sha256_file
 from ga.images import (
     MAX_PIXELS,
@@ -31,15 +31,8 @@ from ga.images import (
     resize_uint8,
     walk_files,
 )
-from ga.runs import (
-    LABELS,
-    check_labels,
-    class_labels,
-    decisions,
-    is_complete,
-    newest_run,
-    read_labels,
-)
+from ga.runs import LABELS, check_labels, is_complete, newest_run, read_labels
+from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -82,11 +75,11 @@ def resolve_model(model=None, runs_root="deliverables"):
     if model is None:
         run = newest_run(runs_root)
         if run is None:
-            raise GAError(f"no complete trained run under {runs_root}/; train one with "
-                          f"`python main.py --config configs/demo.yaml`, or pass --model")
+            train = opt("train", 'ga.train("demo")')
+            raise GAError(f"no complete trained run under {runs_root}/; train one with {train}, or pass {opt('model')}")
         return run
     if not os.path.exists(model):
-        raise GAError(f"--model: not found: {model}")
+        raise GAError(f"not found: {model}", arg="model")
     return model
 
 
@@ -118,14 +111,14 @@ def load_model(model=None, engine=None, runs_root="deliverables", threads=0, uns
     target = resolve_model(model, runs_root)
     if os.path.isdir(target):
         if not is_complete(target):
-            raise GAError(f"--model: {target} is not a complete run (interrupted or still training)")
+            raise GAError(f"{target} is not a complete run (interrupted or still training)", arg="model")
         files = _run_files(target)
         labels = read_labels(target)
         onnx_path, keras_path = files["onnx"], files["keras"]
     else:
         ext = os.path.splitext(target)[1].lower()
         if ext not in (".onnx", ".keras", ".h5"):
-            raise GAError(f"--model: {target} is not a run folder, .onnx, .keras or .h5 file")
+            raise GAError(f"{target} is not a run folder, .onnx, .keras or .h5 file", arg="model")
         beside = os.path.join(os.path.dirname(os.path.abspath(target)), LABELS)
         onnx_path = target if ext == ".onnx" else None
         keras_path = target if ext != ".onnx" else None
@@ -141,7 +134,7 @@ def load_model(model=None, engine=None, runs_root="deliverables", threads=0, uns
     engine = engine or ("onnx" if onnx_path else "keras")
     if engine == "onnx":
         if not onnx_path:
-            raise GAError(f"--engine onnx: no .onnx model at {target}")
+            raise GAError(f"onnx: no .onnx model at {target}", arg="engine")
         sess = _onnx_session(onnx_path, threads)
         name = sess.get_inputs()[0].name
         predict = lambda x: sess.run(None, {name: np.asarray(x, np.float32)})[0]  # noqa: E731
@@ -149,13 +142,13 @@ def load_model(model=None, engine=None, runs_root="deliverables", threads=0, uns
         loaded = LoadedModel(labels, "onnx", onnx_path, predict, _keras_path=keras_path or "")
     else:
         if not keras_path:
-            raise GAError(f"--engine keras: no .keras or .h5 model at {target}")
+            raise GAError(f"keras: no .keras or .h5 model at {target}", arg="engine")
         from ga.model import batch_predictor
 
         km = load_keras(keras_path, unsafe)
         out_dim = km.output_shape[-1]
         loaded = LoadedModel(labels, "keras", keras_path, batch_predictor(km), km, keras_path)
-    want = 1 if labels["task"] == "binary" else len(labels["classes"])
+    want = get_task(labels).units(labels["classes"])
     if isinstance(out_dim, int) and out_dim != want:
         raise ModelError(f"{loaded.source}: the model has {out_dim} output(s) but its labels.json lists "
                          f"{labels['classes']} ({labels['task']}, {want} output(s) expected)")
@@ -203,7 +196,7 @@ def load_keras(path, unsafe=False):
         text = str(exc)
         if "unsafe" in text.lower() or "lambda" in text.lower():
             raise ModelError(f"{path} contains code (a Lambda layer) that would run on loading; refusing without "
-                             f"--unsafe (only for files you trust)") from None
+                             f"{opt('unsafe', 'unsafe=True')} (only for files you trust)") from None
         raise ModelError(f"{path}: cannot load the Keras model ({first_line(exc)})") from None
     except Exception as exc:  # h5py/zipfile raise many types for damaged files
         raise ModelError(f"{path}: cannot load the Keras model ({one_line(exc)})") from None
@@ -276,25 +269,15 @@ class Prediction:
 
 
 def class_probabilities(labels, probs):
-    """Per-class probabilities: binary (p) -> [1 - p, p]; multilabel unchanged."""
-    probs = np.asarray(probs, np.float32)
-    if labels["task"] == "binary":
-        return np.stack([1 - probs[:, 0], probs[:, 0]], axis=1)
-    return probs
+    """Per-class probabilities: binary (p) -> [1 - p, p]; the others unchanged."""
+    return get_task(labels).class_probabilities(probs)
 
 
 def decide(labels, thresholds, probs_row):
     """(predicted names, confidence) for one image's model output row."""
-    classes = labels["classes"]
-    on = decisions(np.asarray(probs_row, np.float32)[None, :], labels["task"], classes, thresholds)[0]
-    names = [c for c, f in zip(classes, on) if f]
-    if labels["task"] == "binary":
-        p = float(probs_row[0])
-        return names, (p if names[0] == classes[1] else 1 - p)
-    if labels["task"] == "multiclass":
-        return names, float(np.max(probs_row))
-    conf = [float(p) for p, f in zip(probs_row, on) if f]
-    return names, (min(conf) if conf else float(1 - max(probs_row)))
+    task, classes = get_task(labels), labels["classes"]
+    on = task.decide(np.asarray(probs_row, np.float32)[None, :], classes, thresholds)[0]
+    return [c for c, f in zip(classes, on) if f], task.confidence(probs_row, on, classes)
 
 
 def predict_folder(model, inputs, recursive=False, **options):
@@ -316,7 +299,8 @@ def input_files(inputs, recursive=False):
     if missing:
         raise GAError(f"not found: {', '.join(missing)}")
     if not files:
-        raise GAError(f"no files in {', '.join(inputs)}" + ("" if recursive else " (use --recursive for subfolders)"))
+        raise GAError(f"no files in {', '.join(inputs)}" +
+                      ("" if recursive else f" (use {opt('recursive', 'recursive=True')} for subfolders)"))
     return files
 
 
@@ -331,12 +315,7 @@ def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=
     from tqdm import tqdm
 
     labels = model.labels
-    thresholds = dict(labels["thresholds"])
-    if threshold is not None and labels["task"] == "multiclass":
-        raise GAError("--threshold does not apply to a multiclass model: it names its most probable class")
-    if threshold is not None:
-        thresholds = {k: threshold for k in thresholds}
-    out = Prediction(labels, thresholds, model=model.provenance())
+    out = Prediction(labels, decision_thresholds(labels, threshold), model=model.provenance())
     # With --cluster, one Keras pass gives both the features and the probabilities.
     both_fn = _features_and_probs_fn(model.keras(), "pooled" if features is True else features) if features else None
     show = progress if progress is not None else len(files) > 200
@@ -363,6 +342,47 @@ def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=
                     gi += 1
             bar.update(len(chunk))
     bar.close()
+    return out
+
+
+def decision_thresholds(labels, threshold=None):
+    """The thresholds decisions use: labels.json's, or `threshold` for every class (a
+    GAError for a model that names its most probable class)."""
+    if threshold is None:
+        return dict(labels["thresholds"])
+    get_task(labels).check_threshold_override()
+    return {k: threshold for k in labels["thresholds"]}
+
+
+def prepare_array(image, labels):
+    """An image array (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), any dtype of 0-255 values,
+    prepared as a file is: RGB, resized (and centre-cropped) to the model's input."""
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 3, 4):
+        raise GAError(f"an image array must be (height, width[, 1, 3 or 4 channels]), got shape {a.shape}",
+                      arg="images")
+    a = np.repeat(a, 3, axis=2) if a.shape[-1] == 1 else a[:, :, :3]
+    a = np.clip(np.round(a.astype(np.float32)), 0, 255).astype(np.uint8)
+    out = np.asarray(resize_uint8(a, tuple(labels.get("resize") or labels["input_size"])))
+    crop = labels.get("center_crop")
+    return center_crop(out, crop) if crop else out
+
+
+def predict_arrays(model, images, batch_size=64, threshold=None, names=None):
+    """Predict image arrays (a sequence of arrays, or one (n, h, w, c) array), in batches.
+
+    Returns:
+        Prediction whose results are named by `names` (default `array[i]`).
+    """
+    labels = model.labels
+    out = Prediction(labels, decision_thresholds(labels, threshold), model=model.provenance())
+    prepared = [prepare_array(a, labels) for a in images]
+    names = list(names) if names is not None else [f"array[{i}]" for i in range(len(prepared))]
+    for start in range(0, len(prepared), batch_size):
+        probs = model.predict(np.stack(prepared[start:start + batch_size]).astype(np.float32))
+        out.results += [Result(n, probs=np.asarray(p)) for n, p in zip(names[start:start + batch_size], probs)]
     return out
 
 
@@ -400,40 +420,23 @@ def _features_and_probs_fn(keras_model, kind="pooled"):
 
 
 def labelled_files(folder, labels):
-    """The images of a labelled folder and their labels in the model's class order:
-    class subfolders named like the model's classes (binary, multiclass), or a labels.csv
-    (multi-label).
+    """The images of a labelled folder and their labels in the model's class order (any
+    layout `ga.layouts` reads: class folders named like the model's classes or 0, 1, ...; a
+    labels.csv).
 
     Returns:
         (paths, y_true float32 (n, outputs)).
     """
-    from ga.images import image_files, subfolders
+    from ga.layouts import labelled_images
 
     classes = labels["classes"]
     if not os.path.isdir(folder):
-        raise GAError(f"--evaluate: not a folder: {folder}")
-    if labels["task"] == "multilabel":
-        from ga.data import list_split
-
-        if not os.path.isfile(os.path.join(folder, "labels.csv")):
-            raise GAError(f"--evaluate: {folder} has no labels.csv (a multi-label model is evaluated on images "
-                          f"listed in one)")
-        return list_split(folder, classes, "multilabel", any_class="any" in classes)
-    from ga.splitting import class_name
-
-    # Folders named 0, 1, ... (the study's layout) are the model's classes in index order.
-    found = {class_name(d, classes): d for d in subfolders(folder)}
-    unknown = [d for c, d in found.items() if c not in classes]
-    if unknown or not found:
-        raise GAError(f"--evaluate: {folder} must hold class folders named like the model's classes {classes} "
-                      f"(or 0, 1, ... in that order); " + (f"unknown: {', '.join(unknown)}" if unknown else "found none"))
-    paths, y = [], []
-    for idx, c in enumerate(classes):
-        if c in found:
-            got = image_files(os.path.join(folder, found[c]))
-            paths += got
-            y += [idx] * len(got)
-    return paths, class_labels(y, labels["task"], len(classes))
+        raise GAError(f"not a folder: {folder}", arg="folder")
+    try:
+        return labelled_images(folder, classes, get_task(labels), class_names=classes, any_class="any" in classes,
+                               partial=True)
+    except GAError as exc:
+        raise GAError(exc.message, arg="folder") from None
 
 
 def run_prefix(source):
@@ -461,19 +464,19 @@ def evaluate_folder(model, folder, out_dir, prefix="", threshold=None, **options
 
     paths, y_true = labelled_files(folder, model.labels)
     if not paths:
-        raise GAError(f"--evaluate: no images in {folder}")
+        raise GAError(f"no images in {folder}", arg="folder")
     pred = predict_files(model, paths, threshold=threshold, **options)
     ok = [i for i, r in enumerate(pred.results) if not r.error]
     if not ok:
-        raise GAError(f"--evaluate: no readable images in {folder}")
+        raise GAError(f"no readable images in {folder}", arg="folder")
     labels = model.labels
     y_prob = np.stack([pred.results[i].probs for i in ok]).astype(np.float32)
     title = f"{prefix} evaluation of {model.source} on {folder}".strip()
     extra = {"model": model.source, "engine": model.engine, "data": folder,
              "skipped": [{"path": r.path, "reason": r.error} for r in pred.errors]}
-    m = analysis.write_evaluation(out_dir, prefix, labels["task"], labels["classes"], pred.thresholds, y_true[ok],
+    m = analysis.write_evaluation(out_dir, prefix, get_task(labels), labels["classes"], pred.thresholds, y_true[ok],
                                   y_prob, [paths[i] for i in ok], title, extra)
-    if labels["task"] == "multilabel":
+    if get_task(labels).tunes_thresholds:
         grid, curves, best = analysis.threshold_sweep(labels["classes"], y_true[ok], y_prob)
         analysis.plot_threshold_sweep(grid, curves, best, os.path.join(out_dir, f"{prefix}threshold_sweep.png"))
     return m, pred
@@ -531,12 +534,8 @@ def result_lines(pred, fmt="ga"):
         name = os.path.basename(r.path)
         if fmt == "study":
             lines.append(f"File {name} prediction: {names[0].upper()} with confidence {100 * float(r.probs[0]):.2f}%")
-        elif pred.labels["task"] != "multilabel":
-            lines.append(f"File {name} prediction {names[0]} confidence {conf:.4f}")
         else:
-            probs = dict(zip(pred.labels["classes"], r.probs))
-            shown = ", ".join(f"{c} {probs[c]:.4f}" for c in names) or "none"
-            lines.append(f"File {name} prediction {shown}")
+            lines.append(get_task(pred.labels).result_line(name, pred.labels["classes"], r.probs, names, conf))
     return lines
 
 
@@ -552,7 +551,7 @@ def cluster(pred, k, out_dir, space="full"):
 
     ok = [r for r in pred.results if not r.error]
     if len(ok) < max(k, 2):
-        raise GAError(f"--cluster {k}: needs at least {max(k, 2)} readable images, got {len(ok)}")
+        raise GAError(f"{k}: needs at least {max(k, 2)} readable images, got {len(ok)}", arg="cluster")
     x = np.stack([r.features for r in ok])
     pca = PCA(n_components=2)
     xy = pca.fit_transform(x)

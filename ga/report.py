@@ -16,6 +16,7 @@ import sys
 import yaml
 
 from ga.files import atomic_write_text
+from ga.tasks import TASKS
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}
@@ -44,12 +45,18 @@ def _config_rows(cfg):
             ("image size", d.get("image_size")), ("batch size", d.get("batch_size")),
             ("optimizer", f"{t.get('optimizer')}, lr {t.get('learning_rate')}, weight decay {t.get('weight_decay')}"),
             ("learning-rate schedule", (t.get("lr_schedule") or {}).get("kind")), ("epochs (at most)", t.get("epochs")),
-            ("data", d.get("split_root") if m.get("task") != "contrastive" else d.get("train_dir"))]
+            ("data", d.get("split_root") if _classifier(m) else d.get("train_dir"))]
+
+
+def _classifier(doc):
+    """Whether a config's model section or a metrics.json belongs to a classifier run."""
+    task = TASKS.get(doc.get("task"))
+    return task is None or task.classifier
 
 
 def _results(m):
     """The test section: accuracy, AUC, the per-class table (classifiers) or the losses."""
-    if m.get("task") == "contrastive":
+    if not _classifier(m):
         keys = ("loss", "images", "validation_images", "first_loss", "final_loss", "best_loss", "final_val_loss")
         return _table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
     auc = m.get("roc_auc")
@@ -118,8 +125,7 @@ def write_report(run_dir):
     return path
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not os.path.isfile(os.path.join(sys.argv[1], "metrics.json")):
-        print("usage: python -m ga.report <run folder>", file=sys.stderr)
-        sys.exit(2)
-    print(write_report(sys.argv[1]))
+if __name__ == "__main__":  # the command line lives in ga.cli (`ga report` is the same command)
+    from ga.cli import report_main
+
+    sys.exit(report_main(prog="python -m ga.report"))

@@ -10,12 +10,12 @@ import platform
 import subprocess
 import sys
 
-import numpy as np
 
 from ga import __version__
 from ga.config import model_input_size, preprocessing_mode
 from ga.errors import ModelError
 from ga.files import atomic_write_csv, atomic_write_json, sha256_file
+from ga.tasks import TASKS, get_task
 
 RUNNING = "RUNNING"
 LABELS = "labels.json"
@@ -54,43 +54,27 @@ def newest_run(root):
     if not os.path.isdir(root):
         return None
     runs = [os.path.join(root, d) for d in os.listdir(root)]
-    runs = [r for r in runs if os.path.isdir(r) and is_complete(r) and _task(r) != "contrastive"]
+    runs = [r for r in runs if os.path.isdir(r) and is_complete(r) and _is_classifier(r)]
     return max(runs, key=lambda r: os.path.getmtime(os.path.join(r, "metrics.json")), default=None)
 
 
-def _task(run_dir):
+def _is_classifier(run_dir):
     try:
         with open(os.path.join(run_dir, LABELS), encoding="utf-8") as fh:
-            return json.load(fh).get("task")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def output_count(task, classes):
-    """Model outputs of a task: binary one sigmoid unit, else one unit per class."""
-    return 1 if task == "binary" else len(classes)
-
-
-def class_labels(index, task, n_classes):
-    """Labels of exclusive classes from class indices (n,): binary (n, 1) index, multiclass
-    (n, n_classes) one-hot."""
-    index = np.asarray(index, int)
-    if task == "multiclass":
-        return np.eye(n_classes, dtype=np.float32)[index]
-    return index.astype(np.float32).reshape(-1, 1)
+            return TASKS[json.load(fh).get("task")].classifier
+    except (OSError, ValueError, AttributeError, KeyError):
+        return False
 
 
 def labels_document(cfg, classes, thresholds=None):
     """The labels.json contract (also mirrored into the ONNX metadata). A multiclass model
     has no thresholds: it names its most probable class."""
-    task = cfg.model.task
-    thr = {} if task == "multiclass" else \
-        thresholds or {c: cfg.model.threshold for c in (classes[1:] if task == "binary" else classes)}
+    task = get_task(cfg)
     doc = {
-        "task": task,
+        "task": task.name,
         "classes": list(classes),
-        "positive_class": classes[1] if task == "binary" else None,
-        "thresholds": thr,
+        "positive_class": task.positive_class(classes),
+        "thresholds": thresholds or task.default_thresholds(classes, cfg.model.threshold),
         "input_size": list(model_input_size(cfg)),
         "resize": list(cfg.data.image_size),
         "center_crop": list(cfg.data.augment.crop) if cfg.data.augment.crop else None,
@@ -99,24 +83,6 @@ def labels_document(cfg, classes, thresholds=None):
         "version": __version__,
     }
     return doc
-
-
-def decisions(probs, task, classes, thresholds):
-    """Which classes each row of model outputs names: a bool matrix (n, len(classes)).
-
-    Binary: the one output is the probability of classes[1], named when it is above that
-    class's threshold, classes[0] otherwise. Multiclass: the most probable class (softmax
-    outputs; the first on ties). Multi-label: column i names classes[i] when it is above
-    classes[i]'s threshold.
-    """
-    probs = np.asarray(probs, np.float32)
-    if task == "binary":
-        pos = probs[:, 0] > thresholds[classes[1]]
-        return np.stack([~pos, pos], axis=1)
-    if task == "multiclass":
-        return np.eye(len(classes), dtype=bool)[np.argmax(probs, axis=1)] if len(probs) else \
-            np.zeros((0, len(classes)), bool)
-    return probs > np.array([thresholds[c] for c in classes], np.float32)[None, :]
 
 
 def write_labels(run_dir, doc):
@@ -142,16 +108,10 @@ def check_labels(doc, path):
     need = ("task", "classes", "thresholds", "input_size", "preprocessing")
     if not isinstance(doc, dict) or any(k not in doc for k in need):
         raise ModelError(f"{path} is not a ga labels file (needs {', '.join(need)})")
-    if doc["task"] == "contrastive":
-        raise ModelError(f"{path} belongs to a contrastive pretraining run, which has no classifier: train one "
-                         f"from its backbone (model.backbone_weights: <run>/<prefix>backbone.weights.h5) and use that")
-    if doc["task"] not in ("binary", "multiclass", "multilabel") or not isinstance(doc["classes"], list) \
-            or len(doc["classes"]) < 1:
+    if doc["task"] not in TASKS or not isinstance(doc["classes"], list) or \
+            (get_task(doc).classifier and len(doc["classes"]) < 1):
         raise ModelError(f"{path}: task or classes are malformed")
-    if doc["task"] == "binary" and len(doc["classes"]) != 2:
-        raise ModelError(f"{path}: a binary model needs exactly two classes, got {doc['classes']}")
-    if doc["task"] == "multiclass" and len(doc["classes"]) < 2:
-        raise ModelError(f"{path}: a multiclass model needs at least two classes, got {doc['classes']}")
+    get_task(doc).check_labels_document(doc["classes"], path)
     return doc
 
 

@@ -22,10 +22,9 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ga.errors import GAError
 from ga.files import atomic_path, atomic_write_csv
 from ga.images import resize_uint8
-from ga.runs import decisions
+from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
     boxes = tile_boxes(w, h, tile, overlap)
     probs = _predict_tiles(model, frame, boxes, tuple(labels["input_size"]), batch_size)
     fired = marks(probs)
-    columns = labels["classes"] if labels["task"] == "multilabel" else labels["classes"][1:]
+    columns = get_task(labels).scan_columns(labels["classes"])
     stem = os.path.splitext(os.path.basename(path))[0]
     out = _write_scan(frame, boxes, fired, probs, columns, out_dir, stem)
     return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), **out}
@@ -90,20 +89,7 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
 def marking(labels, rule, threshold=None):
     """The function (model outputs -> bool per tile) of `rule` for a model's labels.json.
     Raises GAError for a model the rule cannot read."""
-    task, classes = labels["task"], labels["classes"]
-    if task not in ("multilabel", "binary"):
-        raise GAError(f"--scan needs a multi-label or binary model; this one is {task}")
-    if rule == "any":
-        if task == "multilabel" and classes[-1] != "any":
-            raise GAError("--rule any reads the model's 'any' output, and this multi-label model has none "
-                          "(train with data.any_class: true), or use --rule classes")
-        thr = 0.5 if threshold is None else threshold
-        return lambda probs: np.asarray(probs)[:, -1] > thr
-    thr = {c: (threshold if threshold is not None else labels["thresholds"][c]) for c in labels["thresholds"]}
-    if task == "binary":
-        return lambda probs: decisions(probs, task, classes, thr)[:, 1]
-    watched = [c != "any" for c in classes]  # the derived "any" marks nothing by itself
-    return lambda probs: decisions(probs, task, classes, thr)[:, watched].any(axis=1)
+    return get_task(labels).scan_marker(labels["classes"], labels["thresholds"], rule, threshold)
 
 
 def _predict_tiles(model, frame, boxes, size, batch_size):

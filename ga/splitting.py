@@ -32,26 +32,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from ga.errors import DataError
+from ga.errors import DataError, opt
 from ga.files import atomic_path, atomic_write_csv, atomic_write_json, sha256_file
-from ga.images import (
-    ImageProblem,
-    checked,
-    dihedral,
-    is_image_name,
-    subfolders,
-    walk_files,
-)
+from ga.images import ImageProblem, checked, dihedral, is_image_name
+from ga.layouts import LABELS_CSV, list_source
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason", "target")
-# The study's own split layout (GAsplitDataIntoTrainValidandTest.py), read as one source.
-STUDY_FOLDERS = ("GAtrainBinary", "GAvalidBinary", "GAtestBinary")
-# The graphene study's dataset folder (train.py --dataset_dir): images, and per image a
-# <stem>-labels.csv of comma-separated 0/1 values, one per class, in a sibling folder.
-GRAPHENE_FOLDERS = (("training_images", "training_labels"), ("validation_images", "validation_labels"))
 
 
 @dataclass
@@ -83,13 +72,30 @@ class FileInfo:
 
 @dataclass
 class SplitResult:
-    """What a split did: manifest rows, counts and the process exit status."""
+    """What a split did: manifest rows, counts and the process exit status.
+
+    `state`: "split" (planned, and written unless `dry_run`), "unchanged" (the destination
+    already held this split) or "completed" (an interrupted split finished: `to_place` files
+    placed)."""
 
     files: list
     counts: dict = field(default_factory=dict)  # {class: {split: n}}
     groups: dict = field(default_factory=dict)  # {class: number of groups}
     changed: bool = True
     exit_code: int = 0
+    dest: str = ""
+    dry_run: bool = False
+    state: str = "split"
+    to_place: int = 0
+
+    @property
+    def unused(self):
+        """The files not placed in any split (corrupt, rejected, not images)."""
+        return [f for f in self.files if not f.usable]
+
+    @property
+    def duplicates(self):
+        return sum(1 for f in self.files if f.status == "duplicate")
 
 
 # ---------------------------------------------------------------------------- scanning
@@ -154,62 +160,11 @@ def _name_problem(rel):
     return None
 
 
-def _safe_name(rel):
+def safe_name(rel):
+    """A file name as the manifest and messages show it (control characters and bytes that are
+    not UTF-8 escaped)."""
     return rel.encode("utf-8", "backslashreplace").decode("utf-8").encode("unicode_escape").decode("ascii") \
         if _name_problem(rel) else rel
-
-
-def class_name(folder, class_names=None):
-    """The class a folder holds: `class_names[i]` for a folder named `i` (the study's `0` and
-    `1`) when names are given, else the folder's own name."""
-    if class_names and folder.isdigit() and int(folder) < len(class_names):
-        return class_names[int(folder)]
-    return folder
-
-
-def _list_class_folders(source, strict=True, class_names=None):
-    """(classes, [(rel, class, target)]) for every regular file under each class folder,
-    sorted; `target` is where it goes below a split folder (its class's name, then the path
-    below the class folder).
-
-    With `strict`, a source without class folders or with an empty one is an error (a new
-    split); without it (completing a `move` split) emptied folders are expected. The study's
-    layout (GAtrainBinary/0, GAvalidBinary/1, ...) is read as one pool of class folders.
-    """
-    roots = [d for d in STUDY_FOLDERS if os.path.isdir(os.path.join(source, d))] or [""]
-    folders = [(root, d) for root in roots for d in subfolders(os.path.join(source, root))]
-    if not folders and strict:
-        raise DataError(f"no class folders in {source} (expected one folder per class, e.g. cex/ and pg/, "
-                        f"or images with a labels.csv)")
-    items = []
-    for root, folder in folders:
-        base = os.path.join(source, root, folder)
-        cls = class_name(folder, class_names)
-        found = [(os.path.relpath(p, source).replace(os.sep, "/"), cls,
-                  "/".join([cls, os.path.relpath(p, base).replace(os.sep, "/")])) for p in walk_files(base)]
-        if not found and strict:
-            raise DataError(f"class folder is empty: {base}")
-        items.extend(found)
-    return sorted({c for _, c, _ in items}), items
-
-
-def read_labels_csv(source):
-    """(classes, {filename: (0/1, ...)}) from `<source>/labels.csv`, in file order."""
-    path = os.path.join(source, "labels.csv")
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if not rows or len(rows[0]) < 2 or rows[0][0] != "filename":
-        raise DataError(f"{path}: the header must be filename,<class>,<class>...")
-    classes = rows[0][1:]
-    labels = {}
-    for n, row in enumerate(rows[1:], 2):
-        if len(row) != len(rows[0]) or any(v not in ("0", "1") for v in row[1:]):
-            raise DataError(f"{path} line {n}: expected a file name and {len(classes)} values of 0 or 1")
-        labels[row[0]] = tuple(int(v) for v in row[1:])
-    return classes, labels
 
 
 # ---------------------------------------------------------------------------- grouping
@@ -358,8 +313,8 @@ def _assign(groups, ratios, seed, order, stratum):
 
 
 def _write_manifest(path, files):
-    atomic_write_csv(path, MANIFEST_FIELDS, ([_safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "",
-                                             f.height or "", f.status, f.reason, _safe_name(f.placed)] for f in files))
+    atomic_write_csv(path, MANIFEST_FIELDS, ([safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "",
+                                             f.height or "", f.status, f.reason, safe_name(f.placed)] for f in files))
 
 
 def read_manifest(path):
@@ -443,30 +398,16 @@ def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy",
     listing = list_source(source, class_names)
     files = _scan(source, listing, workers, bar_off)
     result = plan_split(files, listing, ratios, seed, order, tolerance)
-    _report(result, listing, dry_run)
+    result.dest, result.dry_run = dest, dry_run
     if not dry_run:
         _write_split(source, dest, result, listing, {**params, "mode": mode}, mode, overwrite, bar_off)
     return result
 
 
-@dataclass
-class Listing:
-    """What the source holds before any file is read: its classes and (file, class) items."""
-
-    root: str
-    classes: list
-    items: list  # (relative path, class or ';'-joined labels (None: not in labels.csv), path in a split folder)
-    missing: list = field(default_factory=list)  # labels.csv rows with no file
-    labels: dict = None  # multi-label: {file name: (0/1, ...)}
-
-    @property
-    def multilabel(self):
-        return self.labels is not None
-
-
 def _check_arguments(source, dest, ratios):
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
-        raise DataError(f"--ratios must be three non-negative numbers that sum to 1, got {ratios} (sum {sum(ratios):g})")
+        raise DataError(f"must be three non-negative numbers that sum to 1, got {ratios} (sum {sum(ratios):g})",
+                        arg="ratios")
     if not os.path.isdir(source):
         raise DataError(f"source folder not found: {source}")
     src_abs, dest_abs = os.path.realpath(source), os.path.realpath(dest)
@@ -485,79 +426,7 @@ def _previous_split(dest, params, overwrite):
     if {k: old.get(k) for k in params} == params:
         return old
     raise DataError(f"{dest} already holds a different split (manifest.csv with other source, ratios, seed or "
-                    f"order); choose another --dest or pass --overwrite")
-
-
-def _multilabel_names(source):
-    """The file names beside a multi-label source's labels.csv (links included, to be rejected)."""
-    return sorted(f for f in os.listdir(source) if f != "labels.csv" and not f.startswith(".")
-                  and (os.path.isfile(os.path.join(source, f)) or os.path.islink(os.path.join(source, f))))
-
-
-def is_graphene_layout(source):
-    """Whether `source` is the graphene study's dataset folder (training_images/ ...)."""
-    return not os.path.isfile(os.path.join(source, "labels.csv")) and \
-        os.path.isdir(os.path.join(source, GRAPHENE_FOLDERS[0][0]))
-
-
-def read_graphene_layout(source, class_names=None):
-    """(classes, {relative image path: (0/1, ...)}, relative image paths) of the graphene
-    study's dataset folder: training_images/ and validation_images/ (both are pooled and split
-    again), each image's labels in <images folder's labels sibling>/<stem>-labels.csv. An image
-    without a labels file is listed without labels (and rejected by the split). Classes are
-    `class_names` when given, else class1, class2, ..."""
-    names, labels, width = [], {}, None
-    for images, label_dir in GRAPHENE_FOLDERS:
-        folder = os.path.join(source, images)
-        if not os.path.isdir(folder):
-            continue
-        for f in sorted(x for x in os.listdir(folder) if not x.startswith(".")):
-            rel = f"{images}/{f}"
-            names.append(rel)
-            path = os.path.join(source, label_dir, f.split(".")[0] + "-labels.csv")  # the study's name rule
-            if os.path.isfile(path):
-                labels[rel] = _label_file(path)
-                if width is not None and len(labels[rel]) != width:
-                    raise DataError(f"{path}: {len(labels[rel])} values, but other label files have {width}")
-                width = len(labels[rel])
-    if width is None:
-        raise DataError(f"{source}: no <name>-labels.csv files in {GRAPHENE_FOLDERS[0][1]}/ for the images in "
-                        f"{GRAPHENE_FOLDERS[0][0]}/")
-    if class_names and len(class_names) != width:
-        raise DataError(f"data.class_names names {len(class_names)} classes, but the label files have {width} values")
-    return list(class_names or (f"class{i + 1}" for i in range(width))), labels, names
-
-
-def _label_file(path):
-    """The 0/1 values of one <stem>-labels.csv (numpy.savetxt writes them as 0.0/1.0)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            values = [float(v) for v in fh.read().replace("\n", ",").split(",") if v.strip()]
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if not values or any(v not in (0.0, 1.0) for v in values):
-        raise DataError(f"{path}: expected comma-separated values of 0 or 1")
-    return tuple(int(v) for v in values)
-
-
-def _multilabel_source(source, class_names=None):
-    """(classes, {name: labels}, names) of a labels.csv folder or the graphene study's layout."""
-    if is_graphene_layout(source):
-        return read_graphene_layout(source, class_names)
-    classes, labels = read_labels_csv(source)
-    return classes, labels, _multilabel_names(source)
-
-
-def list_source(source, class_names=None, strict=True):
-    """The Listing of a source: class folders (or the study's GA{train,valid,test}Binary
-    layout), images with a labels.csv, or the graphene study's dataset folder."""
-    if not os.path.isfile(os.path.join(source, "labels.csv")) and not is_graphene_layout(source):
-        classes, items = _list_class_folders(source, strict, class_names)
-        return Listing(source, classes, items)
-    classes, labels, names = _multilabel_source(source, class_names)
-    items = [(n, ";".join(c for c, v in zip(classes, labels[n]) if v) if n in labels else None, n.split("/")[-1])
-             for n in names]
-    return Listing(source, classes, items, sorted(set(labels) - set(names)), labels)
+                    f"order); choose another {opt('dest')} or pass {opt('overwrite', 'overwrite=True')}")
 
 
 def _scan(source, listing, workers, bar_off):
@@ -611,13 +480,6 @@ def plan_split(files, listing, ratios, seed, order, tolerance):
                        exit_code=1 if bad else 0)
 
 
-def _report(result, listing, dry_run):
-    for f in result.files:
-        if not f.usable:
-            print(f"skipped: {_safe_name(f.source)}: {f.status}: {f.reason}", file=sys.stderr)
-    _print_summary(result, None if listing.multilabel else listing.classes, dry_run)
-
-
 def _write_split(source, dest, result, listing, params, mode, overwrite, bar_off):
     """Manifest first (the record a re-run completes from), then the files, then split.json
     marked complete."""
@@ -629,8 +491,8 @@ def _write_split(source, dest, result, listing, params, mode, overwrite, bar_off
     atomic_write_json(params_path, doc)
     _write_manifest(manifest_path, result.files)
     _copy_all(source, dest, result.files, mode, bar_off)
-    if listing.multilabel:
-        _write_split_labels(dest, result.files, listing.classes, listing.labels)
+    if listing.labels is not None:
+        _write_split_labels(dest, result.files, listing.columns, listing.labels)
     atomic_write_json(params_path, {**doc, "complete": True})
 
 
@@ -652,41 +514,38 @@ def _copy_all(source, dest, files, mode, bar_off):
         _place(src, dst, mode, f.sha256)
 
 
-def _write_split_labels(dest, files, classes, labels):
+def _write_split_labels(dest, files, columns, labels):
+    """Each split's labels.csv, with the source's label columns (`label`, or one per class)."""
     for s in SPLITS:
         rows = [[f.placed, *labels[f.source]] for f in files if f.usable and f.split == s]
         os.makedirs(os.path.join(dest, s), exist_ok=True)
-        atomic_write_csv(os.path.join(dest, s, "labels.csv"), ["filename", *classes], rows)
+        atomic_write_csv(os.path.join(dest, s, LABELS_CSV), ["filename", *columns], rows)
 
 
 def _complete_existing(source, dest, mode, dry_run, params, bar_off):
     files = read_manifest(os.path.join(dest, "manifest.csv"))
     listed = {f.source for f in files}
-    if os.path.isdir(source):
-        if params.get("multilabel"):
-            present = {_safe_name(n) for n in _multilabel_source(source, params.get("class_names"))[2]}
-        else:
-            present = {_safe_name(rel) for rel, _, _ in _list_class_folders(source, False, params.get("class_names"))[1]}
-        new = sorted(present - listed)
+    listing = list_source(source, params.get("class_names"), strict=False) if os.path.isdir(source) else None
+    if listing is not None:
+        new = sorted({safe_name(rel) for rel, _, _ in listing.items} - listed)
         if new:
             raise DataError(f"{len(new)} file(s) in {source} are not in the existing split at {dest} "
-                            f"(e.g. {new[0]}); pass --overwrite to split again")
+                            f"(e.g. {new[0]}); pass {opt('overwrite', 'overwrite=True')} to split again")
     missing = [f for f in files if f.usable and not os.path.isfile(os.path.join(dest, f.split, *f.placed.split("/")))]
-    result = SplitResult(files=files, changed=bool(missing) or not params.get("complete"))
+    result = SplitResult(files=files, changed=bool(missing) or not params.get("complete"), dest=dest,
+                         dry_run=dry_run, state="completed", to_place=len(missing))
     for f in files:
         if f.usable:
             result.counts.setdefault(f.cls, {s: 0 for s in SPLITS})[f.split] += 1
     result.exit_code = 1 if any(not f.usable for f in files) else 0
     if not result.changed:
-        print(f"{dest} already holds this split ({sum(f.usable for f in files)} images); nothing to do")
+        result.state = "unchanged"
         return result
-    print(f"completing the split in {dest}: {len(missing)} file(s) to place")
     if dry_run:
         return result
     _copy_all(source, dest, files, params.get("mode", mode), bar_off)
-    if params.get("multilabel"):
-        classes, labels, _ = _multilabel_source(source, params.get("class_names"))
-        _write_split_labels(dest, files, classes, labels)
+    if listing is not None and listing.labels is not None:
+        _write_split_labels(dest, files, listing.columns, listing.labels)
     atomic_write_json(os.path.join(dest, "split.json"), {**params, "complete": True})
     return result
 
@@ -698,33 +557,9 @@ def _remove_previous(dest, manifest_path):
             if os.path.isfile(p):
                 os.remove(p)
     for s in SPLITS:
-        lab = os.path.join(dest, s, "labels.csv")
+        lab = os.path.join(dest, s, LABELS_CSV)
         if os.path.isfile(lab):
             os.remove(lab)
         for dirpath, _, _ in sorted(os.walk(os.path.join(dest, s)), key=lambda t: -len(t[0])):
             if not os.listdir(dirpath):
                 os.rmdir(dirpath)
-
-
-def _print_summary(result, classes, dry_run):
-    strata = sorted(result.counts)
-    width = max([len(s) for s in strata] + [8])
-    lines = [("would split" if dry_run else "split") + f" ({'dry run: nothing written' if dry_run else 'done'})",
-             f"{'class':<{width}}  {'groups':>6}  " + "  ".join(f"{s:>14}" for s in SPLITS) + f"  {'total':>6}"]
-    total = {s: 0 for s in SPLITS}
-    for st in strata:
-        c = result.counts[st]
-        n = sum(c.values())
-        groups = result.groups.get(st, 0)
-        cells = "  ".join(f"{c[s]:>6} ({100 * c[s] / n:5.1f}%)" if n else f"{0:>14}" for s in SPLITS)
-        lines.append(f"{st or '(none)':<{width}}  {groups:>6}  {cells}  {n:>6}")
-        for s in SPLITS:
-            total[s] += c[s]
-    bad = {}
-    for f in result.files:
-        if not f.usable:
-            bad[f.status] = bad.get(f.status, 0) + 1
-    dups = sum(1 for f in result.files if f.status == "duplicate")
-    lines.append("not used: " + (", ".join(f"{k} {v}" for k, v in sorted(bad.items())) or "none")
-                 + f"; byte-identical duplicates kept with their group: {dups}")
-    print("\n".join(lines))

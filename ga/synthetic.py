@@ -28,7 +28,6 @@ Every image has its own seed derived from the run seed, so output is byte-identi
 the same arguments on any machine.
 """
 
-import argparse
 import math
 import os
 import sys
@@ -39,6 +38,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ga.files import atomic_write_csv
 from ga.images import dihedral
+from ga.layouts import LABELS_CSV
 
 CRYSTAL_LAYOUT = os.path.join("cropped", "cropped")
 CEX_SIZE = 151
@@ -476,7 +476,7 @@ def generate_graphene(out, count=400, size=400, seed=0, progress=False):
         rows.append((name, *labels))
         bar.update(1)
     bar.close()
-    atomic_write_csv(os.path.join(out, "labels.csv"), ["filename", "class1", "class2", "class3"], rows)
+    atomic_write_csv(os.path.join(out, LABELS_CSV), ["filename", "class1", "class2", "class3"], rows)
     return out
 
 
@@ -502,44 +502,7 @@ def generate_wafer(out, width=4908, height=3264, seed=0, n_flakes=8):
     return out, boxes
 
 
-# ---------------------------------------------------------------------------- command line
+if __name__ == "__main__":  # the command line lives in ga.cli (`ga synth` is the same command)
+    from ga.cli import synth_main
 
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m ga.synthetic", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="kind", required=True)
-    c = sub.add_parser("crystals", help="CEX vs PG crops in the Kaggle layout")
-    c.add_argument("--out", default="data/archive")
-    c.add_argument("--per-class", type=int, default=300)
-    c.add_argument("--pg-copies", type=int, default=5, help="rotated/flipped copies per PG crop (1: none)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--classes", default="cex,pg",
-                   help="kinds to write, comma-separated, from cex, pg, plate; `name:N` gives one class its own "
-                        "count (e.g. cex,pg:80 for a 10:1 imbalance at --per-class 800); default: %(default)s")
-    g = sub.add_parser("graphene", help="multi-label flake crops and labels.csv")
-    g.add_argument("--out", default="data/graphene")
-    g.add_argument("--count", type=int, default=400)
-    g.add_argument("--size", type=int, default=400)
-    g.add_argument("--seed", type=int, default=0)
-    w = sub.add_parser("wafer", help="one whole frame with labelled flakes and their boxes")
-    w.add_argument("--out", default="data/wafer.png")
-    w.add_argument("--width", type=int, default=4908)
-    w.add_argument("--height", type=int, default=3264)
-    w.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        if args.kind == "crystals":
-            print(generate_crystals(args.out, args.per_class, args.seed, args.pg_copies, progress=True,
-                                    classes=args.classes.split(",")))
-        elif args.kind == "graphene":
-            print(generate_graphene(args.out, args.count, args.size, args.seed, progress=True))
-        else:
-            print(*generate_wafer(args.out, args.width, args.height, args.seed), sep="\n")
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(synth_main(prog="python -m ga.synthetic"))

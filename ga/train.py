@@ -43,6 +43,7 @@ from ga.distributed import (
 )
 from ga.errors import ConfigError, DataError, TrainingError
 from ga.files import remove_temporaries
+from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -119,25 +120,9 @@ def compile_model(model, cfg, classes, target=None):
     task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest macro average
     over classes for multiclass and multi-label) and the per-class precision/recall/F1
     metrics; the optimizer's output_bias rule reads `target`'s last layer."""
-    import keras
-
-    from ga.layers import class_metrics
-
-    task = cfg.model.task
-    thr = cfg.model.threshold
-    smoothing = cfg.training.label_smoothing
-    per_class = task in ("multilabel", "multiclass")
-    if task == "multiclass":
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
-        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
-    else:
-        loss = keras.losses.BinaryCrossentropy(label_smoothing=smoothing)
-        accuracy = keras.metrics.BinaryAccuracy(name="accuracy", threshold=thr)
-    metrics = [
-        accuracy,
-        keras.metrics.AUC(name="auc", multi_label=per_class, num_labels=len(classes) if per_class else None),
-        *class_metrics(classes, task, thr),
-    ]
+    task = get_task(cfg)
+    loss = task.loss(cfg.training.label_smoothing)
+    metrics = task.compile_metrics(classes, cfg.model.threshold)
     jit = {"auto": "auto", "true": True, "false": False}[cfg.training.jit_compile]
     optimizer = _optimizer(cfg.training, (target or model).layers[-1])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
@@ -169,11 +154,11 @@ def train(cfg=None, resume=None, overrides=(), device="auto"):
 def _resumed(run_dir, overrides):
     """The configuration and class list of an interrupted run."""
     if not os.path.isdir(run_dir) or not os.path.isfile(os.path.join(run_dir, "config.yaml")):
-        raise ConfigError(f"--resume: {run_dir} is not a run folder (no config.yaml)")
+        raise ConfigError(f"{run_dir} is not a run folder (no config.yaml)", arg="resume")
     if runs.is_complete(run_dir):
-        raise ConfigError(f"--resume: {run_dir} is already complete; start a new run instead")
+        raise ConfigError(f"{run_dir} is already complete; start a new run instead", arg="resume")
     cfg = load_config(os.path.join(run_dir, "config.yaml"), overrides)
-    classes = [] if cfg.model.task == "contrastive" else runs.read_labels(run_dir)["classes"]
+    classes = runs.read_labels(run_dir)["classes"] if get_task(cfg).classifier else []
     _check_backup(run_dir)
     return cfg, classes
 
@@ -188,8 +173,8 @@ def _check_backup(run_dir):
             with h5py.File(path, "r"):
                 pass
         except OSError as exc:
-            raise ConfigError(f"--resume: the checkpoint {path} is damaged ({exc}); delete the backup folder to "
-                              f"restart this run from epoch 1, or start a new run") from None
+            raise ConfigError(f"the checkpoint {path} is damaged ({exc}); delete the backup folder to "
+                              f"restart this run from epoch 1, or start a new run", arg="resume") from None
 
 
 def _run(cfg, classes, resume):
@@ -198,7 +183,7 @@ def _run(cfg, classes, resume):
     _set_up_tensorflow(cfg)
     strategy = _strategy(cfg)
     precision = _precision_policy(cfg)
-    contrastive = cfg.model.task == "contrastive"
+    contrastive = not get_task(cfg).classifier
     classes = [] if contrastive else (classes or _read_classes(cfg))
     built = _build(cfg, classes, strategy)
     data = _datasets(cfg, classes)
@@ -296,7 +281,7 @@ def _build(cfg, classes, strategy):
     from ga.model import backbone_of, build_encoder, build_model, load_init_weights, set_trainable_fraction
 
     with strategy.scope():
-        if cfg.model.task == "contrastive":
+        if not get_task(cfg).classifier:
             from ga.contrastive import SimCLR
 
             model = build_encoder(cfg)
@@ -305,7 +290,7 @@ def _build(cfg, classes, strategy):
             fit_model = SimCLR(model, cfg.contrastive.temperature, cfg.contrastive.loss)
             fit_model.compile(optimizer=_optimizer(cfg.training, model.layers[-1]))
             return Built(model, fit_model, init)
-        model = build_model(cfg, runs.output_count(cfg.model.task, classes))
+        model = build_model(cfg, get_task(cfg).units(classes))
         init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
         synchronize_batchnorm(model, _sync_batchnorm(cfg))
         if cfg.training.schedule != "standard":
@@ -327,11 +312,11 @@ def _sync_batchnorm(cfg):
 def _datasets(cfg, classes):
     from ga.data import Datasets, build_datasets
 
-    if cfg.model.task != "contrastive":
+    if get_task(cfg).classifier:
         return build_datasets(cfg, classes)
     from ga.contrastive import build_pairs
 
-    return Datasets(*build_pairs(cfg), None, [], "contrastive", model_input_size(cfg))
+    return Datasets(*build_pairs(cfg), None, [], get_task(cfg), model_input_size(cfg))
 
 
 # ---------------------------------------------------------------------------- 2. fit each stage
@@ -433,12 +418,13 @@ def _fit_stage(cfg, run_dir, built, data, classes, stage, first_epoch, inputs):
     runs.trim_history(os.path.join(run_dir, "history.csv"), initial)
     if initial:
         log.info("%s at epoch %d", "resuming" if initial > first_epoch else "continuing", initial + 1)
+    contrastive = not get_task(cfg).classifier
     callbacks, watch = build_callbacks(cfg, run_dir, classes, backup=stage.backup, stage=stage.number or None,
                                        supports=_supports(data, classes), target=built.model,
                                        first_epoch=first_epoch, resumed_at=initial,
                                        schedule=EpochSchedule(stage.training, first_epoch, stage.epochs),
-                                       backbone=backbone_of(built.model) if cfg.model.task == "contrastive" else None,
-                                       train_data=None if cfg.model.task == "contrastive" else inputs.bn,
+                                       backbone=backbone_of(built.model) if contrastive else None,
+                                       train_data=None if contrastive else inputs.bn,
                                        epochs=first_epoch + stage.epochs, bar=sys.stderr.isatty())
     # BackupAndRestore records a restored epoch on the model (`_initial_epoch`, Keras 3.15)
     # and `fit` prefers it to its own argument, also in a later `fit` of the same model.
@@ -494,15 +480,9 @@ def _log_class_counts(cfg, data, weights):
         big, small = max(train, key=train.get), min(train, key=train.get)
         log.warning("imbalanced training split: %s has %d images, %s only %d (more than %g:1)%s", big, train[big],
                     small, train[small], cfg.data.imbalance_warning,
-                    _imbalance_hint(cfg, data.task, weights))
+                    data.task.imbalance_hint(cfg, bool(weights)))
     if weights:
         log.info("class weights: %s", ", ".join(f"{c} {w:.4g}" for c, w in weights.items()))
-
-
-def _imbalance_hint(cfg, task, weights):
-    if weights or (task == "multilabel" and cfg.data.balance):
-        return ""
-    return "; consider " + ("data.balance: true" if task == "multilabel" else "training.class_weight: balanced")
 
 
 def _stage1_doc(run_dir):
@@ -610,7 +590,7 @@ def _deliver(cfg, run_dir, model, data, fit_info):
     from ga.report import write_report
 
     paths = export.save_keras(model, run_dir, cfg.output.prefix)
-    if cfg.model.task == "multilabel":
+    if get_task(cfg).tunes_thresholds:
         analysis.tune_thresholds(cfg, run_dir, model, data)
     y_true, y_prob = analysis.predict_split(model, data.test)
     report = analysis.write_reports(run_dir, cfg, data.classes, y_true, y_prob, fit_info, paths=data.test.paths)
@@ -631,9 +611,9 @@ def _explain(cfg, run_dir, model, data, y_true, y_prob):
     """Grad-CAM and misclassified-image figures of the test split (ga.explain)."""
     from ga.explain import write_run_figures
 
-    decided = runs.decisions(y_prob, cfg.model.task, data.classes, runs.read_labels(run_dir)["thresholds"])
-    write_run_figures(run_dir, cfg.output.prefix, model, data.test, data.classes, cfg.model.task, y_true, y_prob,
-                      decided)
+    task = get_task(cfg)
+    decided = task.decide(y_prob, data.classes, runs.read_labels(run_dir)["thresholds"])
+    write_run_figures(run_dir, cfg.output.prefix, model, data.test, data.classes, task, y_true, y_prob, decided)
 
 
 def _deliver_contrastive(cfg, run_dir, model, data, fit_info):

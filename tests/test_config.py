@@ -104,7 +104,7 @@ def test_set_wins_over_file(tmp_path):
         ({"data": {"image_size": [224]}}, [], "data.image_size"),
         ({"data": {"augment": {"horizontal_flip": "yes"}}}, [], "data.augment.horizontal_flip must be true or false"),
         ({"data": "oops"}, [], "data must be a mapping"),
-        ({}, ["training.epochs"], "--set expects section.key=value"),
+        ({}, ["training.epochs"], "overrides: expects section.key=value"),
         ({}, ["training=3"], "is a section"),
         ({}, ["training.epochs=[1,2]"], "training.epochs must be an integer"),
         ({"model": {"task": "binary"}, "data": {"any_class": True}}, [], "data.any_class"),

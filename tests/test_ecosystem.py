@@ -287,7 +287,10 @@ def test_report_of_a_class_without_test_auc(trained_run, tmp_path):
 
 
 def test_the_class_explained_is_the_class_named():
-    from ga.explain import decision_columns
+    from ga.tasks import get_task
+
+    def decision_columns(task, decided, probs):
+        return get_task(task).gradcam_columns(decided, probs)
 
     binary = np.array([[True, False], [False, True]])
     assert decision_columns("binary", binary, np.array([[0.2], [0.9]])).tolist() == [-1, 0]

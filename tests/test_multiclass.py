@@ -209,10 +209,11 @@ def test_three_kinds_of_synthetic_crystals(tmp_path):
 def test_imbalance_warning_suggests_a_setting_the_task_accepts(caplog, task, hint):
     from types import SimpleNamespace
 
+    from ga.tasks import get_task
     from ga.train import _log_class_counts
 
     counts = {"train": {"a": 40, "b": 4}, "valid": {"a": 5, "b": 5}}
-    data = SimpleNamespace(task=task, class_counts=lambda: counts)
+    data = SimpleNamespace(task=get_task(task), class_counts=lambda: counts)
     with caplog.at_level("INFO", logger="ga"):
         _log_class_counts(load_config(None), data, None)
     warning = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

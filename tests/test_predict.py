@@ -173,6 +173,6 @@ def test_lambda_model_is_refused_without_unsafe(tmp_path):
     out = keras.layers.Lambda(lambda x: x * 2.0)(inp)
     path = str(tmp_path / "lam.keras")
     keras.Model(inp, out).save(path)
-    with pytest.raises(ModelError, match="--unsafe"):
+    with pytest.raises(ModelError, match="unsafe=True"):
         load_keras(path)
     assert load_keras(path, unsafe=True) is not None

@@ -128,5 +128,7 @@ def test_wafer_frame_and_boxes(tmp_path):
 
 
 def test_cli_rejects_bad_arguments(tmp_path, capsys):
-    assert syn.main(["crystals", "--out", str(tmp_path), "--per-class", "0"]) == 2
+    from ga.cli import synth_main
+
+    assert synth_main(["crystals", "--out", str(tmp_path), "--per-class", "0"]) == 2
     assert "per_class" in capsys.readouterr().err
