@@ -1,5 +1,13 @@
 """ga: crystal and graphene microscope image classification on Keras 3 / TensorFlow.
 
+The Python API (typed; each function's docstring has an example)::
+
+    import ga
+    ga.split("data/archive/cropped/cropped", "data/split")      # -> SplitResult
+    run = ga.train("demo", training={"epochs": 3})               # -> Run (a run folder)
+    rows = ga.load(run).predict("data/split/test", recursive=True)  # -> Predictions (rows)
+    metrics = ga.evaluate("data/split/test", run)                # -> dict (metrics.json)
+
 Saved models hold the project's own Keras objects (the ``Preprocess`` layer, the per-class
 metrics), which Keras must know by name before it loads them in safe mode.
 
@@ -26,8 +34,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _lock = threading.Lock()
 
+from ga.api import Predictions, Predictor, Run, evaluate, load, split, train  # noqa: E402  (after the env set-up)
 
-def register():
+__all__ = ["train", "load", "evaluate", "split", "Run", "Predictor", "Predictions", "register", "__version__"]
+
+
+def register() -> None:
     """Import Keras (quietly) and register the project's Keras objects. Idempotent."""
     _quiet_import_keras()
     with _lock:

@@ -351,7 +351,7 @@ def evaluate_main(argv=None, prog=None):
     parser = evaluate_parser(prog)
     args = parser.parse_args(argv)
     _check_inference(parser, args)
-    return _run(_inference, args, {"folder": "FOLDER"})
+    return _run(_inference, args, {"folder": "evaluate"})
 
 
 def scan_parser(prog=None):
@@ -374,7 +374,7 @@ def scan_main(argv=None, prog=None):
     parser = scan_parser(prog)
     args = parser.parse_args(argv)
     _check_inference(parser, args)
-    return _run(_inference, args, {"scan": "ga scan", "rule": "--rule"})
+    return _run(_inference, args, {"scan": "scan"})
 
 
 def _inference(args):

@@ -20,6 +20,30 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_ecosystem.py::test_installed_commands_from_another_folder
   $ ga-infer data/split/test --recursive
       -> test_ecosystem.py::test_installed_commands_from_another_folder
+  $ python -m ga --help
+      -> test_ga_help_lists_the_subcommands
+  $ python -m ga split --source data/archive/cropped/cropped --dest data/split
+      -> test_ga_command_chain
+  $ python -m ga train --config demo
+      -> test_ga_command_chain
+  $ python -m ga infer data/split/test --recursive --output predictions.csv
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py
+  $ python -m ga evaluate data/split/test --model deliverables/<run> --out-dir eval
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py
+  $ python -m ga scan frame.png --tile 300 --model deliverables/<run>
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py
+  $ python -m ga synth crystals --out data/archive --per-class 300
+      -> test_ga_command_chain
+  $ python -m ga import GAweights_<ts>.h5 --out deliverables/<name>
+      -> test_import_the_studys_h5 (--long), test_ga_command_chain (its one-line error)
+  $ python -m ga report deliverables/<run>
+      -> test_ga_command_chain
+  $ python split_data.py --source data/labelled --dest data/split_labelled
+      -> test_binary_labels_csv_chain
+  $ python main.py --config configs/demo.yaml --set data.split_root=data/split_labelled
+      -> test_binary_labels_csv_chain
+  $ python inference.py data/split_labelled/test --evaluate --model deliverables/<run> --out-dir eval
+      -> test_binary_labels_csv_chain
   $ make demo
       -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
   $ make test
@@ -103,13 +127,16 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python bench/multi_worker.py
       -> test_multi_worker_bench_command (--long)
 
-Commands named in the README's prose are tested too: `python main.py --resume
+The README's ```python blocks (the Python API) run in a fresh interpreter, in order, on
+fewer and smaller images (test_readme_python_api_blocks_run). Commands named in the
+README's prose are tested too: `python main.py --resume
 deliverables/<run>` after a SIGKILL (test_faults.py::test_sigkill_during_training_then_resume),
 `python -m ga.synthetic crystals|graphene|wafer` (here), loading a run's model with
 `import ga; keras.models.load_model(...)` in a fresh interpreter in either import order
 (test_models_load_in_a_fresh_interpreter).
 """
 
+import ast
 import csv
 import glob
 import json
@@ -582,6 +609,167 @@ def test_import_the_studys_h5(demo, tmp_path):
     assert json.load(open(ws / "study_eval/metrics.json"))["test_images"] == 4
     again = ws.run("python -m ga.georgia import", h5, "--out", "deliverables/GA_study_import", expect=2)
     assert "not empty" in _one_line_error(again)[0]
+    # `ga import` is the same command: the same weights, the same labels.
+    out = ws.run("python -m ga import GAweights_<ts>.h5 --out deliverables/<name>",
+                 subs={"GAweights_<ts>.h5": h5, "<name>": "GA_study_import_ga"})
+    twin = ws.printed(out)
+    assert json.load(open(os.path.join(twin, "labels.json"))) == labels
+    ws.run("python inference.py", folder, "--model", twin, "--output", "study_twin.csv")
+    assert [r["p_pg"] for r in _rows(ws / "study_twin.csv")] == [r["p_pg"] for r in _rows(ws / "study_onnx.csv")]
+
+
+# ---------------------------------------------------------------------------- the ga command, the Python API
+
+
+def test_ga_help_lists_the_subcommands(demo):
+    ws = demo[0]
+    proc = ws.run("python -m ga --help")
+    for name in ("split", "train", "infer", "evaluate", "scan", "synth", "import", "report"):
+        assert re.search(rf"^  {name} +\S", proc.stdout, re.M), name
+    bad = ws.run("python -m ga", "frobnicate", expect=2)
+    assert "unknown command 'frobnicate'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _same_folder_files(a, b, skip=()):
+    """Two output folders hold the same files, and the same bytes in every text file."""
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b))
+    for n in names:
+        if n.endswith((".csv", ".txt")) and n not in skip:
+            assert open(os.path.join(a, n), encoding="utf-8").read() == open(os.path.join(b, n), encoding="utf-8").read(), n
+
+
+def test_ga_infer_evaluate_scan_give_the_files_of_inference_py(demo):
+    ws, run, _ = demo
+    ws.run("python -m ga infer data/split/test --recursive --output predictions.csv", "--model", run)
+    ws.run("python inference.py data/split/test --recursive", "--model", run, "--output", "old_predictions.csv")
+    assert _rows(ws / "predictions.csv") == _rows(ws / "old_predictions.csv")
+    ws.run("python -m ga evaluate data/split/test --model deliverables/<run> --out-dir eval", "--out-dir", "ga_eval",
+           subs={"deliverables/<run>": run})
+    ws.run("python inference.py data/split/test --evaluate", "--model", run, "--out-dir", "old_eval")
+    _same_folder_files(ws / "ga_eval", ws / "old_eval")
+    drop = lambda m: {k: v for k, v in m.items() if k != "evaluation_seconds"}  # noqa: E731
+    assert drop(json.load(open(ws / "ga_eval/metrics.json"))) == drop(json.load(open(ws / "old_eval/metrics.json")))
+    rng = np.random.default_rng(5)
+    Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(ws / "frame.png")
+    ws.run("python -m ga scan frame.png --tile 300 --model deliverables/<run>", "--tile", "96", "64", "--out-dir",
+           "ga_scan", subs={"deliverables/<run>": run})
+    ws.run("python inference.py frame.png --scan --tile 96 64", "--model", run, "--out-dir", "old_scan")
+    _same_folder_files(ws / "ga_scan", ws / "old_scan")
+    assert sorted(os.listdir(ws / "ga_scan/frame_tiles")) == sorted(os.listdir(ws / "old_scan/frame_tiles"))
+    # A flag's error names the flag of the command that was typed.
+    bad = ws.run("python -m ga evaluate", ws / "nowhere", "--model", run, expect=2)
+    assert _one_line_error(bad) == [f"error: evaluate: not a folder: {ws / 'nowhere'}"]
+    bad = ws.run("python inference.py", ws / "nowhere", "--evaluate", "--model", run, expect=2)
+    assert _one_line_error(bad) == [f"error: --evaluate: not a folder: {ws / 'nowhere'}"]
+
+
+def test_ga_command_chain(tmp_path):
+    """synth, split, train, report with `python -m ga` in a scratch clone."""
+    ws = Workspace(tmp_path)
+    ws.run("python -m ga synth crystals --out data/archive --per-class 300", "--per-class", "20")
+    assert len(os.listdir(ws / "data/archive/cropped/cropped/pg")) == 20
+    split = ws.run("python -m ga split --source data/archive/cropped/cropped --dest data/split", "--no-progress")
+    assert "split (done)" in split.stdout and len(_rows(ws / "data/split/manifest.csv")) == 40
+    run = ws.printed(ws.run("python -m ga train --config demo", *TINY_CRYSTALS))
+    os.remove(os.path.join(run, "report.html"))
+    proc = ws.run("python -m ga report deliverables/<run>", subs={"deliverables/<run>": run})
+    assert ws.printed(proc) == os.path.join(run, "report.html") and os.path.isfile(os.path.join(run, "report.html"))
+    bad = ws.run("python -m ga import", "missing.h5", "--out", "deliverables/x", expect=2)
+    assert _one_line_error(bad) == ["error: not found: missing.h5"]
+    bad = ws.run("python -m ga split --source data/archive/cropped/cropped --dest data/split", "--ratios", "0.5", "0.5",
+                 "0.5", "--dest", "data/other", expect=2)
+    assert _one_line_error(bad)[0].startswith("error: --ratios: must be three")
+
+
+def _labels_csv_dataset(ws, per_class=24):
+    """data/labelled: flat images and a labels.csv naming each one's class (filename,label)."""
+    ws.run("python -m ga.synthetic crystals --out data/raw --per-class 300", "--per-class", str(per_class))
+    folder = ws / "data/labelled"
+    folder.mkdir(parents=True)
+    rows = []
+    for cls in ("cex", "pg"):
+        for i, p in enumerate(sorted(_images_under(ws / "data/raw/cropped/cropped" / cls))):
+            name = f"img_{cls}_{i:03d}.png"
+            shutil.copy(p, folder / name)
+            rows.append(f"{name},{cls}")
+    random_order = np.random.default_rng(0).permutation(len(rows))
+    (folder / "labels.csv").write_text("filename,label\n" + "".join(rows[i] + "\n" for i in random_order))
+    return folder
+
+
+def test_binary_labels_csv_chain(tmp_path):
+    """A binary dataset given as images + labels.csv (filename,label) splits, trains and
+    evaluates from the shell, each split keeping a labels.csv."""
+    ws = Workspace(tmp_path)
+    _labels_csv_dataset(ws)
+    ws.run("python split_data.py --source data/labelled --dest data/split_labelled", "--no-progress")
+    for s in ("train", "valid", "test"):
+        rows = _rows(ws / f"data/split_labelled/{s}/labels.csv")
+        assert rows and set(rows[0]) == {"filename", "label"} and {r["label"] for r in rows} == {"cex", "pg"}
+        assert all(r["filename"].split("_")[1] == r["label"] for r in rows)
+        assert not os.path.isdir(ws / f"data/split_labelled/{s}/cex")
+    run = ws.printed(ws.run("python main.py --config configs/demo.yaml --set data.split_root=data/split_labelled",
+                            *TINY_CRYSTALS))
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["task"] == "binary" and labels["classes"] == ["cex", "pg"]
+    want = json.load(open(os.path.join(run, "metrics.json")))
+    test_rows = _rows(ws / "data/split_labelled/test/labels.csv")
+    assert want["test_images"] == len(test_rows)
+    assert want["per_class"]["pg"]["support"] == sum(r["label"] == "pg" for r in test_rows)
+    ws.run("python inference.py data/split_labelled/test --evaluate --model deliverables/<run> --out-dir eval",
+           subs={"deliverables/<run>": run})
+    got = json.load(open(ws / "eval/metrics.json"))
+    for key in ("classes", "test_images", "accuracy", "per_class", "confusion_matrix"):
+        assert got[key] == want[key], key
+    # A class the model does not know, in a labels.csv: one line naming the line.
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(ws / "data/split_labelled/test" / test_rows[0]["filename"], odd / "a.png")
+    (odd / "labels.csv").write_text("filename,label\na.png,needles\n")
+    bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2)
+    (line,) = _one_line_error(bad)
+    assert "line 2" in line and "'needles'" in line and "['cex', 'pg']" in line
+
+
+# Applied to the README's Python blocks so they run in seconds (each must still be in them).
+PY_SHRINK = {
+    "per_class=800": "per_class=20",
+    'training={"epochs": 5}': 'training={"epochs": 2}, data={"image_size": [32, 32], "batch_size": 8}',
+}
+
+
+def test_readme_python_api_blocks_run(tmp_path):
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert len(blocks) >= 2
+    code = "\n".join(blocks)
+    for k, v in PY_SHRINK.items():
+        assert k in code, k
+        code = code.replace(k, v)
+    ws = Workspace(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ws.path, env=ws.env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.splitlines()
+    counts = ast.literal_eval(out[0])  # {class: {split: images}}, as split_data.py writes them
+    assert {c: sum(n.values()) for c, n in counts.items()} == {"cex": 20, "pg": 20}
+    assert counts == {c: {s: sum(r["split"] == s and r["class"] == c for r in _rows(ws / "data/split/manifest.csv"))
+                          for s in ("train", "valid", "test")} for c in ("cex", "pg")}
+    (run,) = ws.runs("GA_")
+    assert out[1].split()[0] == os.path.relpath(run, ws.path) and out[1].endswith("['cex', 'pg']")
+    assert "'path': 'data/split/test/" in out[2] and "'error': ''" in out[2]
+    assert out[-2] in ("cex", "pg")  # the array's label
+    accuracy, f1 = map(float, out[-1].split())
+    assert json.load(open(ws / "eval/metrics.json"))["accuracy"] == accuracy
+
+
+def test_help_shows_the_typed_api():
+    proc = subprocess.run([sys.executable, "-c", "import ga; help(ga.train)"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PAGER": "cat"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = proc.stdout.split("\n\n")[1] if "Help on" in proc.stdout else proc.stdout
+    assert "config: " in first and "resume: " in first and "-> " in first and "Run" in first, first
 
 
 # ---------------------------------------------------------------------------- more than two classes

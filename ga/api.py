@@ -1,0 +1,268 @@
+"""The Python API: what the commands do, as functions that take values and return objects.
+
+    >>> import ga
+    >>> ga.split("data/archive/cropped/cropped", "data/split")            # doctest: +SKIP
+    >>> run = ga.train("demo", training={"epochs": 3})                     # doctest: +SKIP
+    >>> run.metrics["accuracy"]                                            # doctest: +SKIP
+    >>> rows = ga.load(run).predict("data/split/test", recursive=True)    # doctest: +SKIP
+    >>> rows[0]["predicted"], rows.to_frame()                              # doctest: +SKIP
+    >>> ga.evaluate("data/split/test", run)["accuracy"]                    # doctest: +SKIP
+
+Errors are `ga.errors.GAError` subclasses whose message names the argument to fix. Nothing
+here imports TensorFlow until a model is built or loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ga.config import Config
+    from ga.predict import LoadedModel, Prediction
+    from ga.splitting import SplitResult
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run folder (deliverables/<prefix>_<time>[_<name>]/): its files, read on demand.
+
+    A Run is a path (`os.fspath(run)`), so it goes wherever a run folder does.
+    """
+
+    path: str
+
+    def __fspath__(self) -> str:
+        return self.path
+
+    def __str__(self) -> str:
+        return self.path
+
+    def _json(self, name: str) -> dict:
+        with open(os.path.join(self.path, name), encoding="utf-8") as fh:
+            return json.load(fh)
+
+    @property
+    def labels(self) -> dict:
+        """labels.json: task, classes, thresholds, input size."""
+        return self._json("labels.json")
+
+    @property
+    def metrics(self) -> dict:
+        """metrics.json: the test figures, the delivered epoch and why, export checks."""
+        return self._json("metrics.json")
+
+    @property
+    def config(self) -> "Config":
+        """The resolved configuration the run trained with (config.yaml)."""
+        from ga.config import load_config
+
+        return load_config(os.path.join(self.path, "config.yaml"))
+
+    @property
+    def history(self) -> list[dict]:
+        """history.csv's rows (one per epoch) as dicts of strings."""
+        from ga.runs import read_history
+
+        return read_history(os.path.join(self.path, "history.csv"))
+
+    def load(self, engine: Optional[str] = None) -> "Predictor":
+        """This run's model, ready to predict (see `ga.load`)."""
+        return load(self.path, engine=engine)
+
+
+class Predictions(list):
+    """Rows of predictions, one dict per image: `path`, `predicted` (';'-joined for
+    multi-label), `p_<class>` for each class and `error` ("" when the image was used)."""
+
+    def __init__(self, rows: Iterable[dict], prediction: "Prediction"):
+        super().__init__(rows)
+        self.prediction = prediction  # ga.predict.Prediction: probabilities, thresholds, model provenance
+
+    @property
+    def errors(self) -> list[dict]:
+        """The rows of inputs that could not be used."""
+        return [r for r in self if r["error"]]
+
+    def to_frame(self) -> Any:
+        """The rows as a pandas DataFrame (pandas must be installed)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            from ga.errors import GAError
+
+            raise GAError("to_frame() needs pandas (pip install pandas); the rows are plain dicts") from None
+        return pd.DataFrame(list(self))
+
+
+class Predictor:
+    """A loaded model (ONNX Runtime or Keras) with its labels.json."""
+
+    def __init__(self, loaded: "LoadedModel"):
+        self.model = loaded
+
+    def __repr__(self) -> str:
+        return f"Predictor({self.source!r}, task={self.task!r}, classes={self.classes}, engine={self.engine!r})"
+
+    @property
+    def labels(self) -> dict:
+        return self.model.labels
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.model.labels["classes"])
+
+    @property
+    def task(self) -> str:
+        return self.model.labels["task"]
+
+    @property
+    def engine(self) -> str:
+        return self.model.engine
+
+    @property
+    def source(self) -> str:
+        return self.model.source
+
+    def predict(self, inputs: Union[PathLike, np.ndarray, Sequence[Union[PathLike, np.ndarray]]], *,
+                recursive: bool = False, batch_size: int = 64, threshold: Optional[float] = None,
+                progress: bool = False) -> Predictions:
+        """Predict image files, folders or arrays, in batches.
+
+        Args:
+            inputs: a file or folder path, a list of them, one image array (h, w[, c]), a
+                batch (n, h, w, c), or a list of arrays. Arrays hold 0-255 values, RGB or grey.
+            recursive: read subfolders of folders too.
+            batch_size: images per prediction call.
+            threshold: a decision threshold for every class instead of labels.json's.
+            progress: a progress bar on stderr.
+
+        Returns:
+            Predictions (a list of row dicts; `.to_frame()` for pandas). A file that cannot be
+            read is a row with its `error`, never dropped.
+        """
+        from ga.predict import input_files, predict_arrays, predict_files, rows
+
+        if isinstance(inputs, np.ndarray):  # one image, or a batch (n, h, w, c)
+            pred = predict_arrays(self.model, list(inputs) if inputs.ndim == 4 else [inputs], batch_size, threshold)
+        elif _arrays(inputs):
+            pred = predict_arrays(self.model, list(inputs), batch_size, threshold)
+        else:
+            paths = [os.fspath(p) for p in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
+            pred = predict_files(self.model, input_files(paths, recursive), batch_size, threshold=threshold,
+                                 progress=progress)
+        return Predictions(rows(pred), pred)
+
+
+def _arrays(inputs: Any) -> bool:
+    """Whether `inputs` is a list of image arrays (or PIL images) rather than of paths."""
+    if isinstance(inputs, (str, os.PathLike)):
+        return False
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else []
+    return bool(items) and not isinstance(items[0], (str, os.PathLike))
+
+
+def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLike] = None, device: str = "auto",
+          **overrides: dict) -> Optional[Run]:
+    """Train a model and write its run folder (what `ga train` / main.py do).
+
+    Args:
+        config: a YAML file, the name of a shipped config ("demo", "resnet101", ...), or a
+            `ga.config.Config`.
+        resume: an interrupted run folder to continue instead (its own config.yaml is used).
+        device: "auto", or "cpu" to hide every GPU.
+        **overrides: sections of the configuration to change, as mappings:
+            `training={"epochs": 3}`, `data={"image_size": [64, 64], "augment": {"enabled": False}}`.
+
+    Returns:
+        The finished Run (None on a non-chief worker of a multi-worker run).
+
+    Example:
+        >>> run = ga.train("demo", training={"epochs": 2})   # doctest: +SKIP
+        >>> run.metrics["accuracy"]                          # doctest: +SKIP
+    """
+    from ga.config import Config, load_config, section_overrides
+    from ga.train import train as train_run
+
+    sets = section_overrides(overrides)
+    import ga
+
+    ga.register()
+    if resume is not None:
+        out = train_run(None, resume=os.fspath(resume), overrides=sets, device=device)
+    else:
+        cfg = load_config(None, sets, data=config.to_dict()) if isinstance(config, Config) and sets else \
+            config if isinstance(config, Config) else load_config(os.fspath(config), sets)
+        out = train_run(cfg, device=device)
+    return Run(out) if out is not None else None
+
+
+def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] = None,
+         runs_root: PathLike = "deliverables", threads: int = 0, unsafe: bool = False) -> Predictor:
+    """Load a trained model for prediction (what `ga infer --model` loads).
+
+    Args:
+        model: a run folder (or Run), an .onnx, .keras or .h5 file (labels.json beside it),
+            or None for the newest complete run under `runs_root`.
+        engine: "onnx" (the default when the model has one) or "keras".
+        threads: ONNX Runtime threads (0: all cores).
+        unsafe: allow Keras files that hold code (Lambda layers); only for files you trust.
+
+    Example:
+        >>> model = ga.load("deliverables/GA_2026-12-01_10-00-00")   # doctest: +SKIP
+        >>> model.predict(["a.png", "b.png"])[0]["predicted"]        # doctest: +SKIP
+        'pg'
+    """
+    from ga.predict import load_model
+
+    target = None if model is None else os.fspath(model)
+    return Predictor(load_model(target, engine, os.fspath(runs_root), threads, unsafe))
+
+
+def evaluate(folder: PathLike, model: Optional[Union[PathLike, Run, Predictor]] = None, *,
+             out_dir: PathLike = "inference_out", threshold: Optional[float] = None, batch_size: int = 64,
+             progress: bool = False) -> dict:
+    """Evaluate a model on a labelled folder (class folders or a labels.csv) and write the
+    reports a run writes for its test split into `out_dir` (what `ga evaluate` does).
+
+    Returns:
+        The metrics dict (as metrics.json): accuracy, per-class precision/recall/F1, AUC, ...
+    """
+    from ga.predict import evaluate_folder, run_prefix
+
+    predictor = model if isinstance(model, Predictor) else load(model)
+    metrics, _ = evaluate_folder(predictor.model, os.fspath(folder), os.fspath(out_dir),
+                                 run_prefix(predictor.source), threshold, batch_size=batch_size,
+                                 progress=progress)
+    return metrics
+
+
+def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[float] = (0.70, 0.25, 0.05),
+          seed: int = 42, mode: str = "copy", order: str = "random", dry_run: bool = False, overwrite: bool = False,
+          class_names: Optional[Sequence[str]] = None, progress: bool = False) -> "SplitResult":
+    """Split a labelled folder into dest/{train,valid,test} and dest/manifest.csv, never
+    touching the source (what `ga split` does). Rotated/flipped copies of one crop share a
+    split.
+
+    Args:
+        source: class folders, images with a labels.csv, or the graphene study's dataset folder.
+        dest: the split's root.
+        ratios: train, valid, test fractions (sum 1).
+        mode: "copy", "link" or "move".
+        order: "random" (seeded) or "sorted" (the original study's sequential cut).
+        class_names: names of class folders named 0, 1, ... (the study's layout).
+
+    Returns:
+        SplitResult: `counts` {class: {split: n}}, `files` (the manifest rows), `exit_code`
+        (1 when some files were not usable: see `unused`).
+    """
+    from ga.splitting import split_dataset
+
+    return split_dataset(os.fspath(source), os.fspath(dest), ratios=list(ratios), seed=seed, mode=mode, order=order,
+                         dry_run=dry_run, overwrite=overwrite, progress=progress, class_names=class_names)
