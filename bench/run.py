@@ -81,7 +81,7 @@ def _model(size, batch):
     import keras
 
     from ga.model import build_model
-    from ga.train import compile_model
+    from ga.trainer import compile_model
 
     cfg = _cfg("unused", size, batch)
     keras.utils.set_random_seed(0)

@@ -25,7 +25,7 @@ def main():
     p.add_argument("--workdir", default="/tmp/ga_train_bench")
     args = p.parse_args()
 
-    from ga.train import train
+    from ga.trainer import train
 
     split = crystal_split(args.workdir)
     sets = [f"data.split_root={split}", "model.weights=none", f"data.image_size=[{args.size},{args.size}]",

@@ -188,7 +188,7 @@ def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLi
         >>> run.metrics["accuracy"]                          # doctest: +SKIP
     """
     from ga.config import Config, load_config, section_overrides
-    from ga.train import train as train_run
+    from ga.trainer import train as train_run
 
     sets = section_overrides(overrides)
     import ga

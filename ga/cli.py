@@ -217,7 +217,7 @@ def _training(args):
     import ga
 
     ga.register()
-    from ga.train import train
+    from ga.trainer import train
 
     if args.resume:
         run_dir = train(None, resume=args.resume, overrides=overrides, device=args.device)

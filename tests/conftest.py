@@ -101,12 +101,9 @@ def separable_split(tmp_path_factory):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, separable_split):
     """One complete `main.py` run (CNN-4, 32 px, ONNX export) on the separable split."""
-    import subprocess
+    from helpers import run_script
 
     work = tmp_path_factory.mktemp("trained")
     cfg = tiny_config(work / "c.yaml", separable_split, str(work / "runs"), training={"epochs": 5},
                       data={"batch_size": 4}, output={"saved_model": True, "explain": True})
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
-                         text=True, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.strip().splitlines()[-1]
+    return run_script("main.py", "--config", cfg).stdout.strip().splitlines()[-1]

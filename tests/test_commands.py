@@ -137,7 +137,6 @@ deliverables/<run>` after a SIGKILL (test_faults.py::test_sigkill_during_trainin
 """
 
 import ast
-import csv
 import glob
 import json
 import os
@@ -152,6 +151,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
+from helpers import error_lines, read_csv
 
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 SCRIPTS = ("main.py", "inference.py", "split_data.py")
@@ -222,19 +222,8 @@ class Workspace:
         return sorted(str(root / d) for d in os.listdir(root) if d.startswith(prefix)) if root.is_dir() else []
 
 
-def _rows(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 def _images_under(folder):
     return sorted(os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.endswith(".png"))
-
-
-def _one_line_error(proc):
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return [l for l in lines if l.startswith("error:")]
 
 
 # Appended to the training commands so each trains for seconds on 2 cores.
@@ -294,7 +283,7 @@ def test_make_demo_chain(demo):
     src = ws / "data/archive/cropped/cropped"
     assert len(os.listdir(src / "cex")) == 30 and len(os.listdir(src / "pg")) == 30
     # Split with every default: data/split and a manifest accounting for all 60 files.
-    manifest = _rows(ws / "data/split/manifest.csv")
+    manifest = read_csv(ws / "data/split/manifest.csv")
     assert len(manifest) == 60 and {r["status"] for r in manifest} == {"ok"}
     assert sorted(os.listdir(ws / "data/split")) == ["manifest.csv", "split.json", "test", "train", "valid"]
     assert "split (done)" in split.stdout
@@ -307,7 +296,7 @@ def test_make_demo_chain(demo):
     assert "RUNNING" not in have
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["classes"] == ["cex", "pg"] and labels["input_size"] == [32, 32]
-    assert len(_rows(os.path.join(run, "history.csv"))) == 3
+    assert len(read_csv(os.path.join(run, "history.csv"))) == 3
     # The study's report rows: the epoch table's averages, the test loss.
     log = open(os.path.join(run, "train.log"), encoding="utf-8").read()
     assert "macro avg" in log and "weighted avg" in log and "macro F1" in log and "delivered epoch" in log
@@ -319,13 +308,13 @@ def test_make_demo_chain(demo):
     assert "GAmisclassified.png" in have or "no misclassified test images" in log
     events = scalars(os.path.join(run, "tensorboard", "validation"))["epoch_loss"]
     assert [events[e] for e in sorted(events)] == pytest.approx(
-        [float(r["val_loss"]) for r in _rows(os.path.join(run, "history.csv"))], rel=1e-5)
+        [float(r["val_loss"]) for r in read_csv(os.path.join(run, "history.csv"))], rel=1e-5)
     results = open(os.path.join(run, "GAFinalTestResults.txt"), encoding="utf-8").read()
     loss = json.load(open(os.path.join(run, "metrics.json")))["loss"]
     assert f"test loss (binary cross-entropy): {loss:.4f}" in results
     # Inference on the test split with the newest run: a row per image, names from the data.
     test_images = _images_under(ws / "data/split/test")
-    rows = _rows(ws / "data/demo_predictions.csv")
+    rows = read_csv(ws / "data/demo_predictions.csv")
     assert sorted(r["path"] for r in rows) == sorted(os.path.relpath(p, ws.path) for p in test_images)
     assert all(r["predicted"] in ("cex", "pg") and not r["error"] for r in rows)
     assert len([l for l in infer.stdout.splitlines() if l.startswith("File ")]) == len(test_images)
@@ -336,23 +325,23 @@ def test_split_again_does_nothing_and_other_modes(demo, tmp_path):
     again = ws.run("python split_data.py")
     assert "nothing to do" in again.stdout
     src = str(ws / "data/archive/cropped/cropped")
-    base = {r["source"]: r["split"] for r in _rows(ws / "data/split/manifest.csv")}
+    base = {r["source"]: r["split"] for r in read_csv(ws / "data/split/manifest.csv")}
     for mode in ("link", "copy"):
         dest = tmp_path / mode
         ws.run("python split_data.py", "--mode", mode, "--dest", dest)
-        assert {r["source"]: r["split"] for r in _rows(dest / "manifest.csv")} == base  # same seed, same split
+        assert {r["source"]: r["split"] for r in read_csv(dest / "manifest.csv")} == base  # same seed, same split
     moved_src = tmp_path / "moved_src"
     shutil.copytree(src, moved_src)
     ws.run("python split_data.py", "--mode", "move", "--source", moved_src, "--dest", tmp_path / "moved")
     assert _images_under(moved_src) == [] and len(_images_under(tmp_path / "moved")) == 60
     ws.run("python split_data.py", "--order", "sorted", "--dest", tmp_path / "sorted")
-    rows = _rows(tmp_path / "sorted" / "manifest.csv")
+    rows = read_csv(tmp_path / "sorted" / "manifest.csv")
     cex = [r["split"] for r in rows if r["class"] == "cex"]
     assert cex == sorted(cex, key=["train", "valid", "test"].index)  # the original's sequential cut
     dry = ws.run("python split_data.py", "--dry-run", "--dest", tmp_path / "dry")
     assert "dry run: nothing written" in dry.stdout and not (tmp_path / "dry").exists()
     bad = ws.run("python split_data.py", "--ratios", "0.5", "0.5", "0.5", "--dest", tmp_path / "bad", expect=2)
-    assert len(_one_line_error(bad)) == 1
+    assert len(error_lines(bad)) == 1
 
 
 def test_inference_keras_engine_json(demo):
@@ -362,7 +351,7 @@ def test_inference_keras_engine_json(demo):
                   "--output", "keras.json")
     doc = json.load(open(ws / "keras.json"))
     assert doc["classes"] == ["cex", "pg"]
-    onnx = {r["path"]: float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
+    onnx = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "data/demo_predictions.csv")}
     keras_p = {r["path"]: r["p_pg"] for r in doc["results"]}
     assert keras_p.keys() == onnx.keys()
     assert max(abs(keras_p[k] - onnx[k]) for k in onnx) <= 1e-4  # the two engines agree
@@ -372,7 +361,7 @@ def test_inference_keras_engine_json(demo):
 def test_inference_cluster(demo):
     ws, run, _ = demo
     ws.run("python inference.py data/split/test --recursive", "--model", run, "--cluster", "2", "--out-dir", "clusters")
-    rows = _rows(ws / "clusters/clusters.csv")
+    rows = read_csv(ws / "clusters/clusters.csv")
     assert len(rows) == len(_images_under(ws / "data/split/test"))
     assert {r["cluster"] for r in rows} == {"0", "1"}
     assert Image.open(ws / "clusters/clusters.png").size[0] > 100
@@ -389,7 +378,7 @@ def test_cluster_the_study_way(demo):
     ws, run, _ = demo
     ws.run("python inference.py data/split/test --recursive", "--model", run, "--cluster", "--cluster-features", "map",
            "--cluster-space", "pca2", "--out-dir", "study_clusters")
-    got = {r["path"]: int(r["cluster"]) for r in _rows(ws / "study_clusters/clusters.csv")}
+    got = {r["path"]: int(r["cluster"]) for r in read_csv(ws / "study_clusters/clusters.csv")}
     files = _images_under(ws / "data/split/test")
     pred = predict_files(load_model(run, engine="keras"), files, features="map")
     features = np.array([r.features for r in pred.results])
@@ -403,7 +392,7 @@ def test_cluster_the_study_way(demo):
 def test_inference_study_print_format(demo):
     ws, run, _ = demo
     proc = ws.run("python inference.py data/split/test --recursive", "--model", run, "--print-format", "study")
-    p_pg = {os.path.basename(r["path"]): float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
+    p_pg = {os.path.basename(r["path"]): float(r["p_pg"]) for r in read_csv(ws / "data/demo_predictions.csv")}
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == len(p_pg)
     for line in lines:
@@ -444,18 +433,18 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     shutil.copytree(ws / "data/split/test/cex", odd / "cex")
     (odd / "needles").mkdir()
     bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2)
-    (line,) = _one_line_error(bad)
+    (line,) = error_lines(bad)
     assert "needles" in line and "['cex', 'pg']" in line
 
 
 def test_inference_model_files_given_directly(demo, tmp_path):
     ws, run, _ = demo
-    want = {r["path"]: float(r["p_pg"]) for r in _rows(ws / "data/demo_predictions.csv")}
+    want = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "data/demo_predictions.csv")}
     # (an .onnx file alone, its labels read from its metadata: test_predict.py)
     for name, model in (("onnx", os.path.join(run, "GAweights.onnx")), ("keras", os.path.join(run, "GAmodel.keras")),
                         ("h5", os.path.join(run, "GAweights.h5"))):
         ws.run("python inference.py data/split/test --recursive", "--model", model, "--output", f"{name}.csv")
-        got = {r["path"]: float(r["p_pg"]) for r in _rows(ws / f"{name}.csv")}
+        got = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / f"{name}.csv")}
         assert got.keys() == want.keys()
         assert max(abs(got[k] - want[k]) for k in want) <= 1e-4, name
 
@@ -471,7 +460,7 @@ def test_inference_flat_folder_newest_run(demo):
     proc = ws.run("python inference.py folder/", expect=1)  # one file skipped
     lines = [l for l in proc.stdout.splitlines() if l.startswith("File ")]
     assert sorted(l.split(" prediction ")[0][len("File "):] for l in lines) == sorted(map(os.path.basename, picked))
-    errors = _one_line_error(proc)
+    errors = error_lines(proc)
     assert len(errors) == 1 and "notes.txt" in errors[0] and "not an image" in errors[0]
 
 
@@ -498,7 +487,7 @@ def test_study_config_offline_is_one_line(demo, tmp_path):
     ws = Workspace(tmp_path / "study")
     ws.link("data/split", str(demo[0] / "data/split"))
     proc = ws.run("python main.py --config configs/resnet101.yaml", expect=2)
-    (line,) = _one_line_error(proc)
+    (line,) = error_lines(proc)
     assert "ImageNet weights for resnet101" in line and "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5" in line
     assert ws.runs() == []
 
@@ -595,12 +584,12 @@ def test_import_the_studys_h5(demo, tmp_path):
     assert json.load(open(os.path.join(run, "metrics.json")))["onnx"]["max_abs_diff"] <= 1e-4
     for engine in ("onnx", "keras"):
         ws.run("python inference.py", folder, "--model", run, "--engine", engine, "--output", f"study_{engine}.csv")
-        got = {r["path"]: float(r["p_pg"]) for r in _rows(ws / f"study_{engine}.csv")}
+        got = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / f"study_{engine}.csv")}
         assert np.abs(np.array([got[f] for f in files]) - want).max() <= 1e-4, engine
     # The imported run works with the rest of inference.py: clustering, evaluation.
     ws.run("python inference.py", folder, "--model", run, "--cluster", "2", "--cluster-features", "map",
            "--cluster-space", "pca2", "--out-dir", "study_clusters")
-    assert len(_rows(ws / "study_clusters/clusters.csv")) == 4
+    assert len(read_csv(ws / "study_clusters/clusters.csv")) == 4
     labelled = tmp_path / "labelled"
     for i, f in enumerate(files):
         os.makedirs(labelled / ["cex", "pg"][i % 2], exist_ok=True)
@@ -608,14 +597,14 @@ def test_import_the_studys_h5(demo, tmp_path):
     ws.run("python inference.py", labelled, "--evaluate", "--model", run, "--out-dir", "study_eval")
     assert json.load(open(ws / "study_eval/metrics.json"))["test_images"] == 4
     again = ws.run("python -m ga.georgia import", h5, "--out", "deliverables/GA_study_import", expect=2)
-    assert "not empty" in _one_line_error(again)[0]
+    assert "not empty" in error_lines(again)[0]
     # `ga import` is the same command: the same weights, the same labels.
     out = ws.run("python -m ga import GAweights_<ts>.h5 --out deliverables/<name>",
                  subs={"GAweights_<ts>.h5": h5, "<name>": "GA_study_import_ga"})
     twin = ws.printed(out)
     assert json.load(open(os.path.join(twin, "labels.json"))) == labels
     ws.run("python inference.py", folder, "--model", twin, "--output", "study_twin.csv")
-    assert [r["p_pg"] for r in _rows(ws / "study_twin.csv")] == [r["p_pg"] for r in _rows(ws / "study_onnx.csv")]
+    assert [r["p_pg"] for r in read_csv(ws / "study_twin.csv")] == [r["p_pg"] for r in read_csv(ws / "study_onnx.csv")]
 
 
 # ---------------------------------------------------------------------------- the ga command, the Python API
@@ -643,7 +632,7 @@ def test_ga_infer_evaluate_scan_give_the_files_of_inference_py(demo):
     ws, run, _ = demo
     ws.run("python -m ga infer data/split/test --recursive --output predictions.csv", "--model", run)
     ws.run("python inference.py data/split/test --recursive", "--model", run, "--output", "old_predictions.csv")
-    assert _rows(ws / "predictions.csv") == _rows(ws / "old_predictions.csv")
+    assert read_csv(ws / "predictions.csv") == read_csv(ws / "old_predictions.csv")
     ws.run("python -m ga evaluate data/split/test --model deliverables/<run> --out-dir eval", "--out-dir", "ga_eval",
            subs={"deliverables/<run>": run})
     ws.run("python inference.py data/split/test --evaluate", "--model", run, "--out-dir", "old_eval")
@@ -659,9 +648,9 @@ def test_ga_infer_evaluate_scan_give_the_files_of_inference_py(demo):
     assert sorted(os.listdir(ws / "ga_scan/frame_tiles")) == sorted(os.listdir(ws / "old_scan/frame_tiles"))
     # A flag's error names the flag of the command that was typed.
     bad = ws.run("python -m ga evaluate", ws / "nowhere", "--model", run, expect=2)
-    assert _one_line_error(bad) == [f"error: evaluate: not a folder: {ws / 'nowhere'}"]
+    assert error_lines(bad) == [f"error: evaluate: not a folder: {ws / 'nowhere'}"]
     bad = ws.run("python inference.py", ws / "nowhere", "--evaluate", "--model", run, expect=2)
-    assert _one_line_error(bad) == [f"error: --evaluate: not a folder: {ws / 'nowhere'}"]
+    assert error_lines(bad) == [f"error: --evaluate: not a folder: {ws / 'nowhere'}"]
 
 
 def test_ga_command_chain(tmp_path):
@@ -670,16 +659,16 @@ def test_ga_command_chain(tmp_path):
     ws.run("python -m ga synth crystals --out data/archive --per-class 300", "--per-class", "20")
     assert len(os.listdir(ws / "data/archive/cropped/cropped/pg")) == 20
     split = ws.run("python -m ga split --source data/archive/cropped/cropped --dest data/split", "--no-progress")
-    assert "split (done)" in split.stdout and len(_rows(ws / "data/split/manifest.csv")) == 40
+    assert "split (done)" in split.stdout and len(read_csv(ws / "data/split/manifest.csv")) == 40
     run = ws.printed(ws.run("python -m ga train --config demo", *TINY_CRYSTALS))
     os.remove(os.path.join(run, "report.html"))
     proc = ws.run("python -m ga report deliverables/<run>", subs={"deliverables/<run>": run})
     assert ws.printed(proc) == os.path.join(run, "report.html") and os.path.isfile(os.path.join(run, "report.html"))
     bad = ws.run("python -m ga import", "missing.h5", "--out", "deliverables/x", expect=2)
-    assert _one_line_error(bad) == ["error: not found: missing.h5"]
+    assert error_lines(bad) == ["error: not found: missing.h5"]
     bad = ws.run("python -m ga split --source data/archive/cropped/cropped --dest data/split", "--ratios", "0.5", "0.5",
                  "0.5", "--dest", "data/other", expect=2)
-    assert _one_line_error(bad)[0].startswith("error: --ratios: must be three")
+    assert error_lines(bad)[0].startswith("error: --ratios: must be three")
 
 
 def _labels_csv_dataset(ws, per_class=24):
@@ -705,7 +694,7 @@ def test_binary_labels_csv_chain(tmp_path):
     _labels_csv_dataset(ws)
     ws.run("python split_data.py --source data/labelled --dest data/split_labelled", "--no-progress")
     for s in ("train", "valid", "test"):
-        rows = _rows(ws / f"data/split_labelled/{s}/labels.csv")
+        rows = read_csv(ws / f"data/split_labelled/{s}/labels.csv")
         assert rows and set(rows[0]) == {"filename", "label"} and {r["label"] for r in rows} == {"cex", "pg"}
         assert all(r["filename"].split("_")[1] == r["label"] for r in rows)
         assert not os.path.isdir(ws / f"data/split_labelled/{s}/cex")
@@ -714,7 +703,7 @@ def test_binary_labels_csv_chain(tmp_path):
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["task"] == "binary" and labels["classes"] == ["cex", "pg"]
     want = json.load(open(os.path.join(run, "metrics.json")))
-    test_rows = _rows(ws / "data/split_labelled/test/labels.csv")
+    test_rows = read_csv(ws / "data/split_labelled/test/labels.csv")
     assert want["test_images"] == len(test_rows)
     assert want["per_class"]["pg"]["support"] == sum(r["label"] == "pg" for r in test_rows)
     ws.run("python inference.py data/split_labelled/test --evaluate --model deliverables/<run> --out-dir eval",
@@ -728,7 +717,7 @@ def test_binary_labels_csv_chain(tmp_path):
     shutil.copy(ws / "data/split_labelled/test" / test_rows[0]["filename"], odd / "a.png")
     (odd / "labels.csv").write_text("filename,label\na.png,needles\n")
     bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2)
-    (line,) = _one_line_error(bad)
+    (line,) = error_lines(bad)
     assert "line 2" in line and "'needles'" in line and "['cex', 'pg']" in line
 
 
@@ -754,7 +743,7 @@ def test_readme_python_api_blocks_run(tmp_path):
     out = proc.stdout.splitlines()
     counts = ast.literal_eval(out[0])  # {class: {split: images}}, as split_data.py writes them
     assert {c: sum(n.values()) for c, n in counts.items()} == {"cex": 20, "pg": 20}
-    assert counts == {c: {s: sum(r["split"] == s and r["class"] == c for r in _rows(ws / "data/split/manifest.csv"))
+    assert counts == {c: {s: sum(r["split"] == s and r["class"] == c for r in read_csv(ws / "data/split/manifest.csv"))
                           for s in ("train", "valid", "test")} for c in ("cex", "pg")}
     (run,) = ws.runs("GA_")
     assert out[1].split()[0] == os.path.relpath(run, ws.path) and out[1].endswith("['cex', 'pg']")
@@ -786,7 +775,7 @@ def test_multiclass_chain(tmp_path):
     assert labels["task"] == "multiclass" and labels["classes"] == ["cex", "pg", "plate"]
     assert np.array(json.load(open(os.path.join(run, "metrics.json")))["confusion_matrix"]).shape == (3, 3)
     ws.run("python inference.py data/split_multiclass/test --recursive --output data/multiclass_predictions.csv")
-    rows = _rows(ws / "data/multiclass_predictions.csv")
+    rows = read_csv(ws / "data/multiclass_predictions.csv")
     assert rows and {"p_cex", "p_pg", "p_plate"} <= set(rows[0])
     assert {r["predicted"] for r in rows} <= {"cex", "pg", "plate"}
 
@@ -827,9 +816,9 @@ def graphene(tmp_path_factory):
 
 def test_graphene_chain(graphene):
     ws, run, (gen, split, train) = graphene
-    assert len(_rows(ws / "data/graphene/labels.csv")) == 60
+    assert len(read_csv(ws / "data/graphene/labels.csv")) == 60
     for s in ("train", "valid", "test"):
-        assert _rows(ws / f"data/graphene_split/{s}/labels.csv")
+        assert read_csv(ws / f"data/graphene_split/{s}/labels.csv")
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["task"] == "multilabel" and labels["classes"] == ["class1", "class2", "class3", "any"]
     assert labels["input_size"] == [36, 36] and labels["resize"] == [48, 48]
@@ -854,7 +843,7 @@ def test_scan_command(graphene):
     ws.run("python -m ga.synthetic wafer --out data/wafer.png --width 1000 --height 700 --seed 0")
     shutil.copy(ws / "data/wafer.png", ws / "frame.png")
     proc = ws.run("python inference.py frame.png --scan --tile 300")
-    tiles = _rows(ws / "inference_out/frame_tiles.csv")
+    tiles = read_csv(ws / "inference_out/frame_tiles.csv")
     # 1000 x 700 with 300 px tiles overlapping by at least 60 px: 4 x 3 tiles.
     assert len(tiles) == 12 and {int(t["x1"]) - int(t["x0"]) for t in tiles} == {300}
     fired = sum(int(t["fired"]) for t in tiles)
@@ -872,7 +861,7 @@ def test_split_the_graphene_studys_dataset_folder(tmp_path):
     ws.run("python split_data.py --source path/to/dataset --dest data/graphene_split --ratios 0.6 0.2 0.2",
            "--no-progress")
     names = [r["filename"] for s in ("train", "valid", "test")
-             for r in _rows(ws / f"data/graphene_split/{s}/labels.csv")]
+             for r in read_csv(ws / f"data/graphene_split/{s}/labels.csv")]
     assert sorted(n.split(".")[0] for n in names) == sorted(n.split(".")[0] for n in labels)
     assert set(tiffs) <= set(names)
 
@@ -883,7 +872,7 @@ def test_scan_a_binary_model_with_the_any_rule(demo):
     Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(ws / "frame.png")
     proc = ws.run("python inference.py frame.png --scan --tile 96 64 --rule any --model deliverables/<run>",
                   "--out-dir", "scan_any", subs={"deliverables/<run>": run})
-    tiles = _rows(ws / "scan_any/frame_tiles.csv")
+    tiles = read_csv(ws / "scan_any/frame_tiles.csv")
     # 300 x 200 with 96 x 64 tiles overlapping by at least 12 px: 4 x 4 tiles
     assert len(tiles) == 16 and {(int(t["x1"]) - int(t["x0"]), int(t["y1"]) - int(t["y0"])) for t in tiles} == {(96, 64)}
     assert [t["fired"] == "1" for t in tiles] == [float(t["p_pg"]) > 0.5 for t in tiles]
@@ -926,20 +915,20 @@ def test_contrastive_then_fine_tune(contrastive):
                              "print(m.input_shape, m.output_shape, [type(l).__name__ for l in m.layers[-2:]])",
                              os.path.join(gs, "GSmodel.keras")], capture_output=True, text=True, env=ws.env, timeout=300)
     assert shapes.stdout.split("\n")[-2] == "(None, 100, 100, 3) (None, 256) ['Dropout', 'Dense']", shapes.stderr[-2000:]
-    history = _rows(os.path.join(gs, "history.csv"))
+    history = read_csv(os.path.join(gs, "history.csv"))
     assert len(history) == 2 and all(np.isfinite(float(r["val_loss"])) for r in history)
     assert ws.printed(fine) == gc
-    stages = [r["stage"] for r in _rows(os.path.join(gc, "history.csv"))]
+    stages = [r["stage"] for r in read_csv(os.path.join(gc, "history.csv"))]
     assert stages == ["1", "1", "2"]
     # The fine-tuned classifier labels images from the shell; the pretraining run is refused.
     test_dir = str(graphene_test_dir(ws))
     proc = ws.run("python inference.py", test_dir, "--model", gc, "--output", "ft.csv", expect=1)
-    rows = _rows(ws / "ft.csv")
+    rows = read_csv(ws / "ft.csv")
     assert [r["path"] for r in rows if not r["error"]] == _images_under(test_dir)
     assert [r["path"] for r in rows if r["error"]] == [os.path.join(test_dir, "labels.csv")]  # reported, not hidden
-    assert "labels.csv: not an image" in _one_line_error(proc)[0]
+    assert "labels.csv: not an image" in error_lines(proc)[0]
     refused = ws.run("python inference.py", test_dir, "--model", gs, expect=2)
-    assert "contrastive pretraining run" in _one_line_error(refused)[0]
+    assert "contrastive pretraining run" in error_lines(refused)[0]
 
 
 def graphene_test_dir(ws):

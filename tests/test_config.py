@@ -2,11 +2,11 @@
 
 import glob
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
+
+from helpers import run_script
 
 from ga.cli import split_main, train_main
 from ga.config import Config, ConfigError, dump_config, load_config
@@ -165,8 +165,7 @@ def test_split_ratio_error_exits_2(tmp_path, capsys):
 
 @pytest.mark.parametrize("script", ["main.py", "split_data.py", "inference.py"])
 def test_scripts_help_and_usage_errors(script):
-    out = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0 and "usage:" in out.stdout and "--verbose" in out.stdout
-    bad = subprocess.run([sys.executable, script, "--no-such-flag", "x"], cwd=ROOT, capture_output=True, text=True)
-    assert bad.returncode == 2
+    out = run_script(script, "--help")
+    assert "usage:" in out.stdout and "--verbose" in out.stdout
+    bad = run_script(script, "--no-such-flag", "x", expect=2)
     assert bad.stderr.count("\n") == 1 and "--no-such-flag" in bad.stderr

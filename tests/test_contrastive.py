@@ -2,7 +2,6 @@
 across replicas), the two views, backbone weights round trip, frozen backbone in linear
 evaluation, and a tiny pretrain -> fine-tune chain."""
 
-import csv
 import glob
 import json
 import os
@@ -16,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT, tiny_config
+from helpers import read_csv, run_script
 from ga import synthetic as syn
 from ga.cli import inference_main, train_main
 from ga.config import ConfigError, load_config
@@ -23,7 +23,7 @@ from ga.contrastive import nt_xent, one_way, views_layer
 from ga.layers import RandomResizedCrop
 from ga.model import backbone_of, build_model
 from ga.splitting import split_dataset
-from ga.train import train
+from ga.trainer import train
 
 
 def numpy_nt_xent(z1, z2, t):
@@ -198,7 +198,7 @@ def test_pretraining_run_folder(chain):
     assert not os.path.exists(os.path.join(run, "RUNNING"))
     m = json.load(open(os.path.join(run, "metrics.json")))
     assert m["task"] == "contrastive" and m["images"] == 48 and m["training"]["epochs"] == 2
-    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    rows = read_csv(os.path.join(run, "history.csv"))
     assert len(rows) == 2 and all(np.isfinite(float(r["loss"])) for r in rows)
     # 48 images, batch 16: random views score about log(31); any learning shows below it
     assert float(rows[0]["loss"]) < np.log(31) + 0.5
@@ -217,7 +217,7 @@ def test_study_objective_with_validation_loss_and_periodic_weights(chain, tmp_pa
                                    "view_size": 20, "val_fraction": 0.25},
                       output={"prefix": "GS", "save_every": 1})
     run = train(cfg)
-    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    rows = read_csv(os.path.join(run, "history.csv"))
     assert len(rows) == 2 and all(np.isfinite(float(r["val_loss"])) for r in rows)
     m = json.load(open(os.path.join(run, "metrics.json")))
     assert m["loss"] == "one_way" and m["images"] == 36 and m["validation_images"] == 12
@@ -270,7 +270,7 @@ def test_pretrain_then_fine_tune_gives_a_normal_multilabel_run(chain, tmp_path):
     for f in ("GCmodel.keras", "GCweights.onnx", "GCthreshold_sweep.png", "GCmetrics_plot.png", "predictions.csv",
               "GCFinalTestResults.txt", "model_card.md"):
         assert os.path.isfile(os.path.join(run, f)), f
-    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    rows = read_csv(os.path.join(run, "history.csv"))
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3"] and [r["stage"] for r in rows] == ["1", "1", "2", "2"]
     # the second stage trained the backbone's convolutions; BatchNorm kept its pretrained state
     b = _backbone_arrays(keras.models.load_model(os.path.join(chain["pretrained"], "GSmodel.keras")))
@@ -280,7 +280,7 @@ def test_pretrain_then_fine_tune_gives_a_normal_multilabel_run(chain, tmp_path):
     # inference reads it like any other run
     pngs = sorted(glob.glob(os.path.join(chain["split"], "test", "*.png")))
     assert inference_main([*pngs, "--model", run, "--output", str(tmp_path / "p.csv")]) == 0
-    assert len(list(csv.DictReader(open(tmp_path / "p.csv")))) == len(pngs)
+    assert len(read_csv(tmp_path / "p.csv")) == len(pngs)
 
 
 def test_contrastive_run_is_not_a_classifier(chain, tmp_path, capsys):
@@ -319,9 +319,7 @@ def test_contrastive_on_two_replicas(chain, tmp_path):
                       model={"task": "contrastive"}, contrastive={"projection": [16, 8]},
                       training={"epochs": 1, "distribution": "mirrored", "early_stopping": {"monitor": "loss"}},
                       output={"prefix": "GS"})
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "GA_LOGICAL_CPUS": "2"}, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script("main.py", "--config", cfg, env={"GA_LOGICAL_CPUS": "2"})
     run = out.stdout.strip().splitlines()[-1]
     assert json.load(open(os.path.join(run, "run.json")))["device"]["replicas"] == 2
     assert np.isfinite(json.load(open(os.path.join(run, "metrics.json")))["final_loss"])
@@ -350,7 +348,7 @@ def test_fine_tune_resumes_in_either_stage(chain, tmp_path, monkeypatch, crash_a
     assert os.path.isfile(os.path.join(run, "stage1.json")) == (crash_at >= 2)
     monkeypatch.setattr(ga_callbacks, "build_callbacks", real)
     assert train(resume=run) == run
-    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    rows = read_csv(os.path.join(run, "history.csv"))
     assert [r["epoch"] for r in rows] == ["0", "1", "2", "3", "4"]
     assert [r["stage"] for r in rows] == ["1", "1", "2", "2", "2"]
     assert json.load(open(os.path.join(run, "metrics.json")))["training"]["linear_stage_epochs"] == 2

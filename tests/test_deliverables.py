@@ -1,7 +1,6 @@
 """Deliverables: every file, figures, report/metrics agreement, class names, exported
 models that reproduce the trained model's predictions, atomic writes."""
 
-import csv
 import errno
 import json
 import os
@@ -13,6 +12,7 @@ import onnx
 import pytest
 from PIL import Image
 
+from helpers import read_csv
 import ga  # noqa: F401  (registers the project's layers for load_model)
 from ga import export, files as ga_io
 from ga.data import load_image
@@ -68,7 +68,7 @@ def test_metrics_json_agrees_with_the_report_and_names_classes_right(trained_run
 
 
 def test_predictions_name_each_image_by_its_folder(trained_run):
-    rows = list(csv.DictReader(open(os.path.join(trained_run, "predictions.csv"))))
+    rows = read_csv(os.path.join(trained_run, "predictions.csv"))
     assert len(rows) == 18
     right = sum(r["predicted"] == os.path.basename(os.path.dirname(r["path"])) for r in rows)
     assert all(r["true"] == os.path.basename(os.path.dirname(r["path"])) for r in rows)
@@ -76,7 +76,7 @@ def test_predictions_name_each_image_by_its_folder(trained_run):
 
 
 def test_exported_models_reproduce_the_trained_predictions(trained_run):
-    rows = list(csv.DictReader(open(os.path.join(trained_run, "predictions.csv"))))
+    rows = read_csv(os.path.join(trained_run, "predictions.csv"))
     images = np.stack([load_image(r["path"], (32, 32)).numpy() for r in rows]).astype("float32")
     want = np.array([float(r["p_pg"]) for r in rows], np.float32)
     for name in ("GAmodel.keras", "GAweights.h5"):
@@ -100,7 +100,7 @@ def test_onnx_describes_itself(trained_run):
 
 def test_parity_failure_fails_the_run_loudly(tmp_path, separable_split, monkeypatch):
     from conftest import tiny_config
-    from ga.train import train
+    from ga.trainer import train
 
     monkeypatch.setattr(export, "parity", lambda *a, **k: 0.5)
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1})
@@ -128,7 +128,7 @@ def test_failed_write_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
 
 def test_disk_full_during_deliverables_names_the_file(tmp_path, separable_split, monkeypatch):
     from conftest import tiny_config
-    from ga.train import train
+    from ga.trainer import train
 
     real_replace = os.replace
 

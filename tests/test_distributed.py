@@ -4,7 +4,6 @@ a contrastive config, and a worker killed mid-run. Every wait is bounded and the
 killed if they outlive it. The cluster's resolution under Slurm is checked with a faked
 environment."""
 
-import csv
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import pytest
 
 import ga.synthetic as syn
 from conftest import ROOT, make_separable_split, tiny_config
+from helpers import one_error_line, read_csv, run_script
 from ga.distributed import SLURM_PORT_BASE, is_chief, shard_rows
 from ga.splitting import split_dataset
 
@@ -185,7 +185,7 @@ def test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights(o
     for epoch in (1, 2):
         assert first[epoch]["train"] == (17, 0, 3) and second[epoch]["train"] == (16, 1, 3)
         assert first[epoch]["valid"] == (9, 0, 2) and second[epoch]["valid"] == (8, 0, 2)
-    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    rows = read_csv(os.path.join(run, "history.csv"))
     assert len(rows) == 2
     # The validation figures are those of the whole split in one process: the delivered
     # model (BatchNorm statistics re-estimated before validation, as on every worker) scores
@@ -233,7 +233,7 @@ def test_shards_are_disjoint_cover_the_list_and_have_one_length(n, count):
 
 
 @pytest.fixture(scope="module")
-def graphene(tmp_path_factory):
+def graphene_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("graphene_mw")
     src = syn.generate_graphene(str(root / "src"), count=40, size=48, seed=4)
     split_dataset(src, str(root / "split"), ratios=[0.6, 0.2, 0.2], progress=False)
@@ -241,9 +241,9 @@ def graphene(tmp_path_factory):
     return {"split": str(root / "split"), "unlabelled": unlabelled}
 
 
-def test_two_workers_multilabel_under_slurm(graphene, work):
+def test_two_workers_multilabel_under_slurm(graphene_data, work):
     # No TF_CONFIG: the two tasks of a Slurm job step on one node, found by SlurmClusterResolver.
-    cfg = tiny_config(work / "ml.yaml", graphene["split"], str(work / "runs"),
+    cfg = tiny_config(work / "ml.yaml", graphene_data["split"], str(work / "runs"),
                       model={"task": "multilabel"}, data={"any_class": True, "balance": True},
                       training={"epochs": 1, "distribution": "multi_worker"}, output={"onnx": False, "prefix": "GC"})
     run, err0, err1 = one_complete_run(work, wait_all(start_workers(cfg, work, work / "tmp", slurm=True)))
@@ -251,15 +251,15 @@ def test_two_workers_multilabel_under_slurm(graphene, work):
     assert labels["task"] == "multilabel" and set(labels["thresholds"]) == set(labels["classes"])
     # 23 training images, drawn by the balanced sampler: 12 draws per worker (one shard padded),
     # in the 3 steps of a single process at batch 8.
-    n = len(list(csv.DictReader(open(os.path.join(graphene["split"], "train", "labels.csv")))))
+    n = len(read_csv(os.path.join(graphene_data["split"], "train", "labels.csv")))
     for e in (err0, err1):
         images, padding, batches = reads(e)[1]["train"]
         assert images + padding == -(-n // 2) and batches == -(-n // 8)
 
 
-def test_two_workers_contrastive(graphene, work):
-    cfg = tiny_config(work / "cl.yaml", graphene["split"], str(work / "runs"),
-                      data={"train_dir": graphene["unlabelled"], "batch_size": 16}, model={"task": "contrastive"},
+def test_two_workers_contrastive(graphene_data, work):
+    cfg = tiny_config(work / "cl.yaml", graphene_data["split"], str(work / "runs"),
+                      data={"train_dir": graphene_data["unlabelled"], "batch_size": 16}, model={"task": "contrastive"},
                       contrastive={"projection": [16, 8]},
                       training={"epochs": 1, "distribution": "multi_worker", "early_stopping": {"monitor": "loss"}},
                       output={"prefix": "GS"})
@@ -342,7 +342,7 @@ def test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it(work):
     restarted = wait_all(start([os.path.join(ROOT, "main.py"), "--resume", run], work, work / "tmp2"))
     run, err0, err1 = one_complete_run(work, restarted, "tmp2")
     assert "resuming at epoch" in err0 and "resuming at epoch" in err1
-    epochs = [int(r["epoch"]) for r in csv.DictReader(open(os.path.join(run, "history.csv")))]
+    epochs = [int(r["epoch"]) for r in read_csv(os.path.join(run, "history.csv"))]
     assert epochs == list(range(3))
 
 
@@ -427,10 +427,8 @@ def test_no_cluster_is_one_line_and_exit_2(slurm_env, tmp_path, separable_split)
         slurm_env.delenv(k)
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
                       training={"distribution": "multi_worker"})
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
-                         text=True, cwd=tmp_path, timeout=WAIT)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("error: training.distribution: multi_worker needs "
+    out = run_script("main.py", "--config", cfg, cwd=tmp_path, timeout=WAIT, expect=2)
+    assert one_error_line(out).startswith("error: training.distribution: multi_worker needs "
                                                           "TF_CONFIG")
     assert not (tmp_path / "runs").exists()
 

@@ -4,13 +4,11 @@ a SavedModel that matches Keras, inference output that names its model, and the 
 commands (ga-split, ga-train, ga-infer, python -m ga) from a non-editable install."""
 
 import base64
-import csv
 import glob
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from html.parser import HTMLParser
@@ -20,18 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, make_separable_split
-
-
-def rows(path):
-    with open(path, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def run(argv, cwd, expect=0, env=None, timeout=600):
-    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
-    assert proc.returncode == expect, f"{argv}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    return proc
+from helpers import read_csv, run_command
 
 
 def scalars(folder):
@@ -48,7 +35,7 @@ def scalars(folder):
 
 
 def test_tensorboard_scalars_match_history(trained_run):
-    history = rows(os.path.join(trained_run, "history.csv"))
+    history = read_csv(os.path.join(trained_run, "history.csv"))
     train = scalars(os.path.join(trained_run, "tensorboard", "train"))
     valid = scalars(os.path.join(trained_run, "tensorboard", "validation"))
     epochs = [int(r["epoch"]) for r in history]
@@ -133,7 +120,7 @@ print(json.dumps({"serve": float(np.abs(a - k).max()), "signature": float(np.abs
 
 
 def test_saved_model_matches_keras(trained_run):
-    proc = run([sys.executable, "-c", SAVED_MODEL_CHECK, trained_run], ROOT)
+    proc = run_command([sys.executable, "-c", SAVED_MODEL_CHECK, trained_run], ROOT)
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["serve"] < 1e-4 and got["signature"] < 1e-4 and got["classes"] == ["cex", "pg"]
     assert json.load(open(os.path.join(trained_run, "metrics.json")))["saved_model"]["max_abs_diff"] < 1e-4
@@ -176,15 +163,15 @@ def test_explain_and_provenance_from_the_shell(trained_run, tmp_path):
     folder = make_separable_split(str(tmp_path / "imgs"), counts={"test": (2, 1)})
     test_dir = os.path.join(folder, "test")
     out = tmp_path / "out"
-    run([sys.executable, os.path.join(ROOT, "inference.py"), test_dir, "--recursive", "--model", trained_run,
+    run_command([sys.executable, os.path.join(ROOT, "inference.py"), test_dir, "--recursive", "--model", trained_run,
          "--explain", "--out-dir", out, "--output", tmp_path / "p.csv"], tmp_path)
     images = sorted(glob.glob(os.path.join(test_dir, "*", "*.png")))
     assert sorted(os.listdir(out)) == sorted(os.path.basename(p)[:-4] + "_gradcam.png" for p in images)
-    table = rows(tmp_path / "p.csv")
+    table = read_csv(tmp_path / "p.csv")
     onnx = os.path.join(trained_run, "GAweights.onnx")
     sha = hashlib.sha256(open(onnx, "rb").read()).hexdigest()
     assert {(r["model_file"], r["model_sha256"], r["engine"]) for r in table} == {(onnx, sha, "onnx")}
-    run([sys.executable, os.path.join(ROOT, "inference.py"), test_dir, "--recursive", "--model", trained_run,
+    run_command([sys.executable, os.path.join(ROOT, "inference.py"), test_dir, "--recursive", "--model", trained_run,
          "--engine", "keras", "--output", tmp_path / "p.json"], tmp_path)
     doc = json.load(open(tmp_path / "p.json"))
     keras_file = os.path.join(trained_run, "GAmodel.keras")
@@ -196,8 +183,8 @@ def test_installed_commands_from_another_folder(tmp_path):
     """`pip install .` (not editable) into a fresh venv; the dependencies come from this
     interpreter's site-packages (a .pth), so only the package itself is installed."""
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", venv], tmp_path)
-    site = run([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+    run_command([sys.executable, "-m", "venv", venv], tmp_path)
+    site = run_command([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                tmp_path).stdout.strip()
     with open(os.path.join(site, "deps.pth"), "w") as fh:
         fh.write(sysconfig.get_paths()["purelib"] + "\n")
@@ -207,28 +194,28 @@ def test_installed_commands_from_another_folder(tmp_path):
         shutil.copytree(os.path.join(ROOT, name), build / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), build / name)
-    run([venv / "bin" / "pip", "install", "-q", "--no-deps", str(build)], tmp_path, timeout=600)
+    run_command([venv / "bin" / "pip", "install", "-q", "--no-deps", str(build)], tmp_path, timeout=600)
     work = tmp_path / "elsewhere"
     work.mkdir()
     bin_ = venv / "bin"
-    where = run([bin_ / "python", "-c", "import ga, os; print(os.path.dirname(ga.__file__))"], work).stdout.strip()
+    where = run_command([bin_ / "python", "-c", "import ga, os; print(os.path.dirname(ga.__file__))"], work).stdout.strip()
     assert where.startswith(str(venv)) and os.path.isfile(os.path.join(where, "configs", "demo.yaml"))
-    listed = run([bin_ / "ga-train", "--list-configs"], work).stdout
+    listed = run_command([bin_ / "ga-train", "--list-configs"], work).stdout
     assert "resnet101" in listed and "demo" in listed
-    printed = run([bin_ / "ga-train", "--config", "demo", "--print-config", "--set", "training.epochs=2"], work).stdout
+    printed = run_command([bin_ / "ga-train", "--config", "demo", "--print-config", "--set", "training.epochs=2"], work).stdout
     assert "epochs: 2" in printed and "backbone: cnn4" in printed
-    run([bin_ / "python", "-m", "ga.synthetic", "crystals", "--out", "data/archive", "--per-class", "16",
+    run_command([bin_ / "python", "-m", "ga.synthetic", "crystals", "--out", "data/archive", "--per-class", "16",
          "--seed", "0"], work)
-    run([bin_ / "ga-split", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--no-progress"], work)
-    trained = run([bin_ / "ga-train", "--config", "demo", "--set", "data.image_size=[32,32]", "--set",
+    run_command([bin_ / "ga-split", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--no-progress"], work)
+    trained = run_command([bin_ / "ga-train", "--config", "demo", "--set", "data.image_size=[32,32]", "--set",
                    "data.batch_size=8", "--set", "training.epochs=1", "--set", "output.onnx=false"], work)
     run_dir = trained.stdout.strip().splitlines()[-1]
     assert run_dir.startswith("deliverables") and os.path.isfile(work / run_dir / "report.html")
-    labelled = run([bin_ / "ga-infer", "data/split/test", "--recursive"], work)  # the newest run
+    labelled = run_command([bin_ / "ga-infer", "data/split/test", "--recursive"], work)  # the newest run
     assert labelled.stdout.count("prediction") == len(glob.glob(str(work / "data/split/test/*/*.png")))
-    usage = run([bin_ / "python", "-m", "ga", "infer", "--help"], work).stdout
+    usage = run_command([bin_ / "python", "-m", "ga", "infer", "--help"], work).stdout
     assert usage.startswith("usage: python -m ga infer")
-    assert run([bin_ / "ga-split", "--help"], work).stdout.startswith("usage: ga-split")
+    assert run_command([bin_ / "ga-split", "--help"], work).stdout.startswith("usage: ga-split")
 
 
 def test_run_files_are_readable_by_the_group(trained_run):

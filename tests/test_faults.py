@@ -1,6 +1,5 @@
 """Faults: SIGKILL at random points of split_data.py and of training, then recovery."""
 
-import csv
 import os
 import random
 import shutil
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, digest_tree, tiny_config
+from helpers import read_csv, run_script
 from ga.runs import newest_run
 from ga.splitting import read_manifest, split_dataset
 from test_splitting import make_tree
@@ -108,10 +108,8 @@ def test_sigkill_during_training_then_resume(tmp_path, separable_split):
     run_dir = os.path.dirname(history)
     assert os.path.exists(os.path.join(run_dir, "RUNNING")) and not os.path.exists(os.path.join(run_dir, "metrics.json"))
     assert newest_run(str(runs)) is None  # an interrupted run is never "the newest run"
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--resume", run_dir], capture_output=True,
-                         text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    epochs = [int(r["epoch"]) for r in csv.DictReader(open(history))]
+    run_script("main.py", "--resume", run_dir)
+    epochs = [int(r["epoch"]) for r in read_csv(history)]
     assert epochs == [0, 1, 2, 3]
     assert newest_run(str(runs)) == run_dir
     assert not [f for f in os.listdir(run_dir) if ".tmp" in f]
@@ -119,7 +117,7 @@ def test_sigkill_during_training_then_resume(tmp_path, separable_split):
 
 def _interrupted_run(tmp_path, split):
     """A one-epoch run folder made to look interrupted (RUNNING back, metrics.json gone)."""
-    from ga.train import train
+    from ga.trainer import train
 
     cfg = tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"), training={"epochs": 1},
                       output={"onnx": False})

@@ -1,7 +1,6 @@
 """Multi-label task: labels and the any output, per-class F1 against scikit-learn, the
 threshold sweep, flake augmentation, data.fraction, tiling, and a scan end to end."""
 
-import csv
 import json
 import os
 
@@ -12,6 +11,7 @@ import tensorflow as tf
 from sklearn.metrics import f1_score
 
 from conftest import tiny_config
+from helpers import read_csv
 from ga import synthetic as syn
 from ga.analysis import compute_metrics, threshold_sweep
 from ga.cli import inference_main
@@ -48,7 +48,7 @@ def test_multilabel_labels_and_any_output(tmp_path, graphene_split):
     cfg = load_config(_ml_config(tmp_path, graphene_split))
     data = build_datasets(cfg)
     assert data.classes == ["class1", "class2", "class3", "any"]
-    rows = {r["filename"]: r for r in csv.DictReader(open(os.path.join(graphene_split, "test", "labels.csv")))}
+    rows = {r["filename"]: r for r in read_csv(os.path.join(graphene_split, "test", "labels.csv"))}
     for path, y in zip(data.test.paths, data.test.labels):
         r = rows[os.path.basename(path)]
         want = [float(r["class1"]), float(r["class2"]), float(r["class3"])]
@@ -153,7 +153,7 @@ def test_overlap_keeps_every_small_object_inside_one_tile():
 
 
 def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
-    from ga.train import train
+    from ga.trainer import train
 
     run = train(_ml_config(tmp_path, graphene_split), overrides=["training.epochs=2"])
     labels = json.load(open(os.path.join(run, "labels.json")))
@@ -169,7 +169,7 @@ def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
     code = inference_main([frame, "--scan", "--tile", "24", "--model", run, "--out-dir", out_dir,
                            "--threshold", "0.0001"])
     assert code == 0
-    rows = list(csv.DictReader(open(os.path.join(out_dir, "frame_tiles.csv"))))
+    rows = read_csv(os.path.join(out_dir, "frame_tiles.csv"))
     assert len(rows) == len(tile_boxes(170, 100, 24, default_overlap(24)))
     fired = [r for r in rows if r["fired"] == "1"]
     assert len(fired) == len(rows)  # a tiny threshold marks every tile

@@ -1,7 +1,6 @@
 """More than two exclusive classes, class weights, and the best epoch's weights on disk
 across a resume."""
 
-import csv
 import json
 import os
 import subprocess
@@ -14,9 +13,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, tiny_config
+from helpers import read_csv, run_script
 from ga import callbacks as ga_callbacks
 from ga.config import ConfigError, load_config
-from ga.train import train
+from ga.trainer import train
 
 CLASSES = ("cex", "pg", "plate")
 LEVELS = (200.0, 120.0, 40.0)  # mean grey level per class index
@@ -37,18 +37,13 @@ def make_split(root, counts, levels=LEVELS, noise=25.0, seed=0, size=(32, 32), j
     return root
 
 
-def _run(script, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def three_class_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("three")
     # Test counts differ per class, so a swapped class shows in the report.
     split = make_split(str(tmp / "split"), {"train": (12, 12, 12), "valid": (6, 6, 6), "test": (7, 5, 3)})
     cfg = tiny_config(tmp / "c.yaml", split, str(tmp / "runs"), model={"task": "multiclass"})
-    out = _run("main.py", "--config", cfg, "--set", "training.epochs=8")
+    out = run_script("main.py", "--config", cfg, "--set", "training.epochs=8")
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1], split, tmp
 
@@ -67,8 +62,7 @@ def test_three_class_run_reports_every_class(three_class_run):
     assert m["onnx"]["max_abs_diff"] <= m["onnx"]["tolerance"]
     text = open(os.path.join(run_dir, "GAFinalTestResults.txt")).read()
     assert "categorical cross-entropy" in text and "ROC AUC (plate vs rest)" in text and "pred plate" in text
-    with open(os.path.join(run_dir, "predictions.csv"), newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(os.path.join(run_dir, "predictions.csv"))
     assert len(rows) == 15 and all(r["true"] == os.path.basename(os.path.dirname(r["path"])) for r in rows)
     for r in rows:
         probs = [float(r[f"p_{c}"]) for c in CLASSES]
@@ -82,32 +76,31 @@ def test_three_class_run_reports_every_class(three_class_run):
 def test_inference_labels_three_classes_and_evaluates(three_class_run, tmp_path):
     run_dir, split, _ = three_class_run
     out_csv = tmp_path / "pred.csv"
-    got = _run("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--output", str(out_csv))
+    got = run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--output", str(out_csv))
     assert got.returncode == 0, got.stderr[-2000:]
-    with open(out_csv, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_csv(out_csv)
     assert [k for k in rows[0] if k.startswith("p_")] == ["p_cex", "p_pg", "p_plate"] and len(rows) == 15
     printed = [line for line in got.stdout.splitlines() if line.startswith("File ")]
     assert len(printed) == 15 and all(" prediction " in line and " confidence " in line for line in printed)
-    ev = _run("inference.py", os.path.join(split, "test"), "--model", run_dir, "--evaluate", "--out-dir",
+    ev = run_script("inference.py", os.path.join(split, "test"), "--model", run_dir, "--evaluate", "--out-dir",
               str(tmp_path / "ev"))
     assert ev.returncode == 0, ev.stderr[-2000:]
     m = json.load(open(tmp_path / "ev" / "metrics.json"))
     trained = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert m["confusion_matrix"] == trained["confusion_matrix"]
-    refused = _run("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--threshold", "0.3")
+    refused = run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--threshold", "0.3",
+                         expect=None)
     assert refused.returncode == 2 and "multiclass" in refused.stderr and "Traceback" not in refused.stderr
-    clustered = _run("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--cluster", "3",
+    clustered = run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--cluster", "3",
                      "--out-dir", str(tmp_path / "cl"))
     assert clustered.returncode == 0, clustered.stderr[-2000:]
-    with open(tmp_path / "cl" / "clusters.csv", newline="") as fh:
-        assert {r["predicted"] for r in csv.DictReader(fh)} <= set(CLASSES)
+    assert {r["predicted"] for r in read_csv(tmp_path / "cl" / "clusters.csv")} <= set(CLASSES)
 
 
 def test_a_two_folder_dataset_stays_binary_and_three_folders_need_multiclass(tmp_path):
     split = make_split(str(tmp_path / "split"), {"train": (2, 2, 2), "valid": (1, 1, 1), "test": (1, 1, 1)})
     cfg = tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"))
-    got = _run("main.py", "--config", cfg)
+    got = run_script("main.py", "--config", cfg, expect=None)
     assert got.returncode == 2 and "model.task: multiclass" in got.stderr and "Traceback" not in got.stderr
     assert load_config(cfg).model.task == "binary"
 
@@ -210,7 +203,7 @@ def test_imbalance_warning_suggests_a_setting_the_task_accepts(caplog, task, hin
     from types import SimpleNamespace
 
     from ga.tasks import get_task
-    from ga.train import _log_class_counts
+    from ga.trainer import _log_class_counts
 
     counts = {"train": {"a": 40, "b": 4}, "valid": {"a": 5, "b": 5}}
     data = SimpleNamespace(task=get_task(task), class_counts=lambda: counts)

@@ -1,7 +1,6 @@
 """inference.py: class names with both engines, engine agreement, odd and bad files,
 clustering, model resolution, safe loading."""
 
-import csv
 import json
 import os
 import shutil
@@ -12,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import separable_image
+from helpers import read_csv
 from ga.cli import inference_main
 from ga.errors import ModelError
 from ga.predict import load_keras, load_model
@@ -45,8 +45,8 @@ def test_engines_agree(trained_run, separable_split, tmp_path, capsys):
     for engine in ("onnx", "keras"):
         assert inference_main([test_dir, "--recursive", "--model", trained_run, "--engine", engine,
                                "--output", str(tmp_path / f"{engine}.csv")]) == 0
-    a = list(csv.DictReader(open(tmp_path / "onnx.csv")))
-    b = list(csv.DictReader(open(tmp_path / "keras.csv")))
+    a = read_csv(tmp_path / "onnx.csv")
+    b = read_csv(tmp_path / "keras.csv")
     assert [r["path"] for r in a] == [r["path"] for r in b]
     diff = max(abs(float(x["p_pg"]) - float(y["p_pg"])) for x, y in zip(a, b))
     assert diff <= 1e-4
@@ -80,7 +80,7 @@ def test_mixed_folder_one_row_per_file(trained_run, tmp_path, capsys):
     code = inference_main([folder, "--model", trained_run, "--output", out])
     lines, err = _out_lines(capsys)
     assert code == 1
-    rows = {os.path.basename(r["path"]): r for r in csv.DictReader(open(out))}
+    rows = {os.path.basename(r["path"]): r for r in read_csv(out)}
     assert set(rows) == set(good) | bad
     assert {n for n, r in rows.items() if r["error"]} == bad
     for n in bad:
@@ -108,7 +108,7 @@ def test_cluster_outputs(trained_run, separable_split, tmp_path, capsys):
     code = inference_main([os.path.join(separable_split, "test"), "--recursive", "--model", trained_run,
                            "--cluster", "2", "--out-dir", out_dir])
     assert code == 0
-    rows = list(csv.DictReader(open(os.path.join(out_dir, "clusters.csv"))))
+    rows = read_csv(os.path.join(out_dir, "clusters.csv"))
     assert len(rows) == 18 and {r["cluster"] for r in rows} == {"0", "1"}
     with Image.open(os.path.join(out_dir, "clusters.png")) as im:
         assert im.width > 300

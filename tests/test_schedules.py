@@ -2,23 +2,21 @@
 the optimizer's update, weight-decay exclusions, precise BatchNorm statistics and the colour
 shift's probability."""
 
-import csv
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, tiny_config
+from conftest import tiny_config
+from helpers import read_csv, run_script
 from ga.callbacks import PreciseBatchNorm
 from ga.config import ConfigError, load_config
 from ga.data import augmentation
 from ga.schedules import EpochSchedule, epoch_rate
-from ga.train import _optimizer
+from ga.trainer import _optimizer
 
 # The OneCycle parameters of the graphene study's scheduler interface, in its order:
 # steps_up, steps_down, steps_final, init_lr, max_lr, final_lr, init_beta1, min_beta1, beta2.
@@ -208,10 +206,8 @@ def test_precise_batchnorm_and_one_cycle_on_two_replicas(separable_split, tmp_pa
                       training={"epochs": 2, "distribution": "mirrored", "precise_bn_batches": 2,
                                 "lr_schedule": {"kind": "one_cycle", "steps_up": 1, "steps_down": 1}},
                       output={"onnx": False})
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg], capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "GA_LOGICAL_CPUS": "2"}, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = run_script("main.py", "--config", cfg, env={"GA_LOGICAL_CPUS": "2"})
     run = out.stdout.strip().splitlines()[-1]
     assert json.load(open(os.path.join(run, "run.json")))["device"]["replicas"] == 2
-    rows = list(csv.DictReader(open(os.path.join(run, "history.csv"))))
+    rows = read_csv(os.path.join(run, "history.csv"))
     assert [float(r["lr"]) for r in rows] == pytest.approx([3e-5, 3e-4])

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from conftest import digest_tree
+from helpers import read_csv
 from ga import synthetic as syn
 
 
@@ -120,7 +121,7 @@ def test_wafer_frame_and_boxes(tmp_path):
     img_path, boxes = syn.generate_wafer(str(tmp_path / "w.png"), width=900, height=700, seed=1, n_flakes=5)
     im = Image.open(img_path)
     assert im.size == (900, 700)
-    rows = list(csv.DictReader(open(boxes)))
+    rows = read_csv(boxes)
     assert len(rows) == 5 and {r["class"] for r in rows} <= {"1", "2", "3"}
     for r in rows:
         assert 0 <= int(r["x0"]) < int(r["x1"]) <= 900 and 0 <= int(r["y0"]) < int(r["y1"]) <= 700

@@ -1,36 +1,31 @@
 """Training: end to end, class order, one validation pass per epoch, F1 stop, resume,
 offline weights, local weights, trainable fraction, mirrored strategy, bad images, NaN."""
 
-import csv
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT, make_separable_split, tiny_config
+from conftest import make_separable_split, tiny_config
+from helpers import read_csv, run_script
 from ga import callbacks as ga_callbacks
 from ga import data as ga_data
 from ga.callbacks import ClassF1Stop
 from ga.config import ConfigError, load_config
 from ga.layers import Preprocess
 from ga.model import build_backbone, set_trainable_fraction
-from ga.train import train
+from ga.trainer import train
 
 
 def _run_main(args, env=None, timeout=600):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=full_env, timeout=timeout)
+    return run_script("main.py", *args, env=env, timeout=timeout, expect=None)
 
 
 def _history(run_dir):
-    with open(os.path.join(run_dir, "history.csv"), newline="") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(os.path.join(run_dir, "history.csv"))
 
 
 def test_main_end_to_end(tmp_path, separable_split):

@@ -1,0 +1,54 @@
+"""What several test files need: running a script or module as a user does, reading a CSV,
+checking a one-line error."""
+
+import csv
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(*argv, cwd=ROOT, expect=0, env=None, timeout=600):
+    """Run `python <argv>` in a fresh interpreter: a repository script (`main.py`,
+    `bench/x.py`: found in the repository), `-m module ...`, or `-c code`; assert its exit
+    status (unless `expect` is None) and return the CompletedProcess."""
+    argv = [str(a) for a in argv]
+    if argv and argv[0].endswith(".py") and not os.path.isabs(argv[0]):
+        argv[0] = os.path.join(ROOT, argv[0])
+    full_env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                **(env or {})}
+    proc = subprocess.run([sys.executable, *argv], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+    if expect is not None:
+        assert proc.returncode == expect, (f"{argv}\nexit {proc.returncode}\n--- stdout\n{proc.stdout[-2000:]}"
+                                           f"\n--- stderr\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_command(argv, cwd, expect=0, env=None, timeout=600):
+    """Run an installed command (`argv[0]` a path to an executable) and assert its status."""
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "MPLBACKEND": "Agg", **(env or {})})
+    assert proc.returncode == expect, f"{argv}\nexit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def read_csv(path):
+    """A CSV file's rows as dicts."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def error_lines(proc):
+    """The `error:` lines of a command's stderr, after checking it printed no traceback."""
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def one_error_line(proc):
+    """The one `error:` line a failed command printed (it must print exactly one, and no
+    traceback)."""
+    errors = error_lines(proc)
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]

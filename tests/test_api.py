@@ -1,0 +1,88 @@
+"""The Python API in-process: Run, load -> Predictor.predict (files, folders, arrays), rows and
+DataFrame, evaluate, split, section overrides, and errors that name Python arguments."""
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import ga
+from ga.config import load_config, section_overrides
+from ga.errors import ConfigError, GAError
+
+
+def test_run_reads_its_folder(trained_run):
+    run = ga.api.Run(trained_run)
+    assert os.fspath(run) == trained_run and run.labels["classes"] == ["cex", "pg"]
+    assert run.metrics["test_images"] == 18 and len(run.history) == len(run.history)
+    assert run.config.model.backbone == "cnn4"
+
+
+def test_predict_files_folders_and_arrays_agree(trained_run, separable_split):
+    model = ga.load(ga.api.Run(trained_run))
+    assert model.task == "binary" and model.classes == ["cex", "pg"] and model.engine == "onnx"
+    folder = os.path.join(separable_split, "test", "pg")
+    rows = model.predict(folder)
+    files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
+    assert [r["path"] for r in rows] == files and all(r["predicted"] == "pg" and not r["error"] for r in rows)
+    arrays = [np.asarray(Image.open(f)) for f in files]
+    by_array = model.predict(arrays)
+    assert [r["path"] for r in by_array] == [f"array[{i}]" for i in range(len(files))]
+    np.testing.assert_allclose([r["p_pg"] for r in by_array], [r["p_pg"] for r in rows], atol=1e-5)
+    one = model.predict(arrays[0][:, :, 0])  # one grey image
+    assert len(one) == 1 and one[0]["p_pg"] == pytest.approx(rows[0]["p_pg"], abs=1e-5)
+    batch = model.predict(np.stack([np.asarray(Image.open(f).resize((40, 40))) for f in files[:3]]))
+    assert len(batch) == 3
+    frame = rows.to_frame()
+    assert list(frame.columns[:2]) == ["path", "predicted"] and len(frame) == len(rows)
+    assert model.predict(folder, threshold=0.999999)[0]["predicted"] == "cex"
+
+
+def test_unreadable_files_are_rows_with_their_error(trained_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    rows = ga.load(trained_run).predict([tmp_path / "notes.txt"])
+    assert len(rows) == 1 and rows.errors == rows and "not an image" in rows[0]["error"]
+
+
+def test_evaluate_returns_the_metrics_it_writes(trained_run, separable_split, tmp_path):
+    m = ga.evaluate(os.path.join(separable_split, "test"), trained_run, out_dir=tmp_path / "ev")
+    assert m["test_images"] == 18 and os.path.isfile(tmp_path / "ev" / "metrics.json")
+    assert m["accuracy"] == ga.api.Run(trained_run).metrics["accuracy"]
+
+
+def test_errors_name_the_python_argument(tmp_path, trained_run):
+    with pytest.raises(GAError, match=r"^model: not found: "):
+        ga.load(tmp_path / "none")
+    with pytest.raises(GAError, match=r"use recursive=True for subfolders"):
+        ga.load(trained_run).predict([tmp_path])
+    with pytest.raises(GAError, match=r"^ratios: must be three"):
+        ga.split(tmp_path, tmp_path / "out", ratios=(0.5, 0.5, 0.5))
+    with pytest.raises(GAError, match=r"shape"):
+        ga.load(trained_run).predict(np.zeros((2, 3, 4, 5, 6)))
+
+
+def test_section_overrides_are_typed_and_checked():
+    sets = section_overrides({"training": {"epochs": 3, "class_weight": {"cex": 1, "pg": 2.5}},
+                              "data": {"augment": {"enabled": False}}, "output": {"name": "007"}})
+    cfg = load_config(None, sets)
+    assert cfg.training.epochs == 3 and cfg.training.class_weight == {"cex": 1.0, "pg": 2.5}
+    assert cfg.data.augment.enabled is False and cfg.output.name == "007"
+    with pytest.raises(ConfigError, match="did you mean training.epochs"):
+        section_overrides({"training": {"epoch": 3}})
+    with pytest.raises(ConfigError, match="did you mean training"):
+        ga.train("demo", trainng={"epochs": 1})
+
+
+def test_every_api_function_is_typed():
+    import inspect
+
+    import ga.trainer  # noqa: F401  (a submodule named like an API function would replace it)
+
+    assert ga.train is ga.api.train and ga.split is ga.api.split and ga.load is ga.api.load
+
+    for fn in (ga.train, ga.load, ga.evaluate, ga.split, ga.Predictor.predict):
+        sig = inspect.signature(fn)
+        assert sig.return_annotation is not inspect.Signature.empty, fn
+        assert all(p.annotation is not inspect.Parameter.empty for n, p in sig.parameters.items() if n != "self"), fn
+    assert os.path.isfile(os.path.join(os.path.dirname(ga.__file__), "py.typed"))
