@@ -5,10 +5,13 @@ Class names always come from the run's recorded class list: index i is classes[i
 The test split is predicted once; every report and plot reuses those predictions.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
 import time
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,10 +21,15 @@ from ga.model import batch_predictor
 from ga.runs import LABELS, read_history, read_labels
 from ga.tasks import get_task
 
+if TYPE_CHECKING:
+    from ga.config import Config
+    from ga.data import Datasets, SplitData
+    from ga.tasks import Task
+
 log = logging.getLogger(__name__)
 
 
-def predict_split(model, split):
+def predict_split(model: Any, split: SplitData) -> tuple[np.ndarray, np.ndarray]:
     """One pass over a split's dataset: (y_true (n, k), y_prob (n, k)), in dataset order."""
     ys, ps = [], []
     predict = batch_predictor(model)
@@ -40,13 +48,14 @@ def _thresholds(cfg, classes, run_dir=None):
     return get_task(cfg).default_thresholds(classes, cfg.model.threshold)
 
 
-def binary_cross_entropy(y_true, y_prob, eps=1e-7):
+def binary_cross_entropy(y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> float | None:
     """The training loss on a split, as Keras computes it (probabilities clipped to
     [eps, 1 - eps], mean over outputs and images); None for an empty split."""
     return get_task("binary").cross_entropy(y_true, y_prob, eps)
 
 
-def compute_metrics(task, classes, y_true, y_prob, thresholds):
+def compute_metrics(task: Task | str, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
+                    thresholds: Mapping[str, float]) -> tuple[dict, str]:
     """The metrics.json numbers (per-class precision/recall/F1/support, accuracy, AUC,
     confusion matrix) and the classification report text; `task` a name or a Task."""
     task = get_task(task)
@@ -69,14 +78,16 @@ def _results_text(title, m, report_text):
     return "\n".join(lines + task.report_lines(m)) + "\n"
 
 
-def write_predictions(path, paths, task, classes, y_true, y_prob, thresholds):
+def write_predictions(path: str, paths: Sequence[str] | None, task: Task | str, classes: Sequence[str],
+                      y_true: np.ndarray, y_prob: np.ndarray, thresholds: Mapping[str, float]) -> None:
     """predictions.csv of a labelled set: path, true, predicted and the probabilities."""
     if paths is None:
         paths = [""] * len(y_true)
     atomic_write_csv(path, *get_task(task).prediction_rows(paths, classes, y_true, y_prob, thresholds))
 
 
-def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=None):
+def write_reports(run_dir: str, cfg: Config, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
+                  fit_info: dict | None = None, paths: Sequence[str] | None = None) -> dict:
     """A run's test reports: metrics.json, <prefix>FinalTestResults.txt, predictions.csv and
     the figures (training curves included).
 
@@ -92,7 +103,9 @@ def write_reports(run_dir, cfg, classes, y_true, y_prob, fit_info=None, paths=No
                             y_prob, paths, title, {"training": fit_info or {}})
 
 
-def write_evaluation(out_dir, prefix, task, classes, thresholds, y_true, y_prob, paths=None, title=None, extra=None):
+def write_evaluation(out_dir: str, prefix: str, task: Task | str, classes: Sequence[str], thresholds: Mapping[str, float],
+                     y_true: np.ndarray, y_prob: np.ndarray, paths: Sequence[str] | None = None, title: str | None = None,
+                     extra: dict | None = None) -> dict:
     """The reports of one labelled set, the same for a run's test split and for
     `inference.py --evaluate`: metrics.json, <prefix>FinalTestResults.txt, predictions.csv
     (with `paths`), confusion matrix and ROC/PR figures.
@@ -117,7 +130,7 @@ def write_evaluation(out_dir, prefix, task, classes, thresholds, y_true, y_prob,
     return m
 
 
-def update_metrics(run_dir, extra):
+def update_metrics(run_dir: str, extra: dict) -> dict:
     """Merge `extra` into metrics.json (atomically) and return the result."""
     path = os.path.join(run_dir, "metrics.json")
     with open(path, encoding="utf-8") as fh:
@@ -127,7 +140,7 @@ def update_metrics(run_dir, extra):
     return m
 
 
-def tune_thresholds(cfg, run_dir, model, data):
+def tune_thresholds(cfg: Config, run_dir: str, model: Any, data: Datasets) -> dict[str, float]:
     """Multi-label: per-class thresholds that maximise validation F1, into labels.json, and
     the sweep figure."""
     from ga.runs import labels_document, write_labels
@@ -140,7 +153,7 @@ def tune_thresholds(cfg, run_dir, model, data):
     return best
 
 
-def write_contrastive_report(run_dir, cfg, data, fit_info, backbone_file):
+def write_contrastive_report(run_dir: str, cfg: Config, data: Datasets, fit_info: dict, backbone_file: str) -> None:
     """A pretraining run's loss curve (<prefix>loss_curve.png, with the validation loss when
     images were held out) and metrics.json."""
     history = os.path.join(run_dir, "history.csv")
@@ -159,7 +172,8 @@ def write_contrastive_report(run_dir, cfg, data, fit_info, backbone_file):
              f"; validation {doc['first_val_loss']} -> {doc['final_val_loss']}" if "final_val_loss" in doc else "")
 
 
-def threshold_sweep(classes, y_true, y_prob, grid=None):
+def threshold_sweep(classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
+                    grid: Sequence[float] | None = None) -> tuple[np.ndarray, dict, dict[str, float]]:
     """Precision, recall and F1 of each class at each threshold of `grid`.
 
     Returns:
@@ -182,7 +196,7 @@ def threshold_sweep(classes, y_true, y_prob, grid=None):
     return grid, curves, best
 
 
-def plot_threshold_sweep(grid, curves, best, out):
+def plot_threshold_sweep(grid: np.ndarray, curves: dict, best: Mapping[str, float], out: str) -> None:
     """Precision, recall and F1 against threshold, one panel per class."""
     plt = pyplot()
     classes = list(curves)
@@ -201,7 +215,7 @@ def plot_threshold_sweep(grid, curves, best, out):
 # ---------------------------------------------------------------------------- figures
 
 
-def plot_history(history_csv, out):
+def plot_history(history_csv: str, out: str) -> None:
     """Training and validation accuracy and loss per epoch, from history.csv (the loss alone
     when there is no accuracy, as in contrastive pretraining), and the learning rate of each
     epoch (column `lr`). A two-stage schedule's second stage is marked by a dashed line."""
@@ -231,7 +245,7 @@ def plot_history(history_csv, out):
     save_figure(fig, out)
 
 
-def plot_confusion(m, out):
+def plot_confusion(m: dict, out: str) -> None:
     """Counts and row-normalised confusion matrices, axes named by the class list."""
     from sklearn.metrics import ConfusionMatrixDisplay
 
@@ -255,7 +269,7 @@ def plot_confusion(m, out):
     save_figure(fig, out)
 
 
-def plot_roc_pr(task, classes, y_true, y_prob, out):
+def plot_roc_pr(task: Task, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray, out: str) -> None:
     """ROC curve with AUC for the positive class (each class for multi-label; each class
     against the rest for multiclass), and a precision-recall curve beside it."""
     from sklearn.metrics import PrecisionRecallDisplay, RocCurveDisplay
@@ -279,7 +293,7 @@ def plot_roc_pr(task, classes, y_true, y_prob, out):
     save_figure(fig, out)
 
 
-def write_model_card(run_dir, cfg, data, metrics):
+def write_model_card(run_dir: str, cfg: Config, data: Datasets, metrics: dict) -> None:
     """model_card.md: intended use, data, metrics, limits."""
     p = cfg.output.prefix
     classes = data.classes

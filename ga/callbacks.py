@@ -7,6 +7,8 @@ anyway: no extra prediction over the validation set (the original ran two per ep
 History rows of epochs that run again after a resume are trimmed by `ga.runs.trim_history`.
 """
 
+from __future__ import annotations
+
 import itertools
 import json
 import logging
@@ -14,10 +16,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import keras
 
 from ga.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from ga.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ class ClassF1Stop(keras.callbacks.Callback):
         self.stopped_epoch = None
         self.best = {}  # class -> (f1, epoch)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         f1 = {c: logs.get(f"val_f1_{c}") for c in self.classes}
         if not f1 or any(v is None for v in f1.values()):
@@ -59,7 +65,7 @@ class ClassF1Stop(keras.callbacks.Callback):
             self.model.stop_training = True
             log.info("every class's validation F1 >= %.4f for %d epoch(s): stopping", self.threshold, self.patience)
 
-    def table(self, epoch, logs):
+    def table(self, epoch: int, logs: dict) -> str:
         """The epoch's per-class precision/recall/F1 table with its average rows."""
         scores = {c: [float(logs.get(f"val_{k}_{c}", float("nan"))) for k in ("precision", "recall", "f1")]
                   for c in self.classes}
@@ -105,7 +111,7 @@ class DeliveringEarlyStopping(keras.callbacks.EarlyStopping):
         self.last_epoch = None
         self.delivered = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
         recorded = read_best(self.best_path) if self.best_path else None
         if recorded and self.first_epoch <= recorded[0] < self.resumed_at:
@@ -114,15 +120,15 @@ class DeliveringEarlyStopping(keras.callbacks.EarlyStopping):
             log.info("best %s so far: %.6g at epoch %d (%s)", self.monitor, self.best, self.best_epoch + 1,
                      os.path.basename(self.best_path))
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         self.last_epoch = epoch
 
     @property
-    def has_best(self):
+    def has_best(self) -> bool:
         return self.best is not None
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         f1_stopped = self.f1_stop is not None and self.f1_stop.stopped_epoch is not None
         restore = self.has_best and self.deliver != "last" and (
             self.deliver == "best" or (self.stopped_epoch > 0 and not f1_stopped))
@@ -144,7 +150,7 @@ class DeliveringEarlyStopping(keras.callbacks.EarlyStopping):
 BEST_WEIGHTS = "best.weights.h5"
 
 
-def read_best(path):
+def read_best(path: str) -> tuple[int, float] | None:
     """(epoch index, monitored value) recorded in a best-weights file, or None."""
     import h5py
 
@@ -168,7 +174,7 @@ class BestWeights(keras.callbacks.Callback):
         self.target = target
         self.path = path
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         import h5py
 
         from ga.files import atomic_path
@@ -204,7 +210,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         atomic_write_text(meta, json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
 
 
-def resume_epoch(run_dir, backup="backup"):
+def resume_epoch(run_dir: str, backup: str = "backup") -> int:
     """The epoch a resumed run starts at: what BackupAndRestore recorded, else 0."""
     meta = os.path.join(run_dir, backup, "training_metadata.json")
     try:
@@ -226,21 +232,21 @@ class RunClock(keras.callbacks.Callback):
         self._epoch_t0 = self._val_t0 = None
         self._val = 0.0
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self.start = time.perf_counter()
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch_t0 = time.perf_counter()
         self._val = 0.0
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict | None = None) -> None:
         self._val_t0 = time.perf_counter()
 
-    def on_test_end(self, logs=None):
+    def on_test_end(self, logs: dict | None = None) -> None:
         if self._val_t0 is not None:
             self._val += time.perf_counter() - self._val_t0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epochs += 1
         self.last_epoch = epoch
         if logs is not None and self._epoch_t0 is not None:
@@ -248,7 +254,7 @@ class RunClock(keras.callbacks.Callback):
             logs["val_seconds"] = round(self._val, 3)
 
     @property
-    def seconds(self):
+    def seconds(self) -> float:
         return time.perf_counter() - self.start if self.start else 0.0
 
 
@@ -265,20 +271,20 @@ class EpochLine(keras.callbacks.Callback):
         self.bar_on = bar
         self._bar = None
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self.bar_on:
             from tqdm import tqdm
 
             self._bar = tqdm(total=self.params.get("steps"), desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
                              leave=False)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._bar is not None:
             self._bar.update(1)
             if logs and "loss" in logs:
                 self._bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
@@ -297,7 +303,7 @@ class NaNWatch(keras.callbacks.Callback):
         super().__init__()
         self.seen = False
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         loss = (logs or {}).get("loss")
         if loss is not None and (math.isnan(float(loss)) or math.isinf(float(loss))):
             self.seen = True
@@ -310,7 +316,7 @@ class StageTag(keras.callbacks.Callback):
         super().__init__()
         self.stage = stage
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
             logs["stage"] = self.stage
 
@@ -334,7 +340,7 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.target = target
         self._fn = self._momentum = None
 
-    def on_test_begin(self, logs=None):
+    def on_test_begin(self, logs: dict | None = None) -> None:
         import tensorflow as tf
 
         model = self.target or self.model
@@ -374,7 +380,7 @@ class SaveEvery(keras.callbacks.Callback):
         self.target = target
         self.backbone = backbone
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         from ga.files import atomic_path
 
         if (epoch + 1) % self.every:
@@ -385,7 +391,7 @@ class SaveEvery(keras.callbacks.Callback):
                     model.save_weights(tmp)
 
 
-def tensorboard(run_dir):
+def tensorboard(run_dir: str) -> keras.callbacks.TensorBoard:
     """Keras's TensorBoard callback writing epoch scalars (every column of history.csv: losses,
     metrics with the per-class F1, lr, timing) to <run>/tensorboard/{train,validation}; no
     graph, no histograms."""
@@ -403,9 +409,10 @@ class Watchers:
     nan: NaNWatch
 
 
-def build_callbacks(cfg, run_dir, classes, backup="backup", stage=None, supports=None, target=None,
-                    first_epoch=0, resumed_at=0, schedule=None, backbone=None, train_data=None, epochs=None,
-                    bar=False):
+def build_callbacks(cfg: Config, run_dir: str, classes: Sequence[str], backup: str = "backup", stage: int | None = None,
+                    supports: Mapping[str, int] | None = None, target: Any = None, first_epoch: int = 0,
+                    resumed_at: int = 0, schedule: Any = None, backbone: Any = None, train_data: Any = None,
+                    epochs: int | None = None, bar: bool = False) -> tuple[list, Watchers]:
     """The callback list for `fit`, in the order their hooks must run.
 
     Args:

@@ -10,10 +10,13 @@ exit status: 0 success, 1 finished with skipped inputs, 2 usage or configuration
 (`ga.errors`); `_run` prints them with this command's flag instead.
 """
 
+from __future__ import annotations
+
 import argparse
 import logging
 import os
 import sys
+from typing import NoReturn, Sequence
 
 from ga.errors import GAError
 
@@ -23,7 +26,7 @@ log = logging.getLogger(__name__)
 class _Parser(argparse.ArgumentParser):
     """argparse with a one-line error (usage is one `--help` away)."""
 
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
@@ -89,7 +92,7 @@ def _run(fn, args, flags=None, also=()):
 # ---------------------------------------------------------------------------- split_data.py
 
 
-def split_parser(prog=None):
+def split_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(
         prog=prog or _prog("split_data.py"),
         description="Split a folder of class folders (or images + labels.csv) into train/valid/test "
@@ -114,7 +117,7 @@ def split_parser(prog=None):
     return p
 
 
-def split_main(argv=None, prog=None):
+def split_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = split_parser(prog).parse_args(argv)
     return _run(_splitting, args)
 
@@ -175,7 +178,7 @@ def _print_split(result):
 # ---------------------------------------------------------------------------- main.py
 
 
-def train_parser(prog=None):
+def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(
         prog=prog or _prog("main.py"),
         description="Train a classifier from a configuration and write a run folder under deliverables/ "
@@ -197,7 +200,7 @@ def train_parser(prog=None):
     return p
 
 
-def train_main(argv=None, prog=None):
+def train_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     args = train_parser(prog).parse_args(argv)
     return _run(_training, args)
 
@@ -287,7 +290,7 @@ def _scan_args(p):
                         "default: %(default)s")
 
 
-def inference_parser(prog=None):
+def inference_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(
         prog=prog or _prog("inference.py"),
         description="Label every image in a folder (or single images) with a trained model, in batches.",
@@ -321,7 +324,7 @@ def _check_inference(parser, args):
         parser.error("--evaluate takes one labelled folder, without --scan or --cluster")
 
 
-def inference_main(argv=None, prog=None):
+def inference_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser = inference_parser(prog)
     args = parser.parse_args(argv)
     _check_inference(parser, args)
@@ -334,7 +337,7 @@ _INFER_DEFAULTS = {"recursive": False, "output": None, "print_format": "ga", "cl
                    "scan": False, "tile": [300], "overlap": None, "rule": "classes"}
 
 
-def evaluate_parser(prog=None):
+def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog or "ga evaluate",
                 description="Evaluate a model on a labelled folder (class subfolders, or a labels.csv): the reports a "
                             "run writes for its test split, into --out-dir; accuracy and F1 printed.")
@@ -346,7 +349,7 @@ def evaluate_parser(prog=None):
     return p
 
 
-def evaluate_main(argv=None, prog=None):
+def evaluate_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`ga evaluate FOLDER`: inference.py FOLDER --evaluate."""
     parser = evaluate_parser(prog)
     args = parser.parse_args(argv)
@@ -354,7 +357,7 @@ def evaluate_main(argv=None, prog=None):
     return _run(_inference, args, {"folder": "evaluate"})
 
 
-def scan_parser(prog=None):
+def scan_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog or "ga scan",
                 description="Tile whole frames and mark the tiles where a class fires: <stem>_scan.jpg, "
                             "<stem>_tiles.csv and the marked tiles in --out-dir.")
@@ -369,7 +372,7 @@ def scan_parser(prog=None):
     return p
 
 
-def scan_main(argv=None, prog=None):
+def scan_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`ga scan FRAME...`: inference.py FRAME --scan."""
     parser = scan_parser(prog)
     args = parser.parse_args(argv)
@@ -477,7 +480,7 @@ def _scan(args, model, files):
 # ---------------------------------------------------------------------------- synth, import, report
 
 
-def synth_parser(prog=None):
+def synth_parser(prog: str | None = None) -> argparse.ArgumentParser:
     from ga import synthetic
 
     p = _Parser(prog=prog or "ga synth", description=synthetic.__doc__.split("\n\n")[0])
@@ -503,7 +506,7 @@ def synth_parser(prog=None):
     return p
 
 
-def synth_main(argv=None, prog=None):
+def synth_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`ga synth crystals|graphene|wafer` (python -m ga.synthetic): the folders or files written."""
     args = synth_parser(prog).parse_args(argv)
     return _run(_synthesising, args, also=(ValueError, OSError))
@@ -522,7 +525,7 @@ def _synthesising(args):
     return 0
 
 
-def import_parser(prog=None):
+def import_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog or "ga import",
                 description="The Georgia study's GAweights_<timestamp>.h5 -> a ga run folder (labels.json, .keras, "
                             ".h5, parity-checked ONNX)")
@@ -534,7 +537,7 @@ def import_parser(prog=None):
     return p
 
 
-def import_main(argv=None, prog=None):
+def import_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`ga import H5 --out RUN` (python -m ga.georgia import): the run folder written."""
     args = import_parser(prog).parse_args(argv)
     return _run(_importing, args)
@@ -547,7 +550,7 @@ def _importing(args):
     return 0
 
 
-def study_main(argv=None):
+def study_main(argv: Sequence[str] | None = None) -> int:
     """`python -m ga.georgia import ...`, the study module's own command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] != ["import"]:
@@ -557,14 +560,14 @@ def study_main(argv=None):
     return import_main(argv[1:], prog="python -m ga.georgia import")
 
 
-def report_parser(prog=None):
+def report_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog or "ga report", description="(Re)build a complete run folder's report.html")
     p.add_argument("run", help="a run folder (with metrics.json)")
     _common(p)
     return p
 
 
-def report_main(argv=None, prog=None):
+def report_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`ga report RUN` (python -m ga.report): the page written."""
     args = report_parser(prog).parse_args(argv)
     return _run(_reporting, args)
@@ -594,14 +597,14 @@ COMMANDS = {
 }
 
 
-def usage(prog="ga"):
+def usage(prog: str = "ga") -> str:
     """`ga --help`: the commands, one line each."""
     width = max(map(len, COMMANDS))
     return "\n".join([f"usage: {prog} <command> [options]   ({prog} <command> --help)", "", "commands:",
                       *(f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items())])
 
 
-def main(argv=None, prog=None):
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     """`ga <command> ...` (and `python -m ga <command> ...`)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = prog or (os.path.basename(sys.argv[0] or "") if os.path.basename(sys.argv[0] or "") == "ga" else "ga")

@@ -13,7 +13,7 @@ import os
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Literal, Optional, Union
+from typing import Any, Iterable, Literal, Mapping, Optional, Sequence, Union
 
 import yaml
 
@@ -41,7 +41,7 @@ class AugmentConfig:
     color_shift_p: float = 1.0  # ... applied to this share of images (the graphene study: 0.5)
     crop: Optional[list[int]] = None  # random crop (train) / centre crop (eval) to [h, w] after resize
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         _range(f"{key}.rotation", self.rotation, 0, 180)
         _range(f"{key}.rotation_prob", self.rotation_prob, 0, 1)
         _range(f"{key}.shift", self.shift, 0, 1)
@@ -75,7 +75,7 @@ class DataConfig:
     imbalance_warning: float = 3.0  # warn when the largest training class outnumbers the smallest by more
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
-    def dirs(self):
+    def dirs(self) -> tuple[str, str, str]:
         """The (train, valid, test) folders, defaults filled in from `split_root`."""
         root = self.split_root
         return (
@@ -84,7 +84,7 @@ class DataConfig:
             self.test_dir or os.path.join(root, "test"),
         )
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         _size(f"{key}.image_size", self.image_size)
         _range(f"{key}.batch_size", self.batch_size, 1, 1 << 16)
         _range(f"{key}.cache_budget_mb", self.cache_budget_mb, 0, 1 << 24)
@@ -113,7 +113,7 @@ class SplitConfig:
     order: Literal["random", "sorted"] = "random"  # "sorted" reproduces the original sequential split
     group_tolerance: int = 4  # Hamming distance (of 64 bits) up to which two images count as copies
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         if len(self.ratios) != 3:
             raise ConfigError(f"{key}.ratios needs three numbers (train, valid, test), got {self.ratios}")
         if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
@@ -129,7 +129,7 @@ class HeadConfig:
     pooling: Literal["avg", "max"] = "avg"  # global pooling of the backbone's feature map
     output_dropout: float = 0.0  # dropout just before the output layer (CNN-4 uses 0.5)
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         if not (len(self.units) == len(self.dropout) == len(self.batch_norm)):
             raise ConfigError(
                 f"{key}.units, {key}.dropout and {key}.batch_norm need the same length, got "
@@ -161,7 +161,7 @@ class ModelConfig:
     init_weights: Optional[str] = None
     head: HeadConfig = field(default_factory=HeadConfig)
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         _range(f"{key}.trainable_fraction", self.trainable_fraction, 0, 1)
         if not 0 < self.threshold < 1:
             raise ConfigError(f"{key}.threshold must be in (0, 1), got {self.threshold}")
@@ -191,7 +191,7 @@ class EarlyStoppingConfig:
     deliver: Literal["stop_epoch", "best", "last"] = "stop_epoch"
     restore_best_weights: bool = True  # false: the same as deliver: last
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         _range(f"{key}.f1_threshold", self.f1_threshold, 0, 1)
         _range(f"{key}.min_delta", self.min_delta, 0, 1e9)
         _range(f"{key}.f1_patience", self.f1_patience, 1, 1 << 20)
@@ -204,7 +204,7 @@ class FineTuneConfig:
     learning_rate: float = 1.0e-5  # ... at this learning rate ...
     weight_decay: float = 0.01  # ... and this weight decay
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         if not self.learning_rate > 0:
             raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
         _range(f"{key}.epochs", self.epochs, 1, 1 << 20)
@@ -236,7 +236,7 @@ class LRScheduleConfig:
     beta2: float = 0.99  # Adam's beta2 during one_cycle (replaces training.betas[1])
     start_epoch: int = 0  # one_cycle: start this many epochs into the cycle
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         _range(f"{key}.warmup_epochs", self.warmup_epochs, 0, 1 << 20)
         _range(f"{key}.step_size", self.step_size, 1, 1 << 20)
         _range(f"{key}.gamma", self.gamma, 0, 10)
@@ -290,7 +290,7 @@ class TrainingConfig:
     class_weight: Union[str, dict[str, float]] = "none"
     label_smoothing: float = 0.0  # cross-entropy label smoothing (binary, multiclass)
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         if not self.learning_rate > 0:
             raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
         if isinstance(self.class_weight, str) and self.class_weight not in ("none", "balanced"):
@@ -337,7 +337,7 @@ class ContrastiveConfig:
     rotation: float = 20.0  # small random rotation, degrees (after right-angle turns and flips) ...
     rotation_prob: float = 1.0  # ... for this share of views (the study: 0.2)
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         if not 0 < self.temperature <= 10:
             raise ConfigError(f"{key}.temperature must be in (0, 10], got {self.temperature}")
         if len(self.projection) != (2 if self.head == "mlp" else 1) or any(u < 1 for u in self.projection):
@@ -374,7 +374,7 @@ class OutputConfig:
     onnx_opset: int = 17  # ONNX opset for tf2onnx
     parity_tolerance: float = 1e-4  # largest |Keras - ONNX| allowed on test images
 
-    def validate(self, key):
+    def validate(self, key: str) -> None:
         if not self.prefix or any(c in self.prefix for c in "/\\"):
             raise ConfigError(f"{key}.prefix must be a non-empty name without slashes, got {self.prefix!r}")
         if any(c in self.name for c in "/\\"):
@@ -392,21 +392,22 @@ class Config:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
-    def validate(self):
+    def validate(self) -> Config:
         """Check every section and the rules that cross sections. Raises ConfigError."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
         get_task(self.model.task).check_config(self)  # the keys a task refuses
         return self
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------------------- loading
 
 
-def load_config(path=None, overrides=(), data=None):
+def load_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
+                data: Mapping | None = None) -> Config:
     """Load, merge, override, type-check and validate a configuration.
 
     Args:
@@ -431,7 +432,7 @@ def load_config(path=None, overrides=(), data=None):
     return cfg.validate()
 
 
-def section_overrides(sections):
+def section_overrides(sections: Mapping[str, Any]) -> list[str]:
     """`--set` strings from keyword sections, as `ga.train(cfg, training={"epochs": 3})` gives
     them: nested mappings follow the config's sections down to a field, whose value (a
     mapping too, for a mapping field such as training.class_weight) is written as YAML.
@@ -460,7 +461,7 @@ def section_overrides(sections):
     return out
 
 
-def shipped_configs_dir():
+def shipped_configs_dir() -> str | None:
     """The folder of the configs shipped with `ga`: inside the installed package, or the
     repository's configs/ for a source checkout (editable install)."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -470,7 +471,7 @@ def shipped_configs_dir():
     return None
 
 
-def shipped_configs():
+def shipped_configs() -> dict[str, str]:
     """{name: path} of the shipped configs, by name."""
     folder = shipped_configs_dir()
     if folder is None:
@@ -478,7 +479,7 @@ def shipped_configs():
     return {f[:-5]: os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".yaml")}
 
 
-def resolve_config(path):
+def resolve_config(path: str) -> str:
     """The file `--config` names. A path that exists is read as it is; otherwise a bare name
     (`demo`, `demo.yaml`) or `configs/<name>.yaml` names a shipped config, so the shipped
     configs work from any folder. Paths inside a config (data, deliverables) stay relative to
@@ -493,7 +494,7 @@ def resolve_config(path):
     raise ConfigError(f"config file not found: {path} (shipped configs: {names})")
 
 
-def describe_shipped_configs():
+def describe_shipped_configs() -> list[str]:
     """Lines 'name  first comment line' for `main.py --list-configs`."""
     lines = []
     for name, path in shipped_configs().items():
@@ -503,7 +504,7 @@ def describe_shipped_configs():
     return lines
 
 
-def dump_config(cfg, path=None):
+def dump_config(cfg: Config, path: str | None = None) -> str:
     """YAML text of a resolved config (written to `path` when given)."""
     text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
     if path is not None:
@@ -709,7 +710,7 @@ def _size(key, value):
         raise ConfigError(f"{key} must be [height, width] with each between 8 and 8192, got {value}")
 
 
-def model_input_size(cfg):
+def model_input_size(cfg: Config) -> tuple[int, int]:
     """The model's input [h, w]: a contrastive run's view size, else the crop size when
     cropping, else the image size."""
     if cfg.model.task == "contrastive" and cfg.contrastive.view_size:
@@ -717,12 +718,12 @@ def model_input_size(cfg):
     return tuple(cfg.data.augment.crop or cfg.data.image_size)
 
 
-def preprocessing_mode(backbone):
+def preprocessing_mode(backbone: str) -> str:
     """The Preprocess layer mode a backbone expects."""
     return "scale_01" if backbone == "cnn4" else "resnet_caffe"
 
 
-def check_paths(cfg, splits=("train", "valid", "test")):
+def check_paths(cfg: Config, splits: Sequence[str] = ("train", "valid", "test")) -> None:
     """Raise ConfigError naming the first data folder that does not exist."""
     w = cfg.model.weights
     if cfg.model.backbone_weights is not None:

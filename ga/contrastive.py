@@ -10,7 +10,10 @@ A held-out share of the images (contrastive.val_fraction) gives a validation los
 the whole global batch, as in SimCLR.
 """
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING, Any, Sequence
 
 import keras
 import numpy as np
@@ -19,20 +22,23 @@ import tensorflow as tf
 from ga.config import model_input_size
 from ga.data import AUTOTUNE, SplitData, decoded, usable, wants_cache
 from ga.errors import DataError
-from ga.layouts import unlabelled_images
 from ga.layers import (
     RandomChannelScale,
     RandomResizedCrop,
     RandomRot90,
     RandomSometimes,
 )
+from ga.layouts import unlabelled_images
+
+if TYPE_CHECKING:
+    from ga.config import Config, ContrastiveConfig
 
 log = logging.getLogger(__name__)
 
 LARGE = 1e9  # subtracted from an embedding's similarity with itself
 
 
-def nt_xent(z1, z2, temperature):
+def nt_xent(z1: Any, z2: Any, temperature: float) -> Any:
     """NT-Xent loss of a batch of view pairs: the mean over all 2n views of
     -log(exp(s(i, j) / t) / sum_{k != i} exp(s(i, k) / t)), s being cosine similarity
     and j the other view of i's image.
@@ -62,7 +68,7 @@ def nt_xent(z1, z2, temperature):
     return tf.reduce_mean(loss)
 
 
-def one_way(z1, z2, temperature):
+def one_way(z1: Any, z2: Any, temperature: float) -> Any:
     """The graphene study's contrastive loss (clr.py ContrastiveLoss): the mean over the n
     first views of -log softmax_k(c(z1_i, z2_k) / t)[i], c being cosine similarity and k
     running over the second views of the batch (N candidates, the partner on the diagonal).
@@ -86,7 +92,7 @@ def one_way(z1, z2, temperature):
 LOSSES = {"ntxent": nt_xent, "one_way": one_way}
 
 
-def views_layer(cc, size, seed=0):
+def views_layer(cc: ContrastiveConfig, size: Sequence[int], seed: int = 0) -> keras.Sequential:
     """The strong augmentation of one view: random resized square crop to `size`, right-angle
     turns and flips, per-channel colour scaling (some views), Gaussian blur (some views), a
     small rotation. Calling it twice on a batch gives two independent views."""
@@ -106,7 +112,7 @@ def views_layer(cc, size, seed=0):
     return keras.Sequential(layers, name="contrastive_views")
 
 
-def build_pairs(cfg):
+def build_pairs(cfg: Config) -> tuple[SplitData, SplitData | None]:
     """The training input, and the validation input when contrastive.val_fraction > 0: batches
     of (view 1, view 2), float32 0..255, model input size, from images loaded at
     data.image_size.
@@ -138,7 +144,7 @@ def build_pairs(cfg):
     return train, SplitData(pairs(cfg, paths, training=False), held_paths, no_labels[:held], [])
 
 
-def pairs(cfg, paths, training, batch=None):
+def pairs(cfg: Config, paths: Sequence[str], training: bool, batch: int | None = None) -> tf.data.Dataset:
     """(view 1, view 2) batches of `paths` (`batch` pairs, default data.batch_size); the
     training stream is shuffled, and repeated when training.steps_per_epoch is set."""
     batch = batch or cfg.data.batch_size
@@ -168,14 +174,14 @@ class SimCLR(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.built = encoder.built  # its variables are the encoder's, which exist already
 
-    def call(self, x, training=False):
+    def call(self, x: Any, training: bool = False) -> Any:
         return self.encoder(x, training=training)
 
     @property
-    def metrics(self):
+    def metrics(self) -> list:
         return [self.loss_tracker]
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         v1, v2 = data
         n = tf.shape(v1)[0]
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
@@ -190,7 +196,7 @@ class SimCLR(keras.Model):
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
-    def test_step(self, data):
+    def test_step(self, data: Any) -> dict:
         v1, v2 = data
         n = tf.shape(v1)[0]
         z = self.encoder(tf.concat([v1, v2], axis=0), training=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
 
 import keras
 import numpy as np
@@ -33,12 +34,15 @@ from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
 from ga.layouts import find_classes, labelled_images
 from ga.tasks import Task, get_task
 
+if TYPE_CHECKING:
+    from ga.config import AugmentConfig, Config
+
 log = logging.getLogger(__name__)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def prescan(paths):
+def prescan(paths: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """Find files that cannot be decoded (by tf.io, or by Pillow for TIFF and the other
     formats tf.io does not read), without decoding them fully.
 
@@ -56,7 +60,7 @@ def prescan(paths):
     return keep, problems
 
 
-def load_image(path, size, pillow=False):
+def load_image(path: Any, size: Sequence[int], pillow: Any = False) -> tf.Tensor:
     """Read and decode one image file to a uint8 tensor of `size` (the training path); with
     `pillow` (a bool tensor) through Pillow: TIFF (8 or 16 bits) and other formats tf.io does
     not read, decoded as inference decodes them."""
@@ -71,7 +75,7 @@ def load_image(path, size, pillow=False):
 # ---------------------------------------------------------------------------- augmentation
 
 
-def augmentation(aug, seed=0, name="augmentation"):
+def augmentation(aug: AugmentConfig, seed: int = 0, name: str = "augmentation") -> keras.Sequential | None:
     """Keras preprocessing layers for the training split, or None when disabled.
 
     The study's defaults reproduce ImageDataGenerator(rotation_range=30, width/height_shift
@@ -117,7 +121,7 @@ class SplitData:
     skipped: list = field(default_factory=list)  # (path, reason)
 
     @property
-    def size(self):
+    def size(self) -> int:
         return len(self.paths)
 
 
@@ -132,17 +136,17 @@ class Datasets:
     task: Task
     input_size: tuple
 
-    def skipped(self):
+    def skipped(self) -> list[tuple[str, str]]:
         return [p for s in (self.train, self.valid, self.test) if s is not None for p in s.skipped]
 
-    def class_counts(self):
+    def class_counts(self) -> dict[str, dict[str, int]]:
         """{split: {class: images}} of the splits built (multi-label: positives per class)."""
         return {name: self.task.class_counts(split.labels, self.classes)
                 for name, split in (("train", self.train), ("valid", self.valid), ("test", self.test))
                 if split is not None and self.classes}
 
 
-def read_classes(cfg):
+def read_classes(cfg: Config) -> list[str]:
     """The class list from the training data (checked against `data.classes` when set)."""
     train_dir = cfg.data.dirs()[0]
     task = get_task(cfg)
@@ -154,7 +158,8 @@ def read_classes(cfg):
     return classes
 
 
-def build_datasets(cfg, classes=None, splits=("train", "valid", "test")):
+def build_datasets(cfg: Config, classes: Sequence[str] | None = None,
+                   splits: Sequence[str] = ("train", "valid", "test")) -> Datasets:
     """tf.data pipelines for the splits of a configuration.
 
     Args:
@@ -186,7 +191,8 @@ def _build_split(cfg, name, split_dir, classes):
     return SplitData(ds, paths, labels, problems)
 
 
-def pipeline(cfg, name, paths, labels, batch=None, weights=None):
+def pipeline(cfg: Config, name: str, paths: Sequence[str], labels: np.ndarray, batch: int | None = None,
+             weights: np.ndarray | None = None) -> tf.data.Dataset:
     """The batched tf.data pipeline of one split's (usable) files: decoded once, cached when
     small enough, shuffled and augmented for the training split.
 
@@ -228,7 +234,8 @@ def pipeline(cfg, name, paths, labels, batch=None, weights=None):
     return ds.prefetch(AUTOTUNE)
 
 
-def usable(paths, labels, name, fraction=1.0, seed=0):
+def usable(paths: Sequence[str], labels: np.ndarray, name: str, fraction: float = 1.0,
+           seed: int = 0) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Drop the files the pre-scan finds unreadable (each logged), then keep a seeded share
     `fraction` of the rest (data.fraction; at least one). Returns (paths, labels, problems)."""
     keep, problems = prescan(paths)
@@ -243,13 +250,14 @@ def usable(paths, labels, name, fraction=1.0, seed=0):
     return paths, labels, problems
 
 
-def wants_cache(cfg, n):
+def wants_cache(cfg: Config, n: int) -> bool:
     """Whether `n` decoded images of data.image_size are kept in memory (data.cache)."""
     h, w = cfg.data.image_size
     return cfg.data.cache == "memory" or (cfg.data.cache == "auto" and n * h * w * 3 <= cfg.data.cache_budget_mb * 2**20)
 
 
-def decoded(paths, labels, size, cache, weights=None):
+def decoded(paths: Sequence[str], labels: np.ndarray, size: Sequence[int], cache: bool,
+            weights: np.ndarray | None = None) -> tf.data.Dataset:
     """(uint8 image, label) pairs, or (image, label, weight) with `weights`, decoded in
     parallel, optionally kept in memory."""
     pillow = [not tf_reads(p) for p in paths]

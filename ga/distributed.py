@@ -24,15 +24,21 @@ the validation set at every epoch), and the mean of scalars over replicas. It is
 when a multi-worker strategy is made.
 """
 
+from __future__ import annotations
+
 import logging
 import math
 import os
 import shutil
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from ga.errors import ConfigError, TrainingError, opt
 from ga.tasks import get_task
+
+if TYPE_CHECKING:
+    from ga.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ SLURM_STEP = ("PROCID", "STEP_NUM_TASKS", "STEP_NODELIST", "STEP_TASKS_PER_NODE"
 _PATCHED = False
 
 
-def patch_keras():
+def patch_keras() -> None:
     """Apply the two multi-worker fixes to Keras's TensorFlow trainer (idempotent)."""
     global _PATCHED
     if _PATCHED:
@@ -87,7 +93,7 @@ def _batch_spec(iterator, strategy):
     return None
 
 
-def is_chief(strategy):
+def is_chief(strategy: Any) -> bool:
     """Whether this process writes the run folder: always, except for the non-chief workers of
     a multi-worker strategy."""
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -99,7 +105,7 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and int(resolver.task_id or 0) == 0
 
 
-def weights_digest(model, trainable=False):
+def weights_digest(model: Any, trainable: bool = False) -> str:
     """SHA-256 of the model's weights: all of them (BatchNorm's moving statistics included), or
     the trainable ones (equal on every worker even when BatchNorm is not synchronised)."""
     import hashlib
@@ -113,7 +119,7 @@ def weights_digest(model, trainable=False):
 # ---------------------------------------------------------------------------- the cluster
 
 
-def cluster_resolver():
+def cluster_resolver() -> Any:
     """The cluster of this worker: TF_CONFIG when set, else the Slurm job step's environment
     (a task started by srun: SLURM_PROCID, SLURM_STEP_NUM_TASKS, SLURM_STEP_NODELIST,
     SLURM_STEP_TASKS_PER_NODE).
@@ -153,7 +159,7 @@ def _slurm_resolver(env):
     return slurm(port_base=port, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
 
 
-def make_strategy():
+def make_strategy() -> Any:
     """MultiWorkerMirroredStrategy over this worker's cluster (with the Keras fixes applied)."""
     import tensorflow as tf
 
@@ -174,7 +180,7 @@ def _bypass_proxy(spec):
     os.environ["no_grpc_proxy"] = ",".join(have + sorted(hosts - set(have)))
 
 
-def worker_count(strategy):
+def worker_count(strategy: Any) -> int:
     """Workers of a multi-worker strategy (1 for any other)."""
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
@@ -183,7 +189,7 @@ def worker_count(strategy):
     return sum(len(spec.get(job, [])) for job in ("chief", "worker"))
 
 
-def seed_scratch(run_dir, scratch):
+def seed_scratch(run_dir: str, scratch: str) -> None:
     """Copy an interrupted run's checkpoints (backup folders, best and linear-stage weights,
     history.csv) into a non-chief worker's scratch folder, which it then resumes from; the
     run folder itself is only read."""
@@ -195,7 +201,7 @@ def seed_scratch(run_dir, scratch):
             shutil.copy2(src, os.path.join(scratch, name))
 
 
-def collective_errors(strategy):
+def collective_errors(strategy: Any) -> tuple[type, ...]:
     """The TensorFlow errors that mean a worker of `strategy` went away (none for a single
     process): its peers' collective operations fail with them once its heartbeats stop."""
     import tensorflow as tf
@@ -206,7 +212,7 @@ def collective_errors(strategy):
             tf.errors.CancelledError)
 
 
-def lost_worker(exc, run_dir):
+def lost_worker(exc: BaseException, run_dir: str | None) -> TrainingError:
     """The TrainingError for a collective operation that failed because a worker went away."""
     import re
 
@@ -224,7 +230,7 @@ def lost_worker(exc, run_dir):
 # ---------------------------------------------------------------------------- data shards
 
 
-def shard_rows(n, index, count, mode="pad"):
+def shard_rows(n: int, index: int, count: int, mode: str = "pad") -> tuple[np.ndarray, np.ndarray]:
     """Rows of a list of `n` images that worker `index` of `count` reads: every count-th,
     from `index`. `mode` says what happens when `count` does not divide `n`:
     "pad": every shard has ceil(n / count) rows, a short one completed by rows of weight 0
@@ -254,7 +260,7 @@ class ShardLedger:
         self.index, self.count = index, count
         self.seen = {}
 
-    def counted(self, ds, split):
+    def counted(self, ds: Any, split: str) -> Any:
         """`ds` (batches of (x, y, w) or (view 1, view 2)) with its deliveries counted."""
         import tensorflow as tf
 
@@ -272,14 +278,15 @@ class ShardLedger:
 
         return ds.map(tally)
 
-    def line(self, epoch):
+    def line(self, epoch: int) -> str:
         parts = [f"{split} {images} images" + (f" (+{pad} padding)" if pad else "") + f" in {batches} batches"
                  for split, (images, pad, batches) in sorted(self.seen.items(), key=lambda kv: kv[0] != "train")]
         self.seen = {}
         return f"worker {self.index + 1} of {self.count}, epoch {epoch + 1}: read " + "; ".join(parts)
 
 
-def sharded_inputs(strategy, cfg, data, class_weight=None):
+def sharded_inputs(strategy: Any, cfg: Config, data: Any,
+                   class_weight: Mapping[str, float] | None = None) -> tuple[Any, Any, ShardLedger, Any]:
     """The training and validation inputs of `fit` on a multi-worker run: every worker reads
     its shard (`shard_rows`) of `data`'s usable files, batched by its share of data.batch_size.
     Classifier batches are (image, label, weight): the weight is the class weight
@@ -331,7 +338,7 @@ def sharded_inputs(strategy, cfg, data, class_weight=None):
     return distributed(data.train, "train"), distributed(data.valid, "valid"), ledger, bn
 
 
-def validation_batch(n, count, batch):
+def validation_batch(n: int, count: int, batch: int) -> int | None:
     """A batch size, at most `batch`, at which every worker's shard of `n` validation images
     ("all" mode: shards of q and q + 1) makes the same number of batches, none empty (TF 2.21
     fails on the empty batch a worker gets once its shard has run out); None when there is
@@ -352,7 +359,7 @@ def _sample_weights(labels, data, class_weight):
     return data.task.sample_weights(labels, data.classes, class_weight)
 
 
-def shard_log(ledger):
+def shard_log(ledger: ShardLedger) -> Any:
     """A callback logging, after each epoch, what this worker read (`ShardLedger.line`)."""
     import keras
 
@@ -363,7 +370,7 @@ def shard_log(ledger):
     return ShardLog()
 
 
-def synchronize_batchnorm(model, on=True):
+def synchronize_batchnorm(model: Any, on: bool = True) -> None:
     """Make every BatchNormalization layer of `model` normalise a training batch with the
     statistics of the global batch (all-reduced over the workers) instead of its own shard's:
     training then matches one process with the whole batch, and the moving statistics stay

@@ -72,13 +72,13 @@ class ExportError(GAError):
     """The exported model does not reproduce the Keras model."""
 
 
-def first_line(exc, limit=200):
+def first_line(exc: BaseException | str, limit: int = 200) -> str:
     """The first line of an exception's message (or its type name), at most `limit` long."""
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:limit]
 
 
-def one_line(exc, limit=200):
+def one_line(exc: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message` (or just the type) of an exception."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {first_line(exc, limit)}" if text else type(exc).__name__

@@ -13,8 +13,11 @@ weighted sum, scaled to [0, 1] and resized to the input, is the heat map.
 - `inference.py FOLDER --explain`: `<stem>_gradcam.png` per image in --out-dir.
 """
 
+from __future__ import annotations
+
 import logging
 import os
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -22,12 +25,15 @@ import tensorflow as tf
 from ga.figures import pyplot, save_figure
 from ga.model import backbone_of
 
+if TYPE_CHECKING:
+    from ga.tasks import Task
+
 log = logging.getLogger(__name__)
 
 MAX_IMAGES = 16
 
 
-def grad_cam(model, images, column):
+def grad_cam(model: Any, images: np.ndarray, column: int | np.ndarray) -> np.ndarray:
     """Heat maps (n, h, w) in [0, 1] for output `column` of `model` (its score before the
     sigmoid or softmax), or for the negative class of a binary model when `column` is -1.
     `column` may be an int or one per image.
@@ -58,7 +64,7 @@ def grad_cam(model, images, column):
     return np.clip(cam.numpy(), 0.0, 1.0)
 
 
-def overlay(ax, image, heat, title):
+def overlay(ax: Any, image: np.ndarray, heat: np.ndarray, title: str) -> None:
     ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
     ax.imshow(heat, cmap="jet", alpha=0.4, vmin=0, vmax=1)
     ax.set_title(title, fontsize=7)
@@ -70,7 +76,7 @@ def _grid(n):
     return (n + cols - 1) // cols, cols
 
 
-def pick_examples(right, confidence, true_index, limit=MAX_IMAGES):
+def pick_examples(right: np.ndarray, confidence: np.ndarray, true_index: np.ndarray, limit: int = MAX_IMAGES) -> list[int]:
     """Indices for the Grad-CAM figure: every wrong image (up to `limit`), then the most
     confident right image of each class while room is left."""
     wrong = [int(i) for i in np.flatnonzero(~right)][:limit]
@@ -82,7 +88,8 @@ def pick_examples(right, confidence, true_index, limit=MAX_IMAGES):
     return best[: max(0, limit - len(wrong))] + wrong
 
 
-def write_run_figures(run_dir, prefix, model, split, classes, task, y_true, y_prob, decided):
+def write_run_figures(run_dir: str, prefix: str, model: Any, split: Any, classes: Sequence[str], task: Task,
+                      y_true: np.ndarray, y_prob: np.ndarray, decided: np.ndarray) -> list[str]:
     """<prefix>gradcam.png and <prefix>misclassified.png for the test split (see the module
     docstring). `task`: a ga.tasks.Task; `decided`: bool (n, classes) of the classes named.
     Returns the files written."""
@@ -151,7 +158,8 @@ def _figure(images, heat, titles, path, title):
     save_figure(fig, path)
 
 
-def explain_images(model, labels, images, names, out_dir, thresholds):
+def explain_images(model: Any, labels: dict, images: np.ndarray, names: Sequence[str], out_dir: str,
+                   thresholds: Mapping[str, float]) -> list[str]:
     """inference.py --explain: <stem>_gradcam.png per image in `out_dir` (binary and
     multiclass: the class named; multi-label: one panel per class). Returns the paths."""
     from ga.tasks import get_task

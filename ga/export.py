@@ -9,9 +9,12 @@ labels.json document under the key `ga_labels`, so the file describes itself. Th
 probabilities; labels.json is copied into its assets/ folder.
 """
 
+from __future__ import annotations
+
 import json
 import logging
 import os
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -20,10 +23,13 @@ from ga.files import atomic_path, atomic_write_bytes, open_to_umask
 from ga.model import batch_predictor
 from ga.runs import read_labels
 
+if TYPE_CHECKING:
+    from ga.config import Config
+
 log = logging.getLogger(__name__)
 
 
-def save_keras(model, run_dir, prefix):
+def save_keras(model: Any, run_dir: str, prefix: str) -> list[str]:
     """Write <prefix>model.keras and <prefix>weights.h5 atomically. Returns their paths."""
     paths = []
     absl = logging.getLogger("absl")
@@ -40,7 +46,7 @@ def save_keras(model, run_dir, prefix):
     return paths
 
 
-def to_onnx(model, input_size, opset=17, metadata=None):
+def to_onnx(model: Any, input_size: Sequence[int], opset: int = 17, metadata: dict | None = None) -> Any:
     """Convert a Keras model to an ONNX ModelProto with tf2onnx."""
     import tensorflow as tf
     import tf2onnx
@@ -49,7 +55,7 @@ def to_onnx(model, input_size, opset=17, metadata=None):
     spec = (tf.TensorSpec((None, h, w, 3), tf.float32, name="image"),)
 
     @tf.function(input_signature=spec)
-    def serve(image):
+    def serve(image: Any) -> Any:
         return {"probabilities": model(image, training=False)}
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
@@ -60,7 +66,7 @@ def to_onnx(model, input_size, opset=17, metadata=None):
     return proto
 
 
-def onnx_session(path_or_bytes, threads=0):
+def onnx_session(path_or_bytes: str | bytes, threads: int = 0) -> Any:
     """An onnxruntime CPU session (intra-op threads: 0 lets onnxruntime choose)."""
     import onnxruntime as ort
 
@@ -71,14 +77,14 @@ def onnx_session(path_or_bytes, threads=0):
     return ort.InferenceSession(path_or_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def parity(model, session, images):
+def parity(model: Any, session: Any, images: np.ndarray) -> float:
     """Largest |Keras - ONNX| over a batch of images (float32 RGB 0..255)."""
     keras_out = batch_predictor(model)(images)
     onnx_out = session.run(None, {session.get_inputs()[0].name: np.asarray(images, np.float32)})[0]
     return float(np.max(np.abs(keras_out - onnx_out)))
 
 
-def export_onnx(model, run_dir, cfg, images):
+def export_onnx(model: Any, run_dir: str, cfg: Config, images: np.ndarray) -> dict:
     """Write <prefix>weights.onnx and check it on `images` (float32 RGB 0..255, e.g. a test
     batch) against the Keras model.
 
@@ -104,7 +110,7 @@ def export_onnx(model, run_dir, cfg, images):
     return info
 
 
-def export_saved_model(model, run_dir, cfg, images):
+def export_saved_model(model: Any, run_dir: str, cfg: Config, images: np.ndarray) -> dict:
     """Write <prefix>saved_model/ (atomically: a folder renamed into place) and check its
     `serve` endpoint on `images` against the Keras model.
 

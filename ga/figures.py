@@ -1,9 +1,13 @@
 """Matplotlib without a display, and figures written atomically as PNG."""
 
+from __future__ import annotations
+
+from typing import Any
+
 from ga.files import atomic_path
 
 
-def pyplot():
+def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
@@ -13,7 +17,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path, dpi=110):
+def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
     """Write `fig` to `path` as PNG (temporary name, then rename) and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")

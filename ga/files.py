@@ -5,6 +5,8 @@ process never leaves a half-written file under its final name, and a failed writ
 full, permission) is reported as a WriteError naming the file.
 """
 
+from __future__ import annotations
+
 import contextlib
 import csv
 import hashlib
@@ -12,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+from typing import Any, Iterable, Iterator, Sequence
 
 from ga.errors import WriteError
 
@@ -19,7 +22,7 @@ UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it) .
 os.umask(UMASK)  # ... and put back
 
 
-def remove_temporaries(folder):
+def remove_temporaries(folder: str) -> list[str]:
     """Remove what writes through `atomic_path` left in `folder` when their process was killed
     mid-write (`.<stem>.<random>.tmp<ext>`); returns the names removed."""
     gone = []
@@ -31,7 +34,7 @@ def remove_temporaries(folder):
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success rename it to `path`.
 
     The caller writes the file at the yielded path by any means (a library's own `save`).
@@ -59,24 +62,24 @@ def atomic_path(path):
         raise
 
 
-def atomic_write_bytes(path, data):
+def atomic_write_bytes(path: str, data: bytes) -> str:
     """Write `data` to `path` atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path: str, text: str) -> str:
     """Write UTF-8 `text` to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path, obj):
+def atomic_write_json(path: str, obj: Any) -> str:
     """Write `obj` as indented JSON to `path` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def atomic_write_csv(path, header, rows):
+def atomic_write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """Write a CSV table (a header row, then `rows`) to `path` atomically."""
     buf = io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
@@ -86,7 +89,7 @@ def atomic_write_csv(path, header, rows):
     atomic_write_text(path, buf.getvalue())
 
 
-def sha256_file(path):
+def sha256_file(path: str) -> str:
     """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -117,6 +120,6 @@ def _remove(path):
         os.remove(path)
 
 
-def open_to_umask(folder):
+def open_to_umask(folder: str) -> None:
     """Give a folder made by tempfile.mkdtemp (0700) the usual mode of a new folder."""
     os.chmod(folder, 0o777 & ~UMASK)

@@ -16,18 +16,24 @@ preprocessing inside the model, labels.json with classes [cex, pg] and positive 
 work on it like on any run. The weights are read with h5py, so no tf.keras is needed.
 """
 
+from __future__ import annotations
+
 import datetime as _dt
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ga.errors import GAError, ModelError, first_line
 
+if TYPE_CHECKING:
+    from ga.config import Config
+
 log = logging.getLogger(__name__)
 
-def study_config(input_size=224, threshold=0.5):
+def study_config(input_size: int = 224, threshold: float = 0.5) -> Config:
     """The study's model as a `ga` Config (weights none; they come from the file)."""
     from ga.config import load_config
 
@@ -38,7 +44,7 @@ def study_config(input_size=224, threshold=0.5):
                               f"data.image_size=[{h},{h}]", "data.classes=[cex,pg]", "output.prefix=GA"])
 
 
-def read_h5_weights(path):
+def read_h5_weights(path: str) -> tuple[list[str], dict[str, list[np.ndarray]]]:
     """{layer name: [arrays in saved order]} and the layer order of a tf.keras whole-model
     (or weights-only) HDF5 file."""
     import h5py
@@ -57,7 +63,7 @@ def read_h5_weights(path):
     return names, weights
 
 
-def copy_study_weights(model, names, weights, path):
+def copy_study_weights(model: Any, names: list[str], weights: dict[str, list[np.ndarray]], path: str) -> None:
     """Set a `ga` study model's weights from the study file's layers."""
     from ga.model import backbone_of
 
@@ -89,7 +95,7 @@ def _set(layer, arrays, path):
     layer.set_weights(arrays)
 
 
-def import_study_h5(path, out, input_size=224, threshold=0.5):
+def import_study_h5(path: str, out: str, input_size: int = 224, threshold: float = 0.5) -> str:
     """Turn the study's whole-model HDF5 file into a complete `ga` run folder at `out`.
 
     Returns:

@@ -13,9 +13,12 @@ evaluation, inference and scanning.
 TensorFlow is imported only by the functions that need it, so the split starts without it.
 """
 
+from __future__ import annotations
+
 import io
 import os
 import warnings
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,20 +38,20 @@ class ImageProblem(ValueError):
 # ---------------------------------------------------------------------------- folders
 
 
-def hidden(name):
+def hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def is_image_name(name):
+def is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def subfolders(folder):
+def subfolders(folder: str) -> list[str]:
     """The non-hidden folders directly inside `folder`, sorted."""
     return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not hidden(d))
 
 
-def walk_files(folder, recursive=True):
+def walk_files(folder: str, recursive: bool = True) -> list[str]:
     """Every non-hidden file in `folder` (and, with `recursive`, its non-hidden subfolders),
     each folder's files sorted and before its subfolders'."""
     paths = []
@@ -58,7 +61,7 @@ def walk_files(folder, recursive=True):
     return paths
 
 
-def image_files(folder):
+def image_files(folder: str) -> list[str]:
     """Every image file (by extension) below `folder`, in `walk_files` order."""
     return [p for p in walk_files(folder) if is_image_name(p)]
 
@@ -66,7 +69,7 @@ def image_files(folder):
 # ---------------------------------------------------------------------------- checking one file
 
 
-def read_bytes(path):
+def read_bytes(path: str) -> bytes:
     """The bytes of a file; an unreadable file is an ImageProblem."""
     try:
         with open(path, "rb") as fh:
@@ -75,7 +78,7 @@ def read_bytes(path):
         raise ImageProblem(f"unreadable: {exc.strerror or exc}") from None
 
 
-def checked(data, max_pixels=MAX_PIXELS, load=False):
+def checked(data: bytes, max_pixels: int = MAX_PIXELS, load: bool = False) -> Any:
     """Open encoded image bytes with Pillow and check them, trusting nothing.
 
     Args:
@@ -118,7 +121,7 @@ def checked(data, max_pixels=MAX_PIXELS, load=False):
 MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"GIF8")  # what tf.io.decode_image reads (TF_FORMATS)
 
 
-def tf_reads(path):
+def tf_reads(path: str) -> bool:
     """Whether tf.io decodes the file (PNG, JPEG, BMP, GIF by their first bytes); the others
     (TIFF, ...) go through Pillow."""
     try:
@@ -129,12 +132,12 @@ def tf_reads(path):
     return head.startswith(MAGIC)
 
 
-def pillow_file(path):
+def pillow_file(path: str) -> np.ndarray:
     """RGB uint8 (h, w, 3) of an image file decoded by Pillow (`pillow_rgb`)."""
     return pillow_rgb(read_bytes(path))
 
 
-def pillow_rgb(data):
+def pillow_rgb(data: bytes) -> np.ndarray:
     """Decode with Pillow to RGB uint8 (h, w, 3): TIFF and other formats tf.io does not read;
     16- and 32-bit greys are scaled to 8 bits first."""
     try:
@@ -152,7 +155,7 @@ def pillow_rgb(data):
 # ---------------------------------------------------------------------------- pixels
 
 
-def resize_uint8(img, size):
+def resize_uint8(img: Any, size: Sequence[int]) -> Any:
     """uint8 image(s) (..., h, w, 3) -> uint8 tensor of `size`: antialiased bilinear, rounded."""
     import tensorflow as tf
 
@@ -160,7 +163,7 @@ def resize_uint8(img, size):
     return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
 
 
-def decode_resize(data, size):
+def decode_resize(data: Any, size: Sequence[int]) -> Any:
     """Encoded bytes (PNG, JPEG, BMP, GIF) -> RGB uint8 tensor of `size`, inside or outside a
     tf.data graph: grey expanded to three channels, alpha dropped, 16-bit reduced to 8."""
     import tensorflow as tf
@@ -168,7 +171,7 @@ def decode_resize(data, size):
     return resize_uint8(tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8), size)
 
 
-def center_crop(x, size):
+def center_crop(x: Any, size: Sequence[int]) -> Any:
     """The central (h, w) = `size` window of image(s) (..., H, W, C); offsets rounded down,
     as keras.layers.CenterCrop does."""
     h, w = size
@@ -177,7 +180,7 @@ def center_crop(x, size):
     return x[..., top:top + h, left:left + w, :]
 
 
-def dihedral(arr, k):
+def dihedral(arr: np.ndarray, k: int) -> np.ndarray:
     """The k-th of the eight rotations/flips of an image array (k=0 is the identity)."""
     out = np.rot90(arr, k % 4)
     return np.fliplr(out) if k >= 4 else out

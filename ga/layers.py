@@ -5,6 +5,10 @@ They are registered under the package name "ga" when this module is imported; `g
 (or `import ga`) does that before any model is loaded.
 """
 
+from __future__ import annotations
+
+from typing import Any, Sequence
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -30,7 +34,7 @@ class Preprocess(keras.layers.Layer):
             raise ValueError(f"Preprocess mode must be one of {PREPROCESSING}, got {mode!r}")
         self.mode = mode
 
-    def call(self, x):
+    def call(self, x: Any) -> Any:
         x = ops.cast(x, self.compute_dtype)
         if self.mode == "scale_01":
             return x / 255.0
@@ -38,10 +42,10 @@ class Preprocess(keras.layers.Layer):
         mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
         return x - mean
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "mode": self.mode}
 
 
@@ -55,7 +59,7 @@ class _ColumnMetric:
         self.negate = bool(negate)
         self.argmax = bool(argmax)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         c = self.column
         y_pred = ops.cast(y_pred, "float32")
         if self.argmax:
@@ -66,7 +70,7 @@ class _ColumnMetric:
             y_true, y_pred = 1.0 - y_true, 1.0 - y_pred
         return super().update_state(y_true, y_pred, sample_weight=sample_weight)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "column": self.column, "negate": self.negate, "argmax": self.argmax}
 
 
@@ -91,7 +95,7 @@ class ClassRecall(_ColumnMetric, keras.metrics.Recall):
     """Recall of one class (keras.metrics.Recall on one column)."""
 
 
-def class_metrics(columns, threshold=0.5, argmax=False):
+def class_metrics(columns: Sequence[tuple[str, int, bool]], threshold: float = 0.5, argmax: bool = False) -> list:
     """Per-class precision, recall and F1 metrics named `<kind>_<class>`.
 
     Args:
@@ -121,7 +125,7 @@ class RandomRot90(keras.layers.Layer):
         self.seed = seed
         self._gen = keras.random.SeedGenerator(seed)
 
-    def call(self, x, training=True):
+    def call(self, x: Any, training: bool = True) -> Any:
         if not training:
             return x
         n = tf.shape(x)[0]
@@ -131,7 +135,7 @@ class RandomRot90(keras.layers.Layer):
         x = pick(flags[1], tf.reverse(x, [1]), x)
         return pick(flags[2], tf.reverse(x, [2]), x)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "seed": self.seed}
 
 
@@ -146,13 +150,13 @@ class RandomSometimes(keras.layers.Layer):
         self.seed = seed
         self._gen = keras.random.SeedGenerator(seed)
 
-    def call(self, x, training=True):
+    def call(self, x: Any, training: bool = True) -> Any:
         if not training:
             return x
         mask = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self._gen) < self.rate
         return tf.where(mask, self.layer(x, training=True), x)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "layer": keras.layers.serialize(self.layer), "rate": self.rate,
                 "seed": self.seed}
 
@@ -167,14 +171,14 @@ class RandomChannelScale(keras.layers.Layer):
         self.seed = seed
         self._gen = keras.random.SeedGenerator(seed)
 
-    def call(self, x, training=True):
+    def call(self, x: Any, training: bool = True) -> Any:
         if not training or self.scale <= 0:
             return x
         shape = (keras.ops.shape(x)[0], 1, 1, 3)
         f = keras.random.uniform(shape, 1 - self.scale, 1 + self.scale, seed=self._gen)
         return keras.ops.clip(x * f, 0.0, 255.0)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "scale": self.scale, "seed": self.seed}
 
 
@@ -191,7 +195,7 @@ class RandomResizedCrop(keras.layers.Layer):
         self.seed = seed
         self._gen = keras.random.SeedGenerator(seed)
 
-    def call(self, x, training=True):
+    def call(self, x: Any, training: bool = True) -> Any:
         size = (self.height, self.width)
         if not training:
             return tf.image.resize(x, size)
@@ -205,9 +209,9 @@ class RandomResizedCrop(keras.layers.Layer):
         boxes = tf.stack([y0, x0, y0 + fh, x0 + fw], axis=1)
         return tf.image.crop_and_resize(x, boxes, tf.range(n), size)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], self.height, self.width, input_shape[-1])
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "height": self.height, "width": self.width, "area": list(self.area),
                 "seed": self.seed}

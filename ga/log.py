@@ -1,7 +1,10 @@
 """One configured logger for the scripts; library modules use logging.getLogger(__name__)."""
 
+from __future__ import annotations
+
 import logging
 import sys
+from typing import Any
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
 
@@ -13,15 +16,15 @@ class _StderrHandler(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property
-    def stream(self):
+    def stream(self) -> Any:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value):
+    def stream(self, value: Any) -> None:
         pass
 
 
-def setup_logging(verbose=False, quiet=False):
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     """Configure the root ``ga`` logger for a script run.
 
     Args:
@@ -43,7 +46,7 @@ def setup_logging(verbose=False, quiet=False):
     return logger
 
 
-def add_file_log(path):
+def add_file_log(path: str) -> logging.Handler:
     """Also write the ``ga`` log to ``path`` (the run's train.log). Returns the handler."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))

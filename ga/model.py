@@ -5,8 +5,11 @@ A built model takes RGB pixels 0..255 at the configured size: preprocessing (Res
 inside the model, so Keras, ONNX and inference consumers only resize.
 """
 
+from __future__ import annotations
+
 import logging
 import os
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import keras
 
@@ -14,6 +17,9 @@ from ga.config import model_input_size, preprocessing_mode
 from ga.errors import ConfigError, first_line
 from ga.layers import Preprocess
 from ga.tasks import get_task
+
+if TYPE_CHECKING:
+    from ga.config import Config, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +31,7 @@ RESNETS = {
 FEATURES_LAYER = "features"  # pooled backbone output, before the head (used for clustering)
 
 
-def imagenet_weights_path(backbone):
+def imagenet_weights_path(backbone: str) -> str:
     """Where Keras caches a ResNet's ImageNet weights (no top), and the file name."""
     fname = f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
@@ -56,7 +62,7 @@ def _resnet(backbone, weights, shape):
     return base
 
 
-def cnn4(shape, name="cnn4"):
+def cnn4(shape: Sequence[int], name: str = "cnn4") -> keras.Model:
     """The GrapheneClassifier's CNN-4: 32-64-128-256 filters, kernel 5 then 3, BatchNorm,
     ReLU, 2x2 max-pool after the first three blocks; its global pooling is the head's."""
     L = keras.layers
@@ -72,7 +78,7 @@ def cnn4(shape, name="cnn4"):
     return keras.Model(inp, x, name=name)
 
 
-def build_backbone(model_cfg, shape):
+def build_backbone(model_cfg: ModelConfig, shape: Sequence[int]) -> keras.Model:
     """The backbone as a sub-model, weights loaded, with its trainable fraction set."""
     if model_cfg.backbone_weights is not None:
         base = cnn4(shape) if model_cfg.backbone == "cnn4" else _resnet(model_cfg.backbone, "none", shape)
@@ -89,13 +95,13 @@ def build_backbone(model_cfg, shape):
     return base
 
 
-def load_backbone_weights(base, path):
+def load_backbone_weights(base: keras.Model, path: str) -> None:
     """Load a `.weights.h5` file saved from a backbone of the same architecture (a contrastive
     run's <prefix>backbone.weights.h5). Raises ConfigError when it does not fit."""
     load_checked(base, path, "model.backbone_weights", f"the {base.name} backbone")
 
 
-def load_checked(model, path, key, what):
+def load_checked(model: keras.Model, path: str, key: str, what: str) -> None:
     """model.load_weights(path), where a file that does not fit `model` (shapes, or layers
     that find no weights) is a ConfigError naming `key`, not a model left partly at its
     random start."""
@@ -114,7 +120,7 @@ def load_checked(model, path, key, what):
         raise ConfigError(f"{key}: {path} does not fit {what}: {first_line(skipped[0])}")
 
 
-def init_weights_file(path):
+def init_weights_file(path: str) -> str:
     """The file model.init_weights names: a run folder's .keras model, or the file itself."""
     if not os.path.isdir(path):
         return path
@@ -125,7 +131,7 @@ def init_weights_file(path):
     return os.path.join(path, found[0])
 
 
-def load_init_weights(model, path):
+def load_init_weights(model: keras.Model, path: str) -> str:
     """Start `model` from a whole trained model of the same architecture (model.init_weights);
     returns the file read."""
     file = init_weights_file(path)
@@ -133,7 +139,7 @@ def load_init_weights(model, path):
     return file
 
 
-def set_trainable_fraction(base, fraction, freeze_batchnorm=False):
+def set_trainable_fraction(base: keras.Model, fraction: float, freeze_batchnorm: bool = False) -> int:
     """Freeze all but the last `fraction` of the backbone's layers.
 
     Frozen BatchNorm layers run in inference mode (Keras 3 does this for any
@@ -162,7 +168,7 @@ def _backbone_features(cfg, inputs):
     return pool(name=FEATURES_LAYER)(x)
 
 
-def build_encoder(cfg):
+def build_encoder(cfg: Config) -> keras.Model:
     """The contrastive model: Input -> Preprocess -> backbone -> pooling -> projection head
     (mlp: dense + ReLU, dense; linear: dropout, dense), whose output the loss compares."""
     h, w = model_input_size(cfg)
@@ -178,7 +184,7 @@ def build_encoder(cfg):
     return keras.Model(inputs, outputs, name=f"ga_simclr_{cfg.model.backbone}")
 
 
-def backbone_of(model):
+def backbone_of(model: keras.Model) -> keras.Model:
     """The backbone sub-model inside a model built here."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
@@ -186,7 +192,7 @@ def backbone_of(model):
     raise ValueError(f"{model.name} holds no backbone sub-model")
 
 
-def build_model(cfg, num_outputs):
+def build_model(cfg: Config, num_outputs: int) -> keras.Model:
     """Input (RGB 0..255) -> Preprocess -> backbone -> pooling -> head -> outputs with the
     task's activation (softmax for multiclass, sigmoid otherwise)."""
     h, w = model_input_size(cfg)
@@ -207,7 +213,7 @@ def build_model(cfg, num_outputs):
     return keras.Model(inputs, outputs, name=f"ga_{m.backbone}")
 
 
-def batch_predictor(model):
+def batch_predictor(model: keras.Model) -> Callable[[Any], Any]:
     """A compiled inference function for batches of images (numpy in, numpy out).
 
     Called directly rather than through `predict_on_batch`, which under a

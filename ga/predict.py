@@ -7,6 +7,8 @@ formats TensorFlow reads, and Pillow for the rest (TIFF, 16-bit), then the same 
 centre crop (`ga.images`).
 """
 
+from __future__ import annotations
+
 import concurrent.futures as cf
 import json
 import logging
@@ -14,6 +16,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -51,7 +54,7 @@ class LoadedModel:
     keras_model: object = None
     _keras_path: str = ""
 
-    def provenance(self):
+    def provenance(self) -> dict:
         """Which model made a set of predictions: its file, the file's sha256, the engine and
         the run folder it belongs to (or null)."""
         if not hasattr(self, "_sha256"):
@@ -60,7 +63,7 @@ class LoadedModel:
         return {"model_file": os.path.abspath(self.source), "model_sha256": self._sha256, "engine": self.engine,
                 "run": folder if is_complete(folder) else None}
 
-    def keras(self, unsafe=False):
+    def keras(self, unsafe: bool = False) -> Any:
         """The Keras model (loaded on demand, e.g. for feature extraction)."""
         if self.keras_model is None:
             if not self._keras_path:
@@ -70,7 +73,7 @@ class LoadedModel:
         return self.keras_model
 
 
-def resolve_model(model=None, runs_root="deliverables"):
+def resolve_model(model: str | None = None, runs_root: str = "deliverables") -> str:
     """Find the model file to use: (path or run folder, kind)."""
     if model is None:
         run = newest_run(runs_root)
@@ -98,7 +101,8 @@ def _run_files(run_dir):
     return files
 
 
-def load_model(model=None, engine=None, runs_root="deliverables", threads=0, unsafe=False):
+def load_model(model: str | None = None, engine: str | None = None, runs_root: str = "deliverables", threads: int = 0,
+               unsafe: bool = False) -> LoadedModel:
     """Load a model for inference.
 
     Args:
@@ -181,7 +185,7 @@ def _onnx_labels(path):
     return check_labels(doc, f"{path} (metadata)")
 
 
-def load_keras(path, unsafe=False):
+def load_keras(path: str, unsafe: bool = False) -> Any:
     """keras.models.load_model in safe mode unless `unsafe`; one-line errors naming the file."""
     import ga
 
@@ -206,7 +210,7 @@ def load_keras(path, unsafe=False):
 # ---------------------------------------------------------------------------- images
 
 
-def list_inputs(inputs, recursive=False):
+def list_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[str], list[str]]:
     """Every file named or inside the folders named (hidden ones skipped, sorted), and the
     paths that do not exist."""
     files, missing = [], []
@@ -220,7 +224,7 @@ def list_inputs(inputs, recursive=False):
     return files, missing
 
 
-def read_image(path, labels, max_pixels=MAX_PIXELS):
+def read_image(path: str, labels: dict, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode, resize (and centre-crop) one file for the model. Returns uint8 (h, w, 3).
 
     Raises:
@@ -264,23 +268,23 @@ class Prediction:
     model: dict = field(default_factory=dict)  # LoadedModel.provenance(): which model made them
 
     @property
-    def errors(self):
+    def errors(self) -> list[Result]:
         return [r for r in self.results if r.error]
 
 
-def class_probabilities(labels, probs):
+def class_probabilities(labels: dict, probs: np.ndarray) -> np.ndarray:
     """Per-class probabilities: binary (p) -> [1 - p, p]; the others unchanged."""
     return get_task(labels).class_probabilities(probs)
 
 
-def decide(labels, thresholds, probs_row):
+def decide(labels: dict, thresholds: Mapping[str, float], probs_row: np.ndarray) -> tuple[list[str], float]:
     """(predicted names, confidence) for one image's model output row."""
     task, classes = get_task(labels), labels["classes"]
     on = task.decide(np.asarray(probs_row, np.float32)[None, :], classes, thresholds)[0]
     return [c for c, f in zip(classes, on) if f], task.confidence(probs_row, on, classes)
 
 
-def predict_folder(model, inputs, recursive=False, **options):
+def predict_folder(model: LoadedModel, inputs: Sequence[str], recursive: bool = False, **options: Any) -> Prediction:
     """Predict every image named in `inputs` (files, or folders read with `recursive`).
 
     Raises:
@@ -293,7 +297,7 @@ def predict_folder(model, inputs, recursive=False, **options):
     return predict_files(model, files, **options)
 
 
-def input_files(inputs, recursive=False):
+def input_files(inputs: Sequence[str], recursive: bool = False) -> list[str]:
     """The files to label; a one-line GAError when an input is missing or nothing is found."""
     files, missing = list_inputs(inputs, recursive)
     if missing:
@@ -304,8 +308,9 @@ def input_files(inputs, recursive=False):
     return files
 
 
-def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=None, progress=None,
-                  features=False, workers=None):
+def predict_files(model: LoadedModel, files: Sequence[str], batch_size: int = 64, max_pixels: int = MAX_PIXELS,
+                  threshold: float | None = None, progress: bool | None = None, features: bool | str = False,
+                  workers: int | None = None) -> Prediction:
     """Predict every file; undecodable files become error rows. Returns Prediction.
 
     `features`: False, or which backbone features to keep per image for clustering:
@@ -345,7 +350,7 @@ def predict_files(model, files, batch_size=64, max_pixels=MAX_PIXELS, threshold=
     return out
 
 
-def decision_thresholds(labels, threshold=None):
+def decision_thresholds(labels: dict, threshold: float | None = None) -> dict[str, float]:
     """The thresholds decisions use: labels.json's, or `threshold` for every class (a
     GAError for a model that names its most probable class)."""
     if threshold is None:
@@ -354,7 +359,7 @@ def decision_thresholds(labels, threshold=None):
     return {k: threshold for k in labels["thresholds"]}
 
 
-def prepare_array(image, labels):
+def prepare_array(image: Any, labels: dict) -> np.ndarray:
     """An image array (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), any dtype of 0-255 values,
     prepared as a file is: RGB, resized (and centre-cropped) to the model's input."""
     a = np.asarray(image)
@@ -370,7 +375,8 @@ def prepare_array(image, labels):
     return center_crop(out, crop) if crop else out
 
 
-def predict_arrays(model, images, batch_size=64, threshold=None, names=None):
+def predict_arrays(model: LoadedModel, images: Sequence[Any], batch_size: int = 64, threshold: float | None = None,
+                   names: Sequence[str] | None = None) -> Prediction:
     """Predict image arrays (a sequence of arrays, or one (n, h, w, c) array), in batches.
 
     Returns:
@@ -419,7 +425,7 @@ def _features_and_probs_fn(keras_model, kind="pooled"):
 # ---------------------------------------------------------------------------- evaluation
 
 
-def labelled_files(folder, labels):
+def labelled_files(folder: str, labels: dict) -> tuple[list[str], np.ndarray]:
     """The images of a labelled folder and their labels in the model's class order (any
     layout `ga.layouts` reads: class folders named like the model's classes or 0, 1, ...; a
     labels.csv).
@@ -439,7 +445,7 @@ def labelled_files(folder, labels):
         raise GAError(exc.message, arg="folder") from None
 
 
-def run_prefix(source):
+def run_prefix(source: str) -> str:
     """The file-name prefix (output.prefix) of the run a model file belongs to, or ""."""
     import yaml
 
@@ -451,7 +457,8 @@ def run_prefix(source):
         return ""
 
 
-def evaluate_folder(model, folder, out_dir, prefix="", threshold=None, **options):
+def evaluate_folder(model: LoadedModel, folder: str, out_dir: str, prefix: str = "", threshold: float | None = None,
+                    **options: Any) -> tuple[dict, Prediction]:
     """Evaluate a model on a labelled folder and write the reports a run writes for its test
     split (metrics.json, FinalTestResults.txt, predictions.csv, confusion matrix, ROC/PR, and
     for multi-label a threshold sweep of this set) into `out_dir`, using the same code.
@@ -485,7 +492,7 @@ def evaluate_folder(model, folder, out_dir, prefix="", threshold=None, **options
 # ---------------------------------------------------------------------------- outputs
 
 
-def rows(pred):
+def rows(pred: Prediction) -> list[dict]:
     """Result table rows: path, predicted, p_<class>..., error."""
     classes = pred.labels["classes"]
     table = []
@@ -500,7 +507,7 @@ def rows(pred):
     return table
 
 
-def write_table(pred, path):
+def write_table(pred: Prediction, path: str) -> None:
     """Write results as .csv or .json (by extension)."""
     table = rows(pred)
     if path.lower().endswith(".json"):
@@ -517,7 +524,7 @@ def write_table(pred, path):
 PRINT_FORMATS = ("ga", "study")
 
 
-def result_lines(pred, fmt="ga"):
+def result_lines(pred: Prediction, fmt: str = "ga") -> list[str]:
     """One line per labelled image (skipped files have none; see `Prediction.errors`).
 
     Formats: "ga": `File <name> prediction <class> confidence <p>`, p being the probability
@@ -539,7 +546,7 @@ def result_lines(pred, fmt="ga"):
     return lines
 
 
-def cluster(pred, k, out_dir, space="full"):
+def cluster(pred: Prediction, k: int, out_dir: str, space: str = "full") -> tuple[str, str]:
     """k-means on the images' backbone features: clusters.png and clusters.csv.
 
     space "full": k-means on the features themselves, PCA to 2-D for the figure only;

@@ -7,6 +7,8 @@ files (metrics.json, config.yaml, *.png, *FinalTestResults.txt, model_card.md), 
 rebuilt for any complete run: `python -m ga.report <run>`.
 """
 
+from __future__ import annotations
+
 import base64
 import html
 import json
@@ -92,7 +94,7 @@ def _figures(run_dir):
     return "".join(out)
 
 
-def build_report(run_dir):
+def build_report(run_dir: str) -> str:
     """The report page of a run folder, as text."""
     m = json.loads(_read(os.path.join(run_dir, "metrics.json")))
     cfg = yaml.safe_load(_read(os.path.join(run_dir, "config.yaml")))
@@ -118,7 +120,7 @@ def build_report(run_dir):
     return "\n".join(parts)
 
 
-def write_report(run_dir):
+def write_report(run_dir: str) -> str:
     """Write <run>/report.html atomically; returns its path."""
     path = os.path.join(run_dir, "report.html")
     atomic_write_text(path, build_report(run_dir))

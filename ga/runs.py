@@ -1,5 +1,7 @@
 """Run folder conventions: names, the RUNNING marker, labels.json, finding the newest run."""
 
+from __future__ import annotations
+
 import csv
 import datetime as _dt
 import hashlib
@@ -9,6 +11,7 @@ import os
 import platform
 import subprocess
 import sys
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 
 from ga import __version__
@@ -17,11 +20,14 @@ from ga.errors import ModelError
 from ga.files import atomic_write_csv, atomic_write_json, sha256_file
 from ga.tasks import TASKS, get_task
 
+if TYPE_CHECKING:
+    from ga.config import Config, OutputConfig
+
 RUNNING = "RUNNING"
 LABELS = "labels.json"
 
 
-def new_run_dir(output):
+def new_run_dir(output: OutputConfig) -> str:
     """Create `<root>/<prefix>_<YYYY-mm-dd_HH-MM-SS>[_<name>]`, never reusing a folder."""
     stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     base = f"{output.prefix}_{stamp}" + (f"_{output.name}" if output.name else "")
@@ -38,17 +44,17 @@ def new_run_dir(output):
     raise ModelError(f"could not create a new run folder under {output.root}")
 
 
-def is_complete(run_dir):
+def is_complete(run_dir: str) -> bool:
     """A run is complete when its deliverables are written and the marker is gone."""
     return (os.path.isfile(os.path.join(run_dir, LABELS)) and os.path.isfile(os.path.join(run_dir, "metrics.json"))
             and not os.path.exists(os.path.join(run_dir, RUNNING)))
 
 
-def mark_complete(run_dir):
+def mark_complete(run_dir: str) -> None:
     os.remove(os.path.join(run_dir, RUNNING))
 
 
-def newest_run(root):
+def newest_run(root: str) -> str | None:
     """The most recently finished complete classifier run folder under `root`, or None
     (contrastive pretraining runs have no classifier and are passed over)."""
     if not os.path.isdir(root):
@@ -66,7 +72,7 @@ def _is_classifier(run_dir):
         return False
 
 
-def labels_document(cfg, classes, thresholds=None):
+def labels_document(cfg: Config, classes: Sequence[str], thresholds: Mapping[str, float] | None = None) -> dict:
     """The labels.json contract (also mirrored into the ONNX metadata). A multiclass model
     has no thresholds: it names its most probable class."""
     task = get_task(cfg)
@@ -85,11 +91,11 @@ def labels_document(cfg, classes, thresholds=None):
     return doc
 
 
-def write_labels(run_dir, doc):
+def write_labels(run_dir: str, doc: dict) -> None:
     atomic_write_json(os.path.join(run_dir, LABELS), doc)
 
 
-def read_labels(path):
+def read_labels(path: str) -> dict:
     """Read and check a labels.json file (or the one in a run folder)."""
     if os.path.isdir(path):
         path = os.path.join(path, LABELS)
@@ -103,7 +109,7 @@ def read_labels(path):
     return check_labels(doc, path)
 
 
-def check_labels(doc, path):
+def check_labels(doc: Any, path: str) -> dict:
     """Check a labels document's shape; `path` names its source in errors."""
     need = ("task", "classes", "thresholds", "input_size", "preprocessing")
     if not isinstance(doc, dict) or any(k not in doc for k in need):
@@ -115,7 +121,7 @@ def check_labels(doc, path):
     return doc
 
 
-def read_history(path):
+def read_history(path: str) -> list[dict]:
     """The rows of a run's history.csv as dicts (none before the first epoch)."""
     if not os.path.isfile(path):
         return []
@@ -123,7 +129,7 @@ def read_history(path):
         return list(csv.DictReader(fh))
 
 
-def trim_history(path, initial_epoch):
+def trim_history(path: str, initial_epoch: int) -> None:
     """Drop history rows of epochs that will run again, so each epoch appears once.
 
     A process killed after CSVLogger wrote epoch k but before the backup of epoch k was
@@ -140,7 +146,8 @@ def trim_history(path, initial_epoch):
 # ---------------------------------------------------------------------------- provenance
 
 
-def write_run_json(run_dir, cfg, data, precision, strategy, fit_info, workers=1):
+def write_run_json(run_dir: str, cfg: Config, data: Any, precision: str, strategy: Any, fit_info: dict,
+                   workers: int = 1) -> None:
     """run.json: package versions, seed, commit, command, device (`workers`: processes of a
     multi-worker run), data hashes, fit summary."""
     import tensorflow as tf

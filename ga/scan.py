@@ -15,9 +15,12 @@ saved as a crop, and listed in a CSV. Which tiles are marked (`--rule`):
   the single output of a binary model -- above `--threshold` (default 0.5).
 """
 
+from __future__ import annotations
+
 import logging
 import math
 import os
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -26,10 +29,13 @@ from ga.files import atomic_path, atomic_write_csv
 from ga.images import resize_uint8
 from ga.tasks import get_task
 
+if TYPE_CHECKING:
+    from ga.predict import LoadedModel
+
 log = logging.getLogger(__name__)
 
 
-def tile_starts(length, tile, overlap=0):
+def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
     """Start offsets of the fewest tiles of size `tile` that cover [0, length) with neighbours
     sharing at least `overlap` pixels (0 <= overlap < tile), spread evenly."""
     if length <= tile:
@@ -38,20 +44,20 @@ def tile_starts(length, tile, overlap=0):
     return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
-def default_overlap(tile):
+def default_overlap(tile: int | Sequence[int]) -> int:
     """The scan's default least overlap: a fifth of the tile's smaller side (60 px for 300 px
     tiles). `tile`: a size, or (width, height)."""
     return min(tile_size(tile)) // 5
 
 
-def tile_size(tile):
+def tile_size(tile: int | Sequence[int]) -> tuple[int, int]:
     """(width, height) of a tile given as a size or as (width,) or (width, height)."""
     if isinstance(tile, int):
         return tile, tile
     return (tile[0], tile[-1])
 
 
-def tile_boxes(width, height, tile, overlap=0):
+def tile_boxes(width: int, height: int, tile: int | Sequence[int], overlap: int = 0) -> list[tuple[int, int, int, int]]:
     """(x0, y0, x1, y1) boxes covering a width x height frame with tiles of `tile` (a size, or
     (width, height))."""
     tw, th = tile_size(tile)
@@ -60,8 +66,9 @@ def tile_boxes(width, height, tile, overlap=0):
             for x in tile_starts(width, tw, min(overlap, tw - 1))]
 
 
-def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pixels=400_000_000, overlap=None,
-               rule="classes"):
+def scan_frame(model: LoadedModel, path: str, tile: int | Sequence[int], out_dir: str, batch_size: int = 32,
+               threshold: float | None = None, max_pixels: int = 400_000_000, overlap: int | None = None,
+               rule: str = "classes") -> dict:
     """Scan one frame; write <stem>_scan.jpg, <stem>_tiles.csv and <stem>_tiles/ crops.
 
     `tile` is a size or (width, height); `overlap` the least overlap of neighbouring tiles in
@@ -86,7 +93,7 @@ def scan_frame(model, path, tile, out_dir, batch_size=32, threshold=None, max_pi
     return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), **out}
 
 
-def marking(labels, rule, threshold=None):
+def marking(labels: dict, rule: str, threshold: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The function (model outputs -> bool per tile) of `rule` for a model's labels.json.
     Raises GAError for a model the rule cannot read."""
     return get_task(labels).scan_marker(labels["classes"], labels["thresholds"], rule, threshold)
@@ -122,7 +129,8 @@ def _write_scan(frame, boxes, fired, probs, classes, out_dir, stem):
     return {"image": scan_path, "csv": csv_path, "crops": crops_dir}
 
 
-def scan_frames(model, files, tile, out_dir, **options):
+def scan_frames(model: LoadedModel, files: Sequence[str], tile: int | Sequence[int], out_dir: str,
+                **options: Any) -> Iterator[tuple[str, dict | str]]:
     """Scan every frame. Yields (path, result dict) or (path, reason) for a frame that could
     not be read; options as for `scan_frame`."""
     for path in files:

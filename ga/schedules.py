@@ -9,14 +9,20 @@ go back over steps_down epochs, then the rate falls to final_lr over steps_final
 stays there.
 """
 
+from __future__ import annotations
+
 import logging
+from typing import TYPE_CHECKING, Any
 
 import keras
+
+if TYPE_CHECKING:
+    from ga.config import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 
-def one_cycle(s, epoch):
+def one_cycle(s: Any, epoch: int) -> tuple[float, float]:
     """(learning rate, beta1) of `epoch` (0-based) under the study's OneCycle: the values after
     `epoch + start_epoch` of its per-epoch steps, in closed form."""
     n = epoch + s.start_epoch
@@ -29,7 +35,7 @@ def one_cycle(s, epoch):
     return lr, s.init_beta1 + rise * (s.min_beta1 - s.init_beta1)
 
 
-def epoch_rate(training, epoch, epochs):
+def epoch_rate(training: TrainingConfig, epoch: int, epochs: int) -> float:
     """(learning rate, beta1 or None) of `epoch` (0-based, counted in its stage) of a stage of
     `epochs` epochs, at the stage's training.learning_rate."""
     s = training.lr_schedule
@@ -65,7 +71,7 @@ class EpochSchedule(keras.callbacks.Callback):
         self._beta = None
         self._attr = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         import tensorflow as tf
 
         if self.training.lr_schedule.kind != "one_cycle":
@@ -79,21 +85,21 @@ class EpochSchedule(keras.callbacks.Callback):
                                      name="ga_one_cycle_beta1")
         setattr(opt, self._attr, self._beta)
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self.lr, beta = epoch_rate(self.training, epoch - self.first_epoch, self.epochs)
         self.model.optimizer.learning_rate = self.lr
         if self._beta is not None:
             self._beta.assign(beta)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None and self.lr is not None:
             logs["lr"] = self.lr
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self._beta is not None:
             setattr(self.model.optimizer, self._attr, float(self._beta.numpy()))
             self._beta = None
 
-    def beta1(self):
+    def beta1(self) -> float:
         """The beta1 (or momentum) the optimizer uses now, or None when not cycled."""
         return None if self._beta is None else float(self._beta.numpy())

@@ -28,6 +28,7 @@ import shutil
 import sys
 import zlib
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -35,7 +36,7 @@ from PIL import Image
 from ga.errors import DataError, opt
 from ga.files import atomic_path, atomic_write_csv, atomic_write_json, sha256_file
 from ga.images import ImageProblem, checked, dihedral, is_image_name
-from ga.layouts import LABELS_CSV, list_source
+from ga.layouts import LABELS_CSV, Listing, list_source
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,12 @@ class FileInfo:
     target: str = ""  # path under the split folder, when it is not `source` (renamed class folders)
 
     @property
-    def placed(self):
+    def placed(self) -> str:
         """The path under `<dest>/<split>/` this file is placed at."""
         return self.target or self.source
 
     @property
-    def usable(self):
+    def usable(self) -> bool:
         return self.status in ("ok", "duplicate")
 
 
@@ -89,19 +90,19 @@ class SplitResult:
     to_place: int = 0
 
     @property
-    def unused(self):
+    def unused(self) -> list[FileInfo]:
         """The files not placed in any split (corrupt, rejected, not images)."""
         return [f for f in self.files if not f.usable]
 
     @property
-    def duplicates(self):
+    def duplicates(self) -> int:
         return sum(1 for f in self.files if f.status == "duplicate")
 
 
 # ---------------------------------------------------------------------------- scanning
 
 
-def perceptual_hashes(img):
+def perceptual_hashes(img: Image.Image) -> tuple[int, ...]:
     """64-bit DCT hashes of the 8 rotations/flips of a PIL image (tuple of ints).
 
     Two images that are rotations/flips of each other share one of these exactly (up to
@@ -160,7 +161,7 @@ def _name_problem(rel):
     return None
 
 
-def safe_name(rel):
+def safe_name(rel: str) -> str:
     """A file name as the manifest and messages show it (control characters and bytes that are
     not UTF-8 escaped)."""
     return rel.encode("utf-8", "backslashreplace").decode("utf-8").encode("unicode_escape").decode("ascii") \
@@ -186,7 +187,7 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-def assign_groups(files, tolerance=4):
+def assign_groups(files: list[FileInfo], tolerance: int = 4) -> dict[str, int]:
     """Give every usable file a group id; copies (exact bytes, or rotations/flips within
     `tolerance` bits of perceptual hash) in the same stratum share one. Marks later
     byte-identical copies as `duplicate`, and cross-stratum identical bytes as `rejected`
@@ -250,7 +251,7 @@ def _slug(cls):
 # ---------------------------------------------------------------------------- assignment
 
 
-def target_counts(n, ratios):
+def target_counts(n: int, ratios: Sequence[float]) -> list[int]:
     """Largest-remainder rounding of n x ratios; non-zero ratios get >= 1 when n allows."""
     raw = [n * r for r in ratios]
     counts = [int(np.floor(x + 1e-9)) for x in raw]
@@ -317,7 +318,7 @@ def _write_manifest(path, files):
                                              f.height or "", f.status, f.reason, safe_name(f.placed)] for f in files))
 
 
-def read_manifest(path):
+def read_manifest(path: str) -> list[FileInfo]:
     """Rows of a manifest.csv as FileInfo objects."""
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -361,8 +362,10 @@ def _clean_partials(dest):
 # ---------------------------------------------------------------------------- entry
 
 
-def split_dataset(source, dest, ratios=(0.70, 0.25, 0.05), seed=42, mode="copy", order="random",
-                  dry_run=False, overwrite=False, tolerance=4, progress=True, workers=None, class_names=None):
+def split_dataset(source: str, dest: str, ratios: Sequence[float] = (0.70, 0.25, 0.05), seed: int = 42,
+                  mode: str = "copy", order: str = "random", dry_run: bool = False, overwrite: bool = False,
+                  tolerance: int = 4, progress: bool = True, workers: int | None = None,
+                  class_names: Sequence[str] | None = None) -> SplitResult:
     """Split `source` into `<dest>/{train,valid,test}/` and write `<dest>/manifest.csv`.
 
     Three steps: list and scan the source, plan the split (groups dealt to splits, in
@@ -453,7 +456,8 @@ def _scan(source, listing, workers, bar_off):
     return files
 
 
-def plan_split(files, listing, ratios, seed, order, tolerance):
+def plan_split(files: list[FileInfo], listing: Listing, ratios: Sequence[float], seed: int, order: str,
+               tolerance: int) -> SplitResult:
     """Group copies, then deal each stratum's groups to the splits (sets `group` and `split`
     on every usable FileInfo). Pure: reads and writes no file."""
     assign_groups(files, tolerance)

@@ -28,10 +28,13 @@ Every image has its own seed derived from the run seed, so output is byte-identi
 the same arguments on any machine.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -53,7 +56,7 @@ _P_CLASS = (0.40, 0.44, 0.37)
 _P_ANY = 0.26
 
 
-def contrast_class(c):
+def contrast_class(c: float) -> int:
     """The graphene class (1, 2, 3) of a red-channel contrast, or 0 when unlabelled."""
     lo1, lo2, lo3 = CLASS_EDGES
     if c <= lo1:
@@ -65,7 +68,7 @@ def contrast_class(c):
     return 0
 
 
-def rngs(seed, n):
+def rngs(seed: int, n: int) -> list[np.random.Generator]:
     """`n` independent generators spawned from `seed` (one per image: order-independent)."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
 
@@ -148,7 +151,7 @@ def _finish(rng, img, noise, blur):
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def make_cex(rng, hard=False):
+def make_cex(rng: np.random.Generator, hard: bool = False) -> Image.Image:
     """One synthetic cephalexin crop: 151x151, dense bright needles, grey to dark."""
     h = w = CEX_SIZE
     img, angle0, spread = _needle_background(rng, h, w, rng.uniform(0.8, 1.6))
@@ -187,7 +190,7 @@ def _blob_mask(rng, h, w, radius_frac):
     return mask, (cy, cx), r0
 
 
-def make_pg(rng, hard=False):
+def make_pg(rng: np.random.Generator, hard: bool = False) -> Image.Image:
     """One synthetic phenylglycine crop: a bright granular aggregate over needles."""
     h = int(rng.integers(130, 231))
     w = int(np.clip(h * rng.uniform(0.78, 1.28), 130, 230))
@@ -231,7 +234,7 @@ def make_pg(rng, hard=False):
     return _finish(rng, img, rng.uniform(2, 5), rng.uniform(0.4, 1.0))
 
 
-def make_plate(rng, hard=False):
+def make_plate(rng: np.random.Generator, hard: bool = False) -> Image.Image:
     """One synthetic plate crop: 151x151, faceted tablets with bright edges over needles."""
     h = w = CEX_SIZE
     img, angle0, spread = _needle_background(rng, h, w, rng.uniform(0.3, 0.7) + (0.5 if hard else 0))
@@ -265,8 +268,8 @@ def _to_rgb(gray):
     return Image.fromarray(np.repeat(gray[:, :, None], 3, axis=2), "RGB")
 
 
-def generate_crystals(out, per_class=300, seed=0, pg_copies=5, hard_fraction=0.1, progress=False,
-                      classes=("cex", "pg")):
+def generate_crystals(out: str, per_class: int = 300, seed: int = 0, pg_copies: int = 5, hard_fraction: float = 0.1,
+                      progress: bool = False, classes: Sequence[str] = ("cex", "pg")) -> str:
     """Write the crystal dataset in the Kaggle layout.
 
     Args:
@@ -355,7 +358,7 @@ class Flake:
     contrast: float
     cls: int
 
-    def box(self):
+    def box(self) -> tuple[float, float, float, float]:
         xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
         return min(xs), min(ys), max(xs), max(ys)
 
@@ -438,7 +441,7 @@ def _place_flakes(rng, img, classes, size_range, central=None):
     return flakes
 
 
-def make_flake_image(rng, size=400):
+def make_flake_image(rng: np.random.Generator, size: int = 400) -> tuple[Image.Image, tuple]:
     """One graphene crop and the flakes drawn in it.
 
     Returns:
@@ -464,7 +467,7 @@ def make_flake_image(rng, size=400):
     return out, flakes, labels
 
 
-def generate_graphene(out, count=400, size=400, seed=0, progress=False):
+def generate_graphene(out: str, count: int = 400, size: int = 400, seed: int = 0, progress: bool = False) -> str:
     """Write `count` flake images and `labels.csv` (filename,class1,class2,class3) to `out`."""
     os.makedirs(out, exist_ok=True)
     rows = []
@@ -480,7 +483,7 @@ def generate_graphene(out, count=400, size=400, seed=0, progress=False):
     return out
 
 
-def generate_wafer(out, width=4908, height=3264, seed=0, n_flakes=8):
+def generate_wafer(out: str, width: int = 4908, height: int = 3264, seed: int = 0, n_flakes: int = 8) -> tuple[str, str]:
     """Write one whole microscope frame with labelled flakes and `<stem>_boxes.csv`.
 
     The CSV has one row per labelled flake: x0,y0,x1,y1,class,contrast.

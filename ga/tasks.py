@@ -306,74 +306,76 @@ class BinaryTask(Task):
     def positive_class(self, classes: Sequence[str]) -> str:
         return classes[1]
 
-    def decide(self, probs, classes, thresholds):
+    def decide(self, probs: np.ndarray, classes: Sequence[str], thresholds: Mapping[str, float]) -> np.ndarray:
         pos = np.asarray(probs, np.float32)[:, 0] > thresholds[classes[1]]
         return np.stack([~pos, pos], axis=1)
 
-    def class_probabilities(self, probs):
+    def class_probabilities(self, probs: np.ndarray) -> np.ndarray:
         probs = np.asarray(probs, np.float32)
         return np.stack([1 - probs[:, 0], probs[:, 0]], axis=1)
 
-    def confidence(self, probs_row, named, classes):
+    def confidence(self, probs_row: np.ndarray, named: np.ndarray, classes: Sequence[str]) -> float:
         p = float(probs_row[0])
         return p if named[1] else 1 - p
 
-    def class_counts(self, y, classes):
+    def class_counts(self, y: np.ndarray, classes: Sequence[str]) -> dict[str, int]:
         y = np.asarray(y)
         return {c: int((y[:, 0] == i).sum()) for i, c in enumerate(classes)}
 
-    def confidence_of_rows(self, y_prob):
+    def confidence_of_rows(self, y_prob: np.ndarray) -> np.ndarray:
         return np.abs(y_prob[:, 0] - 0.5)
 
-    def metric_columns(self, classes):
+    def metric_columns(self, classes: Sequence[str]) -> list[tuple[str, int, bool]]:
         return [(c, 0, i == 0) for i, c in enumerate(classes)]  # classes[0] on the complement
 
-    def _auc(self, classes, t, y_prob):
+    def _auc(self, classes: Sequence[str], t: np.ndarray, y_prob: np.ndarray) -> dict:
         from sklearn import metrics as skm
 
         return {"roc_auc": float(skm.roc_auc_score(t, y_prob[:, 0])) if len(set(t)) == 2 else None}
 
-    def decision_line(self, m):
+    def decision_line(self, m: Mapping) -> str:
         pos = m["positive_class"]
         return f"positive class: {pos}; decision: p({pos}) > {m['thresholds'][pos]}"
 
-    def auc_lines(self, m):
+    def auc_lines(self, m: Mapping) -> list[str]:
         auc = m["roc_auc"]
         return [f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)")]
 
-    def prediction_rows(self, paths, classes, y_true, y_prob, thresholds):
+    def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
+                        y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
         pred = self.predicted(y_prob, classes, thresholds)
         return (["path", "true", "predicted", f"p_{classes[1]}"],
                 [[p, classes[int(t)], classes[int(d)], f"{pr:.6f}"]
                  for p, t, d, pr in zip(paths, y_true[:, 0], pred, y_prob[:, 0])])
 
-    def roc_pairs(self, classes, y_true, y_prob):
+    def roc_pairs(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> list:
         return [(classes[1], y_true[:, 0], y_prob[:, 0])]
 
-    def intended_use(self, classes):
+    def intended_use(self, classes: Sequence[str]) -> str:
         return ("Classify in-situ microscope crops of a crystallization as " + " or ".join(classes)
                 + f" (positive class: {classes[1]}), for process monitoring. Input: an image crop, RGB or grey, any "
                   "size (resized to the model's input).")
 
-    def card_lines(self, m, classes):
+    def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
         return [f"- ROC AUC ({classes[1]}) {m['roc_auc']:.4f}"] if m.get("roc_auc") is not None else []
 
-    def gradcam_columns(self, decided, probs):
+    def gradcam_columns(self, decided: np.ndarray, probs: np.ndarray) -> np.ndarray:
         return np.where(decided[:, 1], 0, -1)
 
-    def panel_value(self, probs_row):
+    def panel_value(self, probs_row: np.ndarray) -> float:
         return float(probs_row[0])
 
-    def example_title(self, classes, y_true, y_prob):
+    def example_title(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> tuple[str, str]:
         return classes[int(y_true[0] > 0.5)], f"p({classes[1]})={y_prob[0]:.3f}"
 
-    def scan_marker(self, classes, thresholds, rule, threshold=None):
+    def scan_marker(self, classes: Sequence[str], thresholds: Mapping[str, float], rule: str,
+                    threshold: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
         if rule == "any":
             return _last_output_above(0.5 if threshold is None else threshold)
         thr = {c: (threshold if threshold is not None else v) for c, v in thresholds.items()}
         return lambda probs: self.decide(probs, classes, thr)[:, 1]
 
-    def scan_columns(self, classes):
+    def scan_columns(self, classes: Sequence[str]) -> list[str]:
         return list(classes[1:])
 
 
@@ -386,52 +388,52 @@ class MulticlassTask(Task):
     decision_text = "decision: the most probable class (softmax)"
     roc_title = "ROC (test, one class vs the rest)"
 
-    def encode(self, index, n_classes):
+    def encode(self, index: Sequence[int], n_classes: int) -> np.ndarray:
         return np.eye(n_classes, dtype=np.float32)[np.asarray(index, int)]
 
-    def true_index(self, y):
+    def true_index(self, y: np.ndarray) -> np.ndarray:
         return np.asarray(y).argmax(axis=1).astype(int)
 
-    def default_thresholds(self, classes, threshold):
+    def default_thresholds(self, classes: Sequence[str], threshold: float) -> dict[str, float]:
         return {}  # the most probable class is named: nothing to threshold
 
-    def decide(self, probs, classes, thresholds):
+    def decide(self, probs: np.ndarray, classes: Sequence[str], thresholds: Mapping[str, float]) -> np.ndarray:
         probs = np.asarray(probs, np.float32)
         if not len(probs):
             return np.zeros((0, len(classes)), bool)
         return np.eye(len(classes), dtype=bool)[np.argmax(probs, axis=1)]
 
-    def check_threshold_override(self):
+    def check_threshold_override(self) -> None:
         raise GAError("does not apply to a multiclass model: it names its most probable class", arg="threshold")
 
-    def loss(self, smoothing=0.0):
+    def loss(self, smoothing: float = 0.0) -> Any:
         import keras
 
         return keras.losses.CategoricalCrossentropy(label_smoothing=smoothing)
 
-    def accuracy(self, threshold):
+    def accuracy(self, threshold: float) -> Any:
         import keras
 
         return keras.metrics.CategoricalAccuracy(name="accuracy")
 
-    def cross_entropy(self, y_true, y_prob, eps=1e-7):
+    def cross_entropy(self, y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> float | None:
         if len(y_true) == 0:
             return None
         p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
         p = p / p.sum(axis=1, keepdims=True)
         return float(np.mean(-(np.asarray(y_true, np.float64) * np.log(p)).sum(axis=1)))
 
-    def _auc(self, classes, t, y_prob):
+    def _auc(self, classes: Sequence[str], t: np.ndarray, y_prob: np.ndarray) -> dict:
         return one_vs_rest_auc(classes, t, y_prob)
 
-    def decision_line(self, m):
+    def decision_line(self, m: Mapping) -> str:
         return self.decision_text
 
-    def intended_use(self, classes):
+    def intended_use(self, classes: Sequence[str]) -> str:
         return ("Classify microscope crops as one of " + ", ".join(classes) + " (exclusive classes; the most "
                 "probable is named).")
 
-    def card_lines(self, m, classes):
+    def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
         return [f"- ROC AUC one-vs-rest: macro {_fmt(m['roc_auc_macro'])}, micro {_fmt(m['roc_auc_micro'])}"]
 
 
@@ -444,40 +446,41 @@ class MultilabelTask(Task):
     tunes_thresholds = True
     min_classes = 1
 
-    def encode(self, index, n_classes):
+    def encode(self, index: Sequence[int], n_classes: int) -> np.ndarray:
         raise DataError("multi-label labels come from a labels.csv with a 0/1 column per class, not class folders")
 
-    def true_index(self, y):
+    def true_index(self, y: np.ndarray) -> np.ndarray:
         raise ValueError("multi-label images have no single class")
 
-    def sample_weights(self, y, classes, weights):
+    def sample_weights(self, y: np.ndarray, classes: Sequence[str], weights: Mapping[str, float]) -> np.ndarray:
         return np.ones(len(y), np.float32)
 
-    def any_column(self, cfg):
+    def any_column(self, cfg: Any) -> list[str]:
         return ["any"] if cfg.data.any_class else []
 
-    def decide(self, probs, classes, thresholds):
+    def decide(self, probs: np.ndarray, classes: Sequence[str], thresholds: Mapping[str, float]) -> np.ndarray:
         return np.asarray(probs, np.float32) > np.array([thresholds[c] for c in classes], np.float32)[None, :]
 
-    def confidence(self, probs_row, named, classes):
+    def confidence(self, probs_row: np.ndarray, named: np.ndarray, classes: Sequence[str]) -> float:
         conf = [float(p) for p, f in zip(probs_row, named) if f]
         return min(conf) if conf else float(1 - max(probs_row))
 
-    def right(self, y_true, decided):
+    def right(self, y_true: np.ndarray, decided: np.ndarray) -> np.ndarray:
         return (decided == (y_true > 0.5)).all(axis=1)
 
-    def strata(self, y_true):
+    def strata(self, y_true: np.ndarray) -> np.ndarray:
         return np.zeros(len(y_true), int)  # the most confident right image overall
 
-    def check_config(self, cfg):
+    def check_config(self, cfg: Any) -> None:
         if cfg.training.class_weight != "none":
             raise ConfigError("training.class_weight applies to model.task binary and multiclass, not multilabel "
                               "(use data.balance)")
 
-    def imbalance_hint(self, cfg, weighted):
+    def imbalance_hint(self, cfg: Any, weighted: bool) -> str:
         return "" if weighted or cfg.data.balance else "; consider data.balance: true"
 
-    def metrics(self, classes, y_true, y_prob, thresholds):
+    def metrics(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
+                thresholds: Mapping[str, float]) -> tuple[dict, str]:
         from sklearn import metrics as skm
 
         y_pred = self.predicted(y_prob, classes, thresholds)
@@ -493,7 +496,7 @@ class MultilabelTask(Task):
         out["harmonic_mean_f1"] = float(len(f1s) / sum(1 / f for f in f1s)) if all(f > 0 for f in f1s) else 0.0
         return self._with_per_class(out, rep, classes), skm.classification_report(t, y_pred, **kw)
 
-    def report_lines(self, m):
+    def report_lines(self, m: Mapping) -> list[str]:
         classes = m["classes"]
         lines = [f"harmonic mean of per-class F1: {m['harmonic_mean_f1']:.4f}"]
         lines += [f"ROC AUC ({c}): " + (f"{m['roc_auc'][c]:.4f}" if m["roc_auc"][c] is not None else "undefined")
@@ -501,7 +504,8 @@ class MultilabelTask(Task):
         lines += ["", "confusion matrices per class [[TN, FP], [FN, TP]]"]
         return lines + [f"  {c}: {m['confusion_matrix'][c]}" for c in classes]
 
-    def prediction_rows(self, paths, classes, y_true, y_prob, thresholds):
+    def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
+                        y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
         pred = self.predicted(y_prob, classes, thresholds)
 
         def names(v):
@@ -511,25 +515,27 @@ class MultilabelTask(Task):
                 [[p, names(t.astype(int)), names(d), *(f"{x:.6f}" for x in pr)]
                  for p, t, d, pr in zip(paths, y_true, pred, y_prob)])
 
-    def intended_use(self, classes):
+    def intended_use(self, classes: Sequence[str]) -> str:
         return ("Flag microscope crops that hold flakes of each class (" + ", ".join(classes) + "); labels are not "
                 "exclusive.")
 
-    def result_line(self, name, classes, probs_row, named, confidence):
+    def result_line(self, name: str, classes: Sequence[str], probs_row: np.ndarray, named: list[str],
+                    confidence: float) -> str:
         probs = dict(zip(classes, probs_row))
         return f"File {name} prediction " + (", ".join(f"{c} {probs[c]:.4f}" for c in named) or "none")
 
-    def gradcam_columns(self, decided, probs):
+    def gradcam_columns(self, decided: np.ndarray, probs: np.ndarray) -> np.ndarray:
         named = np.where(decided, probs, -1.0)
         return np.where(decided.any(axis=1), np.argmax(named, axis=1), np.argmax(probs, axis=1))
 
-    def gradcam_panels(self, classes):
+    def gradcam_panels(self, classes: Sequence[str]) -> list:
         return list(range(len(classes)))
 
-    def example_title(self, classes, y_true, y_prob):
+    def example_title(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> tuple[str, str]:
         return "+".join(c for c, f in zip(classes, y_true > 0.5) if f) or "none", " ".join(f"{p:.2f}" for p in y_prob)
 
-    def scan_marker(self, classes, thresholds, rule, threshold=None):
+    def scan_marker(self, classes: Sequence[str], thresholds: Mapping[str, float], rule: str,
+                    threshold: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
         if rule == "any":
             if classes[-1] != "any":
                 raise GAError("any reads the model's 'any' output, and this multi-label model has none (train with "
@@ -548,7 +554,7 @@ class ContrastiveTask(Task):
     exclusive = False
     min_classes = 0
 
-    def check_config(self, cfg):
+    def check_config(self, cfg: Any) -> None:
         if cfg.training.class_weight != "none":
             raise ConfigError("training.class_weight applies to model.task binary and multiclass, not contrastive")
         super().check_config(cfg)
@@ -562,7 +568,7 @@ class ContrastiveTask(Task):
             raise ConfigError(f"contrastive.view_size {cfg.contrastive.view_size} is larger than "
                               f"data.image_size {cfg.data.image_size}")
 
-    def check_labels_document(self, classes, path):
+    def check_labels_document(self, classes: Sequence[str], path: str) -> None:
         raise ModelError(f"{path} belongs to a contrastive pretraining run, which has no classifier: train one "
                          f"from its backbone (model.backbone_weights: <run>/<prefix>backbone.weights.h5) and use that")
 

@@ -9,6 +9,8 @@
    `ga.export`), then provenance (`ga.runs.write_run_json`); the RUNNING marker goes last.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import logging
@@ -19,6 +21,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 from ga import runs
 from ga.config import (
@@ -115,7 +118,7 @@ def _optimizer(t, output_layer=None):
     return opt
 
 
-def compile_model(model, cfg, classes, target=None):
+def compile_model(model: Any, cfg: Config, classes: Sequence[str], target: Any = None) -> Any:
     """Compile `model` (`target`: the delivered model inside it, default itself) with the
     task's cross-entropy (binary or categorical), accuracy, AUC (one-vs-rest macro average
     over classes for multiclass and multi-label) and the per-class precision/recall/F1
@@ -129,7 +132,8 @@ def compile_model(model, cfg, classes, target=None):
     return model
 
 
-def train(cfg=None, resume=None, overrides=(), device="auto"):
+def train(cfg: Config | str | None = None, resume: str | None = None, overrides: Sequence[str] = (),
+          device: str = "auto") -> str | None:
     """Train (or resume an interrupted run) and write every deliverable.
 
     Args:
@@ -333,7 +337,7 @@ class Stage:
     unfreeze: bool = False  # every backbone layer trains (BatchNorm stays in inference mode)
 
 
-def stages(cfg):
+def stages(cfg: Config) -> list[Stage]:
     """The stages of `training.schedule`: standard and linear_eval have one; fine_tune has a
     linear stage, then every layer at `training.fine_tune`'s rate and weight decay."""
     t = cfg.training
@@ -451,7 +455,7 @@ def _supports(data, classes):
     return data.class_counts()["valid"]
 
 
-def class_weights(cfg, data):
+def class_weights(cfg: Config, data: Any) -> dict[str, float] | None:
     """training.class_weight as {class: weight} (None for `none`); `balanced` is
     n_images / (n_classes * n_images of the class) over the training split."""
     want, classes = cfg.training.class_weight, data.classes

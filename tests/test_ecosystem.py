@@ -216,6 +216,12 @@ def test_installed_commands_from_another_folder(tmp_path):
     usage = run_command([bin_ / "python", "-m", "ga", "infer", "--help"], work).stdout
     assert usage.startswith("usage: python -m ga infer")
     assert run_command([bin_ / "ga-split", "--help"], work).stdout.startswith("usage: ga-split")
+    # The one `ga` command: its subcommands list, and an evaluation of the installed run.
+    listed = run_command([bin_ / "ga", "--help"], work).stdout
+    assert listed.startswith("usage: ga <command>") and "  evaluate " in listed
+    evaluated = run_command([bin_ / "ga", "evaluate", "data/split/test", "--out-dir", "eval"], work)
+    assert "accuracy" in evaluated.stdout and os.path.isfile(work / "eval" / "metrics.json")
+    assert run_command([bin_ / "python", "-c", "import ga; print(ga.load().task)"], work).stdout.strip() == "binary"
 
 
 def test_run_files_are_readable_by_the_group(trained_run):

@@ -148,3 +148,26 @@ def test_only_layouts_reads_a_label_file():
                       and isinstance(n, ast.Constant) and isinstance(n.value, str)
                       and n.value.endswith(("labels.csv", "-labels.csv")) and " " not in n.value})
     assert literal == []
+
+
+def _public_functions(tree):
+    """Module-level public functions and the public methods of public module-level classes."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+            yield node.name, node
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            for m in node.body:
+                if isinstance(m, ast.FunctionDef) and not m.name.startswith("_"):
+                    yield f"{node.name}.{m.name}", m
+
+
+def test_every_public_function_is_typed():
+    untyped = []
+    for m in MODULES + ["__init__"]:
+        for name, fn in _public_functions(_tree(m)):
+            args = [a for a in fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs if a.arg not in ("self", "cls")]
+            args += [a for a in (fn.args.vararg, fn.args.kwarg) if a is not None]
+            if fn.returns is None or any(a.annotation is None for a in args):
+                untyped.append(f"{m}.{name}")
+    assert untyped == []
+    assert os.path.isfile(os.path.join(PACKAGE, "py.typed"))
