@@ -210,7 +210,8 @@ def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] 
     Args:
         model: a run folder (or Run), an .onnx, .keras or .h5 file (labels.json beside it),
             or None for the newest complete run under `runs_root`.
-        engine: "onnx" (the default when the model has one) or "keras".
+        engine: "onnx" (float32), "onnx-int8" or "keras"; default: the run's INT8 model on a
+            CPU with INT8 units (VNNI, AMX), else the float32 ONNX when there is one.
         threads: ONNX Runtime threads (0: all cores).
         unsafe: allow Keras files that hold code (Lambda layers); only for files you trust.
 

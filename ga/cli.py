@@ -239,8 +239,9 @@ def _model_args(p):
     p.add_argument("--model", help="run folder, .onnx, .keras or .h5 (with labels.json beside it); "
                    "default: the newest complete run under deliverables/")
     p.add_argument("--runs-root", default="deliverables", help="where to look for the newest run; default: %(default)s")
-    p.add_argument("--engine", choices=["onnx", "keras"], default=None,
-                   help="onnx (default when the model has an .onnx) or keras")
+    p.add_argument("--engine", choices=["onnx", "onnx-int8", "keras"], default=None,
+                   help="onnx (float32), onnx-int8 (the run's INT8 model) or keras; default: onnx-int8 when the run "
+                        "has it and the CPU has INT8 units (VNNI, AMX), else onnx when there is one")
     p.add_argument("--batch-size", type=int, default=64, help="images per prediction call; default: %(default)s")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
     p.add_argument("--threshold", type=float, help="decision threshold; default: the model's labels.json")

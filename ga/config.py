@@ -273,6 +273,8 @@ class TrainingConfig:
     seed: int = 42  # keras.utils.set_random_seed
     deterministic: bool = False  # TensorFlow op determinism (slower; same history on CPU)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    # auto: mixed_bfloat16 on a CPU with AVX512_BF16 or AMX (or a GPU of compute capability >= 8),
+    # mixed_float16 on a GPU >= 7, float32 otherwise; the model is delivered in float32 either way
     mixed_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = "auto"
     jit_compile: Literal["auto", "true", "false"] = "auto"  # XLA; "auto" lets Keras decide
     distribution: Literal["none", "mirrored", "multi_worker"] = "none"  # tf.distribute strategy
@@ -373,6 +375,12 @@ class OutputConfig:
     explain: bool = True  # <prefix>gradcam.png and <prefix>misclassified.png of the test split
     onnx_opset: int = 17  # ONNX opset for tf2onnx
     parity_tolerance: float = 1e-4  # largest |Keras - ONNX| allowed on test images
+    # <prefix>weights_int8.onnx: static INT8 (QDQ, per-channel) by ONNX Runtime's tools, calibrated on
+    # int8_calibration seeded training images and kept when its decisions agree with float32 on at
+    # least int8_min_agreement of the test split (needs output.onnx)
+    int8: bool = True
+    int8_calibration: int = 128
+    int8_min_agreement: float = 0.99
 
     def validate(self, key: str) -> None:
         if not self.prefix or any(c in self.prefix for c in "/\\"):
@@ -381,6 +389,9 @@ class OutputConfig:
             raise ConfigError(f"{key}.name must not contain slashes, got {self.name!r}")
         _range(f"{key}.onnx_opset", self.onnx_opset, 13, 21)
         _range(f"{key}.save_every", self.save_every, 0, 1 << 20)
+        _range(f"{key}.int8_calibration", self.int8_calibration, 1, 1 << 16)
+        if not 0 <= self.int8_min_agreement <= 1:
+            raise ConfigError(f"{key}.int8_min_agreement must be in [0, 1], got {self.int8_min_agreement}")
 
 
 @dataclass

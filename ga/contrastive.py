@@ -27,6 +27,7 @@ from ga.layers import (
     RandomResizedCrop,
     RandomRot90,
     RandomSometimes,
+    float32_layers,
 )
 from ga.layouts import unlabelled_images
 
@@ -96,6 +97,11 @@ def views_layer(cc: ContrastiveConfig, size: Sequence[int], seed: int = 0) -> ke
     """The strong augmentation of one view: random resized square crop to `size`, right-angle
     turns and flips, per-channel colour scaling (some views), Gaussian blur (some views), a
     small rotation. Calling it twice on a batch gives two independent views."""
+    with float32_layers():
+        return _views_layer(cc, size, seed)
+
+
+def _views_layer(cc, size, seed):
     L = keras.layers
     sigma_max = cc.blur_sigma[1]
     kernel = 2 * int(np.ceil(2 * sigma_max)) + 1

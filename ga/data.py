@@ -30,7 +30,7 @@ from ga.images import (
     resize_uint8,
     tf_reads,
 )
-from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes
+from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes, float32_layers
 from ga.layouts import find_classes, labelled_images
 from ga.tasks import Task, get_task
 
@@ -83,6 +83,11 @@ def augmentation(aug: AugmentConfig, seed: int = 0, name: str = "augmentation") 
     """
     if not aug.enabled:
         return None
+    with float32_layers():
+        return _augmentation(aug, seed, name)
+
+
+def _augmentation(aug, seed, name):
     L = keras.layers
     layers = []
     if aug.rot90:

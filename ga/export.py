@@ -148,3 +148,94 @@ def export_saved_model(model: Any, run_dir: str, cfg: Config, images: np.ndarray
         raise ExportError(f"{path}: SavedModel output differs from Keras by {diff:.3g} (> {tol:g})")
     return {"folder": os.path.basename(path), "parity_images": int(images.shape[0]), "max_abs_diff": diff,
             "tolerance": tol}
+
+
+# ---------------------------------------------------------------------------- INT8
+
+
+def int8_path(run_dir: str, prefix: str) -> str:
+    return os.path.join(run_dir, f"{prefix}weights_int8.onnx")
+
+
+def quantize_int8(float_path: str, out_path: str, calibration: np.ndarray, batch: int = 16) -> None:
+    """Static INT8 quantisation of an ONNX classifier with ONNX Runtime's own tools:
+    `quant_pre_process` (shape inference, graph optimisation), then `quantize_static` in the
+    QDQ format, weights per channel (signed 8-bit), activations unsigned 8-bit, ranges by
+    MinMax calibration on `calibration` (float32 RGB 0..255 images). The float32 file's
+    metadata (ga_labels, classes, ...) is carried over."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(np.array_split(calibration, max(1, -(-len(calibration) // batch))))
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {"image": np.asarray(x, np.float32)}
+
+    with tempfile.TemporaryDirectory(prefix="ga_int8_") as tmp:
+        pre = os.path.join(tmp, "pre.onnx")
+        quant_pre_process(float_path, pre, skip_symbolic_shape=True)
+        raw = os.path.join(tmp, "int8.onnx")
+        quantize_static(pre, raw, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        model = onnx.load(raw)
+        source = onnx.load(float_path, load_external_data=False)
+        del model.metadata_props[:]
+        model.metadata_props.extend(source.metadata_props)
+        atomic_write_bytes(out_path, model.SerializeToString())
+
+
+def int8_agreement(task: Any, classes: Sequence[str], thresholds: dict, float_probs: np.ndarray,
+                   int8_probs: np.ndarray) -> dict:
+    """How far INT8 outputs are from float32 ones: the share of images with the same
+    decisions and the largest probability difference."""
+    same = (task.decide(float_probs, classes, thresholds) == task.decide(int8_probs, classes, thresholds)).all(axis=1)
+    return {"agreement": float(same.mean()) if len(same) else None,
+            "max_prob_diff": float(np.max(np.abs(float_probs - int8_probs))) if len(same) else None}
+
+
+def export_int8(run_dir: str, cfg: Config, calibration: np.ndarray, test_batches: Any, y_true: np.ndarray) -> dict:
+    """Write <prefix>weights_int8.onnx from the run's float32 ONNX (calibrated on
+    `calibration`) and compare the two on the test split (`test_batches`: float32 image
+    batches in the order of `y_true`). Below output.int8_min_agreement the file is removed.
+
+    Returns:
+        metrics.json's "int8" entry: file (or None), kept, why, calibration and test images,
+        agreement, largest probability difference, test accuracy (and macro F1) of both.
+    """
+    from ga.tasks import get_task
+
+    labels = read_labels(run_dir)
+    task, classes, thr = get_task(labels), labels["classes"], labels["thresholds"]
+    float_path = os.path.join(run_dir, f"{cfg.output.prefix}weights.onnx")
+    path = int8_path(run_dir, cfg.output.prefix)
+    quantize_int8(float_path, path, np.asarray(calibration, np.float32))
+    sessions = [onnx_session(float_path), onnx_session(path)]
+    outs = [[], []]
+    for x in test_batches:
+        for s, out in zip(sessions, outs):
+            out.append(s.run(None, {s.get_inputs()[0].name: np.asarray(x, np.float32)})[0])
+    f32, i8 = (np.concatenate(o) if o else np.zeros((0, task.units(classes)), np.float32) for o in outs)
+    info = {"file": os.path.basename(path), "calibration_images": int(len(calibration)), "test_images": int(len(f32)),
+            **int8_agreement(task, classes, thr, f32, i8), "min_agreement": cfg.output.int8_min_agreement}
+    for name, probs in (("float32", f32), ("int8", i8)):
+        if len(probs):
+            m, _ = task.metrics(classes, y_true, probs, thr)
+            info[f"test_{name}"] = {"accuracy": m["accuracy"], "macro_f1": m.get("macro_avg", {}).get("f1")}
+    info["kept"] = info["agreement"] is not None and info["agreement"] >= cfg.output.int8_min_agreement
+    if info["kept"]:
+        log.info("INT8 export %s: decisions agree with float32 on %.4f of %d test images (max |p| diff %.3g), "
+                 "calibrated on %d training images", info["file"], info["agreement"], info["test_images"],
+                 info["max_prob_diff"], info["calibration_images"])
+    else:
+        os.remove(path)
+        info["file"] = None
+        info["why"] = (f"decisions agreed with float32 on {info['agreement']} of the test split, below "
+                       f"output.int8_min_agreement {cfg.output.int8_min_agreement}")
+        log.warning("INT8 model not kept: %s", info["why"])
+    return info

@@ -7,7 +7,8 @@ They are registered under the package name "ga" when this module is imported; `g
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -112,6 +113,20 @@ def class_metrics(columns: Sequence[tuple[str, int, bool]], threshold: float = 0
 
 
 # ---------------------------------------------------------------------------- augmentation
+
+
+@contextlib.contextmanager
+def float32_layers() -> Iterator[None]:
+    """Layers built inside compute in float32 whatever the global precision policy: image
+    augmentation works on 0-255 pixels, which bfloat16's 8 significant bits would round (and
+    a float32 factor times a bfloat16 image is a type error)."""
+    old = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(old)
+
 
 
 @keras.saving.register_keras_serializable(package="ga")

@@ -87,18 +87,26 @@ def resolve_model(model: str | None = None, runs_root: str = "deliverables") -> 
 
 
 def _run_files(run_dir):
-    files = {"onnx": None, "keras": None}
+    files = {"onnx": None, "onnx_int8": None, "keras": None}
     for f in sorted(os.listdir(run_dir)):
         p = os.path.join(run_dir, f)
-        if f.endswith(".onnx") and not f.startswith("."):
+        if f.startswith("."):
+            continue
+        if f.endswith(INT8_SUFFIX):
+            files["onnx_int8"] = files["onnx_int8"] or p
+        elif f.endswith(".onnx"):
             files["onnx"] = files["onnx"] or p
-        elif f.endswith(".keras") and not f.startswith("."):
+        elif f.endswith(".keras"):
             files["keras"] = p
-        elif f.endswith(".h5") and not f.endswith(".weights.h5") and not f.startswith(".") and files["keras"] is None:
+        elif f.endswith(".h5") and not f.endswith(".weights.h5") and files["keras"] is None:
             # *.weights.h5 (best.weights.h5, stage1.weights.h5) hold weights without a model
             files["keras_h5"] = p
     files["keras"] = files["keras"] or files.get("keras_h5")
     return files
+
+
+INT8_SUFFIX = "_int8.onnx"  # <prefix>weights_int8.onnx (ga.export)
+ENGINES = ("onnx", "onnx-int8", "keras")
 
 
 def load_model(model: str | None = None, engine: str | None = None, runs_root: str = "deliverables", threads: int = 0,
@@ -108,56 +116,83 @@ def load_model(model: str | None = None, engine: str | None = None, runs_root: s
     Args:
         model: run folder, .onnx, .keras or .h5 (with labels.json beside it), or None for
             the newest complete run under `runs_root`.
-        engine: "onnx", "keras", or None (ONNX when available).
+        engine: "onnx" (float32), "onnx-int8" (the run's INT8 model), "keras", or None: the
+            INT8 model when the run has one and the CPU has INT8 units (VNNI, AMX), else the
+            float32 ONNX when there is one, else Keras.
         threads: ONNX Runtime intra-op threads (0: its default).
         unsafe: allow Keras models that hold arbitrary code.
     """
     target = resolve_model(model, runs_root)
-    if os.path.isdir(target):
-        if not is_complete(target):
-            raise GAError(f"{target} is not a complete run (interrupted or still training)", arg="model")
-        files = _run_files(target)
-        labels = read_labels(target)
-        onnx_path, keras_path = files["onnx"], files["keras"]
-    else:
-        ext = os.path.splitext(target)[1].lower()
-        if ext not in (".onnx", ".keras", ".h5"):
-            raise GAError(f"{target} is not a run folder, .onnx, .keras or .h5 file", arg="model")
-        beside = os.path.join(os.path.dirname(os.path.abspath(target)), LABELS)
-        onnx_path = target if ext == ".onnx" else None
-        keras_path = target if ext != ".onnx" else None
-        if os.path.isfile(beside):
-            labels = read_labels(beside)
-        elif onnx_path:
-            labels = _onnx_labels(onnx_path)
-        else:
-            raise ModelError(f"{target}: no {LABELS} beside it; the class names cannot be known")
-        sibling = _run_files(os.path.dirname(os.path.abspath(target)))
-        keras_path = keras_path or sibling["keras"]
-        onnx_path = onnx_path or (sibling["onnx"] if engine == "onnx" else None)
-    engine = engine or ("onnx" if onnx_path else "keras")
-    if engine == "onnx":
-        if not onnx_path:
-            raise GAError(f"onnx: no .onnx model at {target}", arg="engine")
-        sess = _onnx_session(onnx_path, threads)
-        name = sess.get_inputs()[0].name
-        predict = lambda x: sess.run(None, {name: np.asarray(x, np.float32)})[0]  # noqa: E731
-        out_dim = sess.get_outputs()[0].shape[-1]
-        loaded = LoadedModel(labels, "onnx", onnx_path, predict, _keras_path=keras_path or "")
-    else:
-        if not keras_path:
+    labels, files = _model_files(target, engine)
+    engine, why = _choose_engine(engine, files)
+    if engine == "keras":
+        if not files["keras"]:
             raise GAError(f"keras: no .keras or .h5 model at {target}", arg="engine")
         from ga.model import batch_predictor
 
-        km = load_keras(keras_path, unsafe)
+        km = load_keras(files["keras"], unsafe)
         out_dim = km.output_shape[-1]
-        loaded = LoadedModel(labels, "keras", keras_path, batch_predictor(km), km, keras_path)
+        loaded = LoadedModel(labels, "keras", files["keras"], batch_predictor(km), km, files["keras"])
+    else:
+        path = files["onnx_int8" if engine == "onnx-int8" else "onnx"]
+        if not path:
+            what = "INT8 model (output.int8 was off, or it fell below output.int8_min_agreement)" if \
+                engine == "onnx-int8" else ".onnx model"
+            raise GAError(f"{engine}: no {what} at {target}", arg="engine")
+        sess = _onnx_session(path, threads)
+        name = sess.get_inputs()[0].name
+        predict = lambda x: sess.run(None, {name: np.asarray(x, np.float32)})[0]  # noqa: E731
+        out_dim = sess.get_outputs()[0].shape[-1]
+        loaded = LoadedModel(labels, engine, path, predict, _keras_path=files["keras"] or "")
     want = get_task(labels).units(labels["classes"])
     if isinstance(out_dim, int) and out_dim != want:
         raise ModelError(f"{loaded.source}: the model has {out_dim} output(s) but its labels.json lists "
                          f"{labels['classes']} ({labels['task']}, {want} output(s) expected)")
-    log.info("model %s (%s engine); classes %s", loaded.source, engine, labels["classes"])
+    log.info("model %s (%s engine: %s); classes %s", loaded.source, engine, why, labels["classes"])
     return loaded
+
+
+def _model_files(target, engine):
+    """(labels, {"onnx", "onnx_int8", "keras": path or None}) of a run folder or a model file."""
+    if os.path.isdir(target):
+        if not is_complete(target):
+            raise GAError(f"{target} is not a complete run (interrupted or still training)", arg="model")
+        return read_labels(target), _run_files(target)
+    ext = os.path.splitext(target)[1].lower()
+    if ext not in (".onnx", ".keras", ".h5"):
+        raise GAError(f"{target} is not a run folder, .onnx, .keras or .h5 file", arg="model")
+    beside = os.path.join(os.path.dirname(os.path.abspath(target)), LABELS)
+    if os.path.isfile(beside):
+        labels = read_labels(beside)
+    elif ext == ".onnx":
+        labels = _onnx_labels(target)
+    else:
+        raise ModelError(f"{target}: no {LABELS} beside it; the class names cannot be known")
+    sibling = _run_files(os.path.dirname(os.path.abspath(target)))
+    files = {"onnx": None, "onnx_int8": None, "keras": target if ext != ".onnx" else sibling["keras"]}
+    if ext == ".onnx":  # the file given is the one used
+        files["onnx_int8" if target.endswith(INT8_SUFFIX) else "onnx"] = target
+    elif engine in ("onnx", "onnx-int8"):
+        files.update(onnx=sibling["onnx"], onnx_int8=sibling["onnx_int8"])
+    return labels, files
+
+
+def _choose_engine(engine, files):
+    """(engine, why) for the `engine` asked for (None: automatic) and the files there are."""
+    if engine:
+        return engine, "asked for"
+    if files["onnx_int8"] and not files["onnx"]:
+        return "onnx-int8", "the INT8 model was given"
+    if files["onnx_int8"]:
+        from ga.hardware import int8_units
+
+        units = int8_units()
+        if units:
+            return "onnx-int8", f"the run has an INT8 model and the CPU has {' and '.join(units)}"
+        return "onnx", "the run has an INT8 model, but the CPU has no INT8 unit (VNNI, AMX): float32 is faster"
+    if files["onnx"]:
+        return "onnx", "the float32 ONNX model"
+    return "keras", "no ONNX model"
 
 
 def _onnx_session(path, threads):

@@ -80,8 +80,23 @@ def _exports(m):
         if info:
             rows.append((name, info.get("file") or info.get("folder"), f"{info['max_abs_diff']:.2e}",
                          f"{info['tolerance']:g}", info["parity_images"]))
-    return _table(rows, ("export", "file", "max |Keras - export|", "tolerance", "images")) if rows else \
+    out = _table(rows, ("export", "file", "max |Keras - export|", "tolerance", "images")) if rows else \
         "<p>No exports checked in this run.</p>"
+    return out + _int8(m.get("int8"))
+
+
+def _int8(info):
+    """The INT8 model's check against float32 ONNX on the test split."""
+    if not info:
+        return ""
+    f32, i8 = info.get("test_float32", {}), info.get("test_int8", {})
+    rows = [("file", info.get("file") or f"not kept: {info.get('why', '')}"),
+            ("decisions equal to float32", f"{_fmt(info.get('agreement'))} of {info.get('test_images')} test images "
+                                           f"(kept from {info.get('min_agreement')})"),
+            ("largest probability difference", _fmt(info.get("max_prob_diff"))),
+            ("test accuracy float32 / INT8", f"{_fmt(f32.get('accuracy'))} / {_fmt(i8.get('accuracy'))}"),
+            ("calibration", f"{info.get('calibration_images')} training images")]
+    return "<h3>INT8 (ONNX Runtime, static QDQ)</h3>" + _table(rows, ("INT8", "value"))
 
 
 def _figures(run_dir):

@@ -18,6 +18,7 @@ from ga import __version__
 from ga.config import model_input_size, preprocessing_mode
 from ga.errors import ModelError
 from ga.files import atomic_write_csv, atomic_write_json, sha256_file
+from ga.hardware import describe
 from ga.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def trim_history(path: str, initial_epoch: int) -> None:
 
 
 def write_run_json(run_dir: str, cfg: Config, data: Any, precision: str, strategy: Any, fit_info: dict,
-                   workers: int = 1) -> None:
+                   workers: int = 1, precision_reason: str = "") -> None:
     """run.json: package versions, seed, commit, command, device (`workers`: processes of a
     multi-worker run), data hashes, fit summary."""
     import tensorflow as tf
@@ -174,6 +175,8 @@ def write_run_json(run_dir: str, cfg: Config, data: Any, precision: str, strateg
             "replicas": strategy.num_replicas_in_sync,
             "workers": workers,
             "precision_policy": precision,
+            "precision_reason": precision_reason,
+            "cpu_units": describe(),
         },
         "data": {
             "split_manifest_sha256": _manifest_sha256(cfg.data.split_root),

@@ -81,20 +81,17 @@ def _strategy(cfg):
 
 
 def _precision_policy(cfg):
+    """Set Keras's global precision policy for training.mixed_precision; returns (policy, why)."""
     import keras
     import tensorflow as tf
 
-    want = cfg.training.mixed_precision
-    if want == "auto":
-        want = "float32"
-        for gpu in tf.config.list_physical_devices("GPU"):
-            cc = tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
-            if cc >= (8, 0):
-                want = "mixed_bfloat16"
-            elif cc >= (7, 0):
-                want = "mixed_float16"
-    keras.mixed_precision.set_global_policy(want)
-    return want
+    from ga.hardware import choose_precision
+
+    gpus = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
+            for g in tf.config.list_physical_devices("GPU")]
+    policy, why = choose_precision(cfg.training.mixed_precision, gpus)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy, why
 
 
 def _optimizer(t, output_layer=None):
@@ -186,7 +183,7 @@ def _run(cfg, classes, resume):
 
     _set_up_tensorflow(cfg)
     strategy = _strategy(cfg)
-    precision = _precision_policy(cfg)
+    precision, precision_why = _precision_policy(cfg)
     contrastive = not get_task(cfg).classifier
     classes = [] if contrastive else (classes or _read_classes(cfg))
     built = _build(cfg, classes, strategy)
@@ -210,9 +207,9 @@ def _run(cfg, classes, resume):
             runs.write_labels(run_dir, runs.labels_document(cfg, classes))
         for p, reason in data.skipped():
             log.warning("skipped image %s: %s", p, reason)
-        log.info("run folder %s; %s; %s; %d replica(s); precision %s", run_dir,
+        log.info("run folder %s; %s; %s; %d replica(s); precision %s (%s)", run_dir,
                  f"classes {classes} (index order)" if classes else "contrastive pretraining",
-                 cfg.model.backbone, strategy.num_replicas_in_sync, precision)
+                 cfg.model.backbone, strategy.num_replicas_in_sync, precision, precision_why)
         if built.init_from:
             log.info("model weights initialised from %s", built.init_from)
         _log_class_counts(cfg, data, weights)
@@ -227,19 +224,43 @@ def _run(cfg, classes, resume):
         if not chief:
             log.info("this worker is done; the chief writes the run folder")
             return None
-        t = time.perf_counter()
-        paths = (_deliver_contrastive if contrastive else _deliver)(cfg, run_dir, built.model, data, fit_info)
-        runs.write_run_json(run_dir, cfg, data, precision, strategy, fit_info, worker_count(strategy))
-        log.info("deliverables written in %.1f s: %s", time.perf_counter() - t,
-                 ", ".join(os.path.basename(p) for p in paths))
-        runs.mark_complete(run_dir)
-        log.info("run complete: %s", run_dir)
+        _deliver_run(cfg, run_dir, built, data, fit_info, classes, strategy, (precision, precision_why))
         return run_dir
     finally:
         logging.getLogger("ga").removeHandler(handler)
         handler.close()
         if scratch:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _deliver_run(cfg, run_dir, built, data, fit_info, classes, strategy, precision):
+    """Every deliverable of a finished run, from a float32 copy of the trained model; then
+    run.json, and the RUNNING marker goes."""
+    t = time.perf_counter()
+    model = _float32_model(cfg, built.model, classes)
+    paths = (_deliver if get_task(cfg).classifier else _deliver_contrastive)(cfg, run_dir, model, data, fit_info)
+    runs.write_run_json(run_dir, cfg, data, precision[0], strategy, fit_info, worker_count(strategy), precision[1])
+    log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
+    runs.mark_complete(run_dir)
+    log.info("run complete: %s", run_dir)
+
+
+def _float32_model(cfg, model, classes):
+    """`model` itself when it computes in float32, else a float32 copy with its weights (a
+    mixed-precision run's variables are float32 already): what is saved, exported and
+    evaluated does not depend on the training precision."""
+    import keras
+
+    from ga.model import build_encoder, build_model
+
+    if all(layer.dtype_policy.compute_dtype == "float32" for layer in model._flatten_layers()):
+        return model
+    keras.mixed_precision.set_global_policy("float32")
+    task = get_task(cfg)
+    copy = build_model(cfg, task.units(classes)) if task.classifier else build_encoder(cfg)
+    copy.set_weights(model.get_weights())
+    log.info("delivered in float32 (trained in %s)", model.dtype_policy.name)
+    return copy
 
 
 # ---------------------------------------------------------------------------- 1. build
@@ -606,9 +627,26 @@ def _deliver(cfg, run_dir, model, data, fit_info):
     if cfg.output.saved_model:
         report = analysis.update_metrics(run_dir, {"saved_model": export.export_saved_model(model, run_dir, cfg,
                                                                                              sample)})
+    if cfg.output.onnx and cfg.output.int8:
+        int8 = export.export_int8(run_dir, cfg, _calibration_images(cfg, run_dir, data),
+                                  (x for x, *_ in data.test.dataset), y_true)
+        report = analysis.update_metrics(run_dir, {"int8": int8})
     analysis.write_model_card(run_dir, cfg, data, report)
     write_report(run_dir)
     return paths
+
+
+def _calibration_images(cfg, run_dir, data):
+    """A seeded sample of output.int8_calibration training images, read as inference reads
+    them (resized and centre-cropped as labels.json says; no augmentation)."""
+    import numpy as np
+
+    from ga.predict import read_image
+
+    labels = runs.read_labels(run_dir)
+    paths = data.train.paths
+    pick = np.random.default_rng(cfg.training.seed).permutation(len(paths))[:cfg.output.int8_calibration]
+    return np.stack([read_image(paths[i], labels) for i in sorted(pick)]).astype(np.float32)
 
 
 def _explain(cfg, run_dir, model, data, y_true, y_prob):

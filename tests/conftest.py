@@ -76,11 +76,12 @@ def tiny_config(path, split_root, runs_root, **sections):
                  "augment": {"enabled": False}},
         "model": {"backbone": "cnn4", "weights": "none", "trainable_fraction": 1.0,
                   "head": {"units": [16], "dropout": [0.0], "batch_norm": [False]}},
-        "training": {"optimizer": "adam", "learning_rate": 0.003, "epochs": 3, "seed": 1,
+        # float32 whatever the CPU (auto picks bfloat16 where the CPU has it: test_precision.py)
+        "training": {"optimizer": "adam", "learning_rate": 0.003, "epochs": 3, "seed": 1, "mixed_precision": "float32",
                      "early_stopping": {"f1_threshold": 1.0, "f1_patience": 100, "patience": 50}},
-        # The SavedModel export and the Grad-CAM figures add seconds to every run; the tests
-        # that check them turn them on (trained_run, and the commands run with real configs).
-        "output": {"root": runs_root, "prefix": "GA", "saved_model": False, "explain": False},
+        # The SavedModel and INT8 exports and the Grad-CAM figures add seconds to every run; the
+        # tests that check them turn them on (trained_run, and the commands run with real configs).
+        "output": {"root": runs_root, "prefix": "GA", "saved_model": False, "explain": False, "int8": False},
     }
     for section, values in sections.items():
         for k, v in values.items():
@@ -105,5 +106,5 @@ def trained_run(tmp_path_factory, separable_split):
 
     work = tmp_path_factory.mktemp("trained")
     cfg = tiny_config(work / "c.yaml", separable_split, str(work / "runs"), training={"epochs": 5},
-                      data={"batch_size": 4}, output={"saved_model": True, "explain": True})
+                      data={"batch_size": 4}, output={"saved_model": True, "explain": True, "int8": True})
     return run_script("main.py", "--config", cfg).stdout.strip().splitlines()[-1]

@@ -317,6 +317,13 @@ def test_make_demo_chain(demo):
     rows = read_csv(ws / "data/demo_predictions.csv")
     assert sorted(r["path"] for r in rows) == sorted(os.path.relpath(p, ws.path) for p in test_images)
     assert all(r["predicted"] in ("cex", "pg") and not r["error"] for r in rows)
+    # The run's INT8 model, checked against float32 on the test split (the labelling above used it
+    # on a CPU with INT8 units: each row names its engine).
+    int8 = json.load(open(os.path.join(run, "metrics.json")))["int8"]
+    assert int8["kept"] and os.path.isfile(os.path.join(run, int8["file"])) and int8["agreement"] >= 0.99
+    from ga.hardware import int8_units
+
+    assert {r["engine"] for r in rows} == {"onnx-int8" if int8_units() else "onnx"}
     assert len([l for l in infer.stdout.splitlines() if l.startswith("File ")]) == len(test_images)
 
 
@@ -351,7 +358,9 @@ def test_inference_keras_engine_json(demo):
                   "--output", "keras.json")
     doc = json.load(open(ws / "keras.json"))
     assert doc["classes"] == ["cex", "pg"]
-    onnx = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "data/demo_predictions.csv")}
+    ws.run("python inference.py data/split/test --recursive", "--model", run, "--engine", "onnx", "--output",
+           "onnx32.csv")
+    onnx = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "onnx32.csv")}
     keras_p = {r["path"]: r["p_pg"] for r in doc["results"]}
     assert keras_p.keys() == onnx.keys()
     assert max(abs(keras_p[k] - onnx[k]) for k in onnx) <= 1e-4  # the two engines agree
@@ -439,7 +448,8 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
 
 def test_inference_model_files_given_directly(demo, tmp_path):
     ws, run, _ = demo
-    want = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "data/demo_predictions.csv")}
+    ws.run("python inference.py data/split/test --recursive", "--model", run, "--engine", "onnx", "--output", "f32.csv")
+    want = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "f32.csv")}
     # (an .onnx file alone, its labels read from its metadata: test_predict.py)
     for name, model in (("onnx", os.path.join(run, "GAweights.onnx")), ("keras", os.path.join(run, "GAmodel.keras")),
                         ("h5", os.path.join(run, "GAweights.h5"))):

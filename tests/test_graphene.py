@@ -155,7 +155,9 @@ def test_overlap_keeps_every_small_object_inside_one_tile():
 def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
     from ga.trainer import train
 
-    run = train(_ml_config(tmp_path, graphene_split), overrides=["training.epochs=2"])
+    # (an INT8 model kept whatever its agreement: --engine onnx-int8 is checked below)
+    run = train(_ml_config(tmp_path, graphene_split, output={"int8": True, "int8_min_agreement": 0.0}),
+                overrides=["training.epochs=2"])
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["task"] == "multilabel" and labels["classes"] == ["class1", "class2", "class3", "any"]
     assert labels["center_crop"] == [24, 24] and labels["input_size"] == [24, 24]
@@ -176,6 +178,24 @@ def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
     assert len(os.listdir(os.path.join(out_dir, "frame_tiles"))) == len(fired)
     assert os.path.getsize(os.path.join(out_dir, "frame_scan.jpg")) > 0
     assert "tiles marked" in capsys.readouterr().out
+    # The INT8 model scans and labels too (its labels read from the run, its file named in each row).
+    assert inference_main([frame, "--scan", "--tile", "24", "--model", run, "--out-dir", str(tmp_path / "scan8"),
+                           "--engine", "onnx-int8"]) == 0
+    assert len(read_csv(os.path.join(tmp_path, "scan8", "frame_tiles.csv"))) == len(rows)
+    table = str(tmp_path / "int8.csv")
+    assert inference_main([os.path.join(graphene_split, "test"), "--model", run, "--engine", "onnx-int8",
+                           "--output", table]) == 1  # the split's labels.csv is no image: its own error row
+    got = read_csv(table)
+    assert [os.path.basename(r["path"]) for r in got if r["error"]] == ["labels.csv"]
+    got = [r for r in got if not r["error"]]
+    assert got and {r["engine"] for r in got} == {"onnx-int8"} and got[0]["model_file"].endswith("GCweights_int8.onnx")
+    assert {r["predicted"] for r in got} <= {";".join(c) for c in _subsets(labels["classes"])}
+
+
+def _subsets(classes):
+    from itertools import combinations
+
+    return [c for n in range(len(classes) + 1) for c in combinations(classes, n)]
 
 
 @pytest.mark.parametrize("argv, needle", [(["--scan", "--tile", "300", "--overlap", "300"], "--overlap"),

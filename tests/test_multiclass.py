@@ -43,7 +43,8 @@ def three_class_run(tmp_path_factory):
     # Test counts differ per class, so a swapped class shows in the report.
     split = make_split(str(tmp / "split"), {"train": (12, 12, 12), "valid": (6, 6, 6), "test": (7, 5, 3)})
     cfg = tiny_config(tmp / "c.yaml", split, str(tmp / "runs"), model={"task": "multiclass"})
-    out = run_script("main.py", "--config", cfg, "--set", "training.epochs=8")
+    out = run_script("main.py", "--config", cfg, "--set", "training.epochs=8", "--set", "output.int8=true", "--set",
+                     "output.int8_min_agreement=0")
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1], split, tmp
 
@@ -95,6 +96,13 @@ def test_inference_labels_three_classes_and_evaluates(three_class_run, tmp_path)
                      "--out-dir", str(tmp_path / "cl"))
     assert clustered.returncode == 0, clustered.stderr[-2000:]
     assert {r["predicted"] for r in read_csv(tmp_path / "cl" / "clusters.csv")} <= set(CLASSES)
+    run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--engine", "onnx-int8",
+               "--output", str(tmp_path / "int8.csv"))
+    int8 = read_csv(tmp_path / "int8.csv")
+    assert len(int8) == 15 and {r["engine"] for r in int8} == {"onnx-int8"}
+    for r in int8:
+        probs = [float(r[f"p_{c}"]) for c in CLASSES]
+        assert sum(probs) == pytest.approx(1, abs=0.02) and r["predicted"] == CLASSES[int(np.argmax(probs))]
 
 
 def test_a_two_folder_dataset_stays_binary_and_three_folders_need_multiclass(tmp_path):
