@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def _config(args, policy):
     from ga.config import load_config
 
-    extra = ["model.backbone=cnn4", "model.trainable_fraction=1.0"] if args.quick else []
+    extra = (["model.backbone=cnn4", "model.trainable_fraction=1.0"] if args.quick else []) + \
+        list(getattr(args, "overrides", []))
     return load_config("configs/resnet101.yaml", ["model.weights=none", f"data.image_size=[{args.size},{args.size}]",
                                                   f"data.batch_size={args.batch}", f"training.mixed_precision={policy}",
                                                   *extra])
@@ -138,9 +139,11 @@ def main():
 
     ga.register()
     units = describe()
-    missing = [f for f in BF16_FLAGS + INT8_FLAGS if f not in units["bf16"] + units["int8"]]
+    missing = [kind for kind, flags in (("bfloat16 (" + " or ".join(BF16_FLAGS) + ")", units["bf16"]),
+                                        ("INT8 (" + " or ".join(INT8_FLAGS) + ")", units["int8"])) if not flags]
     print(f"CPU low-precision units: bfloat16 {units['bf16'] or 'none'}, INT8 {units['int8'] or 'none'}"
-          + (f" (missing: {', '.join(missing)})" if missing else ""), flush=True)
+          + (f"; missing: {', '.join(missing)} (emulated or plain kernels: those figures are no speed-up measure)"
+             if missing else ""), flush=True)
     import tensorflow as tf
 
     result = {"machine": machine(), "cpu_units": units, "missing_units": missing,

@@ -2,7 +2,9 @@
 
     python bench/run.py [--quick] [--json bench.json] [--only NAME ...] [--set KEY=VALUE ...]
 
-Names: pipeline_aug, pipeline_noaug, epoch, eval, inference, flops_fraction. The reference
+Names: pipeline_aug, pipeline_noaug, epoch, eval, inference, flops_fraction, train_bf16,
+inference_int8 (the last two: this project's low precision against its float32, from
+bench/precision.py). The reference
 side needs tf-keras (`pip install -e ".[bench]"`, or `make bench`) for ImageDataGenerator.
 Both sides run on this machine, on the same synthetic crops and the same model, in one
 process, and each result is a ratio (> 1: this project is better; for flops_fraction the
@@ -20,7 +22,8 @@ import numpy as np
 
 from common import crystal_split, machine
 
-NAMES = ("pipeline_aug", "pipeline_noaug", "epoch", "eval", "inference", "flops_fraction")
+NAMES = ("pipeline_aug", "pipeline_noaug", "epoch", "eval", "inference", "flops_fraction", "train_bf16",
+         "inference_int8")
 STUDY_AUG = dict(rotation_range=30, width_shift_range=0.2, height_shift_range=0.2, zoom_range=0.3,
                  horizontal_flip=True, vertical_flip=True, fill_mode="nearest")
 
@@ -244,6 +247,24 @@ def _forward_flops(fn, x):
     return float(info.total_float_ops)
 
 
+def bench_precision(name, size, quick):
+    """Low precision against float32 (bench/precision.py): a training step in mixed_bfloat16,
+    or the INT8 ONNX model; on a CPU without the units the figure says so (see its print)."""
+    import tempfile
+
+    import precision
+
+    args = argparse.Namespace(size=size, batch=8 if quick else 16, steps=2 if quick else 6, quick=False,
+                              overrides=OVERRIDES)
+    if name == "train_bf16":
+        k = precision.keras_rates(args)
+        return _result(k["mixed_bfloat16"]["train"], k["float32"]["train"], "training images/s, bfloat16 vs float32",
+                       True)
+    with tempfile.TemporaryDirectory(prefix="ga_int8_") as work:
+        o = precision.onnx_rates(args, work)
+    return _result(o["onnx_int8"], o["onnx_float32"], "ONNX images/s, INT8 vs float32", True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smaller inputs and counts (under 10 minutes on 2 cores)")
@@ -274,6 +295,8 @@ def main():
             r = bench_eval(split, size, 32)
         elif name == "inference":
             r = bench_inference(size, 128 if args.quick else 1000, 16 if args.quick else 100)
+        elif name in ("train_bf16", "inference_int8"):
+            r = bench_precision(name, size, args.quick)
         else:
             r = bench_flops(size, 8 if args.quick else 32)
         r["seconds"] = round(time.perf_counter() - t, 1)

@@ -126,6 +126,8 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_distributed.py::test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it, test_faults.py::test_sigkill_during_training_then_resume
   $ python bench/multi_worker.py
       -> test_multi_worker_bench_command (--long)
+  $ python bench/precision.py
+      -> test_precision_bench_command (with --quick)
 
 The README's ```python blocks (the Python API) run in a fresh interpreter, in order, on
 fewer and smaller images (test_readme_python_api_blocks_run). Commands named in the
@@ -986,15 +988,27 @@ def test_figure_scripts(tmp_path):
 def test_bench_only_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     out = tmp_path / "b.json"
-    ws.run(".venv/bin/python bench/run.py --only eval inference", "--quick", "--json", out, "--workdir",
-           tmp_path / "work", "--set", "model.backbone=cnn4")
+    ws.run(".venv/bin/python bench/run.py --only eval inference", "train_bf16", "inference_int8", "--quick", "--json",
+           out, "--workdir", tmp_path / "work", "--set", "model.backbone=cnn4", "--set", "model.trainable_fraction=1.0")
     doc = json.load(open(out))
     assert set(doc) >= {"machine", "versions", "results"} and doc["quick"] is True
-    assert set(doc["results"]) == {"eval", "inference"}
+    assert set(doc["results"]) == {"eval", "inference", "train_bf16", "inference_int8"}
     for r in doc["results"].values():
         assert set(r) >= {"ours", "reference", "unit", "ratio"} and r["ours"] > 0 and r["reference"] > 0
         higher = r["unit"] != "s"
         assert abs(r["ratio"] - (r["ours"] / r["reference"] if higher else r["reference"] / r["ours"])) < 1e-2
+
+
+def test_precision_bench_command(tmp_path):
+    """bench/precision.py's figures on the small model: every key, the CPU's units named."""
+    ws = Workspace(tmp_path)
+    proc = ws.run("python bench/precision.py", "--quick", "--json", "p.json", timeout=900)
+    doc = json.load(open(ws / "p.json"))
+    assert proc.stdout.startswith("CPU low-precision units: bfloat16 ")
+    assert set(doc["keras"]) == {"float32", "mixed_bfloat16"} and all(v > 0 for v in doc["matmul_gflops"].values())
+    assert {"onnx_float32", "onnx_int8", "keras_one_per_call"} <= set(doc["onnx"])
+    assert set(doc["ratios"]) == {"train_bf16_vs_f32", "forward_bf16_vs_f32", "onnx_int8_vs_f32",
+                                  "onnx_int8_vs_one_per_call"}
 
 
 def test_make_test_is_what_ci_runs():
