@@ -197,9 +197,11 @@ def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLi
     if resume is not None:
         out = train_run(None, resume=os.fspath(resume), overrides=sets, device=device)
     else:
-        cfg = load_config(None, sets, data=config.to_dict()) if isinstance(config, Config) and sets else \
-            config if isinstance(config, Config) else load_config(os.fspath(config), sets)
-        out = train_run(cfg, device=device)
+        if not isinstance(config, Config):
+            config = load_config(os.fspath(config), sets)
+        elif sets:
+            config = load_config(None, sets, data=config.to_dict())
+        out = train_run(config, device=device)
     return Run(out) if out is not None else None
 
 

@@ -278,8 +278,13 @@ def read_image(path: str, labels: dict, max_pixels: int = MAX_PIXELS) -> np.ndar
             raise ImageProblem(f"cannot decode ({first_line(exc.message, 160)})") from None
     else:
         arr = resize_uint8(pillow_rgb(data), resize)
+    return _model_crop(np.asarray(arr), labels)
+
+
+def _model_crop(arr, labels):
+    """The centre crop labels.json asks for (the model's input), of image(s) at its resize."""
     crop = labels.get("center_crop")
-    return np.asarray(center_crop(arr, crop) if crop else arr)
+    return center_crop(arr, crop) if crop else arr
 
 
 # ---------------------------------------------------------------------------- prediction
@@ -394,9 +399,20 @@ def decision_thresholds(labels: dict, threshold: float | None = None) -> dict[st
     return {k: threshold for k in labels["thresholds"]}
 
 
-def prepare_array(image: Any, labels: dict) -> np.ndarray:
-    """An image array (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), any dtype of 0-255 values,
-    prepared as a file is: RGB, resized (and centre-cropped) to the model's input."""
+def prepare_arrays(images: Sequence[Any], labels: dict) -> np.ndarray:
+    """Image arrays (h, w), (h, w, 1), (h, w, 3) or (h, w, 4), any dtype of 0-255 values,
+    prepared as files are: RGB, resized (and centre-cropped) to the model's input. Images of
+    one shape are resized in one call. Returns uint8 (n, h, w, 3)."""
+    rgb = [_rgb_uint8(a) for a in images]
+    size = tuple(labels.get("resize") or labels["input_size"])
+    if len({a.shape for a in rgb}) == 1:
+        out = np.asarray(resize_uint8(np.stack(rgb), size))
+    else:
+        out = np.stack([np.asarray(resize_uint8(a, size)) for a in rgb])
+    return _model_crop(out, labels)
+
+
+def _rgb_uint8(image):
     a = np.asarray(image)
     if a.ndim == 2:
         a = a[:, :, None]
@@ -404,10 +420,7 @@ def prepare_array(image: Any, labels: dict) -> np.ndarray:
         raise GAError(f"an image array must be (height, width[, 1, 3 or 4 channels]), got shape {a.shape}",
                       arg="images")
     a = np.repeat(a, 3, axis=2) if a.shape[-1] == 1 else a[:, :, :3]
-    a = np.clip(np.round(a.astype(np.float32)), 0, 255).astype(np.uint8)
-    out = np.asarray(resize_uint8(a, tuple(labels.get("resize") or labels["input_size"])))
-    crop = labels.get("center_crop")
-    return center_crop(out, crop) if crop else out
+    return np.clip(np.round(a.astype(np.float32)), 0, 255).astype(np.uint8)
 
 
 def predict_arrays(model: LoadedModel, images: Sequence[Any], batch_size: int = 64, threshold: float | None = None,
@@ -419,11 +432,12 @@ def predict_arrays(model: LoadedModel, images: Sequence[Any], batch_size: int = 
     """
     labels = model.labels
     out = Prediction(labels, decision_thresholds(labels, threshold), model=model.provenance())
-    prepared = [prepare_array(a, labels) for a in images]
-    names = list(names) if names is not None else [f"array[{i}]" for i in range(len(prepared))]
-    for start in range(0, len(prepared), batch_size):
-        probs = model.predict(np.stack(prepared[start:start + batch_size]).astype(np.float32))
-        out.results += [Result(n, probs=np.asarray(p)) for n, p in zip(names[start:start + batch_size], probs)]
+    images = list(images)
+    names = list(names) if names is not None else [f"array[{i}]" for i in range(len(images))]
+    for start in range(0, len(images), batch_size):
+        batch = prepare_arrays(images[start:start + batch_size], labels).astype(np.float32)
+        out.results += [Result(n, probs=np.asarray(p))
+                        for n, p in zip(names[start:start + batch_size], model.predict(batch))]
     return out
 
 
