@@ -1,6 +1,6 @@
 """The command line: every parser, every printed line and every exit status of `ga`.
 
-`ga split | train | infer | evaluate | scan | synth | import | report` (also `python -m ga`);
+`ga split | train | infer | evaluate | scan | monitor | synth | import | report` (also `python -m ga`);
 split_data.py, main.py, inference.py, ga-split, ga-train, ga-infer and `python -m
 ga.synthetic | ga.georgia | ga.report` are the same commands under their older names.
 
@@ -66,7 +66,7 @@ def _config_args(parser, default=None):
 FLAGS = {"model": "--model", "engine": "--engine", "threshold": "--threshold", "cluster": "--cluster",
          "scan": "--scan", "rule": "--rule", "folder": "--evaluate", "recursive": "--recursive", "unsafe": "--unsafe",
          "overwrite": "--overwrite", "dest": "--dest", "ratios": "--ratios", "resume": "--resume",
-         "overrides": "--set", "out": "--out", "train": "`python main.py --config configs/demo.yaml`"}
+         "overrides": "--set", "out": "--out", "show_detection": "--show-detection", "train": "`python main.py --config configs/demo.yaml`"}
 
 
 def _run(fn, args, flags=None, also=()):
@@ -499,6 +499,13 @@ def synth_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--count", type=int, default=400)
     g.add_argument("--size", type=int, default=400)
     g.add_argument("--seed", type=int, default=0)
+    pr = sub.add_parser("process", help="frames of a simulated crystallization over time, with the truth beside them")
+    pr.add_argument("--out", default="data/process")
+    pr.add_argument("--frames", type=int, default=120)
+    pr.add_argument("--interval", type=float, default=2.0, help="seconds between frames; default: %(default)s")
+    pr.add_argument("--width", type=int, default=1024)
+    pr.add_argument("--height", type=int, default=768)
+    pr.add_argument("--seed", type=int, default=0)
     w = sub.add_parser("wafer", help="one whole frame with labelled flakes and their boxes")
     w.add_argument("--out", default="data/wafer.png")
     w.add_argument("--width", type=int, default=4908)
@@ -521,6 +528,9 @@ def _synthesising(args):
                                     classes=args.classes.split(",")))
     elif args.kind == "graphene":
         print(syn.generate_graphene(args.out, args.count, args.size, args.seed, progress=True))
+    elif args.kind == "process":
+        print(syn.generate_process(args.out, args.frames, args.seed, args.interval, (args.width, args.height),
+                                   progress=True))
     else:
         print(*syn.generate_wafer(args.out, args.width, args.height, args.seed), sep="\n")
     return 0
@@ -583,6 +593,114 @@ def _reporting(args):
     return 0
 
 
+# ---------------------------------------------------------------------------- monitor
+
+
+def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog or "ga monitor",
+                description="Find the particles in every frame (a folder of images, a TIFF stack, a video), classify "
+                            "each with a trained model and write particles.csv, frames.csv (counts, class fractions "
+                            "with intervals, d10/d50/d90), trend figures and monitor.html; --watch keeps taking new "
+                            "frames as they arrive.")
+    p.add_argument("inputs", nargs="*", metavar="PATH", help="a folder of frames, TIFF stacks or videos (--watch: one "
+                   "folder)")
+    _model_args(p)
+    p.add_argument("--out-dir", default="monitor_out",
+                   help="the monitor folder (resumed when it holds earlier frames of the same inputs); "
+                        "default: %(default)s")
+    p.add_argument("--watch", action="store_true", help="keep polling the folder for new frames until interrupted")
+    p.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                   help="with --watch: stop after this many seconds without a new frame")
+    p.add_argument("--alert", action="append", default=[], metavar="RULE",
+                   help='an alert rule on frames.csv\'s columns, e.g. "pg_fraction > 0.10 over 5 frames" '
+                        "(repeatable; see the README)")
+    p.add_argument("--on-alert", metavar="CMD",
+                   help="a shell command run on each alert, given GA_ALERT_RULE, GA_ALERT_VALUE, GA_ALERT_FRAME, "
+                        "GA_ALERT_TIME, GA_ALERT_COLUMN, GA_ALERT_THRESHOLD and GA_MONITOR_DIR")
+    p.add_argument("--show-detection", metavar="FRAME",
+                   help="draw the detected outlines over one frame (<out-dir>/<name>_detection.png) and exit; "
+                        "no model needed: for tuning monitor.*")
+    _config_args(p)
+    _common(p)
+    return p
+
+
+def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """`ga monitor FOLDER --model RUN [--watch] [--alert RULE]`."""
+    parser = monitor_parser(prog)
+    args = parser.parse_args(argv)
+    if not args.inputs and not args.show_detection:
+        parser.error("give a folder of frames (or --show-detection FRAME)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.idle_exit is not None and not args.watch:
+        parser.error("--idle-exit goes with --watch")
+    return _run(_monitoring, args, {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert",
+                                    "inputs": "PATH"})
+
+
+def _monitoring(args):
+    import signal
+
+    from ga.config import load_config
+
+    cfg = load_config(args.config, args.overrides).monitor
+    if args.batch_size != 64:
+        cfg.batch_size = args.batch_size
+    if args.show_detection:
+        print(_show_detection(args.show_detection, cfg, args.out_dir, args.max_pixels))
+        return 0
+    import ga
+
+    ga.register()
+    from ga.monitor import monitor
+    from ga.predict import load_model
+
+    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+        log.info("stopping after the frames in hand (signal %d)", signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
+
+    def alert(a):
+        print(f"ALERT {a.time or a.frame}: {a.rule} (value {a.value:.4g} on frame {a.frame})", file=sys.stderr,
+              flush=True)
+
+    def progress(r):
+        log.info("%d frame(s) done, %d particle(s), %d skipped, %d alert(s)", r.frames + r.resumed, r.particles,
+                 r.skipped, len(r.alerts))
+
+    result = monitor(model, args.inputs, args.out_dir, cfg, args.alert, args.on_alert, args.watch, args.idle_exit,
+                     args.max_pixels, alert, progress, stop=lambda: bool(stopping))
+    print(f"{result.frames} frame(s) monitored ({result.resumed} done before), {result.particles} particle(s), "
+          f"{result.skipped} skipped, {len(result.alerts)} alert(s) -> {os.path.join(args.out_dir, 'monitor.html')}")
+    return result.exit_code
+
+
+def _show_detection(path, cfg, out_dir, max_pixels):
+    """--show-detection FRAME: the outlines over the frame; returns the figure's path."""
+    from ga.frames import frames_of, read_frame
+    from ga.images import ImageProblem
+    from ga.monitor_report import draw_detection
+    from ga.particles import detect
+
+    if not os.path.isfile(path):
+        raise GAError(f"not found: {path}", arg="show_detection")
+    try:
+        frame = next(frames_of(path, cfg.time_sources, cfg.time_pattern))
+        pixels = read_frame(frame, max_pixels)
+    except ImageProblem as exc:
+        raise GAError(f"{path}: {exc}", arg="show_detection") from None
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return draw_detection(pixels, detect(pixels, cfg, keep_dropped=True), os.path.join(out_dir, f"{stem}_detection.png"),
+                          frame.name)
+
+
 # ---------------------------------------------------------------------------- ga
 
 
@@ -593,6 +711,7 @@ COMMANDS = {
     "evaluate": (evaluate_main, "evaluate a model on a labelled folder (inference.py FOLDER --evaluate)"),
     "scan": (scan_main, "tile whole frames and mark where a class fires (inference.py FRAME --scan)"),
     "synth": (synth_main, "write synthetic crystals, graphene crops or a wafer frame"),
+    "monitor": (monitor_main, "watch a crystallization: particles in frames over time, classes, sizes, alerts"),
     "import": (import_main, "import the Georgia study's GAweights_*.h5 as a run folder"),
     "report": (report_main, "rebuild a run's report.html"),
 }

@@ -394,6 +394,74 @@ class OutputConfig:
             raise ConfigError(f"{key}.int8_min_agreement must be in [0, 1], got {self.int8_min_agreement}")
 
 
+THRESHOLD_METHODS = ("otsu", "li", "triangle")
+
+
+@dataclass
+class MonitorConfig:
+    """Watching a process: particle detection in whole frames (ga.particles), frame times,
+    statistics and live polling (ga.monitor). Defaults suit dark-field probe frames
+    (bright particles on a dark background) and `ga synth process`."""
+
+    polarity: Literal["bright", "dark"] = "bright"  # particles brighter (dark field) or darker than the background
+    background: Literal["median", "none"] = "median"  # subtract a median-filtered background, or only the median
+    background_size: int = 151  # px: the background window; larger than the largest particle
+    threshold: str = "otsu"  # otsu, li, triangle, or a number of grey levels above the background
+    # an automatic threshold never goes below the background's median plus this many of its robust
+    # standard deviations (1.4826 MAD): a frame with few particles is not split inside its background
+    threshold_floor: float = 4.0
+    open_radius: int = 0  # px: an opening (removes specks and lines thinner than 2r+1 px: needles too); 0: none
+    close_radius: int = 2  # px: closing (joins an aggregate's beads); 0: none
+    min_area: int = 40  # px: smaller objects are dropped
+    max_area: int = 0  # px: larger objects are dropped; 0: no limit
+    min_sharpness: float = 0.15  # ~1 / edge width in px: blurrier (out-of-focus) objects are dropped
+    crop_margin: float = 0.15  # context around a particle's box in its crop, fraction of the box's longer side
+    pixel_size_um: Optional[float] = None  # micrometres per pixel: sizes in um too
+    # Frame times, from the first of these that gives one: name (time_pattern in the file name),
+    # tags (EXIF/TIFF DateTime), mtime (the file's modification time)
+    time_sources: list[str] = field(default_factory=lambda: ["name", "tags", "mtime"])
+    time_pattern: str = "%Y%m%dT%H%M%S"  # strftime codes found anywhere in a file name (%f: fractions)
+    window: int = 10  # frames: the first and last windows of the size-distribution figure
+    refresh_every: int = 10  # frames: --watch redraws the figures and monitor.html this often
+    poll_seconds: float = 1.0  # --watch: seconds between listings of the folder
+    settle_seconds: float = 2.0  # --watch: a file is read once its size and mtime stayed unchanged this long
+    batch_size: int = 64  # particle crops per prediction call
+    ci_level: float = 0.95  # the Wilson interval of each class fraction
+
+    def threshold_value(self) -> str | float:
+        """The threshold: a method name or a number of grey levels."""
+        return self.threshold if self.threshold in THRESHOLD_METHODS else float(self.threshold)
+
+    def validate(self, key: str) -> None:
+        if self.threshold not in THRESHOLD_METHODS:
+            try:
+                float(self.threshold)
+            except ValueError:
+                raise ConfigError(f"{key}.threshold must be {', '.join(THRESHOLD_METHODS)} or a number of grey "
+                                  f"levels, got {self.threshold!r}") from None
+        _range(f"{key}.background_size", self.background_size, 15, 4095)
+        _range(f"{key}.threshold_floor", self.threshold_floor, 0, 100)
+        _range(f"{key}.open_radius", self.open_radius, 0, 50)
+        _range(f"{key}.close_radius", self.close_radius, 0, 50)
+        _range(f"{key}.min_area", self.min_area, 1, 1 << 30)
+        _range(f"{key}.max_area", self.max_area, 0, 1 << 30)
+        _range(f"{key}.min_sharpness", self.min_sharpness, 0, 10)
+        _range(f"{key}.crop_margin", self.crop_margin, 0, 2)
+        _range(f"{key}.window", self.window, 1, 1 << 20)
+        _range(f"{key}.refresh_every", self.refresh_every, 1, 1 << 20)
+        _range(f"{key}.poll_seconds", self.poll_seconds, 0.01, 3600)
+        _range(f"{key}.settle_seconds", self.settle_seconds, 0, 3600)
+        _range(f"{key}.batch_size", self.batch_size, 1, 1 << 16)
+        if not 0 < self.ci_level < 1:
+            raise ConfigError(f"{key}.ci_level must be in (0, 1), got {self.ci_level}")
+        if self.pixel_size_um is not None and not self.pixel_size_um > 0:
+            raise ConfigError(f"{key}.pixel_size_um must be positive, got {self.pixel_size_um}")
+        bad = [s for s in self.time_sources if s not in ("name", "tags", "mtime")]
+        if bad or not self.time_sources:
+            raise ConfigError(f"{key}.time_sources takes name, tags and mtime in the order to try, got "
+                              f"{self.time_sources}")
+
+
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
@@ -402,6 +470,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def validate(self) -> Config:
         """Check every section and the rules that cross sections. Raises ConfigError."""

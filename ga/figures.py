@@ -22,3 +22,4 @@ def save_figure(fig: Any, path: str, dpi: int = 110) -> str:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     pyplot().close(fig)
+    return path

@@ -89,6 +89,58 @@ def atomic_write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence])
     atomic_write_text(path, buf.getvalue())
 
 
+class CsvLog:
+    """A CSV table that grows a few rows at a time (a monitor's particles.csv): the header is
+    written once, and each `write` is on disk (flushed and fsynced) when it returns, so a
+    kill loses at most the rows of the call it interrupts (see `keep_rows`)."""
+
+    def __init__(self, path: str, header: Sequence[str]):
+        self.path = path
+        fresh = not os.path.isfile(path) or os.path.getsize(path) == 0
+        if not fresh:
+            with open(path, newline="", encoding="utf-8") as fh:
+                have = next(csv.reader(fh), [])
+            if have != list(header):
+                from ga.errors import DataError
+
+                raise DataError(f"{path} has other columns than this run writes ({len(have)} against "
+                                f"{len(header)}); use another output folder")
+        try:
+            self._fh = open(path, "a", newline="", encoding="utf-8")
+        except OSError as exc:
+            raise WriteError(f"could not write {path}: {exc.strerror or exc}") from exc
+        self._csv = csv.writer(self._fh, lineterminator="\n")
+        if fresh:
+            self.write([header])
+
+    def write(self, rows: Iterable[Sequence]) -> None:
+        try:
+            self._csv.writerows(rows)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise WriteError(f"could not write {self.path}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def keep_rows(path: str, n: int | None = None) -> list[list[str]]:
+    """Cut a CSV table to its header and first `n` complete rows (all complete rows when n is
+    None), dropping a last line that a kill left without its newline; returns the rows kept."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        text = fh.read()
+    complete = text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    table = list(csv.reader(io.StringIO(complete)))
+    header, rows = (table[0], table[1:]) if table else ([], [])
+    kept = rows if n is None else rows[:n]
+    if len(kept) != len(rows) or complete != text:
+        atomic_write_csv(path, header or None, kept)
+    return kept
+
+
 def sha256_file(path: str) -> str:
     """The SHA-256 hex digest of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()

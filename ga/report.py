@@ -14,6 +14,7 @@ import html
 import json
 import os
 import sys
+from typing import Sequence
 
 import yaml
 
@@ -31,7 +32,8 @@ def _read(path):
         return fh.read()
 
 
-def _table(rows, header):
+def html_table(rows: Sequence[Sequence], header: Sequence[str]) -> str:
+    """An HTML table (numbers to 4 decimals, None empty)."""
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -60,7 +62,7 @@ def _results(m):
     """The test section: accuracy, AUC, the per-class table (classifiers) or the losses."""
     if not _classifier(m):
         keys = ("loss", "images", "validation_images", "first_loss", "final_loss", "best_loss", "final_val_loss")
-        return _table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
+        return html_table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
     auc = m.get("roc_auc")
     if isinstance(auc, dict):  # per class; None where the test split has one kind of label only
         auc = ", ".join(f"{c} {'n/a' if v is None else f'{v:.4f}'}" for c, v in auc.items())
@@ -69,8 +71,8 @@ def _results(m):
     if "harmonic_mean_f1" in m:
         lines.append(("harmonic-mean F1", m["harmonic_mean_f1"]))
     per_class = [(c, v["precision"], v["recall"], v["f1"], v["support"]) for c, v in m.get("per_class", {}).items()]
-    return (_table(lines, ("test", "value")) +
-            _table(per_class, ("class", "precision", "recall", "F1", "support")))
+    return (html_table(lines, ("test", "value")) +
+            html_table(per_class, ("class", "precision", "recall", "F1", "support")))
 
 
 def _exports(m):
@@ -80,7 +82,7 @@ def _exports(m):
         if info:
             rows.append((name, info.get("file") or info.get("folder"), f"{info['max_abs_diff']:.2e}",
                          f"{info['tolerance']:g}", info["parity_images"]))
-    out = _table(rows, ("export", "file", "max |Keras - export|", "tolerance", "images")) if rows else \
+    out = html_table(rows, ("export", "file", "max |Keras - export|", "tolerance", "images")) if rows else \
         "<p>No exports checked in this run.</p>"
     return out + _int8(m.get("int8"))
 
@@ -96,13 +98,16 @@ def _int8(info):
             ("largest probability difference", _fmt(info.get("max_prob_diff"))),
             ("test accuracy float32 / INT8", f"{_fmt(f32.get('accuracy'))} / {_fmt(i8.get('accuracy'))}"),
             ("calibration", f"{info.get('calibration_images')} training images")]
-    return "<h3>INT8 (ONNX Runtime, static QDQ)</h3>" + _table(rows, ("INT8", "value"))
+    return "<h3>INT8 (ONNX Runtime, static QDQ)</h3>" + html_table(rows, ("INT8", "value"))
 
 
-def _figures(run_dir):
+def embedded_figures(folder: str, names: Sequence[str] | None = None) -> str:
+    """Figures of a folder as <figure>s with PNG data URIs: `names`, or every .png there."""
     out = []
-    for name in sorted(f for f in os.listdir(run_dir) if f.lower().endswith(".png") and not f.startswith(".")):
-        with open(os.path.join(run_dir, name), "rb") as fh:
+    if names is None:
+        names = sorted(f for f in os.listdir(folder) if f.lower().endswith(".png") and not f.startswith("."))
+    for name in names:
+        with open(os.path.join(folder, name), "rb") as fh:
             data = base64.b64encode(fh.read()).decode("ascii")
         out.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
                    f"<figcaption>{html.escape(name)}</figcaption></figure>")
@@ -123,12 +128,12 @@ def build_report(run_dir: str) -> str:
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}</title>"
         f"<style>{STYLE}</style></head><body>",
         f"<h1>Run {html.escape(name)}</h1>",
-        "<h2>Configuration</h2>", _table(_config_rows(cfg), ("setting", "value")),
+        "<h2>Configuration</h2>", html_table(_config_rows(cfg), ("setting", "value")),
         "<h2>Test results</h2>", _results(m),
         f"<h2>Delivered weights</h2><p id='delivered'>{html.escape(delivered)}</p>",
         "<h2>Export checks</h2>", _exports(m),
         *(["<h2>Test report</h2>", f"<pre>{html.escape(_read(os.path.join(run_dir, texts[0])))}</pre>"] if texts else []),
-        "<h2>Figures</h2>", _figures(run_dir),
+        "<h2>Figures</h2>", embedded_figures(run_dir),
         *(["<h2>Model card</h2>", f"<pre>{html.escape(_read(card))}</pre>"] if os.path.isfile(card) else []),
         "</body></html>",
     ]

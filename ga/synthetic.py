@@ -505,6 +505,229 @@ def generate_wafer(out: str, width: int = 4908, height: int = 3264, seed: int = 
     return out, boxes
 
 
+# ---------------------------------------------------------------------------- a process over time
+
+
+PROCESS_SIZE = (1024, 768)  # width, height of a frame
+PROCESS_START = "20261201T100000"  # the first frame's time (names carry it: frame_00001_<time>.png)
+
+
+def pg_fraction_curve(s: float, peak: float = 0.4, centre: float = 0.45, width: float = 0.16) -> float:
+    """The simulated run's true share of PG among in-focus particles at run fraction s in
+    [0, 1]: PG appears, peaks at `peak` near `centre` and dissolves again."""
+    return float(peak * math.exp(-(((s - centre) / width) ** 2)))
+
+
+def particle_count_curve(s: float, low: int = 20, high: int = 55) -> int:
+    """In-focus particles in a frame at run fraction s: nucleation, then a plateau."""
+    return int(round(low + (high - low) * (1 - math.exp(-4 * s))))
+
+
+def _process_background(rng, h, w):
+    """A dark probe frame: uneven illumination (a smooth field, a gradient, a vignette) and the
+    slurry's out-of-focus needles at the density and depths of the crystal crops (their
+    lengths relative to a crop's 151 px, not to the frame)."""
+    base = rng.uniform(22, 34)
+    img = np.full((h, w), base, np.float32) + _smooth_field(rng, h, w, 160, rng.uniform(10, 18))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    gy, gx = rng.uniform(-12, 12, 2)
+    img += gy * (yy / h - 0.5) + gx * (xx / w - 0.5)
+    img -= 12 * (((yy / h - 0.5) ** 2 + (xx / w - 0.5) ** 2) * 2)
+    area, scale = h * w / CEX_SIZE ** 2, CEX_SIZE / max(h, w)
+    angle0, spread = rng.uniform(0, math.pi), rng.uniform(0.4, 1.2)
+    density = rng.uniform(0.5, 0.9)
+    for n, width, bright, sigma, length in (
+            (int(30 * density * area), (4, 12), (8, 35), rng.uniform(3.5, 6.0), (0.5 * scale, 1.4 * scale)),
+            (int(20 * density * area), (2, 6), (10, 40), rng.uniform(2.0, 3.0), (0.3 * scale, 1.0 * scale))):
+        layer = _needle_layer(rng, h, w, n, angle0, spread, width, bright, length, 0.3)
+        img += np.asarray(_blur(layer, sigma), np.float32)
+    return img
+
+
+def _cex_sprite(rng, length):
+    """A cephalexin crystal as the probe sees it: a bright bundle of needles fused along their
+    length, as the crops' bright bundles are. Returns (added brightness, mask) on a square canvas."""
+    side = int(length * 1.3) + 12
+    layer = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(layer)
+    ang = rng.uniform(0, math.pi)
+    nx, ny = -math.sin(ang), math.cos(ang)
+    c = side / 2
+    b = rng.uniform(110, 190)
+    strands = int(rng.integers(3, 10))
+    off = -strands * 0.9
+    for _ in range(strands):
+        ln = length * rng.uniform(0.6, 1.0)
+        shift = rng.uniform(-0.15, 0.15) * length
+        dx, dy = math.cos(ang) * ln / 2, math.sin(ang) * ln / 2
+        x, y = c + nx * off + math.cos(ang) * shift, c + ny * off + math.sin(ang) * shift
+        draw.line([(x - dx, y - dy), (x + dx, y + dy)], fill=int(np.clip(b * rng.uniform(0.6, 1.1), 0, 255)),
+                  width=int(rng.integers(2, 5)))
+        off += rng.uniform(1.0, 2.5)
+    if rng.random() < 0.25:  # a needle grown across the bundle
+        a2 = ang + rng.uniform(0.4, 1.2) * rng.choice([-1, 1])
+        ln = length * rng.uniform(0.4, 0.8)
+        dx, dy = math.cos(a2) * ln / 2, math.sin(a2) * ln / 2
+        draw.line([(c - dx, c - dy), (c + dx, c + dy)], fill=int(b * rng.uniform(0.6, 1.0)), width=2)
+    value = np.asarray(_blur(layer, rng.uniform(0.6, 1.1)), np.float32)
+    return value, value > 40
+
+
+def _pg_sprite(rng, radius):
+    """A phenylglycine aggregate: a bright, granular, roughly round body with a beaded rim.
+    Returns (brightness, opacity 0..1) on a square canvas."""
+    side = int(radius * 2.8) + 8
+    mask, (cy, cx), r0 = _blob_mask(rng, side, side, radius / side)
+    beads = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(beads)
+    # Beads as many and as large, relative to the body, as in a PG crop's aggregate (r0 ~ 60 px).
+    n = int(rng.integers(250, 700)) + 20
+    ang = rng.uniform(0, 2 * math.pi, n)
+    rad = r0 * 1.05 * np.sqrt(rng.uniform(0, 1, n)) ** rng.uniform(0.3, 0.8)
+    for a, rr in zip(ang, rad):
+        x, y = cx + rr * math.cos(a), cy + rr * math.sin(a)
+        br = max(0.6, rng.uniform(1.0, 3.5) * r0 / 60)
+        draw.ellipse([x - br, y - br, x + br, y + br], fill=int(rng.uniform(120, 255)))
+    beads_f = np.asarray(_blur(beads, rng.uniform(0.4, 0.8)), np.float32)
+    yy, xx = np.mgrid[0:side, 0:side]
+    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) / max(r0, 1)
+    if rng.random() < 0.5:
+        core = np.clip(1.4 - dist, 0, 1) ** 0.6
+        body = (215 + 40 * core) * (0.75 + 0.25 * core) + beads_f * (1 - core) * 0.35 - (1 - core) * 40
+    else:
+        body = rng.uniform(110, 160) + beads_f * rng.uniform(0.6, 0.9)
+    opacity = np.asarray(_blur(mask, rng.uniform(0.8, 1.5)), np.float32) / 255.0 * 0.92
+    return np.clip(body, 0, 255), opacity
+
+
+def _place(img, value, alpha, x, y, additive):
+    """Blend a sprite whose canvas is centred on (x, y); returns the canvas box in the frame."""
+    h, w = img.shape
+    s = value.shape[0]
+    x0, y0 = int(round(x - s / 2)), int(round(y - s / 2))
+    fx0, fy0, fx1, fy1 = max(0, x0), max(0, y0), min(w, x0 + s), min(h, y0 + s)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return x0, y0
+    v = value[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+    a = alpha[fy0 - y0:fy1 - y0, fx0 - x0:fx1 - x0]
+    patch = img[fy0:fy1, fx0:fx1]
+    img[fy0:fy1, fx0:fx1] = patch + v * a if additive else patch * (1 - a) + v * a
+    return x0, y0
+
+
+def _sprite_box(mask, x0, y0, w, h):
+    """The box (x0, y0, x1, y1, touches_edge) of a sprite's mask in frame coordinates, clipped."""
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        return None
+    bx0, by0, bx1, by1 = x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1
+    edge = bx0 <= 0 or by0 <= 0 or bx1 >= w or by1 >= h
+    cx0, cy0, cx1, cy1 = max(0, bx0), max(0, by0), min(w, bx1), min(h, by1)
+    if cx1 - cx0 < 3 or cy1 - cy0 < 3:
+        return None
+    return int(cx0), int(cy0), int(cx1), int(cy1), bool(edge)
+
+
+def make_process_frame(rng: np.random.Generator, s: float, size: Sequence[int] = PROCESS_SIZE,
+                       n_particles: int | None = None, pg_fraction: float | None = None) -> tuple[np.ndarray, list]:
+    """One frame of a simulated crystallization at run fraction s in [0, 1].
+
+    In-focus CEX needle bundles and PG aggregates (sizes growing with s; PG's share following
+    `pg_fraction_curve`), a fifth as many out-of-focus ones, a few pairs in contact, some cut
+    by the frame's edge, over an uneven dark background.
+
+    Returns:
+        (uint8 (h, w) frame, particles: dicts with x0, y0, x1, y1, class, in_focus, edge, touching).
+    """
+    w, h = size
+    img = _process_background(rng, h, w)
+    n = particle_count_curve(s) if n_particles is None else n_particles
+    frac = pg_fraction_curve(s) if pg_fraction is None else pg_fraction
+    n_pg = int(round(n * frac))
+    kinds = [("pg", True)] * n_pg + [("cex", True)] * (n - n_pg)
+    n_blur = max(1, n // 5)
+    kinds += [("pg" if rng.random() < frac else "cex", False) for _ in range(n_blur)]
+    order = rng.permutation(len(kinds))
+    out_of_focus = [kinds[i] for i in order if not kinds[i][1]]
+    in_focus = [kinds[i] for i in order if kinds[i][1]]
+    particles, taken = [], []
+    # Out-of-focus particles first: the sharp ones are drawn over them.
+    for cls, sharp in out_of_focus + in_focus:
+        for attempt in range(60):
+            if cls == "cex":
+                value, mask = _cex_sprite(rng, float(np.clip(rng.lognormal(math.log(30 + 50 * s), 0.3), 14, 160)))
+                alpha = np.ones_like(value)
+            else:
+                radius = float(np.clip(rng.lognormal(math.log(24 + 14 * s), 0.25), 12, 60))
+                value, alpha = _pg_sprite(rng, radius)
+                mask = alpha > 0.5
+            side = value.shape[0]
+            touching = sharp and taken and attempt == 0 and rng.random() < 0.05
+            if touching:  # in contact with the last particle placed
+                px0, py0, px1, py1 = taken[-1]
+                x = px1 + side * 0.25 if rng.random() < 0.5 else px0 - side * 0.25
+                y = (py0 + py1) / 2 + rng.uniform(-0.2, 0.2) * side
+            else:
+                x, y = rng.uniform(-0.15 * side, w + 0.15 * side), rng.uniform(-0.15 * side, h + 0.15 * side)
+            box = (x - side * 0.4, y - side * 0.4, x + side * 0.4, y + side * 0.4)
+            if not touching and any(box[0] < t[2] + 6 and t[0] < box[2] + 6 and box[1] < t[3] + 6 and t[1] < box[3] + 6
+                                    for t in taken):
+                continue
+            if not sharp:
+                sigma = rng.uniform(3.5, 6.0)
+                value = np.asarray(Image.fromarray(np.clip(value * 0.75, 0, 255).astype(np.uint8)).filter(
+                    ImageFilter.GaussianBlur(sigma)), np.float32)
+                alpha = np.asarray(Image.fromarray((alpha * 255).astype(np.uint8)).filter(
+                    ImageFilter.GaussianBlur(sigma)), np.float32) / 255.0
+            x0, y0 = _place(img, value, alpha, x, y, additive=cls == "cex")
+            found = _sprite_box(mask, x0, y0, w, h)
+            if found is not None:
+                taken.append(found[:4])
+                particles.append({"x0": found[0], "y0": found[1], "x1": found[2], "y1": found[3], "class": cls,
+                                  "in_focus": int(sharp), "edge": int(found[4]), "touching": int(bool(touching))})
+            break
+    img += rng.normal(0, rng.uniform(2.5, 4.0), img.shape).astype(np.float32)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8), particles
+
+
+def generate_process(out: str, frames: int = 120, seed: int = 0, interval: float = 2.0,
+                     size: Sequence[int] = PROCESS_SIZE, progress: bool = False) -> str:
+    """Write the frames of a simulated crystallization and the truth beside them.
+
+    `<out>/frame_00001_20261201T100000.png ...` (the time in each name, one frame every
+    `interval` seconds), `<out>/truth/particles.csv` (frame, x0, y0, x1, y1, class,
+    in_focus, edge, touching: every particle drawn) and `<out>/truth/frames.csv` (frame,
+    time, in-focus particle count, pg count, true pg fraction). Returns `out`.
+    """
+    import datetime as dt
+
+    if frames < 1:
+        raise ValueError(f"frames must be >= 1, got {frames}")
+    start = dt.datetime.strptime(PROCESS_START, "%Y%m%dT%H%M%S")
+    truth_dir = os.path.join(out, "truth")
+    os.makedirs(truth_dir, exist_ok=True)
+    part_rows, frame_rows = [], []
+    bar = _bar(progress, frames, "frames")
+    for i, rng in enumerate(rngs([seed, 5], frames)):
+        s = i / max(1, frames - 1)
+        img, particles = make_process_frame(rng, s, size)
+        t = start + dt.timedelta(seconds=i * interval)
+        name = f"frame_{i + 1:05d}_{t.strftime('%Y%m%dT%H%M%S')}.png"
+        _save_png(_to_rgb(img), os.path.join(out, name), level=1)
+        focus = [p for p in particles if p["in_focus"]]
+        n_pg = sum(p["class"] == "pg" for p in focus)
+        frame_rows.append((name, t.isoformat(), len(focus), n_pg, f"{n_pg / len(focus):.6f}" if focus else ""))
+        part_rows += [(name, p["x0"], p["y0"], p["x1"], p["y1"], p["class"], p["in_focus"], p["edge"], p["touching"])
+                      for p in particles]
+        bar.update(1)
+    bar.close()
+    atomic_write_csv(os.path.join(truth_dir, "particles.csv"),
+                     ["frame", "x0", "y0", "x1", "y1", "class", "in_focus", "edge", "touching"], part_rows)
+    atomic_write_csv(os.path.join(truth_dir, "frames.csv"), ["frame", "time", "particles", "pg_count", "pg_fraction"],
+                     frame_rows)
+    return out
+
+
 if __name__ == "__main__":  # the command line lives in ga.cli (`ga synth` is the same command)
     from ga.cli import synth_main
 

@@ -1,0 +1,192 @@
+"""A monitor folder's figures and page, drawn from its own files (frames.csv, particles.csv,
+alerts.csv, monitor.json), so they can be rebuilt at any time and by anyone.
+
+- monitor_trend.png: per class, the fraction of particles over time with its Wilson band
+  (binary models: the positive class only); the particle count per class; d50 per class
+  (number-weighted equivalent diameter, particles cut by the frame edge left out).
+- monitor_sizes.png: the number-weighted distribution of equivalent diameters per class in
+  the first and the last `monitor.window` frames.
+- monitor.html: self-contained (figures as data URIs): the source, the model, the counts,
+  the last frame's fractions, the alerts, the skipped frames and the detection settings.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from ga.files import atomic_write_text
+from ga.figures import pyplot, save_figure
+from ga.report import STYLE, embedded_figures, html_table
+
+TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
+
+
+def _read(path, columns=None):
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = csv.DictReader(fh)
+        if columns is None:
+            return list(rows)
+        return [{k: r.get(k, "") for k in columns} for r in rows]
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _shown_classes(state):
+    """The classes whose fraction is drawn: a binary model's positive class, else all."""
+    classes = state["classes"]
+    return classes[1:] if state.get("task") == "binary" else classes
+
+
+def _time_axis(frames):
+    """(x values, label): minutes since the first frame (seconds for runs under 3 minutes)."""
+    t = np.array([_num(r["elapsed_s"]) for r in frames])
+    if len(t) and np.nanmax(t) >= 180:
+        return t / 60.0, "time since the first frame (min)"
+    return t, "time since the first frame (s)"
+
+
+def plot_trend(frames: Sequence[dict], state: dict, path: str) -> str:
+    """monitor_trend.png from frames.csv's rows (module docstring)."""
+    frames = sorted((r for r in frames if not r["skipped"]), key=lambda r: _num(r["elapsed_s"]))
+    unit = "um" if state["monitor"].get("pixel_size_um") else "px"
+    x, xlabel = _time_axis(frames)
+    fig, axes = pyplot().subplots(3, 1, figsize=(9, 9), sharex=True)
+    level = int(round(100 * state["monitor"].get("ci_level", 0.95)))
+    for c in _shown_classes(state):
+        f = np.array([_num(r[f"{c}_fraction"]) for r in frames])
+        lo = np.array([_num(r[f"{c}_fraction_lo"]) for r in frames])
+        hi = np.array([_num(r[f"{c}_fraction_hi"]) for r in frames])
+        (line,) = axes[0].plot(x, f, marker=".", ms=3, lw=1, label=f"{c} fraction")
+        axes[0].fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0, label=f"{c}: {level}% Wilson interval")
+    axes[0].set(ylabel="fraction of particles", ylim=(0, 1))
+    axes[1].plot(x, [_num(r["particles"]) for r in frames], color="k", lw=1, label="all")
+    for c in state["classes"]:
+        axes[1].plot(x, [_num(r[f"{c}_count"]) for r in frames], lw=1, label=c)
+        axes[2].plot(x, [_num(r[f"{c}_d50_{unit}"]) for r in frames], marker=".", ms=3, lw=1, label=c)
+    axes[1].set(ylabel="particles per frame")
+    axes[2].set(ylabel=f"d50 ({'µm' if unit == 'um' else 'px'}), number-weighted", xlabel=xlabel)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7, loc="best")
+    axes[0].set_title(f"{len(frames)} frames")
+    return save_figure(fig, path)
+
+
+def plot_sizes(frames: Sequence[dict], particles: Sequence[dict], state: dict, path: str) -> str:
+    """monitor_sizes.png: equivalent diameters of the first and last windows per class."""
+    window = int(state["monitor"].get("window", 10))
+    unit = "um" if state["monitor"].get("pixel_size_um") else "px"
+    done = [r for r in sorted(frames, key=lambda r: _num(r["elapsed_s"])) if not r["skipped"]]
+    first = {r["frame"] for r in done[:window]}
+    last = {r["frame"] for r in done[-window:]}
+    column = f"eq_diameter_{unit}"
+    classes = state["classes"]
+    fig, axes = pyplot().subplots(1, len(classes), figsize=(4.5 * len(classes), 3.8), squeeze=False)
+    d_all = np.array([_num(p[column]) for p in particles if p["edge"] == "0"])
+    d_all = d_all[np.isfinite(d_all) & (d_all > 0)]
+    bins = np.geomspace(max(d_all.min(), 1e-3) * 0.9, d_all.max() * 1.1, 25) if len(d_all) else np.geomspace(1, 100, 25)
+    for ax, c in zip(axes[0], classes):
+        for frames_set, name, style in ((first, f"first {len(first)} frames", "-"), (last, f"last {len(last)} frames", "--")):
+            d = np.array([_num(p[column]) for p in particles
+                          if p["frame"] in frames_set and p["edge"] == "0" and c in p["class"].split(";")])
+            if len(d):
+                ax.hist(d, bins=bins, histtype="step", linestyle=style, lw=1.5, label=f"{name} (n={len(d)})")
+        ax.set(xscale="log", title=c, xlabel=f"equivalent diameter ({'µm' if unit == 'um' else 'px'})",
+               ylabel="particles")
+        if ax.patches:
+            ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def _summary(frames, state):
+    done = [r for r in frames if not r["skipped"]]
+    rows = [("frames", len(frames)), ("skipped frames", len(frames) - len(done)),
+            ("particles", int(sum(_num(r["particles"]) for r in done)))]
+    if done:
+        last = max(done, key=lambda r: _num(r["elapsed_s"]))
+        rows.append(("last frame", f"{last['frame']} ({last['time']})"))
+        for c in _shown_classes(state):
+            rows.append((f"{c} fraction, last frame",
+                         f"{last[f'{c}_fraction'] or 'n/a'} ({last[f'{c}_fraction_lo']}–{last[f'{c}_fraction_hi']})"))
+    return rows
+
+
+def build_page(out_dir: str, state: dict) -> str:
+    frames = _read(os.path.join(out_dir, "frames.csv"))
+    alerts = _read(os.path.join(out_dir, "alerts.csv"))
+    model = state["model"]
+    skipped = [(r["frame"], r["skipped"]) for r in frames if r["skipped"]]
+    flagged = [(r["frame"], r["flags"]) for r in frames if r["flags"]]
+    figures = [f for f in (TREND, SIZES) if os.path.isfile(os.path.join(out_dir, f))]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>monitor: {html.escape(out_dir)}</title>"
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Monitoring of {html.escape(', '.join(state['sources']))}</h1>",
+        f"<p>Updated {html.escape(state['updated'])}. Model {html.escape(str(model.get('model_file')))} "
+        f"(sha256 {html.escape(str(model.get('model_sha256'))[:16])}…, {html.escape(str(model.get('engine')))} engine), "
+        f"classes {html.escape(', '.join(state['classes']))}.</p>",
+        "<h2>Summary</h2>", html_table(_summary(frames, state), ("", "value")),
+        "<h2>Alerts</h2>",
+        (html_table([(a["time"], a["frame"], a["rule"], a["value"]) for a in alerts], ("time", "frame", "rule", "value"))
+         if alerts else f"<p>None fired. Rules: {html.escape('; '.join(state['rules']) or 'none given')}.</p>"),
+        "<h2>Figures</h2>", embedded_figures(out_dir, figures),
+        *(["<h2>Skipped frames</h2>", html_table(skipped, ("frame", "reason"))] if skipped else []),
+        *(["<h2>Flagged frames</h2>", html_table(flagged, ("frame", "flag"))] if flagged else []),
+        "<h2>Detection settings (monitor.*)</h2>", html_table(sorted(state["monitor"].items()), ("key", "value")),
+        "</body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def write_outputs(out_dir: str, state: dict) -> list[str]:
+    """Redraw both figures and write monitor.html; returns the files written."""
+    frames = _read(os.path.join(out_dir, "frames.csv"))
+    unit = "um" if state["monitor"].get("pixel_size_um") else "px"
+    written = []
+    if any(not r["skipped"] for r in frames):
+        written.append(plot_trend(frames, state, os.path.join(out_dir, TREND)))
+        particles = _read(os.path.join(out_dir, "particles.csv"), ["frame", "class", "edge", f"eq_diameter_{unit}"])
+        written.append(plot_sizes(frames, particles, state, os.path.join(out_dir, SIZES)))
+    page = os.path.join(out_dir, PAGE)
+    atomic_write_text(page, build_page(out_dir, state))
+    return written + [page]
+
+
+def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str = "") -> str:
+    """A frame with every detected object's outline: kept (green; cut by the edge: cyan) and
+    dropped, with the reason (small: grey, out of focus: orange, large: red)."""
+    from ga.frames import rgb8
+
+    colours = {"": "lime", "edge": "cyan", "small": "0.6", "out of focus": "orange", "large": "red"}
+    img = rgb8(frame)
+    h, w = img.shape[:2]
+    fig, ax = pyplot().subplots(figsize=(min(16, w / 80), min(12, h / 80) + 0.5))
+    ax.imshow(img, cmap="gray")
+    counts = {}
+    for p in particles:
+        kind = p.dropped or ("edge" if p.edge else "")
+        counts[kind] = counts.get(kind, 0) + 1
+        x0, y0, x1, y1 = p.box
+        if p.outline is not None and len(p.outline):
+            ax.plot(p.outline[:, 1], p.outline[:, 0], ",", color=colours[kind], alpha=0.9)
+        if kind != "small":
+            ax.add_patch(pyplot().Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=0.6,
+                                            ec=colours[kind]))
+    names = {"": "kept", "edge": "kept, cut by the edge"}
+    ax.set_title((title + ": " if title else "") + ", ".join(f"{names.get(k, k)} {n}" for k, n in sorted(counts.items())),
+                 fontsize=9)
+    ax.set_axis_off()
+    return save_figure(fig, path)

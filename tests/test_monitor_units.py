@@ -1,0 +1,219 @@
+"""Process monitoring, piece by piece and without a model: detection against the synthetic
+process's truth, particle geometry, frame times and sources, the statistics, alert rules,
+and the CSV recovery a resumed monitor relies on."""
+
+import csv
+import datetime as dt
+import math
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ga.alerts import parse_rule
+from ga.config import load_config
+from ga.errors import GAError
+from ga.files import CsvLog, keep_rows
+from ga.frames import frames_of, read_frame, rgb8, time_from_name
+from ga.particles import crop, detect, feret_diameters, grey
+from ga.stats import weighted_percentiles, wilson_interval
+from helpers import read_csv
+
+CFG = load_config(None).monitor
+
+
+def iou(a, b):
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def match(found, truth):
+    """(true positives, false positives, false negatives) of boxes at IoU >= 0.5, greedy."""
+    used, tp = set(), 0
+    for box in found:
+        scores = [(iou(box, t), i) for i, t in enumerate(truth) if i not in used]
+        best = max(scores, default=(0, None))
+        if best[0] >= 0.5:
+            used.add(best[1])
+            tp += 1
+    return tp, len(found) - tp, len(truth) - len(used)
+
+
+# ---------------------------------------------------------------------------- detection
+
+
+@pytest.fixture(scope="module")
+def process(tmp_path_factory):
+    """A short synthetic process on a seed the detector's defaults were not tuned on."""
+    from ga.synthetic import generate_process
+
+    return generate_process(str(tmp_path_factory.mktemp("process") / "frames"), frames=10, seed=424242)
+
+
+def test_detection_recall_and_precision_against_the_truth(process):
+    truth = {}
+    for r in read_csv(os.path.join(process, "truth", "particles.csv")):
+        if r["in_focus"] == "1":
+            truth.setdefault(r["frame"], []).append(tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")))
+    tp = fp = fn = 0
+    for name in sorted(truth):
+        found = [p.box for p in detect(np.asarray(Image.open(os.path.join(process, name))), CFG)]
+        a, b, c = match(found, truth[name])
+        tp, fp, fn = tp + a, fp + b, fn + c
+    assert tp / (tp + fn) >= 0.90, (tp, fp, fn)
+    assert tp / (tp + fp) >= 0.90, (tp, fp, fn)
+
+
+def test_out_of_focus_particles_are_dropped_and_edges_flagged():
+    from PIL import ImageDraw, ImageFilter
+
+    img = Image.new("L", (400, 300), 30)
+    d = ImageDraw.Draw(img)
+    d.ellipse([60, 60, 120, 120], fill=200)  # sharp
+    blurred = Image.new("L", (400, 300), 0)
+    ImageDraw.Draw(blurred).ellipse([230, 80, 300, 150], fill=170)
+    d.rectangle([0, 200, 40, 260], fill=200)  # cut by the frame's left edge
+    frame = np.asarray(img, np.float32) + np.asarray(blurred.filter(ImageFilter.GaussianBlur(5)), np.float32)
+    frame = np.clip(frame + np.random.default_rng(0).normal(0, 2, frame.shape), 0, 255).astype(np.uint8)
+    every = detect(frame, CFG, keep_dropped=True)
+    kept = [p for p in every if not p.dropped]
+    assert sorted(p.box[0] for p in kept) == [0, 60]
+    assert [p.dropped for p in every if p.box[0] > 200] == ["out of focus"]
+    assert [p.edge for p in sorted(kept, key=lambda p: p.box[0])] == [True, False]
+    disc = next(p for p in kept if p.box[0] == 60).geometry
+    assert disc["eq_diameter_px"] == pytest.approx(61, abs=1.5)
+    assert disc["circularity"] > 0.9 and disc["aspect_ratio"] > 0.95
+
+
+def test_dark_particles_with_polarity_dark():
+    img = np.full((200, 200), 220, np.uint8)
+    img[50:90, 60:150] = 40
+    assert detect(img, CFG) == []
+    dark = load_config(None, ["monitor.polarity=dark"]).monitor
+    (p,) = detect(img, dark)
+    assert p.box == (60, 50, 150, 90)
+
+
+def test_feret_diameters_of_known_shapes():
+    rect = np.zeros((40, 40), bool)
+    rect[5:15, 5:35] = True  # 10 x 30 px
+    big, small = feret_diameters(rect)
+    assert big == pytest.approx(math.hypot(10, 30), rel=1e-3)
+    assert small == pytest.approx(10, rel=1e-3)
+    assert feret_diameters(np.ones((1, 1), bool)) == (pytest.approx(math.sqrt(2)), pytest.approx(1.0))
+
+
+def test_crop_is_a_square_window_reflected_at_the_edge():
+    frame = np.arange(100 * 80 * 3, dtype=np.uint16).reshape(100, 80, 3).astype(np.uint8)
+    c = crop(frame, (0, 10, 20, 20), 0.25)  # 20 x 10 box at the left edge
+    assert c.shape == (30, 30, 3)
+    inner = crop(frame, (30, 30, 50, 50), 0.25)
+    np.testing.assert_array_equal(inner, frame[25:55, 25:55])
+
+
+def test_grey_and_rgb8_scale_16_bit():
+    a16 = np.full((4, 4), 65535, np.uint16)
+    assert grey(a16).max() == pytest.approx(255)
+    assert rgb8(a16).dtype == np.uint8 and rgb8(a16).max() == 255 and rgb8(a16).shape == (4, 4, 3)
+
+
+# ---------------------------------------------------------------------------- frames and times
+
+
+def test_time_from_the_name_then_tags_then_mtime(tmp_path):
+    assert time_from_name("run_20261201T101530.png", "%Y%m%dT%H%M%S") == dt.datetime(2026, 12, 1, 10, 15, 30)
+    assert time_from_name("img_2026-12-01_10-15-30.123.tif", "%Y-%m-%d_%H-%M-%S.%f").microsecond == 123000
+    assert time_from_name("no time here.png", "%Y%m%dT%H%M%S") is None
+    tagged = tmp_path / "tagged.jpg"
+    exif = Image.Exif()
+    exif[306] = "2025:03:04 05:06:07"
+    Image.new("RGB", (8, 8)).save(tagged, exif=exif)
+    (f,) = frames_of(str(tagged), ["name", "tags", "mtime"], "%Y%m%dT%H%M%S")
+    assert (f.time, f.time_source) == (dt.datetime(2025, 3, 4, 5, 6, 7), "tags")
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8)).save(plain)
+    os.utime(plain, (1_700_000_000, 1_700_000_000))
+    (g,) = frames_of(str(plain), ["name", "tags", "mtime"], "%Y%m%dT%H%M%S")
+    assert g.time_source == "mtime" and g.time == dt.datetime.fromtimestamp(1_700_000_000)
+
+
+def test_every_page_of_a_tiff_stack_is_a_frame(tmp_path):
+    import tifffile
+
+    path = tmp_path / "stack.tif"
+    pages = [np.full((20, 30), 1000 * (i + 1), np.uint16) for i in range(3)]
+    with tifffile.TiffWriter(path) as tif:
+        for p in pages:
+            tif.write(p, contiguous=False)  # separate pages, not one series
+    frames = list(frames_of(str(path), ["mtime"], ""))
+    assert [f.name for f in frames] == ["stack.tif#p0", "stack.tif#p1", "stack.tif#p2"]
+    assert [(f.time - frames[0].time).total_seconds() for f in frames] == [0, 1, 2]
+    for f, p in zip(frames, pages):
+        np.testing.assert_array_equal(read_frame(f, 10_000), p)
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def test_wilson_interval_matches_the_formula():
+    from scipy.stats import norm
+
+    k, n = 7, 40
+    z = norm.ppf(0.975)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert wilson_interval(k, n) == (pytest.approx(centre - half), pytest.approx(centre + half))
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_weighted_percentiles_number_and_volume():
+    d = [1, 2, 3, 4, 10]
+    assert weighted_percentiles(d, None, [0.1, 0.5, 0.9]) == [1, 3, 10]
+    assert weighted_percentiles(d, np.array(d, float) ** 3, [0.5]) == [10]  # 10 px holds most of the volume
+    assert math.isnan(weighted_percentiles([], None, [0.5])[0])
+
+
+# ---------------------------------------------------------------------------- alerts
+
+
+def test_alert_rules_fire_once_on_the_crossing():
+    over = parse_rule("pg_fraction > 0.10 over 3 frames", ["pg_fraction"])
+    each = parse_rule("pg_fraction>0.1 for 2 frames")
+    now = parse_rule("pg_fraction >= 0.3")
+    values = [0.0, 0.05, 0.2, 0.2, 0.3, 0.0, "", 0.0, 0.0, 0.5, 0.5]
+    fired = {r.text: [i for i, v in enumerate(values) if r.observe({"pg_fraction": v}) is not None]
+             for r in (over, each, now)}
+    # over: means 0.083, 0.15 (fires on frame 3), ... 0.15 on frame 6 (0.3, 0 and an empty frame
+    # left out: still on), 0 on frame 7 (off), 0.167 on frame 9 (fires again); for: two frames
+    # over 0.1 on frames 2-3 and 9-10; the empty frame breaks nothing that was on
+    assert fired == {"pg_fraction > 0.10 over 3 frames": [3, 9], "pg_fraction>0.1 for 2 frames": [3, 10],
+                     "pg_fraction >= 0.3": [4, 9]}
+
+
+@pytest.mark.parametrize("rule,message", [("pg_fractoin > 0.1", r"no column 'pg_fractoin'; did you mean pg_fraction\?"),
+                                          ("pg_fraction is high", "not a rule"),
+                                          ("pg_fraction > 0.1 over 0 frames", "at least 1 frame")])
+def test_a_bad_alert_rule_is_one_line(rule, message):
+    with pytest.raises(GAError, match=message):
+        parse_rule(rule, ["pg_fraction", "particles"])
+
+
+# ---------------------------------------------------------------------------- files a monitor resumes from
+
+
+def test_keep_rows_drops_a_half_written_line_and_extra_rows(tmp_path):
+    path = str(tmp_path / "t.csv")
+    log = CsvLog(path, ["a", "b"])
+    log.write([[1, 2], [3, 4], [5, 6]])
+    log.close()
+    with open(path, "a") as fh:
+        fh.write("7,")  # a kill in the middle of a row
+    assert keep_rows(path) == [["1", "2"], ["3", "4"], ["5", "6"]]
+    assert keep_rows(path, 2) == [["1", "2"], ["3", "4"]]
+    assert list(csv.reader(open(path))) == [["a", "b"], ["1", "2"], ["3", "4"]]
+    with pytest.raises(GAError, match="other columns"):
+        CsvLog(path, ["a", "c"])
