@@ -18,12 +18,15 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile
 
-# The whole chain on the embedded synthetic data: generate, split, train, label the test split.
+# The whole chain on the embedded synthetic data: generate, split, train, label the test split,
+# then watch a short simulated crystallization with the new model.
 demo: $(STAMP)
 	$(PY) -m ga.synthetic crystals --out data/archive --per-class 800 --seed 0
 	$(PY) split_data.py
 	$(PY) main.py --config configs/demo.yaml
 	$(PY) inference.py data/split/test --recursive --output data/demo_predictions.csv
+	$(PY) -m ga.synthetic process --out data/process --frames 30 --seed 1
+	$(PY) -m ga monitor data/process --out-dir data/monitor --alert "pg_fraction > 0.10 over 3 frames"
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e ".[test,bench]"

@@ -635,6 +635,8 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
         parser.error("--batch-size must be at least 1")
     if args.idle_exit is not None and not args.watch:
         parser.error("--idle-exit goes with --watch")
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        parser.error("--threshold must be between 0 and 1")
     return _run(_monitoring, args, {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert",
                                     "inputs": "PATH"})
 
@@ -675,7 +677,8 @@ def _monitoring(args):
                  r.skipped, len(r.alerts))
 
     result = monitor(model, args.inputs, args.out_dir, cfg, args.alert, args.on_alert, args.watch, args.idle_exit,
-                     args.max_pixels, alert, progress, stop=lambda: bool(stopping))
+                     args.max_pixels, alert, progress, stop=lambda: bool(stopping), threshold=args.threshold,
+                     bar=not args.no_progress)
     print(f"{result.frames} frame(s) monitored ({result.resumed} done before), {result.particles} particle(s), "
           f"{result.skipped} skipped, {len(result.alerts)} alert(s) -> {os.path.join(args.out_dir, 'monitor.html')}")
     return result.exit_code

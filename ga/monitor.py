@@ -46,7 +46,7 @@ import numpy as np
 from ga.alerts import Rule, parse_rule
 from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
-from ga.frames import Frame, file_time, folder_files, frames_of, iter_sources, read_frame, rgb8
+from ga.frames import Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, read_frame, rgb8
 from ga.images import ImageProblem
 from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
@@ -136,9 +136,13 @@ class Monitor:
 
     def __init__(self, model: LoadedModel, out_dir: str, cfg: MonitorConfig, sources: Sequence[str],
                  rules: Sequence[str] = (), on_alert: str | None = None, max_pixels: int = 100_000_000,
-                 alert_hook: Callable[[Alert], None] | None = None, workers: int | None = None):
+                 alert_hook: Callable[[Alert], None] | None = None, workers: int | None = None,
+                 threshold: float | None = None):
+        from ga.predict import decision_thresholds
+
         self.model, self.cfg, self.out_dir, self.max_pixels = model, cfg, out_dir, max_pixels
         self.labels = model.labels
+        self.thresholds = decision_thresholds(self.labels, threshold)
         self.task = get_task(self.labels)
         self.classes = list(self.labels["classes"])
         self.frame_cols = frame_columns(self.classes, cfg)
@@ -280,7 +284,7 @@ class Monitor:
         if t is not None and (self.last_time is None or t > self.last_time):
             self.last_time = t
         stamp = t.isoformat() if t is not None else ""
-        on = self.task.decide(probs, self.classes, self.labels["thresholds"]) if len(probs) else \
+        on = self.task.decide(probs, self.classes, self.thresholds) if len(probs) else \
             np.zeros((0, len(self.classes)), bool)
         per_class = self.task.class_probabilities(probs) if len(probs) else np.zeros((0, len(self.classes)))
         rows = []
@@ -366,7 +370,7 @@ class Monitor:
 
         self._since_refresh = 0
         state = {"sources": self.sources, "model": self.provenance, "task": self.labels["task"],
-                 "classes": self.classes, "monitor": _config_dict(self.cfg), "rules": [r.text for r in self.rules],
+                 "classes": self.classes, "thresholds": self.thresholds, "monitor": _config_dict(self.cfg), "rules": [r.text for r in self.rules],
                  "updated": dt.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(os.path.join(self.out_dir, STATE), state)
         write_outputs(self.out_dir, state)
@@ -424,8 +428,8 @@ def _frames(groups, cfg, errors, flags_by_path, flags):
 def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: MonitorConfig, rules: Sequence[str] = (),
             on_alert: str | None = None, watch: bool = False, idle_exit: float | None = None,
             max_pixels: int = 100_000_000, alert_hook: Callable[[Alert], None] | None = None,
-            progress: Callable[[MonitorResult], None] | None = None,
-            stop: Callable[[], bool] | None = None) -> MonitorResult:
+            progress: Callable[[MonitorResult], None] | None = None, stop: Callable[[], bool] | None = None,
+            threshold: float | None = None, bar: bool = False) -> MonitorResult:
     """Monitor frames (module docstring). Returns what was done.
 
     Args:
@@ -439,24 +443,47 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
         idle_exit: with `watch`, stop after this many seconds without a new frame (None: never).
         alert_hook: called with each Alert as it fires.
         progress: called after every group of frames written.
-        stop: with `watch`, polled between listings; True ends the watch.
+        stop: polled between frames (and listings); True ends the monitoring there.
+        threshold: a decision threshold for every class instead of labels.json's.
+        bar: a progress bar on stderr (without `watch`).
     """
     if watch and (len(inputs) != 1 or not os.path.isdir(inputs[0])):
-        raise GAError("watching takes one folder", arg="watch")
-    m = Monitor(model, out_dir, cfg, inputs, rules, on_alert, max_pixels, alert_hook)
+        raise GAError("takes one folder", arg="watch")
+    m = Monitor(model, out_dir, cfg, inputs, rules, on_alert, max_pixels, alert_hook, threshold=threshold)
     try:
         if watch:
             _watch(m, inputs[0], cfg, idle_exit, progress, stop)
         else:
-            errors, flags = [], {}
-            groups, by_path = ordered_frames(list(iter_sources(inputs)), cfg, errors)
-            m.process(m.pending(_frames(groups, cfg, errors, by_path, flags)), flags)
-            _write_errors(m, errors)
+            _all_at_once(m, inputs, cfg, bar, stop)
             if progress:
                 progress(m.result)
     finally:
         m.close()
     return m.result
+
+
+def _all_at_once(m, inputs, cfg, bar, stop):
+    """Every frame of the inputs not done yet, in time order, with a progress bar."""
+    import sys
+
+    from tqdm import tqdm
+
+    errors, flags = [], {}
+    groups, by_path = ordered_frames(list(iter_sources(inputs)), cfg, errors)
+    videos = any(frame_kind(p) == "video" for p, _ in groups)
+    todo = list(m.pending(_frames(groups, cfg, errors, by_path, flags))) if not videos else None
+    frames = todo if todo is not None else m.pending(_frames(groups, cfg, errors, by_path, flags))
+    with tqdm(total=len(todo) if todo is not None else None, unit="frame", desc="monitor", file=sys.stderr,
+              disable=not bar) as progress_bar:
+        def counted(items):
+            for f in items:
+                if stop and stop():
+                    return
+                yield f
+                progress_bar.update(1)
+
+        m.process(counted(frames), flags)
+    _write_errors(m, errors)
 
 
 def _write_errors(m, errors):

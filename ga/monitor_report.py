@@ -190,3 +190,49 @@ def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str =
                  fontsize=9)
     ax.set_axis_off()
     return save_figure(fig, path)
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def score_against_truth(process_dir: str, out_dir: str, positive: str = "pg", min_iou: float = 0.5) -> dict:
+    """How a monitor folder's findings compare with a synthetic process's truth
+    (`ga synth process`): detection recall and precision of in-focus particles (boxes
+    matched greedily at IoU >= `min_iou`, per frame), the share of matched particles whose
+    class is right, and the mean and largest absolute error of the per-frame `positive`
+    fraction. Returns a dict with those and the per-frame (truth, measured) fractions."""
+    truth_boxes: dict = {}
+    for r in _read(os.path.join(process_dir, "truth", "particles.csv")):
+        if r["in_focus"] == "1":
+            truth_boxes.setdefault(r["frame"], []).append(
+                (tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")), r["class"]))
+    found: dict = {}
+    for p in _read(os.path.join(out_dir, "particles.csv"), ["frame", "x0", "y0", "x1", "y1", "class"]):
+        found.setdefault(p["frame"], []).append((tuple(int(p[k]) for k in ("x0", "y0", "x1", "y1")), p["class"]))
+    tp = fp = fn = right = 0
+    for frame in set(truth_boxes) | set(found):
+        truth, used = truth_boxes.get(frame, []), set()
+        for box, cls in found.get(frame, []):
+            best = max(((box_iou(box, t), i) for i, (t, _) in enumerate(truth) if i not in used), default=(0.0, None))
+            if best[0] >= min_iou:
+                used.add(best[1])
+                tp += 1
+                right += truth[best[1]][1] == cls
+            else:
+                fp += 1
+        fn += len(truth) - len(used)
+    frames = {r["frame"]: r for r in _read(os.path.join(out_dir, "frames.csv"))}
+    pairs = [(float(t["pg_fraction"]), float(frames[t["frame"]][f"{positive}_fraction"]), t["frame"])
+             for t in _read(os.path.join(process_dir, "truth", "frames.csv"))
+             if t["frame"] in frames and t["pg_fraction"] and frames[t["frame"]][f"{positive}_fraction"]]
+    errors = [abs(a - b) for a, b, _ in pairs]
+    return {"recall": tp / max(1, tp + fn), "precision": tp / max(1, tp + fp), "class_accuracy": right / max(1, tp),
+            "fraction_mae": float(np.mean(errors)) if errors else float("nan"),
+            "fraction_max_error": max(errors) if errors else float("nan"), "frames": len(pairs),
+            "matched": tp, "missed": fn, "spurious": fp, "pairs": pairs}

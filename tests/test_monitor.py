@@ -1,0 +1,246 @@
+"""`ga monitor` as a user runs it: on a simulated crystallization with a demo model trained
+here, live on a folder another process writes into (through a kill and a restart), on a TIFF
+stack and a video, and on bad frames. Every command runs in a fresh interpreter with real
+argv (tests/test_commands.py's Workspace).
+
+The process's seed (90210) is not one the detector's defaults or the simulation were tuned
+on (0, 1, 11, 777)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import one_error_line, read_csv
+from test_commands import Workspace, argv_of
+
+SEED = "90210"
+FRAMES = 24
+MONITOR = "python -m ga monitor data/process --model deliverables/<run> --out-dir data/monitor"
+WATCH = ("python -m ga monitor incoming/ --model deliverables/<run> --watch --alert \"pg_fraction > 0.10 over 5 frames\" "
+         "--on-alert 'echo \"$GA_ALERT_RULE at $GA_ALERT_FRAME\" >> alerts.log'")
+FAST_WATCH = ["--set", "monitor.poll_seconds=0.2", "--set", "monitor.settle_seconds=1.0", "--out-dir", "out"]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """A workspace with a demo model (configs/demo.yaml at 64 px, 150 crops per class, 5
+    epochs: about 40 s) and a synthetic process of FRAMES frames."""
+    ws = Workspace(tmp_path_factory.mktemp("monitor"))
+    ws.run("python -m ga.synthetic crystals --out data/archive --per-class 150 --seed 3")
+    ws.run("python split_data.py --no-progress")
+    train = ws.run("python main.py --config configs/demo.yaml", "--set", "training.epochs=5", "--set",
+                   "data.image_size=[64,64]", "--set", "output.saved_model=false", "--set", "output.explain=false",
+                   "--set", "output.int8=false", "-q")
+    ws.model = ws.printed(train)
+    ws.run("python -m ga synth process --out data/process --frames 120 --seed 0", "--frames", FRAMES, "--seed", SEED)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def monitored(ws):
+    proc = ws.run(MONITOR, "--alert", "pg_fraction > 0.10 over 5 frames", subs={"deliverables/<run>": ws.model})
+    return ws, proc
+
+
+def _truth_crossing(ws, window=5, level=0.10, folder="data/process"):
+    """The index of the first frame where the truth's mean over `window` frames passes `level`."""
+    truth = [float(r["pg_fraction"]) for r in read_csv(ws / folder / "truth/frames.csv")]
+    return next(i for i in range(len(truth)) if np.mean(truth[max(0, i - window + 1):i + 1]) > level)
+
+
+def test_pg_fraction_and_detection_against_the_truth(monitored):
+    from ga.monitor_report import score_against_truth
+
+    ws, proc = monitored
+    score = score_against_truth(str(ws / "data/process"), str(ws / "data/monitor"))
+    assert score["frames"] == FRAMES
+    assert score["recall"] >= 0.90 and score["precision"] >= 0.90, score
+    assert score["fraction_mae"] <= 0.05, score
+    frames = read_csv(ws / "data/monitor/frames.csv")
+    assert [r["frame"] for r in frames] == sorted(os.listdir(ws / "data/process"))[:FRAMES]  # time order = name order
+    particles = read_csv(ws / "data/monitor/particles.csv")
+    assert len(particles) == sum(int(r["particles"]) for r in frames)
+    assert {p["class"] for p in particles} == {"cex", "pg"} and {p["engine"] for p in particles} <= {"onnx", "onnx-int8"}
+    for r in frames:  # the interval holds the fraction; counts add up
+        f, lo, hi = (float(r[k]) for k in ("pg_fraction", "pg_fraction_lo", "pg_fraction_hi"))
+        assert lo <= f <= hi and int(r["pg_count"]) + int(r["cex_count"]) == int(r["particles"])
+        assert float(r["d10_px"]) <= float(r["d50_px"]) <= float(r["d90_px"])
+    # the alert fired where the truth's 5-frame mean passed 10%, within the window
+    (alert,) = read_csv(ws / "data/monitor/alerts.csv")
+    fired = [r["frame"] for r in frames].index(alert["frame"])
+    assert abs(fired - _truth_crossing(ws)) <= 5
+    assert "ALERT" in proc.stderr and alert["frame"] in proc.stderr
+    # the page embeds both figures
+    page = open(ws / "data/monitor/monitor.html", encoding="utf-8").read()
+    assert page.count("data:image/png;base64,") == 2 and "pg_fraction &gt; 0.10 over 5 frames" in page
+    for name in ("monitor_trend.png", "monitor_sizes.png"):
+        assert Image.open(ws / "data/monitor" / name).size[0] > 300
+
+
+def test_run_again_does_nothing_and_another_model_is_refused(monitored, tmp_path):
+    ws, _ = monitored
+    again = ws.run(MONITOR, subs={"deliverables/<run>": ws.model})
+    assert again.stdout.startswith(f"0 frame(s) monitored ({FRAMES} done before)")
+    assert len(read_csv(ws / "data/monitor/frames.csv")) == FRAMES
+    other = tmp_path / "other_run"
+    shutil.copytree(ws.model, other)
+    with open(other / "GAweights.onnx", "ab") as fh:  # another file: another sha256
+        fh.write(b"\0")
+    bad = ws.run(MONITOR, "--engine", "keras", expect=2, subs={"deliverables/<run>": other})
+    assert "holds the monitoring made with another model" in one_error_line(bad)
+
+
+def test_show_detection_draws_the_outlines(ws):
+    frame = "data/process/frame_00012_20261201T100022.png"
+    proc = ws.run("python -m ga monitor data/process --show-detection data/process/frame_00060_20261201T100158.png "
+                  "--out-dir data/monitor", subs={"data/process/frame_00060_20261201T100158.png": frame})
+    out = ws.printed(proc)
+    assert out.endswith("frame_00012_20261201T100022_detection.png") and Image.open(out).size[0] > 500
+
+
+def _popen(ws, command, *extra):
+    argv = argv_of(command.replace("deliverables/<run>", ws.model)) + [str(e) for e in extra]
+    return subprocess.Popen(argv, cwd=ws.path, env=ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _rows(path):
+    return read_csv(path) if os.path.isfile(path) else []
+
+
+def test_watch_takes_every_frame_once_through_a_kill_and_restart(ws):
+    """Frames arrive from another process (one written slowly, in pieces); the monitor is
+    killed half-way and started again: every frame is in frames.csv once, none skipped, the
+    particle rows add up, and the alert fires once, where the truth crosses it."""
+    (ws / "incoming").mkdir()
+    names = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))
+    writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(ws / "data/process"), str(ws / "incoming"),
+                               names[3]], cwd=ws.path)
+    first = _popen(ws, WATCH, *FAST_WATCH)
+    deadline = time.monotonic() + 240
+    while len(_rows(ws / "out/frames.csv")) < 6 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.2)
+    assert first.poll() is None, first.communicate()[1][-3000:]
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    done_before = len(_rows(ws / "out/frames.csv"))
+    assert done_before >= 6
+    second = _popen(ws, WATCH, *FAST_WATCH, "--idle-exit", "10")
+    assert writer.wait(timeout=120) == 0
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err[-3000:]
+    assert f"({done_before} done before)" in out
+    frames = read_csv(ws / "out/frames.csv")
+    assert sorted(r["frame"] for r in frames) == names  # each frame once, none lost
+    assert not any(r["skipped"] for r in frames), [r for r in frames if r["skipped"]]
+    assert len(read_csv(ws / "out/particles.csv")) == sum(int(r["particles"]) for r in frames)
+    alerts = read_csv(ws / "out/alerts.csv")
+    assert len(alerts) == 1
+    order = [r["frame"] for r in frames]
+    assert abs(order.index(alerts[0]["frame"]) - _truth_crossing(ws)) <= 5
+    assert open(ws / "alerts.log").read().strip() == f"pg_fraction > 0.10 over 5 frames at {alerts[0]['frame']}"
+
+
+# Copies the frames one by one, a quarter of a second apart; the named one in four pieces
+# 0.3 s apart (shorter than the monitor's settle time, as the README asks of a writer).
+_WRITER = r"""
+import os, shutil, sys, time
+src, dst, slow = sys.argv[1:4]
+for name in sorted(n for n in os.listdir(src) if n.endswith(".png")):
+    if name == slow:
+        data = open(os.path.join(src, name), "rb").read()
+        with open(os.path.join(dst, name), "wb") as fh:
+            for i in range(4):
+                fh.write(data[i * len(data) // 4:(i + 1) * len(data) // 4])
+                fh.flush()
+                time.sleep(0.3)
+    else:
+        shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
+    time.sleep(0.25)
+"""
+
+
+def test_a_tiff_stack_and_a_video(monitored):
+    """The same frames as a 16-bit, 3-page TIFF stack give the same particles; as a video
+    (lossy MPEG-4), nearly the same counts."""
+    import av
+    import tifffile
+
+    ws, _ = monitored
+    names = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))[8:12]
+    pixels = [np.asarray(Image.open(ws / "data/process" / n).convert("L")) for n in names]
+    with tifffile.TiffWriter(ws / "stack.tif") as tif:
+        for p in pixels[:3]:
+            tif.write(p.astype(np.uint16) * 257, contiguous=False)
+    ws.run("python -m ga monitor stack.tif --model deliverables/<run> --out-dir stack_monitor",
+           subs={"deliverables/<run>": ws.model})
+    by_name = {r["frame"]: r for r in read_csv(ws / "data/monitor/frames.csv")}
+    stack = read_csv(ws / "stack_monitor/frames.csv")
+    assert [r["frame"] for r in stack] == ["stack.tif#p0", "stack.tif#p1", "stack.tif#p2"]
+    assert [r["particles"] for r in stack] == [by_name[n]["particles"] for n in names[:3]]
+    with av.open(str(ws / "run.mp4"), "w") as container:
+        stream = container.add_stream("mpeg4", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 1024, 768, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for p in pixels:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.repeat(p[:, :, None], 3, 2), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    ws.run("python -m ga monitor run.mp4 --model deliverables/<run> --out-dir video_monitor",
+           subs={"deliverables/<run>": ws.model})
+    video = read_csv(ws / "video_monitor/frames.csv")
+    assert [r["frame"] for r in video] == [f"run.mp4#f{i}" for i in range(4)]
+    for r, n in zip(video, names):
+        assert abs(int(r["particles"]) - int(by_name[n]["particles"])) <= 0.2 * int(by_name[n]["particles"])
+    assert [r["time_source"] for r in video] == ["mtime+video"] * 4
+    assert [float(r["elapsed_s"]) for r in video] == [0, 1, 2, 3]
+
+
+def test_bad_frames_are_rows_never_a_stop(ws, tmp_path):
+    """A truncated frame and one over the pixel limit are skipped rows (exit 1, one line
+    each); a frame with no particle is a row with count 0 and no fraction; frames whose
+    times go backwards are ordered by time and flagged."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    src = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))
+    shutil.copyfile(ws / "data/process" / src[10], folder / "a_20261201T100010.png")
+    shutil.copyfile(ws / "data/process" / src[11], folder / "b_20261201T100000.png")  # earlier, named later
+    data = open(ws / "data/process" / src[12], "rb").read()
+    (folder / "c_20261201T100020.png").write_bytes(data[: len(data) // 2])
+    Image.new("L", (1024, 768), 30).save(folder / "d_20261201T100030.png")
+    Image.new("L", (3000, 3000), 30).save(folder / "e_20261201T100040.png")
+    proc = ws.run("python -m ga monitor", folder, "--model", ws.model, "--out-dir", tmp_path / "out", "--max-pixels",
+                  5_000_000, expect=1)
+    rows = read_csv(tmp_path / "out/frames.csv")
+    assert [r["frame"] for r in rows] == ["b_20261201T100000.png", "a_20261201T100010.png", "c_20261201T100020.png",
+                                          "d_20261201T100030.png", "e_20261201T100040.png"]
+    flags = {r["frame"][0]: r["flags"] for r in rows}
+    assert flags == {"a": "", "b": "time_backwards", "c": "", "d": "", "e": ""}
+    skipped = {r["frame"][0]: r["skipped"] for r in rows if r["skipped"]}
+    assert set(skipped) == {"c", "e"} and "over the limit" in skipped["e"]
+    assert "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if "skipped frame" in line]) == 2
+    empty = rows[3]
+    assert empty["particles"] == "0" and empty["pg_fraction"] == "" and empty["d50_px"] == ""
+    assert int(rows[0]["particles"]) > 10
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--alert", "pg_fractoin > 0.1"], "did you mean pg_fraction?"),
+    (["--alert", "pg_fraction is high"], "not a rule"),
+    (["--watch"], "--watch: takes one folder"),
+    (["--set", "monitor.threshold=bright"], "monitor.threshold must be otsu, li, triangle or a number"),
+])
+def test_usage_errors_are_one_line(ws, extra, message):
+    target = "data/process/frame_00001_20261201T100000.png" if extra == ["--watch"] else "data/process"
+    proc = ws.run("python -m ga monitor", target, "--model", ws.model, "--out-dir", "errors_out", *extra, expect=2)
+    assert message in one_error_line(proc)
+    missing = ws.run("python -m ga monitor nowhere --model", ws.model, expect=2)
+    assert "not found: nowhere" in one_error_line(missing)
