@@ -652,10 +652,15 @@ def _monitoring(args):
     if args.show_detection:
         print(_show_detection(args.show_detection, cfg, args.out_dir, args.max_pixels))
         return 0
+    from ga.alerts import parse_rule
+    from ga.monitor import check_inputs, monitor
+
+    check_inputs(args.inputs, args.watch)  # the quick checks first: loading a model takes seconds
+    for rule in args.alert:
+        parse_rule(rule)
     import ga
 
     ga.register()
-    from ga.monitor import monitor
     from ga.predict import load_model
 
     model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)

@@ -447,8 +447,7 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
         threshold: a decision threshold for every class instead of labels.json's.
         bar: a progress bar on stderr (without `watch`).
     """
-    if watch and (len(inputs) != 1 or not os.path.isdir(inputs[0])):
-        raise GAError("takes one folder", arg="watch")
+    check_inputs(inputs, watch)
     m = Monitor(model, out_dir, cfg, inputs, rules, on_alert, max_pixels, alert_hook, threshold=threshold)
     try:
         if watch:
@@ -460,6 +459,15 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
     finally:
         m.close()
     return m.result
+
+
+def check_inputs(inputs: Sequence[str], watch: bool = False) -> None:
+    """A GAError when an input is missing, or `watch` is not given exactly one folder."""
+    missing = [i for i in inputs if not os.path.exists(i)]
+    if missing:
+        raise GAError(f"not found: {', '.join(missing)}", arg="inputs")
+    if watch and (len(inputs) != 1 or not os.path.isdir(inputs[0])):
+        raise GAError("takes one folder", arg="watch")
 
 
 def _all_at_once(m, inputs, cfg, bar, stop):

@@ -56,6 +56,24 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_make_demo_chain
   $ python inference.py data/split/test --recursive --output data/demo_predictions.csv
       -> test_make_demo_chain
+  $ python -m ga.synthetic process --out data/process --frames 30 --seed 1
+      -> test_make_demo_chain
+  $ python -m ga monitor data/process --out-dir data/monitor --alert "pg_fraction > 0.10 over 3 frames"
+      -> test_make_demo_chain
+  $ python -m ga synth process --out data/process --frames 120 --seed 0
+      -> test_monitor.py::test_pg_fraction_and_detection_against_the_truth
+  $ python -m ga monitor data/process --model deliverables/<run> --out-dir data/monitor
+      -> test_monitor.py::test_pg_fraction_and_detection_against_the_truth, test_monitor.py::test_run_again_does_nothing_and_another_model_is_refused
+  $ python -m ga monitor data/process --show-detection data/process/frame_00060_20261201T100158.png --out-dir data/monitor
+      -> test_monitor.py::test_show_detection_draws_the_outlines
+  $ python -m ga monitor incoming/ --model deliverables/<run> --watch --alert "pg_fraction > 0.10 over 5 frames" --on-alert 'echo "$GA_ALERT_RULE at $GA_ALERT_FRAME" >> alerts.log'
+      -> test_monitor.py::test_watch_takes_every_frame_once_through_a_kill_and_restart
+  $ python -m ga monitor stack.tif --model deliverables/<run> --out-dir stack_monitor
+      -> test_monitor.py::test_a_tiff_stack_and_a_video
+  $ python -m ga monitor run.mp4 --model deliverables/<run> --out-dir video_monitor
+      -> test_monitor.py::test_a_tiff_stack_and_a_video
+  $ python scripts/monitor_figure.py --model deliverables/<run>
+      -> test_monitor.py::test_monitor_figure_script
   $ python main.py --config configs/resnet101.yaml
       -> test_study_config_offline_is_one_line
   $ python inference.py folder/
@@ -259,6 +277,7 @@ def _readme_block_after(marker):
 DEMO_EXTRA = {  # what the test appends to each step of make demo's chain
     "-m ga.synthetic crystals": ["--per-class", "30"],
     "main.py": TINY_CRYSTALS,
+    "-m ga.synthetic process": ["--frames", "5"],
 }
 
 
@@ -280,7 +299,7 @@ def test_readme_make_demo_block_is_the_makefile_chain():
 
 def test_make_demo_chain(demo):
     ws, run, steps = demo
-    generate, split, train, infer = steps.values()
+    generate, split, train, infer, process, monitoring = steps.values()
     # Generator: the Kaggle layout, 30 crops per class.
     src = ws / "data/archive/cropped/cropped"
     assert len(os.listdir(src / "cex")) == 30 and len(os.listdir(src / "pg")) == 30
@@ -327,6 +346,14 @@ def test_make_demo_chain(demo):
 
     assert {r["engine"] for r in rows} == {"onnx-int8" if int8_units() else "onnx"}
     assert len([l for l in infer.stdout.splitlines() if l.startswith("File ")]) == len(test_images)
+    # A short simulated process watched with the new model (the newest run): a row per frame,
+    # the page with both figures (tests/test_monitor.py checks what the rows say).
+    frames = read_csv(ws / "data/monitor/frames.csv")
+    assert [r["frame"] for r in frames] == sorted(f for f in os.listdir(ws / "data/process") if f.endswith(".png"))
+    assert {r["model_file"] for r in read_csv(ws / "data/monitor/particles.csv")} <= {
+        os.path.join(run, f) for f in ("GAweights.onnx", "GAweights_int8.onnx")}
+    assert open(ws / "data/monitor/monitor.html").read().count("data:image/png;base64,") == 2
+    assert "-> data/monitor/monitor.html" in monitoring.stdout
 
 
 def test_split_again_does_nothing_and_other_modes(demo, tmp_path):
@@ -625,7 +652,7 @@ def test_import_the_studys_h5(demo, tmp_path):
 def test_ga_help_lists_the_subcommands(demo):
     ws = demo[0]
     proc = ws.run("python -m ga --help")
-    for name in ("split", "train", "infer", "evaluate", "scan", "synth", "import", "report"):
+    for name in ("split", "train", "infer", "evaluate", "scan", "monitor", "synth", "import", "report"):
         assert re.search(rf"^  {name} +\S", proc.stdout, re.M), name
     bad = ws.run("python -m ga", "frobnicate", expect=2)
     assert "unknown command 'frobnicate'" in bad.stderr and "Traceback" not in bad.stderr

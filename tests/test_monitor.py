@@ -232,6 +232,13 @@ def test_bad_frames_are_rows_never_a_stop(ws, tmp_path):
     assert int(rows[0]["particles"]) > 10
 
 
+def test_monitor_figure_script(ws, tmp_path):
+    proc = ws.run("python scripts/monitor_figure.py --model deliverables/<run>", "--frames", "3", "--workdir",
+                  tmp_path / "work", "--out", tmp_path / "fig.png", subs={"deliverables/<run>": ws.model})
+    assert '"recall"' in proc.stdout and Image.open(tmp_path / "fig.png").size[0] > 300
+    assert len(read_csv(tmp_path / "work/monitor_seed11/frames.csv")) == 3
+
+
 @pytest.mark.parametrize("extra,message", [
     (["--alert", "pg_fractoin > 0.1"], "did you mean pg_fraction?"),
     (["--alert", "pg_fraction is high"], "not a rule"),
@@ -242,5 +249,8 @@ def test_usage_errors_are_one_line(ws, extra, message):
     target = "data/process/frame_00001_20261201T100000.png" if extra == ["--watch"] else "data/process"
     proc = ws.run("python -m ga monitor", target, "--model", ws.model, "--out-dir", "errors_out", *extra, expect=2)
     assert message in one_error_line(proc)
+
+
+def test_a_missing_input_is_one_line(ws):
     missing = ws.run("python -m ga monitor nowhere --model", ws.model, expect=2)
-    assert "not found: nowhere" in one_error_line(missing)
+    assert one_error_line(missing) == "error: PATH: not found: nowhere"
