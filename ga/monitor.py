@@ -247,6 +247,10 @@ class Monitor:
                 yield (f0, *fut.result())
 
     def _detect_one(self, frame):
+        """(reason or None, particles): the frame read, its particles found and their crops
+        prepared for the model (resized as inference resizes), on a worker thread."""
+        from ga.predict import prepare_arrays
+
         try:
             pixels = read_frame(frame, self.max_pixels)
         except ImageProblem as exc:
@@ -255,23 +259,27 @@ class Monitor:
             return one_line(exc), []
         frame.pixels = None  # a video frame's pixels are not kept beyond this
         particles = detect(pixels, self.cfg)
-        image = rgb8(pixels)
-        for p in particles:
-            p.crop = crop(image, p.box, self.cfg.crop_margin)
+        if particles:
+            image = rgb8(pixels)
+            ready = prepare_arrays([crop(image, p.box, self.cfg.crop_margin) for p in particles], self.labels)
+            for p, c in zip(particles, ready):
+                p.crop = c
         return None, particles
 
     def _classify_and_write(self, batch, flags):
-        from ga.predict import predict_arrays
-
+        """Classify the crops of a group of frames, `monitor.batch_size` a call, then write
+        each frame's rows."""
         crops = [p.crop for _, _, ps in batch for p in ps]
-        probs = np.zeros((0, self.task.units(self.classes)), np.float32)
-        if crops:
-            pred = predict_arrays(self.model, crops, batch_size=max(self.cfg.batch_size, 1))
-            probs = np.stack([r.probs for r in pred.results]).astype(np.float32)
+        size = self.cfg.batch_size
+        probs = np.concatenate([np.asarray(self.model.predict(np.stack(crops[i:i + size]).astype(np.float32)))
+                                for i in range(0, len(crops), size)]) if crops else \
+            np.zeros((0, self.task.units(self.classes)), np.float32)
         start = 0
         for frame, problem, particles in batch:
             p = probs[start:start + len(particles)]
             start += len(particles)
+            for particle in particles:
+                particle.crop = None
             self._write_frame(frame, problem, particles, p, flags.get(frame.key, ""))
         return len(batch)
 

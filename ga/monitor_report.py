@@ -44,9 +44,11 @@ def _num(v):
 
 
 def _shown_classes(state):
-    """The classes whose fraction is drawn: a binary model's positive class, else all."""
-    classes = state["classes"]
-    return classes[1:] if state.get("task") == "binary" else classes
+    """The classes whose fraction is drawn: a model's positive class (binary), else all."""
+    from ga.tasks import get_task
+
+    positive = get_task(state["task"]).positive_class(state["classes"])
+    return [positive] if positive else state["classes"]
 
 
 def _time_axis(frames):

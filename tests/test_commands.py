@@ -74,6 +74,8 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_monitor.py::test_a_tiff_stack_and_a_video
   $ python scripts/monitor_figure.py --model deliverables/<run>
       -> test_monitor.py::test_monitor_figure_script
+  $ python bench/monitor.py
+      -> test_monitor.py::test_monitor_bench_command (with --quick)
   $ python main.py --config configs/resnet101.yaml
       -> test_study_config_offline_is_one_line
   $ python inference.py folder/

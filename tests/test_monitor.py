@@ -254,3 +254,17 @@ def test_usage_errors_are_one_line(ws, extra, message):
 def test_a_missing_input_is_one_line(ws):
     missing = ws.run("python -m ga monitor nowhere --model", ws.model, expect=2)
     assert one_error_line(missing) == "error: PATH: not found: nowhere"
+
+
+def test_monitor_bench_command(tmp_path):
+    """bench/monitor.py on the small model: frames/s and particles/s, detection alone too."""
+    import json
+
+    ws = Workspace(tmp_path)
+    proc = ws.run("python bench/monitor.py", "--quick", "--json", "m.json", timeout=900)
+    doc = json.load(open(ws / "m.json"))
+    assert proc.stdout.startswith("CPU: INT8 units ")
+    assert doc["frames"] == 3 and doc["detection_only"]["frames_per_s"] > 0
+    assert doc["demo"]["frames_per_s"] > 0 and doc["demo"]["particles_per_frame"] > 20
+    assert doc["demo"]["particles_per_s"] == pytest.approx(doc["demo"]["frames_per_s"] * doc["demo"]["particles_per_frame"],
+                                                           rel=0.02)

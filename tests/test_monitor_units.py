@@ -100,10 +100,10 @@ def test_dark_particles_with_polarity_dark():
 def test_feret_diameters_of_known_shapes():
     rect = np.zeros((40, 40), bool)
     rect[5:15, 5:35] = True  # 10 x 30 px
-    big, small = feret_diameters(rect)
+    big, small, hull = feret_diameters(rect)
     assert big == pytest.approx(math.hypot(10, 30), rel=1e-3)
-    assert small == pytest.approx(10, rel=1e-3)
-    assert feret_diameters(np.ones((1, 1), bool)) == (pytest.approx(math.sqrt(2)), pytest.approx(1.0))
+    assert small == pytest.approx(10, rel=1e-3) and hull == pytest.approx(300)
+    assert feret_diameters(np.ones((1, 1), bool)) == (pytest.approx(math.sqrt(2)), pytest.approx(1.0), 1.0)
 
 
 def test_crop_is_a_square_window_reflected_at_the_edge():

@@ -1,0 +1,144 @@
+"""Process monitoring speed: frames/s and particles/s of `ga monitor` on 1024x768 frames
+with about 50 particles each.
+
+    python bench/monitor.py [--frames 20] [--models demo resnet101 resnet101_int8] [--json monitor.json] [--quick]
+
+Frames come from the synthetic process (`ga synth process`, the plateau of the run: about
+50 in-focus particles, 10 out of focus). For each model the whole monitor runs on every
+frame (read, detect, crop, classify in batches, write the CSVs; the figures and page once at
+the end) and its wall time gives frames/s and particles/s; detection alone (no model) is
+timed too, to show where the time goes. Models (weights none: speed does not depend on them):
+
+- demo: configs/demo.yaml's CNN-4 at 96 px, ONNX Runtime float32;
+- resnet101: the study's ResNet-101 + head at 224 px, ONNX Runtime float32;
+- resnet101_int8: its static INT8 model (ga.export's recipe, calibrated on 32 crops). On a
+  CPU without VNNI/AMX INT8 runs on plain AVX2 kernels; the first line says which units exist.
+
+`--quick`: the demo model only, 3 frames (a smoke run).
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from common import machine
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+MODELS = {"demo": ("configs/demo.yaml", []), "resnet101": ("configs/resnet101.yaml", ["model.weights=none"]),
+          "resnet101_int8": ("configs/resnet101.yaml", ["model.weights=none"])}
+
+
+def frames(folder, n, seed=0):
+    """n frames of the process's plateau (run fraction 0.5-1: about 50 particles each)."""
+    from PIL import Image
+
+    from ga.synthetic import make_process_frame, rngs
+
+    os.makedirs(folder, exist_ok=True)
+    for i, rng in enumerate(rngs([seed, 99], n)):
+        img, _ = make_process_frame(rng, 0.5 + 0.5 * i / max(1, n - 1))
+        Image.fromarray(img).save(os.path.join(folder, f"frame_{i:04d}.png"))
+    return folder
+
+
+def model_file(name, work):
+    """An .onnx file with labels.json beside it, for one of MODELS."""
+    import keras
+
+    from ga.config import load_config, model_input_size
+    from ga.export import quantize_int8, to_onnx
+    from ga.model import build_model
+    from ga.runs import labels_document, write_labels
+
+    path, sets = MODELS[name]
+    cfg = load_config(path, sets)
+    folder = os.path.join(work, name)
+    os.makedirs(folder, exist_ok=True)
+    size = model_input_size(cfg)
+    model = build_model(cfg, 1)
+    f32 = os.path.join(folder, "weights.onnx")
+    with open(f32, "wb") as fh:
+        fh.write(to_onnx(model, size).SerializeToString())
+    write_labels(folder, labels_document(cfg, ["cex", "pg"]))
+    keras.backend.clear_session()
+    if not name.endswith("_int8"):
+        return f32
+    from ga.synthetic import make_cex, make_pg, rngs
+
+    crops = np.stack([np.asarray(keras.ops.image.resize(np.repeat((make_cex(r) if i % 2 else make_pg(r))[:, :, None], 3, 2)
+                                                         .astype(np.float32), size)) for i, r in enumerate(rngs(1, 32))])
+    int8 = os.path.join(folder, "weights_int8.onnx")
+    quantize_int8(f32, int8, crops)
+    os.remove(f32)
+    return int8
+
+
+def detection_rate(folder):
+    """Frames/s of reading and detecting alone."""
+    from PIL import Image
+
+    from ga.config import load_config
+    from ga.particles import detect
+
+    cfg = load_config(None).monitor
+    names = sorted(os.listdir(folder))
+    images = [np.asarray(Image.open(os.path.join(folder, n))) for n in names]
+    t = time.perf_counter()
+    counts = [len(detect(img, cfg)) for img in images]
+    return len(images) / (time.perf_counter() - t), float(np.mean(counts))
+
+
+def monitor_rate(model_path, folder, out):
+    from ga.config import load_config
+    from ga.monitor import monitor
+    from ga.predict import load_model
+
+    model = load_model(model_path)
+    t = time.perf_counter()
+    result = monitor(model, [folder], out, load_config(None).monitor)
+    seconds = time.perf_counter() - t
+    return {"frames_per_s": round(result.frames / seconds, 3), "particles_per_s": round(result.particles / seconds, 1),
+            "particles_per_frame": round(result.particles / result.frames, 1), "seconds": round(seconds, 1),
+            "engine": model.engine}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=20)
+    p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--quick", action="store_true", help="the demo model, 3 frames")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args()
+    if args.quick:
+        args.frames, args.models = 3, ["demo"]
+    import ga
+    from ga.hardware import describe
+
+    ga.register()
+    units = describe()
+    print(f"CPU: INT8 units {units['int8'] or 'none (INT8 runs on plain AVX2 kernels)'}; "
+          f"{os.cpu_count()} cores", flush=True)
+    result = {"machine": machine(), "cpu_units": units, "frames": args.frames, "frame_size": [1024, 768]}
+    with tempfile.TemporaryDirectory(prefix="ga_monitor_bench_") as work:
+        folder = frames(os.path.join(work, "frames"), args.frames)
+        rate, per_frame = detection_rate(folder)
+        result["detection_only"] = {"frames_per_s": round(rate, 3), "particles_per_frame": round(per_frame, 1)}
+        print(f"  detection alone: {rate:.2f} frames/s ({per_frame:.1f} particles per frame)", flush=True)
+        for name in args.models:
+            r = monitor_rate(model_file(name, work), folder, os.path.join(work, f"out_{name}"))
+            result[name] = r
+            print(f"  {name} ({r['engine']}): {r['frames_per_s']} frames/s, {r['particles_per_s']} particles/s",
+                  flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
