@@ -96,7 +96,7 @@ def detection_rate(folder):
 
 def monitor_rate(model_path, folder, out):
     from ga.config import load_config
-    from ga.monitor import monitor
+    from ga.monitoring import monitor
     from ga.predict import load_model
 
     model = load_model(model_path)

@@ -7,6 +7,7 @@ The Python API (typed; each function's docstring has an example)::
     run = ga.train("demo", training={"epochs": 3})               # -> Run (a run folder)
     rows = ga.load(run).predict("data/split/test", recursive=True)  # -> Predictions (rows)
     metrics = ga.evaluate("data/split/test", run)                # -> dict (metrics.json)
+    result = ga.monitor("data/process", run)                     # -> MonitorResult (frames.csv ...)
 
 Saved models hold the project's own Keras objects (the ``Preprocess`` layer, the per-class
 metrics), which Keras must know by name before it loads them in safe mode.
@@ -34,9 +35,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _lock = threading.Lock()
 
-from ga.api import Predictions, Predictor, Run, evaluate, load, split, train  # noqa: E402  (after the env set-up)
+from ga.api import Predictions, Predictor, Run, evaluate, load, monitor, split, train  # noqa: E402  (after the env set-up)
 
-__all__ = ["train", "load", "evaluate", "split", "Run", "Predictor", "Predictions", "register", "__version__"]
+__all__ = ["train", "load", "evaluate", "split", "monitor", "Run", "Predictor", "Predictions", "register",
+           "__version__"]
 
 
 def register() -> None:

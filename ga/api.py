@@ -7,6 +7,7 @@
     >>> rows = ga.load(run).predict("data/split/test", recursive=True)    # doctest: +SKIP
     >>> rows[0]["predicted"], rows.to_frame()                              # doctest: +SKIP
     >>> ga.evaluate("data/split/test", run)["accuracy"]                    # doctest: +SKIP
+    >>> ga.monitor("data/process", run, alerts=["pg_fraction > 0.1"])      # doctest: +SKIP
 
 Errors are `ga.errors.GAError` subclasses whose message names the argument to fix. Nothing
 here imports TensorFlow until a model is built or loaded.
@@ -23,6 +24,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ga.config import Config
+    from ga.monitoring import MonitorResult
     from ga.predict import LoadedModel, Prediction
     from ga.splitting import SplitResult
 
@@ -269,3 +271,37 @@ def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[f
 
     return split_dataset(os.fspath(source), os.fspath(dest), ratios=list(ratios), seed=seed, mode=mode, order=order,
                          dry_run=dry_run, overwrite=overwrite, progress=progress, class_names=class_names)
+
+
+def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[PathLike, Run, Predictor]] = None, *,
+            out_dir: PathLike = "monitor_out", alerts: Sequence[str] = (), on_alert: Optional[str] = None,
+            watch: bool = False, idle_exit: Optional[float] = None, threshold: Optional[float] = None,
+            config: Optional[PathLike] = None, progress: bool = False, **settings: Any) -> "MonitorResult":
+    """Watch a process: find the particles in every frame, classify each and write
+    particles.csv, frames.csv, alerts.csv, the trend figures and monitor.html into `out_dir`
+    (what `ga monitor` does; resumed when `out_dir` holds earlier frames of these inputs).
+
+    Args:
+        inputs: a folder of frames, a TIFF stack, a video, or a list of them (`watch`: one folder).
+        model: a run folder, model file or Predictor; None: the newest run under deliverables/.
+        alerts: rules such as "pg_fraction > 0.10 over 5 frames" (`ga.alerts`).
+        on_alert: a shell command run on each alert (GA_ALERT_* in its environment).
+        watch: keep polling the folder for new frames; `idle_exit` seconds without one end it.
+        config: a config file whose `monitor` section to use (default: the defaults).
+        **settings: `monitor` keys to change, e.g. `min_area=60, pixel_size_um=1.2`.
+
+    Returns:
+        MonitorResult: frames, skipped, particles, alerts (and `exit_code`).
+
+    Example:
+        >>> result = ga.monitor("data/process", "deliverables/GA_2026-12-01_10-00-00")   # doctest: +SKIP
+        >>> result.frames, [a.frame for a in result.alerts]                            # doctest: +SKIP
+    """
+    from ga.config import load_config, section_overrides
+    from ga.monitoring import monitor as run_monitor
+
+    cfg = load_config(None if config is None else os.fspath(config), section_overrides({"monitor": settings})).monitor
+    paths = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(p) for p in inputs]
+    predictor = model if isinstance(model, Predictor) else load(model)
+    return run_monitor(predictor.model, paths, os.fspath(out_dir), cfg, list(alerts), on_alert, watch, idle_exit,
+                       threshold=threshold, bar=progress)

@@ -653,7 +653,7 @@ def _monitoring(args):
         print(_show_detection(args.show_detection, cfg, args.out_dir, args.max_pixels))
         return 0
     from ga.alerts import parse_rule
-    from ga.monitor import check_inputs, monitor
+    from ga.monitoring import check_inputs, monitor
 
     check_inputs(args.inputs, args.watch)  # the quick checks first: loading a model takes seconds
     for rule in args.alert:

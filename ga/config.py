@@ -400,7 +400,7 @@ THRESHOLD_METHODS = ("otsu", "li", "triangle")
 @dataclass
 class MonitorConfig:
     """Watching a process: particle detection in whole frames (ga.particles), frame times,
-    statistics and live polling (ga.monitor). Defaults suit dark-field probe frames
+    statistics and live polling (ga.monitoring). Defaults suit dark-field probe frames
     (bright particles on a dark background) and `ga synth process`."""
 
     polarity: Literal["bright", "dark"] = "bright"  # particles brighter (dark field) or darker than the background

@@ -268,3 +268,19 @@ def test_monitor_bench_command(tmp_path):
     assert doc["demo"]["frames_per_s"] > 0 and doc["demo"]["particles_per_frame"] > 20
     assert doc["demo"]["particles_per_s"] == pytest.approx(doc["demo"]["frames_per_s"] * doc["demo"]["particles_per_frame"],
                                                            rel=0.02)
+
+
+def test_python_api_monitor_in_a_fresh_interpreter(ws, tmp_path):
+    """ga.monitor as the README shows it: settings as keywords, a MonitorResult back; the
+    module ga.monitoring loaded does not replace the function (as ga.train once was)."""
+    frame = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))[12]
+    code = ("import ga, ga.monitoring\n"
+            f"r = ga.monitor({str(ws / 'data/process' / frame)!r}, {ws.model!r}, out_dir={str(tmp_path / 'api')!r},"
+            " alerts=['particles > 1'], min_area=60)\n"
+            "print(r.frames, r.particles, len(r.alerts), r.exit_code, callable(ga.monitor))\n")
+    proc = ws.run("python -c", code)
+    frames, particles, alerts, code_, still = proc.stdout.split()
+    assert (frames, alerts, code_, still) == ("1", "1", "0", "True") and int(particles) > 10
+    import json
+
+    assert json.load(open(tmp_path / "api/monitor.json"))["monitor"]["min_area"] == 60

@@ -217,3 +217,66 @@ def test_keep_rows_drops_a_half_written_line_and_extra_rows(tmp_path):
     assert list(csv.reader(open(path))) == [["a", "b"], ["1", "2"], ["3", "4"]]
     with pytest.raises(GAError, match="other columns"):
         CsvLog(path, ["a", "c"])
+
+
+# ---------------------------------------------------------------------------- watching, without a real model
+
+
+def _fake_model(tmp_path):
+    """A binary model that calls every particle pg (probability 0.9), with a file to hash."""
+    from ga.predict import LoadedModel
+
+    source = tmp_path / "fake.onnx"
+    source.write_bytes(b"not a model")
+    labels = {"task": "binary", "classes": ["cex", "pg"], "positive_class": "pg", "thresholds": {"pg": 0.5},
+              "input_size": [32, 32], "resize": [32, 32], "center_crop": None}
+    return LoadedModel(labels, "onnx", str(source), lambda x: np.full((len(x), 1), 0.9, np.float32))
+
+
+def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_path, process, caplog):
+    import logging
+    import shutil
+    import threading
+    import time
+
+    from ga.monitoring import monitor
+
+    folder, out = tmp_path / "incoming", tmp_path / "out"
+    folder.mkdir()
+    names = sorted(n for n in os.listdir(process) if n.endswith(".png"))[:3]
+    shutil.copyfile(os.path.join(process, names[0]), folder / names[0])
+    cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=0.4"]).monitor
+    stop, results = threading.Event(), []
+    watcher = threading.Thread(target=lambda: results.append(
+        monitor(_fake_model(tmp_path), [str(folder)], str(out), cfg, watch=True, stop=stop.is_set)))
+    caplog.set_level(logging.INFO, logger="ga.monitoring")
+    watcher.start()
+
+    def rows(n, timeout=60):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if os.path.isfile(out / "frames.csv") and len(read_csv(out / "frames.csv")) >= n:
+                return read_csv(out / "frames.csv")
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {n} rows")
+
+    try:
+        rows(1)
+        os.rename(folder, tmp_path / "away")  # an unmounted share
+        time.sleep(0.3)
+        shutil.copyfile(os.path.join(process, names[1]), tmp_path / "away" / names[1])
+        os.rename(tmp_path / "away", folder)
+        data = open(os.path.join(process, names[2]), "rb").read()
+        with open(folder / names[2], "wb") as fh:  # written in pieces, each within the settle time
+            for i in range(4):
+                fh.write(data[i * len(data) // 4:(i + 1) * len(data) // 4])
+                fh.flush()
+                time.sleep(0.15)
+        got = rows(3)
+    finally:
+        stop.set()
+        watcher.join(timeout=60)
+    assert [r["frame"] for r in got] == names and not any(r["skipped"] for r in got)
+    assert all(r["pg_fraction"] == "1" for r in got)
+    assert results[0].frames == 3
+    assert any("is not there" in m for m in caplog.messages) and any("is back" in m for m in caplog.messages)
