@@ -694,7 +694,7 @@ def _show_detection(path, cfg, out_dir, max_pixels):
     from ga.frames import frames_of, read_frame
     from ga.images import ImageProblem
     from ga.monitor_report import draw_detection
-    from ga.particles import detect
+    from ga.particles import corrected, detect, threshold_of
 
     if not os.path.isfile(path):
         raise GAError(f"not found: {path}", arg="show_detection")
@@ -705,8 +705,9 @@ def _show_detection(path, cfg, out_dir, max_pixels):
         raise GAError(f"{path}: {exc}", arg="show_detection") from None
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(path))[0]
+    level = threshold_of(corrected(pixels, cfg), cfg)
     return draw_detection(pixels, detect(pixels, cfg, keep_dropped=True), os.path.join(out_dir, f"{stem}_detection.png"),
-                          frame.name)
+                          f"{frame.name} (threshold {level:.1f} grey levels above the background)")
 
 
 # ---------------------------------------------------------------------------- ga

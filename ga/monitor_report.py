@@ -188,8 +188,8 @@ def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str =
             ax.add_patch(pyplot().Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=0.6,
                                             ec=colours[kind]))
     names = {"": "kept", "edge": "kept, cut by the edge"}
-    ax.set_title((title + ": " if title else "") + ", ".join(f"{names.get(k, k)} {n}" for k, n in sorted(counts.items())),
-                 fontsize=9)
+    found = ", ".join(f"{names.get(k, k)} {n}" for k, n in sorted(counts.items())) or "nothing found"
+    ax.set_title((title + ": " if title else "") + found, fontsize=9)
     ax.set_axis_off()
     return save_figure(fig, path)
 

@@ -63,7 +63,7 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python -m ga synth process --out data/process --frames 120 --seed 0
       -> test_monitor.py::test_pg_fraction_and_detection_against_the_truth
   $ python -m ga monitor data/process --model deliverables/<run> --out-dir data/monitor
-      -> test_monitor.py::test_pg_fraction_and_detection_against_the_truth, test_monitor.py::test_run_again_does_nothing_and_another_model_is_refused
+      -> test_monitor.py::test_pg_fraction_and_detection_against_the_truth, test_monitor.py::test_watch_takes_every_frame_once_through_a_kill_and_restart
   $ python -m ga monitor data/process --show-detection data/process/frame_00060_20261201T100158.png --out-dir data/monitor
       -> test_monitor.py::test_show_detection_draws_the_outlines
   $ python -m ga monitor incoming/ --model deliverables/<run> --watch --alert "pg_fraction > 0.10 over 5 frames" --on-alert 'echo "$GA_ALERT_RULE at $GA_ALERT_FRAME" >> alerts.log'

@@ -21,7 +21,7 @@ from helpers import one_error_line, read_csv
 from test_commands import Workspace, argv_of
 
 SEED = "90210"
-FRAMES = 24
+FRAMES = 16
 MONITOR = "python -m ga monitor data/process --model deliverables/<run> --out-dir data/monitor"
 WATCH = ("python -m ga monitor incoming/ --model deliverables/<run> --watch --alert \"pg_fraction > 0.10 over 5 frames\" "
          "--on-alert 'echo \"$GA_ALERT_RULE at $GA_ALERT_FRAME\" >> alerts.log'")
@@ -84,19 +84,6 @@ def test_pg_fraction_and_detection_against_the_truth(monitored):
         assert Image.open(ws / "data/monitor" / name).size[0] > 300
 
 
-def test_run_again_does_nothing_and_another_model_is_refused(monitored, tmp_path):
-    ws, _ = monitored
-    again = ws.run(MONITOR, subs={"deliverables/<run>": ws.model})
-    assert again.stdout.startswith(f"0 frame(s) monitored ({FRAMES} done before)")
-    assert len(read_csv(ws / "data/monitor/frames.csv")) == FRAMES
-    other = tmp_path / "other_run"
-    shutil.copytree(ws.model, other)
-    with open(other / "GAweights.onnx", "ab") as fh:  # another file: another sha256
-        fh.write(b"\0")
-    bad = ws.run(MONITOR, "--engine", "keras", expect=2, subs={"deliverables/<run>": other})
-    assert "holds the monitoring made with another model" in one_error_line(bad)
-
-
 def test_show_detection_draws_the_outlines(ws):
     frame = "data/process/frame_00012_20261201T100022.png"
     proc = ws.run("python -m ga monitor data/process --show-detection data/process/frame_00060_20261201T100158.png "
@@ -124,14 +111,14 @@ def test_watch_takes_every_frame_once_through_a_kill_and_restart(ws):
                                names[3]], cwd=ws.path)
     first = _popen(ws, WATCH, *FAST_WATCH)
     deadline = time.monotonic() + 240
-    while len(_rows(ws / "out/frames.csv")) < 6 and time.monotonic() < deadline and first.poll() is None:
+    while len(_rows(ws / "out/frames.csv")) < 5 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
     assert first.poll() is None, first.communicate()[1][-3000:]
     first.send_signal(signal.SIGKILL)
     first.communicate()
     done_before = len(_rows(ws / "out/frames.csv"))
-    assert done_before >= 6
-    second = _popen(ws, WATCH, *FAST_WATCH, "--idle-exit", "10")
+    assert done_before >= 5
+    second = _popen(ws, WATCH, *FAST_WATCH, "--idle-exit", "4")
     assert writer.wait(timeout=120) == 0
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err[-3000:]
@@ -233,10 +220,10 @@ def test_bad_frames_are_rows_never_a_stop(ws, tmp_path):
 
 
 def test_monitor_figure_script(ws, tmp_path):
-    proc = ws.run("python scripts/monitor_figure.py --model deliverables/<run>", "--frames", "3", "--workdir",
+    proc = ws.run("python scripts/monitor_figure.py --model deliverables/<run>", "--frames", "2", "--workdir",
                   tmp_path / "work", "--out", tmp_path / "fig.png", subs={"deliverables/<run>": ws.model})
     assert '"recall"' in proc.stdout and Image.open(tmp_path / "fig.png").size[0] > 300
-    assert len(read_csv(tmp_path / "work/monitor_seed11/frames.csv")) == 3
+    assert len(read_csv(tmp_path / "work/monitor_seed11/frames.csv")) == 2
 
 
 @pytest.mark.parametrize("extra,message", [

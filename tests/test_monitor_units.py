@@ -222,12 +222,12 @@ def test_keep_rows_drops_a_half_written_line_and_extra_rows(tmp_path):
 # ---------------------------------------------------------------------------- watching, without a real model
 
 
-def _fake_model(tmp_path):
+def _fake_model(tmp_path, content=b"not a model"):
     """A binary model that calls every particle pg (probability 0.9), with a file to hash."""
     from ga.predict import LoadedModel
 
     source = tmp_path / "fake.onnx"
-    source.write_bytes(b"not a model")
+    source.write_bytes(content)
     labels = {"task": "binary", "classes": ["cex", "pg"], "positive_class": "pg", "thresholds": {"pg": 0.5},
               "input_size": [32, 32], "resize": [32, 32], "center_crop": None}
     return LoadedModel(labels, "onnx", str(source), lambda x: np.full((len(x), 1), 0.9, np.float32))
@@ -280,3 +280,48 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
     assert all(r["pg_fraction"] == "1" for r in got)
     assert results[0].frames == 3
     assert any("is not there" in m for m in caplog.messages) and any("is back" in m for m in caplog.messages)
+
+
+def test_sizes_in_micrometres_and_edge_particles_left_out(tmp_path):
+    """With monitor.pixel_size_um the lengths are also in micrometres (px x size) and the
+    size statistics are in um; a particle cut by the frame's edge is counted but not sized."""
+    from ga.monitoring import monitor
+
+    img = np.full((300, 400), 25, np.uint8)
+    img[50:90, 60:100] = 200  # 40 x 40 px, inside
+    img[150:170, 0:30] = 200  # cut by the left edge
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(img).save(folder / "f_20261201T100000.png")
+    cfg = load_config(None, ["monitor.pixel_size_um=2.5"]).monitor
+    result = monitor(_fake_model(tmp_path), [str(folder)], str(tmp_path / "out"), cfg)
+    assert (result.frames, result.particles) == (1, 2)
+    (row,) = read_csv(tmp_path / "out/frames.csv")
+    assert row["particles"] == "2" and row["edge_particles"] == "1" and row["pg_count"] == "2"
+    d = 2.5 * math.sqrt(4 * 1600 / math.pi)  # the inside square's equivalent diameter, in um
+    assert float(row["d50_um"]) == pytest.approx(d, rel=1e-3) and float(row["pg_dv90_um"]) == pytest.approx(d, rel=1e-3)
+    assert "d50_px" not in row
+    inside = next(p for p in read_csv(tmp_path / "out/particles.csv") if p["edge"] == "0")
+    assert float(inside["feret_max_um"]) == pytest.approx(2.5 * float(inside["feret_max_px"]), rel=1e-3)
+    assert float(inside["area_um2"]) == pytest.approx(6.25 * 1600)
+
+
+def test_a_monitor_folder_resumes_and_belongs_to_one_model_and_source(tmp_path, process):
+    from ga.monitoring import monitor
+
+    cfg = load_config(None).monitor
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name in sorted(n for n in os.listdir(process) if n.endswith(".png"))[:2]:
+        os.symlink(os.path.join(process, name), frames / name)
+    model = _fake_model(tmp_path)
+    first = monitor(model, [str(frames)], str(tmp_path / "out"), cfg)
+    again = monitor(model, [str(frames)], str(tmp_path / "out"), cfg)
+    assert (first.frames, again.frames, again.resumed) == (2, 0, 2)
+    assert len(read_csv(tmp_path / "out/frames.csv")) == 2
+    other = tmp_path / "other"
+    other.mkdir()
+    with pytest.raises(GAError, match="holds the monitoring made with another model"):
+        monitor(_fake_model(other, b"another model"), [str(frames)], str(tmp_path / "out"), cfg)
+    with pytest.raises(GAError, match="holds the monitoring of"):
+        monitor(model, [str(tmp_path)], str(tmp_path / "out"), cfg)
