@@ -23,18 +23,13 @@ from helpers import read_csv
 CFG = load_config(None).monitor
 
 
-def iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def match(found, truth):
     """(true positives, false positives, false negatives) of boxes at IoU >= 0.5, greedy."""
+    from ga.monitor_report import box_iou
+
     used, tp = set(), 0
     for box in found:
-        scores = [(iou(box, t), i) for i, t in enumerate(truth) if i not in used]
+        scores = [(box_iou(box, t), i) for i, t in enumerate(truth) if i not in used]
         best = max(scores, default=(0, None))
         if best[0] >= 0.5:
             used.add(best[1])
