@@ -126,8 +126,9 @@ def _summary(frames, state):
     return rows
 
 
-def build_page(out_dir: str, state: dict) -> str:
-    frames = _read(os.path.join(out_dir, "frames.csv"))
+def build_page(out_dir: str, state: dict, frames: Sequence[dict] | None = None) -> str:
+    """monitor.html's text; `frames`: frames.csv's rows when the caller has read them."""
+    frames = _read(os.path.join(out_dir, "frames.csv")) if frames is None else frames
     alerts = _read(os.path.join(out_dir, "alerts.csv"))
     model = state["model"]
     skipped = [(r["frame"], r["skipped"]) for r in frames if r["skipped"]]
@@ -163,7 +164,7 @@ def write_outputs(out_dir: str, state: dict) -> list[str]:
         particles = _read(os.path.join(out_dir, "particles.csv"), ["frame", "class", "edge", f"eq_diameter_{unit}"])
         written.append(plot_sizes(frames, particles, state, os.path.join(out_dir, SIZES)))
     page = os.path.join(out_dir, PAGE)
-    atomic_write_text(page, build_page(out_dir, state))
+    atomic_write_text(page, build_page(out_dir, state, frames))
     return written + [page]
 
 
