@@ -143,7 +143,7 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python main.py --config configs/demo.yaml --set training.distribution=multi_worker
       -> test_distributed.py::test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights
   $ python main.py --resume deliverables/<run>
-      -> test_distributed.py::test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it, test_faults.py::test_sigkill_during_training_then_resume
+      -> test_distributed.py::test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it (--long), test_faults.py::test_sigkill_during_training_then_resume
   $ python bench/multi_worker.py
       -> test_multi_worker_bench_command (--long)
   $ python bench/precision.py

@@ -309,6 +309,7 @@ def test_contrastive_losses_gather_negatives_across_workers(work):
         assert (docs[0][loss] + docs[1][loss]) / 2 == pytest.approx(want, rel=1e-4)
 
 
+@pytest.mark.long  # about 70 s on a 2-core AVX2 machine; resume after a SIGKILL is also test_faults.py's
 def test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it(work):
     split = make_separable_split(str(work / "split"))
     cfg = tiny_config(work / "kill.yaml", split, str(work / "runs"), data={"batch_size": 16},
