@@ -197,7 +197,8 @@ class Task:
         labels = list(range(len(classes)))
         kw = dict(labels=labels, target_names=list(classes), digits=4, zero_division=0)
         rep = skm.classification_report(t, y_pred, output_dict=True, **kw)
-        out = {"positive_class": self.positive_class(classes), "accuracy": float(skm.accuracy_score(t, y_pred))}
+        out = {"positive_class": self.positive_class(classes), "accuracy": float(skm.accuracy_score(t, y_pred)),
+               "balanced_accuracy": _balanced_accuracy(t, y_pred)}
         out.update(self._auc(classes, t, y_prob))
         out["confusion_matrix"] = skm.confusion_matrix(t, y_pred, labels=labels).tolist()
         return self._with_per_class(out, rep, classes), skm.classification_report(t, y_pred, **kw)
@@ -610,6 +611,19 @@ def one_vs_rest_auc(classes: Sequence[str], t: np.ndarray, y_prob: np.ndarray) -
 def _last_output_above(threshold: float) -> Callable[[np.ndarray], np.ndarray]:
     """The graphene study's scan rule: the model's last output above `threshold`."""
     return lambda probs: np.asarray(probs)[:, -1] > threshold
+
+
+def _balanced_accuracy(t: np.ndarray, y_pred: np.ndarray) -> float | None:
+    """The mean recall over the classes present in `t` (scikit-learn's balanced accuracy)."""
+    import warnings
+
+    from sklearn import metrics as skm
+
+    if not len(t):
+        return None
+    with warnings.catch_warnings():  # a predicted class absent from the truth only warns
+        warnings.simplefilter("ignore", UserWarning)
+        return float(skm.balanced_accuracy_score(t, y_pred))
 
 
 def _fmt(v: float | None) -> str:
