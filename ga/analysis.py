@@ -19,7 +19,10 @@ from ga.figures import pyplot, save_figure
 from ga.files import atomic_write_csv, atomic_write_json, atomic_write_text
 from ga.model import batch_predictor
 from ga.runs import LABELS, read_history, read_labels
+from ga.splitting import manifest_groups
+from ga.stats import shown
 from ga.tasks import get_task
+from ga.uncertainty import Settings, attach, intervals, level_text
 
 if TYPE_CHECKING:
     from ga.config import Config
@@ -72,10 +75,33 @@ def _results_text(title, m, report_text):
              f"test images: {m['test_images']}",
              "classes (index order): " + ", ".join(f"{c}={i}" for i, c in enumerate(m["classes"])),
              task.decision_line(m),
-             "", report_text.rstrip(), "", f"accuracy: {m['accuracy']:.4f}"]
+             "", report_text.rstrip(), "", f"accuracy: {shown(m, 'accuracy')}"]
+    if "balanced_accuracy" in m:
+        lines.append(f"balanced accuracy: {shown(m, 'balanced_accuracy')}")
     if m.get("loss") is not None:
         lines.append(f"test loss ({task.loss_kind} cross-entropy): {m['loss']:.4f}")
-    return "\n".join(lines + task.report_lines(m)) + "\n"
+    return "\n".join(lines + task.report_lines(m) + _interval_lines(m)) + "\n"
+
+
+def _interval_lines(m):
+    """FinalTestResults.txt's closing section: every figure with its interval."""
+    if "uncertainty" not in m:
+        return []
+    lines = ["", level_text(m)]
+    for c, v in m["per_class"].items():
+        lines.append(f"  {c}: precision {shown(v, 'precision')}, recall {shown(v, 'recall')}, F1 {shown(v, 'f1')}")
+    for avg in ("macro_avg", "weighted_avg"):
+        if avg in m:
+            lines.append(f"  {avg.replace('_', ' ')}: F1 {shown(m[avg], 'f1')}")
+    if m["uncertainty"].get("collapsed"):
+        lines.append("  collapsed to a point (no resample changes them; no errors to resample): "
+                     + ", ".join(m["uncertainty"]["collapsed"]))
+    return lines
+
+
+def test_summary(m: Mapping) -> str:
+    """One line of the test figures with their intervals: accuracy, then F1 per class."""
+    return f"accuracy {shown(m, 'accuracy')}, " + ", ".join(f"F1 {c} {shown(v, 'f1')}" for c, v in m["per_class"].items())
 
 
 def write_predictions(path: str, paths: Sequence[str] | None, task: Task | str, classes: Sequence[str],
@@ -100,15 +126,17 @@ def write_reports(run_dir: str, cfg: Config, classes: Sequence[str], y_true: np.
         plot_history(history, os.path.join(run_dir, f"{prefix}metrics_plot.png"))
     title = f"{prefix} final test results: {os.path.basename(os.path.abspath(run_dir))}"
     return write_evaluation(run_dir, prefix, get_task(cfg), classes, _thresholds(cfg, classes, run_dir), y_true,
-                            y_prob, paths, title, {"training": fit_info or {}})
+                            y_prob, paths, title, {"training": fit_info or {}}, cfg.analysis.settings())
 
 
 def write_evaluation(out_dir: str, prefix: str, task: Task | str, classes: Sequence[str], thresholds: Mapping[str, float],
                      y_true: np.ndarray, y_prob: np.ndarray, paths: Sequence[str] | None = None, title: str | None = None,
-                     extra: dict | None = None) -> dict:
+                     extra: dict | None = None, settings: Settings | None = None) -> dict:
     """The reports of one labelled set, the same for a run's test split and for
     `inference.py --evaluate`: metrics.json, <prefix>FinalTestResults.txt, predictions.csv
-    (with `paths`), confusion matrix and ROC/PR figures.
+    (with `paths`), confusion matrix and ROC/PR figures. Every figure gets its confidence
+    interval (ga.uncertainty; `settings`, default 95% and 2,000 resamples), resampling the
+    copy groups of the split's manifest when the images lie in a split.
 
     Returns:
         The metrics dict.
@@ -116,6 +144,9 @@ def write_evaluation(out_dir: str, prefix: str, task: Task | str, classes: Seque
     t = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
     m, text = compute_metrics(task, classes, y_true, y_prob, thresholds)
+    groups, manifest = manifest_groups(paths) if paths is not None else (None, None)
+    cis, how = intervals(task, classes, y_true, y_prob, thresholds, m, groups, settings or Settings())
+    attach(m, cis, {**how, "groups_from": manifest})
     if paths is not None:
         write_predictions(os.path.join(out_dir, "predictions.csv"), paths, task, classes, y_true, y_prob, thresholds)
     m.update(extra or {})
@@ -125,8 +156,7 @@ def write_evaluation(out_dir: str, prefix: str, task: Task | str, classes: Seque
     plot_roc_pr(get_task(task), classes, y_true, y_prob, os.path.join(out_dir, f"{prefix}final_roc_auc.png"))
     m["evaluation_seconds"] = round(time.perf_counter() - t, 3)
     atomic_write_json(os.path.join(out_dir, "metrics.json"), m)
-    log.info("test: accuracy %.4f, %s", m["accuracy"],
-             ", ".join(f"F1 {c} {v['f1']:.4f}" for c, v in m["per_class"].items()))
+    log.info("test: %s", test_summary(m))
     return m
 
 
@@ -321,19 +351,23 @@ def write_model_card(run_dir: str, cfg: Config, data: Datasets, metrics: dict) -
           if t.get("class_weight") else []),
         "",
         "## Test metrics",
-        f"- accuracy {metrics['accuracy']:.4f}",
+        *([f"- {level_text(metrics)}"] if "uncertainty" in metrics else []),
+        f"- accuracy {shown(metrics, 'accuracy')}",
+        *([f"- balanced accuracy {shown(metrics, 'balanced_accuracy')}"] if "balanced_accuracy" in metrics else []),
     ]
     lines += task.card_lines(metrics, classes)
     if "harmonic_mean_f1" in metrics:
-        lines.append(f"- harmonic mean of per-class F1 {metrics['harmonic_mean_f1']:.4f}")
+        lines.append(f"- harmonic mean of per-class F1 {shown(metrics, 'harmonic_mean_f1')}")
     for c, v in metrics["per_class"].items():
-        lines.append(f"- {c}: precision {v['precision']:.4f}, recall {v['recall']:.4f}, F1 {v['f1']:.4f}, support {v['support']}")
+        lines.append(f"- {c}: precision {shown(v, 'precision')}, recall {shown(v, 'recall')}, F1 {shown(v, 'f1')}, "
+                     f"support {v['support']}")
     lines += [
         f"- training: {t.get('epochs')} epochs, stopped by {str(t.get('stop_reason', '')).replace('_', ' ')}; "
         f"delivered weights: epoch {t.get('delivered_epoch')} ({t.get('delivered_because')})",
         "",
         "## Limits",
-        f"- The test split has {data.test.size} images; with few images the metrics carry wide uncertainty.",
+        f"- The test split has {data.test.size} images; the intervals above say how far the figures may be from "
+        "the truth. Cross-validation (`--cv`) narrows them.",
         "- A model trained on synthetic crops has not been validated on real ones; check it on labelled real data "
         "before trusting it.",
         "- Rotated/flipped copies of one crop were kept in one split when the data came from split_data.py; other "

@@ -18,7 +18,7 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
-from ga.errors import GAError
+from ga.errors import ConfigError, GAError
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,10 @@ def split_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="copy (default), hard-link (copies across file systems), or move (only when asked)")
     p.add_argument("--order", choices=["random", "sorted"],
                    help="random (default, seeded), or sorted: the original study's sequential cut, for comparison")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="also deal train and valid into K cross-validation folds, each copy group in one fold "
+                        "(the manifest's fold column; the test split stays held out; an existing split gets "
+                        "them without a file moved); train them with main.py --cv")
     p.add_argument("--dry-run", action="store_true", help="report what would be done; write nothing")
     p.add_argument("--overwrite", action="store_true", help="replace a destination that holds a different split")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -140,6 +144,7 @@ def _splitting(args):
         tolerance=s.group_tolerance,
         progress=not args.no_progress,
         class_names=cfg.data.class_names,
+        folds=args.folds,
     )
     _print_split(result)
     return result.exit_code
@@ -150,11 +155,22 @@ def _print_split(result):
     from ga.splitting import SPLITS, safe_name
 
     if result.state == "unchanged":
-        print(f"{result.dest} already holds this split ({sum(f.usable for f in result.files)} images); nothing to do")
-        return
-    if result.state == "completed":
+        print(f"{result.dest} already holds this split ({sum(f.usable for f in result.files)} images)"
+              + ("; folds written" if result.folds and not result.dry_run else "; nothing to do"))
+    elif result.state == "completed":
         print(f"completing the split in {result.dest}: {result.to_place} file(s) to place")
-        return
+    else:
+        _print_split_table(result)
+    if result.folds:
+        k = len(next(iter(result.folds.values())))
+        print(f"{k} cross-validation folds over train and valid (test held out), images per fold:")
+        for cls, per in sorted(result.folds.items()):
+            print(f"  {cls or '(none)'}: " + "  ".join(f"{i}: {n}" for i, n in per.items()))
+
+
+def _print_split_table(result):
+    from ga.splitting import SPLITS, safe_name
+
     for f in result.unused:
         print(f"skipped: {safe_name(f.source)}: {f.status}: {f.reason}", file=sys.stderr)
     strata = sorted(result.counts)
@@ -188,6 +204,10 @@ def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue an interrupted run from its last completed epoch (uses the run's config.yaml)")
     p.add_argument("--name", help="suffix of the run folder name (output.name)")
+    p.add_argument("--cv", action="store_true",
+                   help="cross-validation: one run per fold of the split's folds (split_data.py --folds K) inside "
+                        "one <prefix>_<time>_cv folder, then the summary across folds; --resume that folder to "
+                        "continue an interrupted one")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto",
                    help="cpu hides every GPU from TensorFlow before it starts; default: auto")
     p.add_argument("--print-config", action="store_true",
@@ -220,9 +240,16 @@ def _training(args):
     import ga
 
     ga.register()
+    from ga.crossval import cross_validate, is_cv_folder
     from ga.trainer import train
 
-    if args.resume:
+    if args.resume and is_cv_folder(args.resume):
+        run_dir = cross_validate(None, resume=args.resume, overrides=overrides, device=args.device)
+    elif args.cv:
+        if args.resume:
+            raise ConfigError(f"{args.resume} is not a cross-validation folder (no cv.json)", arg="resume")
+        run_dir = cross_validate(args.config, overrides=overrides, device=args.device)
+    elif args.resume:
         run_dir = train(None, resume=args.resume, overrides=overrides, device=args.device)
     else:
         run_dir = train(load_config(args.config, overrides), device=args.device)
@@ -443,6 +470,7 @@ def _explain(args, model, pred):
 
 def _evaluation(args):
     """inference.py FOLDER --evaluate: reports into --out-dir; accuracy and F1 printed."""
+    from ga.analysis import test_summary
     from ga.predict import evaluate_folder, load_model, run_prefix
 
     model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
@@ -451,8 +479,7 @@ def _evaluation(args):
                               batch_size=args.batch_size, max_pixels=args.max_pixels,
                               progress=None if not args.no_progress else False)
     _print_errors(pred)
-    print(f"{m['test_images']} images: accuracy {m['accuracy']:.4f}; "
-          + ", ".join(f"F1 {c} {v['f1']:.4f}" for c, v in m["per_class"].items()) + f"; reports in {out_dir}")
+    print(f"{m['test_images']} images: {test_summary(m)}; reports in {out_dir}")
     return 1 if pred.errors else 0
 
 

@@ -72,6 +72,9 @@ class DataConfig:
     any_class: bool = False  # multilabel: add an "any" output that is 1 when any class is
     fraction: float = 1.0  # train on a seeded subset of the training split (0-1]
     balance: bool = False  # multilabel: sample images with and without labels equally
+    # cross-validation: validate on this fold of the split's train + valid images and train on the
+    # other folds (a split made with split_data.py --folds K; main.py --cv sets it for each fold)
+    fold: Optional[int] = None
     imbalance_warning: float = 3.0  # warn when the largest training class outnumbers the smallest by more
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -89,6 +92,8 @@ class DataConfig:
         _range(f"{key}.batch_size", self.batch_size, 1, 1 << 16)
         _range(f"{key}.cache_budget_mb", self.cache_budget_mb, 0, 1 << 24)
         _range(f"{key}.shuffle_buffer", self.shuffle_buffer, 1, 1 << 24)
+        if self.fold is not None and self.fold < 0:
+            raise ConfigError(f"{key}.fold must be a fold number (0 .. K-1), got {self.fold}")
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"{key}.fraction must be in (0, 1], got {self.fraction}")
         if not self.imbalance_warning >= 1:
@@ -463,6 +468,26 @@ class MonitorConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """Confidence intervals of the test figures (metrics.json, the report, --evaluate)."""
+
+    ci_level: float = 0.95  # the intervals' confidence level
+    bootstrap_resamples: int = 2000  # resamples of the (cluster) bootstrap, stratified by class
+    bootstrap_seed: int = 0  # seed of the resampling: the same predictions give the same intervals
+
+    def validate(self, key: str) -> None:
+        if not 0 < self.ci_level < 1:
+            raise ConfigError(f"{key}.ci_level must be in (0, 1), got {self.ci_level}")
+        _range(f"{key}.bootstrap_resamples", self.bootstrap_resamples, 100, 1 << 20)
+
+    def settings(self) -> Any:
+        """The ga.uncertainty.Settings of this section."""
+        from ga.uncertainty import Settings
+
+        return Settings(self.ci_level, self.bootstrap_resamples, self.bootstrap_seed)
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -471,6 +496,7 @@ class Config:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def validate(self) -> Config:
         """Check every section and the rules that cross sections. Raises ConfigError."""

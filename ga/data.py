@@ -11,6 +11,7 @@ scan but fails in TensorFlow's decoder, which is logged as a count mismatch.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -176,17 +177,52 @@ def build_datasets(cfg: Config, classes: Sequence[str] | None = None,
         Datasets; splits not asked for are None.
     """
     classes = classes or read_classes(cfg)
+    folds = fold_files(cfg, classes) if cfg.data.fold is not None else {}
     out = {}
     for name, split_dir in zip(("train", "valid", "test"), cfg.data.dirs()):
         if name not in splits:
             out[name] = None
             continue
-        out[name] = _build_split(cfg, name, split_dir, classes)
+        out[name] = _build_split(cfg, name, split_dir, classes, folds.get(name))
     return Datasets(out["train"], out["valid"], out["test"], classes, get_task(cfg), model_input_size(cfg))
 
 
-def _build_split(cfg, name, split_dir, classes):
-    paths, labels = labelled_images(split_dir, classes, get_task(cfg), cfg.data.class_names, cfg.data.any_class)
+def fold_files(cfg: Config, classes: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Cross-validation fold `data.fold`: {"train": (paths, labels) of the other folds,
+    "valid": those of the fold}, from the split's train and valid folders and the manifest's
+    fold column (split_data.py --folds K).
+
+    Raises:
+        DataError: the split has no folds, or data.fold is not one of them.
+    """
+    from ga.splitting import fold_table
+
+    k, table = fold_table(cfg.data.split_root)
+    fold = cfg.data.fold
+    if fold >= k:
+        raise DataError(f"data.fold is {fold} but the split at {cfg.data.split_root} has {k} folds (0 .. {k - 1})")
+    task = get_task(cfg)
+    paths, labels = [], []
+    for split_dir in cfg.data.dirs()[:2]:
+        p, y = labelled_images(split_dir, classes, task, cfg.data.class_names, cfg.data.any_class)
+        paths += list(p)
+        labels.append(y)
+    y = np.concatenate(labels)
+    where = np.array([table.get(os.path.abspath(p), -1) for p in paths])
+    out = {}
+    for name, keep in (("train", (where != fold) & (where >= 0)), ("valid", where == fold)):
+        out[name] = ([p for p, k_ in zip(paths, keep) if k_], y[keep])
+    log.info("cross-validation fold %d of %d: %d training and %d validation images", fold, k, len(out["train"][0]),
+             len(out["valid"][0]))
+    return out
+
+
+def _build_split(cfg, name, split_dir, classes, listed=None):
+    if listed is None:
+        paths, labels = labelled_images(split_dir, classes, get_task(cfg), cfg.data.class_names, cfg.data.any_class)
+    else:
+        paths, labels = listed
+        split_dir = f"fold {cfg.data.fold} of {cfg.data.split_root}"
     fraction = cfg.data.fraction if name == "train" else 1.0
     paths, labels, problems = usable(paths, labels, name, fraction, cfg.training.seed)
     if not paths:

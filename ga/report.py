@@ -19,7 +19,9 @@ from typing import Sequence
 import yaml
 
 from ga.files import atomic_write_text
+from ga.stats import shown, with_ci
 from ga.tasks import TASKS
+from ga.uncertainty import level_text
 
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .6em;text-align:right}
@@ -65,14 +67,23 @@ def _results(m):
         return html_table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
     auc = m.get("roc_auc")
     if isinstance(auc, dict):  # per class; None where the test split has one kind of label only
-        auc = ", ".join(f"{c} {'n/a' if v is None else f'{v:.4f}'}" for c, v in auc.items())
-    lines = [("test images", m.get("test_images")), ("accuracy", m.get("accuracy")), ("ROC AUC", auc),
-             ("test loss", m.get("loss"))]
+        cis = m.get("roc_auc_ci") or {}
+        auc = ", ".join(f"{c} {'n/a' if v is None else with_ci(v, cis.get(c))}" for c, v in auc.items())
+    elif auc is not None:
+        auc = shown(m, "roc_auc")
+    lines = [("test images", m.get("test_images")), ("accuracy", shown(m, "accuracy"))]
+    if "balanced_accuracy" in m:
+        lines.append(("balanced accuracy", shown(m, "balanced_accuracy")))
+    if "macro_avg" in m:
+        lines.append(("macro F1", shown(m["macro_avg"], "f1")))
+    lines += [("ROC AUC", auc), ("test loss", m.get("loss"))]
     if "harmonic_mean_f1" in m:
-        lines.append(("harmonic-mean F1", m["harmonic_mean_f1"]))
-    per_class = [(c, v["precision"], v["recall"], v["f1"], v["support"]) for c, v in m.get("per_class", {}).items()]
+        lines.append(("harmonic-mean F1", shown(m, "harmonic_mean_f1")))
+    per_class = [(c, shown(v, "precision"), shown(v, "recall"), shown(v, "f1"), v["support"])
+                 for c, v in m.get("per_class", {}).items()]
+    note = f"<p>{html.escape(level_text(m))}</p>" if "uncertainty" in m else ""
     return (html_table(lines, ("test", "value")) +
-            html_table(per_class, ("class", "precision", "recall", "F1", "support")))
+            html_table(per_class, ("class", "precision", "recall", "F1", "support")) + note)
 
 
 def _exports(m):

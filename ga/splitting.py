@@ -41,7 +41,8 @@ from ga.layouts import LABELS_CSV, Listing, list_source
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
-MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason", "target")
+MANIFEST_FIELDS = ("source", "class", "split", "group", "sha256", "width", "height", "status", "reason", "target",
+                   "fold")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class FileInfo:
     group: str = ""
     split: str = ""
     target: str = ""  # path under the split folder, when it is not `source` (renamed class folders)
+    fold: str = ""  # cross-validation fold (0 .. K-1) of a train/valid image, after `--folds K`
 
     @property
     def placed(self) -> str:
@@ -82,6 +84,7 @@ class SplitResult:
     files: list
     counts: dict = field(default_factory=dict)  # {class: {split: n}}
     groups: dict = field(default_factory=dict)  # {class: number of groups}
+    folds: dict = field(default_factory=dict)  # {class: {fold: images}} after `folds=K`
     changed: bool = True
     exit_code: int = 0
     dest: str = ""
@@ -315,7 +318,8 @@ def _assign(groups, ratios, seed, order, stratum):
 
 def _write_manifest(path, files):
     atomic_write_csv(path, MANIFEST_FIELDS, ([safe_name(f.source), f.cls, f.split, f.group, f.sha256, f.width or "",
-                                             f.height or "", f.status, f.reason, safe_name(f.placed)] for f in files))
+                                             f.height or "", f.status, f.reason, safe_name(f.placed), f.fold]
+                                            for f in files))
 
 
 def read_manifest(path: str) -> list[FileInfo]:
@@ -325,9 +329,52 @@ def read_manifest(path: str) -> list[FileInfo]:
     return [
         FileInfo(source=r["source"], cls=r["class"], split=r["split"], group=r["group"], sha256=r["sha256"],
                  width=int(r["width"] or 0), height=int(r["height"] or 0), status=r["status"], reason=r["reason"],
-                 target="" if r.get("target") in (None, r["source"]) else r["target"])
+                 target="" if r.get("target") in (None, r["source"]) else r["target"], fold=r.get("fold") or "")
         for r in rows
     ]
+
+
+def split_root_of(path: str, depth: int = 6) -> str | None:
+    """The split folder (holding manifest.csv and split.json) that `path` lies in, or None."""
+    d = os.path.dirname(os.path.abspath(path))
+    for _ in range(depth):
+        if os.path.isfile(os.path.join(d, "manifest.csv")) and os.path.isfile(os.path.join(d, "split.json")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            break
+        d = parent
+    return None
+
+
+def manifest_groups(paths: Sequence[str]) -> tuple[list[str] | None, str | None]:
+    """Each image's copy group, read from the manifest of the split it lies in, so that
+    intervals resample rotated/flipped copies together.
+
+    Returns:
+        (groups, the manifest's path), or (None, None) when no image lies in a split made by
+        split_data.py. An image the manifest does not list is a group of its own.
+    """
+    tables, found, groups = {}, None, []
+    roots = {}
+    for p in paths:
+        d = os.path.dirname(os.path.abspath(p))
+        if d not in roots:
+            roots[d] = split_root_of(p)
+        root = roots[d]
+        if root is not None and root not in tables:
+            tables[root] = {(f.split, safe_name(f.placed)): f.group for f in
+                            read_manifest(os.path.join(root, "manifest.csv")) if f.usable}
+        group = None
+        if root is not None:
+            split, _, placed = os.path.relpath(os.path.abspath(p), root).replace(os.sep, "/").partition("/")
+            group = tables[root].get((split, placed))
+        if group:
+            found = found or os.path.join(root, "manifest.csv")
+            groups.append(f"{root}:{group}")
+        else:
+            groups.append(f"image:{os.path.abspath(p)}")
+    return (groups, found) if found else (None, None)
 
 
 def _place(src, dst, mode, sha):
@@ -365,7 +412,7 @@ def _clean_partials(dest):
 def split_dataset(source: str, dest: str, ratios: Sequence[float] = (0.70, 0.25, 0.05), seed: int = 42,
                   mode: str = "copy", order: str = "random", dry_run: bool = False, overwrite: bool = False,
                   tolerance: int = 4, progress: bool = True, workers: int | None = None,
-                  class_names: Sequence[str] | None = None) -> SplitResult:
+                  class_names: Sequence[str] | None = None, folds: int | None = None) -> SplitResult:
     """Split `source` into `<dest>/{train,valid,test}/` and write `<dest>/manifest.csv`.
 
     Three steps: list and scan the source, plan the split (groups dealt to splits, in
@@ -385,26 +432,100 @@ def split_dataset(source: str, dest: str, ratios: Sequence[float] = (0.70, 0.25,
         progress: tqdm bars.
         workers: scanning threads (default: CPU count).
         class_names: names of class folders named 0, 1, ... (the study's layout), in order.
+        folds: also deal the train and valid images into this many cross-validation folds
+            (manifest column `fold`; an existing split gets them without moving a file).
 
     Returns:
         SplitResult; exit_code 1 when some files were not usable.
     """
     ratios = [float(r) for r in ratios]
     _check_arguments(source, dest, ratios)
+    if folds is not None and not 2 <= folds <= 100:
+        raise DataError(f"must be between 2 and 100, got {folds}", arg="folds")
     params = {"source": os.path.realpath(source), "ratios": ratios, "seed": seed, "order": order,
               "tolerance": tolerance, **({"class_names": list(class_names)} if class_names else {})}
     bar_off = None if progress else True
     previous = _previous_split(dest, params, overwrite)
     if previous is not None:
-        return _complete_existing(source, dest, mode, dry_run, previous, bar_off)
-
-    listing = list_source(source, class_names)
-    files = _scan(source, listing, workers, bar_off)
-    result = plan_split(files, listing, ratios, seed, order, tolerance)
-    result.dest, result.dry_run = dest, dry_run
-    if not dry_run:
-        _write_split(source, dest, result, listing, {**params, "mode": mode}, mode, overwrite, bar_off)
+        result = _complete_existing(source, dest, mode, dry_run, previous, bar_off)
+    else:
+        listing = list_source(source, class_names)
+        files = _scan(source, listing, workers, bar_off)
+        result = plan_split(files, listing, ratios, seed, order, tolerance)
+        result.dest, result.dry_run = dest, dry_run
+        if not dry_run:
+            _write_split(source, dest, result, listing, {**params, "mode": mode}, mode, overwrite, bar_off)
+    if folds is not None:
+        result.folds = assign_folds(result.files, folds, seed)
+        if not dry_run:
+            _write_folds(dest, result.files, folds, seed)
     return result
+
+
+def assign_folds(files: list[FileInfo], k: int, seed: int) -> dict[str, dict[int, int]]:
+    """Deal the train and valid images into k cross-validation folds (sets `fold`), each copy
+    group inside one fold, class shares kept (scikit-learn's StratifiedGroupKFold, shuffled
+    with `seed`); the test images keep no fold. Pure.
+
+    Returns:
+        {stratum: {fold: images}}.
+    """
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    pool = [f for f in files if f.usable and f.split in ("train", "valid")]
+    for f in files:
+        f.fold = ""
+    n_groups = len({f.group for f in pool})
+    if n_groups < k:
+        raise DataError(f"{k} folds need at least {k} independent image groups in train and valid; there are "
+                        f"{n_groups}", arg="folds")
+    y = [f.cls for f in pool]
+    with warnings.catch_warnings():  # a class with fewer groups than folds only warns: said below
+        warnings.simplefilter("ignore", UserWarning)
+        parts = StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(pool)), y,
+                                                                                [f.group for f in pool])
+        for i, (_, held) in enumerate(parts):
+            for j in held:
+                pool[j].fold = str(i)
+    counts: dict[str, dict[int, int]] = {}
+    for f in pool:
+        counts.setdefault(f.cls, {i: 0 for i in range(k)})[int(f.fold)] += 1
+    for cls, per in counts.items():
+        if min(per.values()) == 0:
+            log.warning("class %r has fewer copy groups than the %d folds: some folds hold none of it", cls, k)
+    return counts
+
+
+def _write_folds(dest, files, k, seed):
+    """The manifest's fold column and split.json's record of the folds."""
+    params_path = os.path.join(dest, "split.json")
+    with open(params_path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    _write_manifest(os.path.join(dest, "manifest.csv"), files)
+    doc["folds"] = {"k": k, "seed": seed, "method": "sklearn StratifiedGroupKFold over the train and valid images"}
+    atomic_write_json(params_path, doc)
+
+
+def fold_table(split_root: str) -> tuple[int, dict[str, int]]:
+    """(K, {absolute path of a train/valid image: its fold}) of a split made with `--folds K`.
+
+    Raises:
+        DataError: the split has no folds.
+    """
+    params_path, manifest = os.path.join(split_root, "split.json"), os.path.join(split_root, "manifest.csv")
+    doc = {}
+    if os.path.isfile(params_path):
+        with open(params_path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    if "folds" not in doc or not os.path.isfile(manifest):
+        raise DataError(f"the split at {split_root} has no cross-validation folds; make them with "
+                        f"`python split_data.py --folds 5` (the files stay where they are)")
+    root = os.path.abspath(split_root)
+    table = {os.path.join(root, f.split, *f.placed.split("/")): int(f.fold)
+             for f in read_manifest(manifest) if f.usable and f.fold != ""}
+    return int(doc["folds"]["k"]), table
 
 
 def _check_arguments(source, dest, ratios):

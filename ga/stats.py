@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
+
+import math
 
 import numpy as np
 
@@ -33,3 +35,16 @@ def weighted_percentiles(values: Sequence[float], weights: Sequence[float] | Non
     if w is not None and not w.sum() > 0:
         return [float("nan")] * len(quantiles)
     return [float(q) for q in np.percentile(v, [100 * q for q in quantiles], method="inverted_cdf", weights=w)]
+
+
+def with_ci(value: float | None, ci: Sequence[float] | None, digits: int = 4) -> str:
+    """`0.9833 (0.9571–0.9951)`; the value alone without an interval; "undefined" for None."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "undefined"
+    text = f"{value:.{digits}f}"
+    return f"{text} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})" if ci else text
+
+
+def shown(node: Mapping, key: str, digits: int = 4) -> str:
+    """`node[key]` with the interval stored beside it (`<key>_ci`), as with_ci writes it."""
+    return with_ci(node.get(key), node.get(f"{key}_ci"), digits)

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 
 from ga.errors import ConfigError, DataError, GAError, ModelError
+from ga.stats import shown, with_ci
 
 TASK_NAMES = ("binary", "multiclass", "multilabel", "contrastive")
 
@@ -231,8 +232,8 @@ class Task:
         return lines
 
     def auc_lines(self, m: Mapping) -> list[str]:
-        return [f"ROC AUC ({c} vs rest): {_fmt(v)}" for c, v in m["roc_auc"].items()] + \
-            [f"ROC AUC macro {_fmt(m['roc_auc_macro'])}, micro {_fmt(m['roc_auc_micro'])}"]
+        return [f"ROC AUC ({c} vs rest): {_auc_text(m, c)}" for c in m["roc_auc"]] + \
+            [f"ROC AUC macro {shown(m, 'roc_auc_macro')}, micro {shown(m, 'roc_auc_micro')}"]
 
     def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
                         y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
@@ -340,7 +341,7 @@ class BinaryTask(Task):
 
     def auc_lines(self, m: Mapping) -> list[str]:
         auc = m["roc_auc"]
-        return [f"ROC AUC ({m['positive_class']}): " + (f"{auc:.4f}" if auc is not None else "undefined (one class in test)")]
+        return [f"ROC AUC ({m['positive_class']}): " + (shown(m, "roc_auc") if auc is not None else "undefined (one class in test)")]
 
     def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
                         y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
@@ -358,7 +359,7 @@ class BinaryTask(Task):
                   "size (resized to the model's input).")
 
     def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
-        return [f"- ROC AUC ({classes[1]}) {m['roc_auc']:.4f}"] if m.get("roc_auc") is not None else []
+        return [f"- ROC AUC ({classes[1]}) {shown(m, 'roc_auc')}"] if m.get("roc_auc") is not None else []
 
     def gradcam_columns(self, decided: np.ndarray, probs: np.ndarray) -> np.ndarray:
         return np.where(decided[:, 1], 0, -1)
@@ -435,7 +436,7 @@ class MulticlassTask(Task):
                 "probable is named).")
 
     def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
-        return [f"- ROC AUC one-vs-rest: macro {_fmt(m['roc_auc_macro'])}, micro {_fmt(m['roc_auc_micro'])}"]
+        return [f"- ROC AUC one-vs-rest: macro {shown(m, 'roc_auc_macro')}, micro {shown(m, 'roc_auc_micro')}"]
 
 
 class MultilabelTask(Task):
@@ -499,9 +500,8 @@ class MultilabelTask(Task):
 
     def report_lines(self, m: Mapping) -> list[str]:
         classes = m["classes"]
-        lines = [f"harmonic mean of per-class F1: {m['harmonic_mean_f1']:.4f}"]
-        lines += [f"ROC AUC ({c}): " + (f"{m['roc_auc'][c]:.4f}" if m["roc_auc"][c] is not None else "undefined")
-                  for c in classes]
+        lines = [f"harmonic mean of per-class F1: {shown(m, 'harmonic_mean_f1')}"]
+        lines += [f"ROC AUC ({c}): {_auc_text(m, c)}" for c in classes]
         lines += ["", "confusion matrices per class [[TN, FP], [FN, TP]]"]
         return lines + [f"  {c}: {m['confusion_matrix'][c]}" for c in classes]
 
@@ -626,5 +626,6 @@ def _balanced_accuracy(t: np.ndarray, y_pred: np.ndarray) -> float | None:
         return float(skm.balanced_accuracy_score(t, y_pred))
 
 
-def _fmt(v: float | None) -> str:
-    return f"{v:.4f}" if v is not None else "undefined"
+def _auc_text(m: Mapping, c: str) -> str:
+    """A per-class AUC with its interval (metrics.json's roc_auc_ci), or "undefined"."""
+    return with_ci(m["roc_auc"][c], (m.get("roc_auc_ci") or {}).get(c))

@@ -276,14 +276,6 @@ def attach(m: dict, cis: Mapping[Key, list[float] | None], how: Mapping) -> dict
     return m
 
 
-def with_ci(value: float | None, ci: Sequence[float] | None, digits: int = 4) -> str:
-    """`0.9833 (0.9571–0.9951)`; the value alone without an interval; "undefined" for None."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "undefined"
-    text = f"{value:.{digits}f}"
-    return f"{text} ({ci[0]:.{digits}f}–{ci[1]:.{digits}f})" if ci else text
-
-
 def level_text(m: Mapping) -> str:
     """`95% intervals: cluster bootstrap ... (2000 resamples, 120 groups of 480 images)`."""
     u = m.get("uncertainty")

@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from ga.analysis import compute_metrics
+from ga.stats import shown, with_ci
 from ga.uncertainty import (
     Settings,
     attach,
@@ -14,7 +15,6 @@ from ga.uncertainty import (
     intervals,
     proportion_interval,
     weighted_auc,
-    with_ci,
 )
 
 TRUE_ACCURACY, N, REPEATS = 0.9, 200, 500
@@ -142,3 +142,4 @@ def test_with_ci_text():
     assert with_ci(0.98333, [0.9571, 0.99512]) == "0.9833 (0.9571–0.9951)"
     assert with_ci(0.5, None) == "0.5000"
     assert with_ci(None, None) == "undefined"
+    assert shown({"f1": 0.9, "f1_ci": [0.8, 0.95]}, "f1", 2) == "0.90 (0.80–0.95)"
