@@ -35,10 +35,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 _lock = threading.Lock()
 
-from ga.api import Predictions, Predictor, Run, evaluate, load, monitor, split, train  # noqa: E402  (after the env set-up)
+from ga.api import (  # noqa: E402  (after the env set-up)
+    Predictions,
+    Predictor,
+    Run,
+    compare,
+    cross_validate,
+    evaluate,
+    load,
+    monitor,
+    split,
+    train,
+)
 
-__all__ = ["train", "load", "evaluate", "split", "monitor", "Run", "Predictor", "Predictions", "register",
-           "__version__"]
+__all__ = ["train", "cross_validate", "load", "evaluate", "compare", "split", "monitor", "Run", "Predictor",
+           "Predictions", "register", "__version__"]
 
 
 def register() -> None:

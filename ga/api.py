@@ -6,7 +6,8 @@
     >>> run.metrics["accuracy"]                                            # doctest: +SKIP
     >>> rows = ga.load(run).predict("data/split/test", recursive=True)    # doctest: +SKIP
     >>> rows[0]["predicted"], rows.to_frame()                              # doctest: +SKIP
-    >>> ga.evaluate("data/split/test", run)["accuracy"]                    # doctest: +SKIP
+    >>> ga.evaluate("data/split/test", run)["accuracy_ci"]                 # doctest: +SKIP
+    >>> ga.compare(run_a, run_b, "data/split/test")["mcnemar"]             # doctest: +SKIP
     >>> ga.monitor("data/process", run, alerts=["pg_fraction > 0.1"])      # doctest: +SKIP
 
 Errors are `ga.errors.GAError` subclasses whose message names the argument to fix. Nothing
@@ -207,6 +208,50 @@ def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLi
     return Run(out) if out is not None else None
 
 
+def cross_validate(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLike] = None,
+                   device: str = "auto", **overrides: dict) -> Optional[str]:
+    """Train one run per cross-validation fold of the split (made with `ga.split(...,
+    folds=K)`) and write the summary across folds (what `main.py --cv` does).
+
+    Returns:
+        The cross-validation folder (cv.json, cv_summary.json, cv_folds.csv, cv_summary.png,
+        oof/ and one run folder per fold); None on a non-chief worker of a multi-worker run.
+
+    Example:
+        >>> cv = ga.cross_validate("demo", training={"epochs": 2})                # doctest: +SKIP
+        >>> json.load(open(f"{cv}/cv_summary.json"))["test_figures"]["accuracy"]  # doctest: +SKIP
+    """
+    from ga.config import Config, load_config, section_overrides
+    from ga.crossval import cross_validate as run_cv
+
+    sets = section_overrides(overrides)
+    import ga
+
+    ga.register()
+    if resume is not None:
+        return run_cv(None, resume=os.fspath(resume), overrides=sets, device=device)
+    if not isinstance(config, Config):
+        config = load_config(os.fspath(config), sets)
+    elif sets:
+        config = load_config(None, sets, data=config.to_dict())
+    return run_cv(config, device=device)
+
+
+def compare(a: Union[PathLike, Run, "Predictor"], b: Union[PathLike, Run, "Predictor"], folder: PathLike, *,
+            out_dir: PathLike = "inference_out", batch_size: int = 64, progress: bool = False) -> dict:
+    """Compare two models on the same labelled folder (what `ga compare A B FOLDER` does):
+    the paired differences B - A in accuracy and macro F1 with bootstrap intervals,
+    McNemar's exact test, and the images decided differently (compare.json, compare.csv).
+
+    Returns:
+        The compare.json document.
+    """
+    from ga.comparison import compare_models
+
+    ma, mb = (m.model if isinstance(m, Predictor) else load(m).model for m in (a, b))
+    return compare_models(ma, mb, os.fspath(folder), os.fspath(out_dir), batch_size=batch_size, progress=progress)
+
+
 def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] = None,
          runs_root: PathLike = "deliverables", threads: int = 0, unsafe: bool = False) -> Predictor:
     """Load a trained model for prediction (what `ga infer --model` loads).
@@ -250,7 +295,8 @@ def evaluate(folder: PathLike, model: Optional[Union[PathLike, Run, Predictor]] 
 
 def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[float] = (0.70, 0.25, 0.05),
           seed: int = 42, mode: str = "copy", order: str = "random", dry_run: bool = False, overwrite: bool = False,
-          class_names: Optional[Sequence[str]] = None, progress: bool = False) -> "SplitResult":
+          class_names: Optional[Sequence[str]] = None, folds: Optional[int] = None,
+          progress: bool = False) -> "SplitResult":
     """Split a labelled folder into dest/{train,valid,test} and dest/manifest.csv, never
     touching the source (what `ga split` does). Rotated/flipped copies of one crop share a
     split.
@@ -262,6 +308,8 @@ def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[f
         mode: "copy", "link" or "move".
         order: "random" (seeded) or "sorted" (the original study's sequential cut).
         class_names: names of class folders named 0, 1, ... (the study's layout).
+        folds: also deal train and valid into this many cross-validation folds (each copy
+            group in one fold; the manifest's `fold` column), for `cross_validate`.
 
     Returns:
         SplitResult: `counts` {class: {split: n}}, `files` (the manifest rows), `exit_code`
@@ -270,7 +318,8 @@ def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[f
     from ga.splitting import split_dataset
 
     return split_dataset(os.fspath(source), os.fspath(dest), ratios=list(ratios), seed=seed, mode=mode, order=order,
-                         dry_run=dry_run, overwrite=overwrite, progress=progress, class_names=class_names)
+                         dry_run=dry_run, overwrite=overwrite, progress=progress, class_names=class_names,
+                         folds=folds)
 
 
 def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[PathLike, Run, Predictor]] = None, *,

@@ -1,6 +1,6 @@
 """The command line: every parser, every printed line and every exit status of `ga`.
 
-`ga split | train | infer | evaluate | scan | monitor | synth | import | report` (also `python -m ga`);
+`ga split | train | infer | evaluate | compare | scan | monitor | synth | import | report` (also `python -m ga`);
 split_data.py, main.py, inference.py, ga-split, ga-train, ga-infer and `python -m
 ga.synthetic | ga.georgia | ga.report` are the same commands under their older names.
 
@@ -65,7 +65,7 @@ def _config_args(parser, default=None):
 # The flag each library argument is given by (`GAError.arg`, `ga.errors.opt`).
 FLAGS = {"model": "--model", "engine": "--engine", "threshold": "--threshold", "cluster": "--cluster",
          "scan": "--scan", "rule": "--rule", "folder": "--evaluate", "recursive": "--recursive", "unsafe": "--unsafe",
-         "overwrite": "--overwrite", "dest": "--dest", "ratios": "--ratios", "resume": "--resume",
+         "overwrite": "--overwrite", "dest": "--dest", "ratios": "--ratios", "resume": "--resume", "compare": "--compare", "cv": "--cv", "folds": "--folds",
          "overrides": "--set", "out": "--out", "show_detection": "--show-detection", "train": "`python main.py --config configs/demo.yaml`"}
 
 
@@ -330,6 +330,10 @@ def inference_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--evaluate", action="store_true",
                    help="PATH is a labelled folder (class subfolders, or a labels.csv): write the reports a run "
                         "writes for its test split into --out-dir and print accuracy and F1")
+    p.add_argument("--compare", metavar="MODEL_B",
+                   help="with --evaluate: compare --model (A) with this model (B) on the folder's images: paired "
+                        "differences in accuracy and macro F1 with intervals, McNemar's exact test, and the images "
+                        "they decide differently (compare.json, compare.csv in --out-dir); one line printed")
     p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
     _scan_args(p)
     _common(p)
@@ -350,6 +354,8 @@ def _check_inference(parser, args):
         parser.error("--cluster must be at least 1")
     if args.evaluate and (len(args.inputs) != 1 or args.scan or args.cluster is not None):
         parser.error("--evaluate takes one labelled folder, without --scan or --cluster")
+    if args.compare and not args.evaluate:
+        parser.error("--compare needs --evaluate and one labelled folder")
 
 
 def inference_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
@@ -362,7 +368,7 @@ def inference_main(argv: Sequence[str] | None = None, prog: str | None = None) -
 # Defaults of inference.py's options that `ga evaluate` and `ga scan` do not offer.
 _INFER_DEFAULTS = {"recursive": False, "output": None, "print_format": "ga", "cluster": None,
                    "cluster_features": "pooled", "cluster_space": "full", "explain": False, "evaluate": False,
-                   "scan": False, "tile": [300], "overlap": None, "rule": "classes"}
+                   "scan": False, "tile": [300], "overlap": None, "rule": "classes", "compare": None}
 
 
 def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -423,6 +429,8 @@ def _inference(args):
         write_table,
     )
 
+    if args.evaluate and args.compare:
+        return _comparison(args)
     if args.evaluate:
         return _evaluation(args)
     files = input_files(args.inputs, args.recursive)
@@ -481,6 +489,55 @@ def _evaluation(args):
     _print_errors(pred)
     print(f"{m['test_images']} images: {test_summary(m)}; reports in {out_dir}")
     return 1 if pred.errors else 0
+
+
+def _comparison(args):
+    """inference.py FOLDER --evaluate --model A --compare B (and `ga compare A B FOLDER`)."""
+    from ga.comparison import compare_models, summary_line
+    from ga.predict import load_model
+
+    a = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    try:
+        b = load_model(args.compare, args.engine, args.runs_root, args.threads, args.unsafe)
+    except GAError as exc:
+        raise GAError(exc.message, arg="compare") from None
+    out_dir = args.out_dir or "inference_out"
+    doc = compare_models(a, b, args.inputs[0], out_dir, batch_size=args.batch_size, max_pixels=args.max_pixels,
+                         progress=None if not args.no_progress else False)
+    for r in doc["skipped"]:
+        print(f"error: {r['path']}: {r['reason']}", file=sys.stderr)
+    print(summary_line(doc))
+    return 1 if doc["skipped"] else 0
+
+
+def compare_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog or "ga compare",
+                description="Compare two models on the same labelled folder: paired differences in accuracy and "
+                            "macro F1 with bootstrap intervals, McNemar's exact test, and the images they decide "
+                            "differently (compare.json and compare.csv in --out-dir).")
+    p.add_argument("model_a", metavar="A", help="run folder or model file of model A")
+    p.add_argument("model_b", metavar="B", help="run folder or model file of model B")
+    p.add_argument("inputs", nargs=1, metavar="FOLDER", help="the labelled folder")
+    p.add_argument("--engine", choices=["onnx", "onnx-int8", "keras"], default=None,
+                   help="the engine of both models; default: as inference.py chooses")
+    p.add_argument("--batch-size", type=int, default=64, help="images per prediction call; default: %(default)s")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    p.add_argument("--max-pixels", type=int, default=100_000_000, help="refuse images with more pixels than this")
+    p.add_argument("--unsafe", action="store_true", help="allow Keras models that hold arbitrary code (Lambda layers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _out_dir_arg(p)
+    _common(p)
+    p.set_defaults(runs_root="deliverables", threshold=None)
+    return p
+
+
+def compare_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """`ga compare A B FOLDER`: inference.py FOLDER --evaluate --model A --compare B."""
+    args = compare_parser(prog).parse_args(argv)
+    args.model, args.compare = args.model_a, args.model_b
+    if args.batch_size < 1:
+        compare_parser(prog).error("--batch-size must be at least 1")
+    return _run(_comparison, args, {"model": "A", "compare": "B", "folder": "FOLDER"})
 
 
 def _print_errors(pred):
@@ -745,6 +802,7 @@ COMMANDS = {
     "train": (train_main, "train a model from a configuration (main.py)"),
     "infer": (inference_main, "label images with a trained model (inference.py)"),
     "evaluate": (evaluate_main, "evaluate a model on a labelled folder (inference.py FOLDER --evaluate)"),
+    "compare": (compare_main, "compare two models on one labelled folder (inference.py FOLDER --evaluate --compare)"),
     "scan": (scan_main, "tile whole frames and mark where a class fires (inference.py FRAME --scan)"),
     "synth": (synth_main, "write synthetic crystals, graphene crops or a wafer frame"),
     "monitor": (monitor_main, "watch a crystallization: particles in frames over time, classes, sizes, alerts"),

@@ -83,9 +83,9 @@ def cross_validate(cfg: Config | str | None = None, resume: str | None = None, o
         _write(cv_dir, doc)
     for i in range(k):
         if doc["folds"].get(str(i), {}).get("state") == "finished":
-            log.info("fold %d of %d: finished earlier (%s)", i + 1, k, doc["folds"][str(i)]["run"])
+            log.info("fold %d (%d of %d): finished earlier (%s)", i, i + 1, k, doc["folds"][str(i)]["run"])
             continue
-        log.info("fold %d of %d: training", i + 1, k)
+        log.info("fold %d (%d of %d): training", i, i + 1, k)
         fold_cfg = _fold_config(cfg, cv_dir, i)
         unfinished = _unfinished_run(cv_dir, fold_cfg) if cv_dir else None
         run_dir = train(None, resume=unfinished, device=device) if unfinished else train(fold_cfg, device=device)

@@ -212,7 +212,7 @@ def fold_files(cfg: Config, classes: Sequence[str]) -> dict[str, tuple[list[str]
     out = {}
     for name, keep in (("train", (where != fold) & (where >= 0)), ("valid", where == fold)):
         out[name] = ([p for p, k_ in zip(paths, keep) if k_], y[keep])
-    log.info("cross-validation fold %d of %d: %d training and %d validation images", fold, k, len(out["train"][0]),
+    log.info("cross-validation fold %d (of 0 .. %d): %d training and %d validation images", fold, k - 1, len(out["train"][0]),
              len(out["valid"][0]))
     return out
 
