@@ -2,7 +2,7 @@
 CNN-4 trained from scratch, linear evaluation and fine-tuning of a SimCLR-pretrained CNN-4
 (the graphene study's figure 3, right), on synthetic graphene data sized for a small CPU.
 
-    python scripts/data_efficiency.py [--workdir /tmp/ga_data_efficiency] [--fractions 0.02 0.1 1]
+    python scripts/data_efficiency.py [--workdir /tmp/ga_data_efficiency] [--fractions 0.02 0.1 1] [--repeats 3]
 
 Makes (once, in the workdir) labelled flake crops split 60/20/20 and a separate set of
 unlabelled crops, pretrains with configs/graphene_simclr.yaml (`--objective ntxent`, the
@@ -55,6 +55,10 @@ def main():
     p.add_argument("--lr", type=float, default=2e-3, help="learning rate: scratch and linear stages")
     p.add_argument("--fine-tune-lr", type=float, default=1e-4, help="learning rate of the all-layers stage")
     p.add_argument("--seed", type=int, default=42, help="training.seed of the labelled runs (also picks the fraction)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of each method and fraction, with seeds seed, seed + 1, ... (each also draws its own "
+                        "subset of the training split); the figure's bars are then the t interval of the mean over "
+                        "the repeats, else each run's bootstrap interval on the test split")
     p.add_argument("--backbone", help="skip pretraining: use these backbone weights (.weights.h5)")
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     p.add_argument("--objective", choices=list(OBJECTIVES), default="ntxent",
@@ -105,31 +109,32 @@ def main():
                                   "final_val_loss": m.get("final_val_loss")}
         print(f"pretrained in {secs:.0f} s: {m['loss']} {m['first_loss']:.3f} -> {m['final_loss']:.3f}", flush=True)
     labelled_common = common + [f"data.split_root={split}", "data.batch_size=16",
-                                f"training.steps_per_epoch={args.steps}", f"training.learning_rate={args.lr}",
-                                f"training.seed={args.seed}"]
+                                f"training.steps_per_epoch={args.steps}", f"training.learning_rate={args.lr}"]
     half = args.epochs // 2
-    for fraction in args.fractions:
-        for method in args.methods:
-            sets = labelled_common + [f"data.fraction={fraction}"]
-            if method == "scratch":
-                config = "configs/graphene_cnn4.yaml"
-                sets += [f"training.epochs={args.epochs}"]
-            else:
-                config = "configs/graphene_finetune.yaml"
-                sets += [f"model.backbone_weights={backbone}", f"training.schedule={method}",
-                         f"training.epochs={args.epochs if method == 'linear_eval' else half}",
-                         f"training.fine_tune.epochs={args.epochs - half}",
-                         f"training.fine_tune.learning_rate={args.fine_tune_lr}"]
-            run, secs = _main(config, sets)
-            m, r = _json(run, "metrics.json"), _json(run, "run.json")
-            row = {"method": method, "fraction": fraction, "train_images": r["data"]["images"]["train"],
-                   "harmonic_mean_f1": m["harmonic_mean_f1"],
-                   "f1": {c: m["per_class"][c]["f1"] for c in m["classes"]}, "seconds": secs, "run": run}
-            results["runs"].append(row)
-            print(f"{METHODS[method]:<28} {row['train_images']:>5} images  harmonic-mean F1 "
-                  f"{row['harmonic_mean_f1']:.3f}  ({secs:.0f} s)", flush=True)
-            with open(os.path.join(work, "results.json"), "w", encoding="utf-8") as fh:
-                json.dump(results, fh, indent=2)
+    runs_to_do = [(f, r, m) for f in args.fractions for r in range(args.repeats) for m in args.methods]
+    for fraction, repeat, method in runs_to_do:
+        seed = args.seed + repeat
+        sets = labelled_common + [f"data.fraction={fraction}", f"training.seed={seed}"]
+        if method == "scratch":
+            config = "configs/graphene_cnn4.yaml"
+            sets += [f"training.epochs={args.epochs}"]
+        else:
+            config = "configs/graphene_finetune.yaml"
+            sets += [f"model.backbone_weights={backbone}", f"training.schedule={method}",
+                     f"training.epochs={args.epochs if method == 'linear_eval' else half}",
+                     f"training.fine_tune.epochs={args.epochs - half}",
+                     f"training.fine_tune.learning_rate={args.fine_tune_lr}"]
+        run, secs = _main(config, sets)
+        m, r = _json(run, "metrics.json"), _json(run, "run.json")
+        row = {"method": method, "fraction": fraction, "repeat": repeat, "seed": seed,
+               "train_images": r["data"]["images"]["train"], "harmonic_mean_f1": m["harmonic_mean_f1"],
+               "harmonic_mean_f1_ci": m.get("harmonic_mean_f1_ci"),
+               "f1": {c: m["per_class"][c]["f1"] for c in m["classes"]}, "seconds": secs, "run": run}
+        results["runs"].append(row)
+        print(f"{METHODS[method]:<28} {row['train_images']:>5} images  harmonic-mean F1 "
+              f"{row['harmonic_mean_f1']:.3f}  ({secs:.0f} s)", flush=True)
+        with open(os.path.join(work, "results.json"), "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
     table = _table(results)
     print(table)
     args.table = args.table or os.path.join(work, "table.md")
@@ -157,18 +162,44 @@ def _json(run, name):
         return json.load(fh)
 
 
+def aggregate(rows, level=0.95):
+    """{(method, training images): (mean harmonic-mean F1, [low, high], runs)}: over several
+    repeats the t interval of their mean; one run, its own bootstrap interval on the test
+    split (None in results written before intervals existed)."""
+    import numpy as np
+    from scipy import stats
+
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["train_images"]), []).append(r)
+    out = {}
+    for key, runs in groups.items():
+        v = np.array([r["harmonic_mean_f1"] for r in runs], float)
+        if len(v) > 1:
+            half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+            ci = [float(max(0.0, v.mean() - half)), float(min(1.0, v.mean() + half))]  # F1 lies in [0, 1]
+        else:
+            ci = runs[0].get("harmonic_mean_f1_ci")
+        out[key] = (float(v.mean()), ci, len(v))
+    return out
+
+
 def _table(results):
     rows = results["runs"]
+    agg = aggregate(rows)
     sizes = sorted({r["train_images"] for r in rows})
     lines = ["| training images | " + " | ".join(METHODS.values()) + " |",
              "|---|" + "---|" * len(METHODS)]
     for n in sizes:
         cells = []
         for method in METHODS:
-            hit = [r for r in rows if r["method"] == method and r["train_images"] == n]
-            cells.append(f"{hit[0]['harmonic_mean_f1']:.3f}" if hit else "")
+            hit = agg.get((method, n))
+            cells.append("" if hit is None else f"{hit[0]:.3f}" + (f" ({hit[1][0]:.3f}–{hit[1][1]:.3f})" if hit[1] else "")
+                         + (f", {hit[2]} runs" if hit[2] > 1 else ""))
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = ("Brackets: 95% t interval of the mean over the repeats." if any(h[2] > 1 for h in agg.values()) else
+            "Brackets: each run's 95% bootstrap interval on the test split.")
+    return "\n".join(lines) + "\n\n" + note + "\n"
 
 
 def _figure(results, out, also=()):
@@ -188,10 +219,13 @@ def _figure(results, out, also=()):
     sizes = set()
     for doc, suffix, line in sets:
         for (method, label), marker, colour in zip(METHODS.items(), "os^", ("C0", "C1", "C2")):
-            pts = sorted((r["train_images"], r["harmonic_mean_f1"]) for r in doc["runs"] if r["method"] == method)
+            agg = aggregate(doc["runs"])
+            pts = sorted((n, *v) for (m, n), v in agg.items() if m == method)
             if pts:
-                ax.plot(*zip(*pts), line + marker, color=colour, label=label + suffix)
-                sizes.update(p[0] for p in pts)
+                x, y = [p[0] for p in pts], [p[1] for p in pts]
+                err = [[p[1] - p[2][0] if p[2] else 0 for p in pts], [p[2][1] - p[1] if p[2] else 0 for p in pts]]
+                ax.errorbar(x, y, yerr=err, fmt=line + marker, color=colour, capsize=3, label=label + suffix)
+                sizes.update(x)
     ax.set_xscale("log")
     ax.set_xticks(sorted(sizes))
     ax.set_xticklabels([str(n) for n in sorted(sizes)])
@@ -201,7 +235,8 @@ def _figure(results, out, also=()):
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-    ax.set_title("Data efficiency on synthetic graphene crops")
+    ax.set_title("Data efficiency on synthetic graphene crops\nbars: 95% t interval of the mean over the repeats "
+                 "(one run: its bootstrap interval on the test split)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)

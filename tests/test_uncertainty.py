@@ -143,3 +143,22 @@ def test_with_ci_text():
     assert with_ci(0.5, None) == "0.5000"
     assert with_ci(None, None) == "undefined"
     assert shown({"f1": 0.9, "f1_ci": [0.8, 0.95]}, "f1", 2) == "0.90 (0.80–0.95)"
+
+
+def test_data_efficiency_bars_come_from_the_repeats_or_the_runs_own_interval():
+    import importlib.util
+    import os
+
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location("data_efficiency", os.path.join(ROOT, "scripts", "data_efficiency.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = [{"method": "scratch", "train_images": 72, "harmonic_mean_f1": 0.5, "harmonic_mean_f1_ci": [0.4, 0.6]},
+            *({"method": "fine_tune", "train_images": 72, "harmonic_mean_f1": v} for v in (0.70, 0.74, 0.78))]
+    agg = script.aggregate(rows)
+    assert agg[("scratch", 72)] == (0.5, [0.4, 0.6], 1)
+    mean, (lo, hi), n = agg[("fine_tune", 72)]
+    half = 4.302653 * 0.04 / np.sqrt(3)  # t(0.975, 2) x sd / sqrt(n)
+    assert n == 3 and mean == pytest.approx(0.74) and (lo, hi) == pytest.approx((0.74 - half, 0.74 + half))
+    assert "0.740 (" in script._table({"runs": rows}) and "3 runs" in script._table({"runs": rows})
