@@ -44,6 +44,16 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_binary_labels_csv_chain
   $ python inference.py data/split_labelled/test --evaluate --model deliverables/<run> --out-dir eval
       -> test_binary_labels_csv_chain
+  $ python split_data.py --folds 5
+      -> test_crossval.py::test_folds_put_each_group_in_one_fold_and_leave_test_out
+  $ python main.py --config configs/demo.yaml --cv
+      -> test_crossval.py::test_cv_summary_is_the_mean_of_the_folds
+  $ python main.py --resume deliverables/<run>_cv
+      -> test_crossval.py::test_cv_killed_after_fold_2_trains_only_the_rest
+  $ python inference.py data/split/test --evaluate --model deliverables/<A> --compare deliverables/<B>
+      -> test_crossval.py::test_compare_two_models_gives_mcnemars_exact_p
+  $ python -m ga compare deliverables/<A> deliverables/<B> data/split/test
+      -> test_crossval.py::test_compare_two_models_gives_mcnemars_exact_p
   $ make demo
       -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
   $ make test

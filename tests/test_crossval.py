@@ -20,16 +20,11 @@ from scipy.stats import binomtest
 K = 3
 
 
-def _tiny(path, split_root, runs_root):
-    doc = {"extends": os.path.join(ROOT, "configs", "demo.yaml"),
-           "data": {"split_root": split_root, "image_size": [32, 32], "batch_size": 16, "augment": {"enabled": False}},
-           "training": {"epochs": 1, "mixed_precision": "float32"},
-           "analysis": {"bootstrap_resamples": 500},
-           "output": {"root": runs_root, "onnx": False, "saved_model": False, "explain": False, "int8": False,
-                      "tensorboard": False}}
-    with open(path, "w") as fh:
-        yaml.safe_dump(doc, fh)
-    return str(path)
+# The README's `python main.py --config configs/demo.yaml --cv`, shrunk (the last --set wins).
+SHRINK = ["--set", "data.image_size=[32,32]", "--set", "data.batch_size=16", "--set", "data.augment.enabled=false",
+          "--set", "training.epochs=1", "--set", "training.mixed_precision=float32",
+          "--set", "analysis.bootstrap_resamples=500", "--set", "output.onnx=false", "--set", "output.saved_model=false",
+          "--set", "output.explain=false", "--set", "output.int8=false", "--set", "output.tensorboard=false"]
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +32,9 @@ def folded(tmp_path_factory):
     """Synthetic crystals (the PG class in groups of rotated copies), split with --folds 5,
     then refolded into K folds."""
     work = tmp_path_factory.mktemp("cv")
+    os.symlink(os.path.join(ROOT, "configs"), work / "configs")
     run_script("-m", "ga", "synth", "crystals", "--out", "data/archive", "--per-class", "40", "--seed", "0", cwd=work)
-    proc = run_script("split_data.py", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--folds",
-                      "5", "--no-progress", cwd=work)
+    proc = run_script("split_data.py", "--folds", "5", "--no-progress", cwd=work)  # the README's command
     return work, proc
 
 
@@ -65,13 +60,11 @@ def test_folds_put_each_group_in_one_fold_and_leave_test_out(folded):
     assert doc["folds"]["k"] == 5
     # Again on the same split: the same folds, and not a file moved.
     before = {p: os.stat(os.path.join(d, p)).st_mtime_ns for d, _, fs in os.walk(work / "data/split/train") for p in fs}
-    again = run_script("split_data.py", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--folds",
-                       "5", "--no-progress", cwd=work)
+    again = run_script("split_data.py", "--folds", "5", "--no-progress", cwd=work)
     assert "already holds this split" in again.stdout and _manifest(work) == rows
     after = {p: os.stat(os.path.join(d, p)).st_mtime_ns for d, _, fs in os.walk(work / "data/split/train") for p in fs}
     assert before == after
-    bad = run_script("split_data.py", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--folds",
-                     "1", cwd=work, expect=2)
+    bad = run_script("split_data.py", "--folds", "1", cwd=work, expect=2)
     assert error_lines(bad) == ["error: --folds: must be between 2 and 100, got 1"]
 
 
@@ -94,23 +87,22 @@ def _python_env():
 def cross_validated(folded):
     """main.py --cv on K folds, killed once two folds are finished, then resumed."""
     work, _ = folded
-    run_script("split_data.py", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--folds", str(K),
-               "--no-progress", cwd=work)
-    cfg = _tiny(work / "tiny.yaml", "data/split", "runs")
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg, "--cv"], cwd=work,
-                         env=_python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_script("split_data.py", "--folds", str(K), "--no-progress", cwd=work)
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--config", "configs/demo.yaml", "--cv",
+                          *SHRINK], cwd=work, env=_python_env(), stdout=subprocess.DEVNULL,
+                         stderr=open(work / "cv_killed.log", "w"))
     deadline = time.time() + 400
-    cv_dir = None
+    cv_dir = doc = None
     while time.time() < deadline and p.poll() is None:
-        cv_dir, doc = _cv_state(work / "runs")
+        cv_dir, doc = _cv_state(work / "deliverables")
         if doc and len(doc["folds"]) >= 2:
             break
         time.sleep(0.1)
     p.send_signal(signal.SIGKILL)
-    p.communicate()
+    p.wait()
     assert cv_dir is not None and len(doc["folds"]) == 2, "the run ended before it could be killed after fold 2"
     first = sorted(os.listdir(cv_dir))
-    resumed = run_script("main.py", "--resume", cv_dir, cwd=work)
+    resumed = run_script("main.py", "--resume", os.path.relpath(cv_dir, work), cwd=work)
     return work, cv_dir, first, resumed
 
 
@@ -180,17 +172,18 @@ def test_metrics_and_report_of_a_run_hold_intervals(cross_validated):
 def test_compare_two_models_gives_mcnemars_exact_p(cross_validated, tmp_path):
     work, cv_dir, _, _ = cross_validated
     a = os.path.join(cv_dir, json.load(open(os.path.join(cv_dir, "cv.json")))["folds"]["0"]["run"])
-    b = tmp_path / "b"  # the same weights deciding at another threshold: another model's decisions
+    b = tmp_path / "b"  # the same weights calling pg on every image: another model's decisions
     shutil.copytree(a, b)
     labels = json.load(open(b / "labels.json"))
-    labels["thresholds"] = {c: 0.02 for c in labels["thresholds"]}
+    labels["thresholds"] = {c: 1e-6 for c in labels["thresholds"]}
     json.dump(labels, open(b / "labels.json", "w"))
-    proc = run_script("inference.py", "data/split/valid", "--evaluate", "--model", a, "--compare", b,
+    proc = run_script("inference.py", "data/split/test", "--evaluate", "--model", a, "--compare", b,
                       "--out-dir", tmp_path / "cmp", "--no-progress", cwd=work)
     doc = json.load(open(tmp_path / "cmp" / "compare.json"))
     mc = doc["mcnemar"]
     differ = read_csv(tmp_path / "cmp" / "compare.csv")
     assert len(differ) == doc["decided_differently"] > 0
+    assert doc["accuracy_b"] == pytest.approx(np.mean([r["class"] == "pg" for r in _manifest(work) if r["split"] == "test"]))
     assert mc["a_right_b_wrong"] == sum(r["right_a"] == "1" and r["right_b"] == "0" for r in differ)
     assert mc["a_wrong_b_right"] == sum(r["right_a"] == "0" and r["right_b"] == "1" for r in differ)
     n = mc["a_right_b_wrong"] + mc["a_wrong_b_right"]
