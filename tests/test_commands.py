@@ -760,8 +760,9 @@ def test_binary_labels_csv_chain(tmp_path):
     ws.run("python inference.py data/split_labelled/test --evaluate --model deliverables/<run> --out-dir eval",
            subs={"deliverables/<run>": run})
     got = json.load(open(ws / "eval/metrics.json"))
-    for key in ("classes", "test_images", "accuracy", "per_class", "confusion_matrix"):
-        assert got[key] == want[key], key
+    for key in ("classes", "test_images", "accuracy", "per_class", "confusion_matrix", "accuracy_ci", "roc_auc_ci"):
+        assert got[key] == want[key], key  # the intervals too: the same images, groups and resamples
+    assert got["uncertainty"]["groups_from"] == os.path.abspath(ws / "data/split_labelled/manifest.csv")
     # A class the model does not know, in a labels.csv: one line naming the line.
     odd = tmp_path / "odd"
     odd.mkdir()

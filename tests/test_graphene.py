@@ -164,6 +164,9 @@ def test_multilabel_run_and_scan(tmp_path, graphene_split, capsys):
     assert set(labels["thresholds"]) == set(labels["classes"])
     m = json.load(open(os.path.join(run, "metrics.json")))
     assert "harmonic_mean_f1" in m and set(m["roc_auc"]) == set(labels["classes"])
+    # Each multi-label figure has its interval: per-class F1, the harmonic mean, per-class AUC.
+    assert len(m["harmonic_mean_f1_ci"]) == 2 and all(len(m["per_class"][c]["f1_ci"]) == 2 for c in labels["classes"])
+    assert {c for c, v in m["roc_auc"].items() if v is not None} == {c for c, v in m["roc_auc_ci"].items() if v}
     for f in ("GCthreshold_sweep.png", "GCfinal_roc_auc.png", "GCweights.onnx", "predictions.csv"):
         assert os.path.isfile(os.path.join(run, f)), f
     frame, _ = syn.generate_wafer(str(tmp_path / "frame.png"), width=170, height=100, seed=2, n_flakes=2)
