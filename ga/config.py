@@ -155,11 +155,18 @@ class ModelConfig:
     # folder (two or more, exclusive); multilabel: one sigmoid unit per labels.csv column;
     # contrastive: SimCLR pretraining on an unlabelled folder (see the `contrastive` section)
     task: Literal["binary", "multiclass", "multilabel", "contrastive"] = "binary"
-    backbone: Literal["resnet50", "resnet101", "resnet152", "cnn4"] = "resnet101"
+    # keras.applications families (ga/backbones.py: preprocessing, default size, fine-tuning
+    # rules): the study's ResNets, EfficientNetV2, ConvNeXt-Tiny, MobileNetV3, or CNN-4
+    backbone: Literal["resnet50", "resnet101", "resnet152", "efficientnetv2_b0", "efficientnetv2_b1",
+                      "efficientnetv2_b2", "efficientnetv2_b3", "efficientnetv2_s", "convnext_tiny",
+                      "mobilenetv3_small", "mobilenetv3_large", "cnn4"] = "resnet101"
     weights: str = "imagenet"  # "imagenet" (Keras download/cache), "none", or a path to a weights file
     # backbone weights saved by a contrastive run (<prefix>backbone.weights.h5); replaces `weights`
     backbone_weights: Optional[str] = None
-    trainable_fraction: float = 0.10  # last fraction of backbone layers that train; the rest stay frozen
+    # last fraction of backbone layers that train, the rest frozen: ResNet and CNN-4 by layer count
+    # (the study's cut); EfficientNetV2, MobileNetV3 and ConvNeXt rounded back to a whole block,
+    # their BatchNorm kept frozen with pretrained weights (ga/backbones.py)
+    trainable_fraction: float = 0.10
     threshold: float = 0.5  # decision threshold on the positive-class probability
     # start from a whole trained model of the same architecture and outputs: a run folder, or a
     # .keras / .weights.h5 file (fine-tuning on a new batch of data); applied after weights
@@ -825,8 +832,10 @@ def model_input_size(cfg: Config) -> tuple[int, int]:
 
 
 def preprocessing_mode(backbone: str) -> str:
-    """The Preprocess layer mode a backbone expects."""
-    return "scale_01" if backbone == "cnn4" else "resnet_caffe"
+    """The Preprocess layer mode a backbone expects (ga.backbones)."""
+    from ga.backbones import family_of
+
+    return family_of(backbone).preprocessing
 
 
 def check_paths(cfg: Config, splits: Sequence[str] = ("train", "valid", "test")) -> None:

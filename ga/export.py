@@ -58,12 +58,36 @@ def to_onnx(model: Any, input_size: Sequence[int], opset: int = 17, metadata: di
     def serve(image: Any) -> Any:
         return {"probabilities": model(image, training=False)}
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    quiet = _SkippedOptimizerPass()
+    optimizer_log = logging.getLogger("tf2onnx.optimizer")
+    optimizer_log.addFilter(quiet)
+    try:
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    finally:
+        optimizer_log.removeFilter(quiet)
+    for name in quiet.skipped:
+        log.info("tf2onnx skipped its optional %s pass on this graph (the export is checked against Keras below)", name)
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
     return proto
+
+
+class _SkippedOptimizerPass(logging.Filter):
+    """tf2onnx logs a traceback when one of its optional graph optimisations fails on a
+    graph (its transpose pass on MobileNetV3's hard-swish: "max() arg is an empty
+    sequence") and carries on without it; keep the pass's name for one log line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Failed to apply"):
+            self.skipped.append(record.getMessage().removeprefix("Failed to apply").strip())
+            return False
+        return True
 
 
 def onnx_session(path_or_bytes: str | bytes, threads: int = 0) -> Any:

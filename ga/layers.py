@@ -17,7 +17,12 @@ from keras import ops
 # ImageNet channel means in BGR order, as keras.applications.resnet's "caffe" mode uses.
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
-PREPROCESSING = ("resnet_caffe", "scale_01")
+# ImageNet channel means and standard deviations in RGB order, on the 0-1 scale (the "torch"
+# mode of keras.applications: EfficientNetV2-B*, ConvNeXt).
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+PREPROCESSING = ("resnet_caffe", "scale_01", "torch", "tf", "tf128")
 
 
 @keras.saving.register_keras_serializable(package="ga")
@@ -27,6 +32,10 @@ class Preprocess(keras.layers.Layer):
     Modes:
         resnet_caffe: RGB to BGR, then subtract the ImageNet mean (keras.applications.resnet).
         scale_01: divide by 255 (the CNN-4 backbone).
+        torch: divide by 255, subtract the ImageNet mean and divide by its standard deviation
+            (EfficientNetV2-B0..B3 and ConvNeXt, as their own preprocessing layers do).
+        tf: to [-1, 1] as x / 127.5 - 1 (MobileNetV3).
+        tf128: to [-1, 1) as x / 128 - 1 (EfficientNetV2-S).
     """
 
     def __init__(self, mode="resnet_caffe", **kwargs):
@@ -39,6 +48,14 @@ class Preprocess(keras.layers.Layer):
         x = ops.cast(x, self.compute_dtype)
         if self.mode == "scale_01":
             return x / 255.0
+        if self.mode == "tf":
+            return x / 127.5 - 1.0
+        if self.mode == "tf128":
+            return x / 128.0 - 1.0
+        if self.mode == "torch":
+            mean = ops.convert_to_tensor(_TORCH_MEAN, dtype=self.compute_dtype)
+            std = ops.convert_to_tensor(_TORCH_STD, dtype=self.compute_dtype)
+            return (x / 255.0 - mean) / std
         x = ops.flip(x, axis=-1)
         mean = ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype=self.compute_dtype)
         return x - mean

@@ -1,8 +1,9 @@
 """Backbones, the in-model preprocessing layer, the classification head, and freezing.
 
 A built model takes RGB pixels 0..255 at the configured size: preprocessing (ResNet's
-"caffe" transform, or /255 for CNN-4) is the registered `ga.layers.Preprocess` layer
-inside the model, so Keras, ONNX and inference consumers only resize.
+"caffe" transform, the "torch" or [-1, 1] scaling of the other keras.applications families,
+or /255 for CNN-4; ga/backbones.py) is the registered `ga.layers.Preprocess` layer inside
+the model, so Keras, ONNX and inference consumers only resize.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import keras
 
+from ga.backbones import family_of, snapped_cut, weights_family
 from ga.config import model_input_size, preprocessing_mode
 from ga.errors import ConfigError, first_line
 from ga.layers import Preprocess
@@ -23,28 +25,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RESNETS = {
-    "resnet50": keras.applications.ResNet50,
-    "resnet101": keras.applications.ResNet101,
-    "resnet152": keras.applications.ResNet152,
-}
 FEATURES_LAYER = "features"  # pooled backbone output, before the head (used for clustering)
 
 
 def imagenet_weights_path(backbone: str) -> str:
-    """Where Keras caches a ResNet's ImageNet weights (no top), and the file name."""
-    fname = f"{backbone}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    """Where Keras caches a backbone's ImageNet weights (no top), and the file name."""
     home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    return os.path.join(home, "models", fname)
+    return os.path.join(home, "models", family_of(backbone).weights_file)
 
 
-def _resnet(backbone, weights, shape):
-    build = RESNETS[backbone]
+def _application(backbone, weights, shape):
+    """A keras.applications backbone without its top (and without its own preprocessing
+    layer: the model's Preprocess layer does that), ImageNet weights through Keras's own
+    download and cache, a weights file, or none."""
+    fam = family_of(backbone)
+    build = getattr(keras.applications, fam.builder)
+    options = dict(fam.options)
     if weights == "imagenet":
         cached = imagenet_weights_path(backbone)
         try:
             # Keras's own download and cache (~/.keras/models, or $KERAS_HOME/models).
-            return build(include_top=False, weights="imagenet", input_shape=shape)
+            return build(include_top=False, weights="imagenet", input_shape=shape, **options)
         except Exception as exc:  # keras raises a bare Exception for a failed fetch
             if "URL fetch failure" not in str(exc) and not isinstance(exc, OSError):
                 raise
@@ -53,13 +54,37 @@ def _resnet(backbone, weights, shape):
                 f"({str(exc).split(' -- ')[-1].strip()}); copy {os.path.basename(cached)} there, "
                 f"or set model.weights to a weights file path, or model.weights: none"
             ) from None
-    base = build(include_top=False, weights=None, input_shape=shape)
+    base = build(include_top=False, weights=None, input_shape=shape, **options)
     if weights not in ("none", None):
-        try:
-            base.load_weights(weights)
-        except Exception as exc:  # h5py and Keras raise several types for a bad file
-            raise ConfigError(f"model.weights: cannot load {weights} into {backbone}: {first_line(exc)}") from None
+        load_weights_file(base, weights, backbone)
     return base
+
+
+def load_weights_file(base: keras.Model, path: str, backbone: str) -> None:
+    """`model.weights: <file>` into a backbone; a file of another family (or none) is one
+    line naming both."""
+    try:
+        base.load_weights(path)
+    except Exception as exc:  # h5py and Keras raise several types for a bad file
+        other = _file_family(path)
+        mine = family_of(backbone).family
+        if other and other != mine:
+            raise ConfigError(f"model.weights: {path} holds {other} weights, not {mine} ones (model.backbone: "
+                              f"{backbone}); use a weights file of the {mine} family, or change model.backbone") from None
+        raise ConfigError(f"model.weights: cannot load {path} into {backbone}: {first_line(exc).rstrip(':')}") from None
+
+
+def _file_family(path):
+    """The backbone family an .h5 weights file was saved from, or None."""
+    shapes = []
+    try:
+        import h5py
+
+        with h5py.File(path, "r") as fh:
+            fh.visititems(lambda name, obj: shapes.append(obj.shape) if isinstance(obj, h5py.Dataset) else None)
+    except (OSError, ValueError):
+        return None
+    return weights_family(shapes)
 
 
 def cnn4(shape: Sequence[int], name: str = "cnn4") -> keras.Model:
@@ -80,18 +105,20 @@ def cnn4(shape: Sequence[int], name: str = "cnn4") -> keras.Model:
 
 def build_backbone(model_cfg: ModelConfig, shape: Sequence[int]) -> keras.Model:
     """The backbone as a sub-model, weights loaded, with its trainable fraction set."""
+    fam = family_of(model_cfg.backbone)
     if model_cfg.backbone_weights is not None:
-        base = cnn4(shape) if model_cfg.backbone == "cnn4" else _resnet(model_cfg.backbone, "none", shape)
+        base = cnn4(shape) if not fam.pretrained else _application(model_cfg.backbone, "none", shape)
         load_backbone_weights(base, model_cfg.backbone_weights)
-    elif model_cfg.backbone == "cnn4":
+    elif not fam.pretrained:
         base = cnn4(shape)
         if model_cfg.weights not in ("none", "imagenet"):
-            base.load_weights(model_cfg.weights)
+            load_weights_file(base, model_cfg.weights, model_cfg.backbone)
         elif model_cfg.weights == "imagenet":
             raise ConfigError("model.weights: imagenet is not available for the cnn4 backbone; use none or a file")
     else:
-        base = _resnet(model_cfg.backbone, model_cfg.weights, shape)
-    set_trainable_fraction(base, model_cfg.trainable_fraction)
+        base = _application(model_cfg.backbone, model_cfg.weights, shape)
+    pretrained = model_cfg.weights != "none" or model_cfg.backbone_weights is not None
+    set_trainable_fraction(base, model_cfg.trainable_fraction, fam.freeze_bn_pretrained and pretrained, fam.block)
     return base
 
 
@@ -139,19 +166,23 @@ def load_init_weights(model: keras.Model, path: str) -> str:
     return file
 
 
-def set_trainable_fraction(base: keras.Model, fraction: float, freeze_batchnorm: bool = False) -> int:
+def set_trainable_fraction(base: keras.Model, fraction: float, freeze_batchnorm: bool = False,
+                           block: str | None = None) -> int:
     """Freeze all but the last `fraction` of the backbone's layers.
 
     Frozen BatchNorm layers run in inference mode (Keras 3 does this for any
     BatchNormalization with trainable=False), as in keras-io's fine-tuning guide;
     `freeze_batchnorm` keeps every BatchNorm layer so, as that guide does when it unfreezes
-    a pretrained backbone. Returns the number of trainable layers.
+    a pretrained backbone. `block` (a family's block-prefix regex, ga.backbones) moves the
+    cut back to the start of the block it falls in. Returns the number of trainable layers.
     """
     layers = base.layers
-    n_train = int(round(len(layers) * fraction))
+    cut = snapped_cut([(layer.name, bool(layer.weights)) for layer in layers],
+                      len(layers) - int(round(len(layers) * fraction)), block)
+    n_train = len(layers) - cut
     base.trainable = True
     for i, layer in enumerate(layers):
-        layer.trainable = i >= len(layers) - n_train
+        layer.trainable = i >= cut
         if freeze_batchnorm and isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
     log.debug("backbone %s: %d of %d layers trainable", base.name, n_train, len(layers))

@@ -236,9 +236,39 @@ def load_keras(path: str, unsafe: bool = False) -> Any:
         if "unsafe" in text.lower() or "lambda" in text.lower():
             raise ModelError(f"{path} contains code (a Lambda layer) that would run on loading; refusing without "
                              f"{opt('unsafe', 'unsafe=True')} (only for files you trust)") from None
+        rebuilt = _rebuilt_from_run(path) if path.endswith(".h5") else None
+        if rebuilt is not None:
+            return rebuilt
         raise ModelError(f"{path}: cannot load the Keras model ({first_line(exc)})") from None
     except Exception as exc:  # h5py/zipfile raise many types for damaged files
         raise ModelError(f"{path}: cannot load the Keras model ({one_line(exc)})") from None
+
+
+def _rebuilt_from_run(path):
+    """A run's legacy HDF5 model whose architecture this Keras cannot read back (MobileNetV3's
+    hard-swish is stored as ops with constant arguments, which the HDF5 loader refuses): the
+    model rebuilt from the run's config.yaml and labels.json beside it, its weights read from
+    the file. None when the file is not in a run folder or the weights do not fit."""
+    import dataclasses
+
+    from ga.config import load_config
+    from ga.model import build_model
+
+    folder = os.path.dirname(os.path.abspath(path))
+    if not (os.path.isfile(os.path.join(folder, "config.yaml")) and os.path.isfile(os.path.join(folder, LABELS))):
+        return None
+    cfg = load_config(os.path.join(folder, "config.yaml"))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights="none", backbone_weights=None,
+                                                             init_weights=None))
+    labels = read_labels(folder)
+    model = build_model(cfg, get_task(labels).units(labels["classes"]))
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError, KeyError):
+        return None
+    log.info("%s: architecture rebuilt from the run's config.yaml (this Keras cannot read it from the HDF5 file), "
+             "weights from the file", path)
+    return model
 
 
 

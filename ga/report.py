@@ -67,7 +67,7 @@ def _results(m):
         return html_table([(k, m.get(k)) for k in keys if k in m], ("pretraining", "value"))
     auc = m.get("roc_auc")
     if isinstance(auc, dict):  # per class; None where the test split has one kind of label only
-        cis = m.get("roc_auc_ci") or {}
+        cis = m.get("roc_auc_ci") if isinstance(m.get("roc_auc_ci"), dict) else {}
         auc = ", ".join(f"{c} {'n/a' if v is None else with_ci(v, cis.get(c))}" for c, v in auc.items())
     elif auc is not None:
         auc = shown(m, "roc_auc")

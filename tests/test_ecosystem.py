@@ -85,10 +85,13 @@ def test_report_html_embeds_every_figure_and_the_runs_numbers(trained_run):
     assert page.scripts == 0 and not page.links
     m = json.load(open(os.path.join(trained_run, "metrics.json")))
     cells = page.cells
-    assert cells[cells.index("accuracy") + 1] == f"{m['accuracy']:.4f}"
+    def shown(v, ci):  # a figure and its interval, as the report writes them
+        return f"{v:.4f} ({ci[0]:.4f}–{ci[1]:.4f})" if ci else f"{v:.4f}"
+
+    assert cells[cells.index("accuracy") + 1] == shown(m["accuracy"], m["accuracy_ci"])
     for c, v in m["per_class"].items():
         i = cells.index(c)
-        assert cells[i + 1:i + 4] == [f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}"]
+        assert cells[i + 1:i + 4] == [shown(v[k], v[f"{k}_ci"]) for k in ("precision", "recall", "f1")]
     text = open(os.path.join(trained_run, "report.html"), encoding="utf-8").read()
     assert f"epoch {m['training']['delivered_epoch']} of {m['training']['epochs']}" in text
     assert f"{m['onnx']['max_abs_diff']:.2e}" in cells and f"{m['saved_model']['max_abs_diff']:.2e}" in cells

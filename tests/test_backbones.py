@@ -1,0 +1,133 @@
+"""Every backbone family (ga/backbones.py): built with weights none at a small size, trained one
+step, every delivered file exported and checked (.keras, .h5, ONNX, SavedModel, INT8), Grad-CAM
+on it, backbone features for --cluster, --scan; the preprocessing of each family equals
+keras.applications' own; the trainable cut keeps blocks whole; bad backbones and weights files
+are one line."""
+
+import json
+import os
+import typing
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from ga.backbones import BACKBONES, family_of, snapped_cut, weights_family
+from ga.config import ModelConfig, load_config
+from ga.errors import ConfigError
+
+# Two families run in the default suite; the others (seconds to a minute each) with --long.
+# ResNet-101 and CNN-4 are the default suite's own runs (test_deliverables, test_train).
+FAST = ["mobilenetv3_small", "efficientnetv2_b0"]
+LONG = [b for b in BACKBONES if b not in FAST + ["resnet101", "cnn4"]]
+
+
+def test_the_config_offers_every_family():
+    hints = typing.get_type_hints(ModelConfig)
+    assert set(typing.get_args(hints["backbone"])) == set(BACKBONES)
+
+
+@pytest.mark.parametrize("backbone", FAST + [pytest.param(b, marks=pytest.mark.long) for b in LONG])
+def test_every_family_trains_exports_and_explains(backbone, tmp_path, separable_split):
+    import ga
+    from ga.predict import load_model, predict_files
+    from ga.trainer import train
+
+    ga.register()
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
+                      model={"backbone": backbone, "trainable_fraction": 0.3},
+                      training={"epochs": 1, "steps_per_epoch": 1}, data={"batch_size": 4},
+                      output={"saved_model": True, "explain": True, "int8": True, "int8_min_agreement": 0.0})
+    run = train(cfg)
+    m = json.load(open(os.path.join(run, "metrics.json")))
+    assert m["onnx"]["max_abs_diff"] <= m["onnx"]["tolerance"]  # checked against Keras by the run
+    assert m["saved_model"]["max_abs_diff"] <= m["saved_model"]["tolerance"]
+    assert m["int8"]["kept"] and os.path.isfile(os.path.join(run, "GAweights_int8.onnx"))
+    assert os.path.getsize(os.path.join(run, "GAgradcam.png")) > 5000
+    labels = json.load(open(os.path.join(run, "labels.json")))
+    assert labels["backbone"] == backbone and labels["preprocessing"] == family_of(backbone).preprocessing
+    images = sorted(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(separable_split, "test")) for f in fs)[:6]
+    probs = {}
+    for engine, target in (("keras", run), ("onnx", run), ("keras", os.path.join(run, "GAweights.h5"))):
+        pred = predict_files(load_model(target, engine), images, progress=False)
+        probs[(engine, target)] = np.stack([r.probs for r in pred.results])
+    first = probs[("keras", run)]
+    for key, p in probs.items():
+        assert np.abs(p - first).max() < 1e-4, key
+    feats = predict_files(load_model(run, "keras"), images, progress=False, features=True)
+    assert np.stack([r.features for r in feats.results]).shape[0] == len(images)
+    from ga.cli import inference_main
+
+    assert inference_main([images[0], "--scan", "--tile", "24", "--model", run, "--engine", "onnx-int8",
+                           "--out-dir", str(tmp_path / "scan"), "--no-progress", "-q"]) == 0
+
+
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b not in ("cnn4",)])
+def test_preprocessing_equals_the_applications_own(backbone):
+    """The Preprocess layer in the family's mode gives what the application's own
+    preprocessing layer gives, so ImageNet weights see the inputs they were trained on."""
+    import keras
+
+    from ga.layers import Preprocess
+
+    fam = family_of(backbone)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    got = np.asarray(Preprocess(fam.preprocessing)(x))
+    if fam.family == "resnet":
+        want = keras.applications.resnet.preprocess_input(x.copy())
+    else:
+        build = getattr(keras.applications, fam.builder)
+        own = build(include_top=False, weights=None, input_shape=(32, 32, 3))
+        raw = build(include_top=False, weights=None, input_shape=(32, 32, 3), include_preprocessing=False)
+        # The layers the application adds in front of its first layer with weights, applied alone.
+        first = raw.layers[1].name
+        head = [layer for layer in own.layers[1:own.layers.index(own.get_layer(first))]]
+        want = x
+        for layer in head:
+            want = layer(want)
+        want = np.asarray(want)
+    assert np.allclose(got, want, atol=1e-4), backbone
+
+
+def test_the_trainable_cut_keeps_blocks_whole():
+    names = ["input", "stem_conv", "block1a_conv", "block1a_bn", "add", "block2a_expand", "block2a_bn", "multiply",
+             "block2a_project", "top_conv"]
+    layers = [(n, n not in ("input", "add", "multiply")) for n in names]  # (name, has weights)
+    block = r"^(block\d+[a-z])_"
+    # A cut inside block2a moves back to its start (past the weightless add and multiply among its layers).
+    assert snapped_cut(layers, 7, block) == 4 and snapped_cut(layers, 6, block) == 4
+    assert snapped_cut(layers, 9, block) == 9  # top_conv has weights and is in no block: it stands alone
+    assert snapped_cut(layers, 3, block) == 2  # block1a starts after the stem's convolution
+    assert snapped_cut(layers, 7, None) == 7  # ResNet: the study's exact layer count
+
+
+def test_a_weights_file_is_recognised_by_family():
+    assert weights_family([(64,), (7, 7, 3, 64), (1, 1, 64, 256)]) == "resnet"
+    assert weights_family([(3, 3, 3, 32)]) == "efficientnetv2"
+    assert weights_family([(3, 3, 16, 1), (3, 3, 3, 16)]) == "mobilenetv3"  # a depthwise kernel is no stem
+    assert weights_family([(4, 4, 3, 96)]) == "convnext"
+    assert weights_family([(5, 5, 3, 32)]) == "cnn4"
+    assert weights_family([(3, 3, 8, 8)]) is None
+
+
+def test_unknown_backbone_and_a_weights_file_of_another_family_are_one_line(tmp_path):
+    import keras
+
+    import ga
+    from ga.model import build_model
+
+    with pytest.raises(ConfigError) as exc:
+        load_config("configs/demo.yaml", ["model.backbone=resnet18"])
+    msg = str(exc.value)
+    assert "\n" not in msg and all(b in msg for b in ("efficientnetv2_b0", "mobilenetv3_small", "convnext_tiny"))
+    ga.register()
+    other = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                               include_preprocessing=False)
+    path = str(tmp_path / "mobilenet.weights.h5")
+    other.save_weights(path)
+    cfg = load_config("configs/demo.yaml", ["model.backbone=efficientnetv2_b0", f"model.weights={path}",
+                                            "data.image_size=[32,32]"])
+    with pytest.raises(ConfigError) as exc:
+        build_model(cfg, 1)
+    msg = str(exc.value)
+    assert "\n" not in msg and "mobilenetv3" in msg and "efficientnetv2" in msg and path in msg
