@@ -11,10 +11,11 @@ probabilities; labels.json is copied into its assets/ folder.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
@@ -62,7 +63,8 @@ def to_onnx(model: Any, input_size: Sequence[int], opset: int = 17, metadata: di
     optimizer_log = logging.getLogger("tf2onnx.optimizer")
     optimizer_log.addFilter(quiet)
     try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+        with _traced_for_onnx():
+            proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     finally:
         optimizer_log.removeFilter(quiet)
     for name in quiet.skipped:
@@ -72,6 +74,43 @@ def to_onnx(model: Any, input_size: Sequence[int], opset: int = 17, metadata: di
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
     return proto
+
+
+@contextlib.contextmanager
+def _traced_for_onnx() -> Iterator[None]:
+    """Two ops of Keras 3's TensorFlow backend that tf2onnx cannot write, traced otherwise
+    while the graph is converted (the export is then checked against Keras, as every export is):
+
+    - a grouped convolution (ConvNeXt's depthwise layers) runs inside a nested XLA function,
+      because TensorFlow's CPU kernel lacks groups; tf2onnx cannot convert that nested call
+      ("No Op registered for StatefulPartitionedCall"). Traced as the plain convolution, it
+      becomes an ONNX Conv with `group`;
+    - the exact GELU (ConvNeXt) is TensorFlow's erfc form, and ONNX has no Erfc; traced as
+      x/2 (1 + erf(x/sqrt 2)), the same function, it uses ONNX's Erf.
+    """
+    import math
+
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import nn as tf_nn
+
+    original = tf_nn.conv, tf_nn.gelu
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        spatial = "DHW"[3 - (len(inputs.shape) - 2):]
+        fmt = f"N{spatial}C" if data_format in (None, "channels_last") else f"NC{spatial}"
+        return tf.nn.convolution(inputs, kernel, strides, padding.upper(), data_format=fmt, dilations=dilation_rate)
+
+    def gelu(x, approximate=True):
+        x = tf.convert_to_tensor(x)
+        if approximate:
+            return tf.nn.gelu(x, approximate=True)
+        return 0.5 * x * (1.0 + tf.math.erf(x / math.sqrt(2.0)))
+
+    tf_nn.conv, tf_nn.gelu = conv, gelu
+    try:
+        yield
+    finally:
+        tf_nn.conv, tf_nn.gelu = original
 
 
 class _SkippedOptimizerPass(logging.Filter):

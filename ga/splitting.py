@@ -514,6 +514,8 @@ def fold_table(split_root: str) -> tuple[int, dict[str, int]]:
     Raises:
         DataError: the split has no folds.
     """
+    if not os.path.isdir(split_root):
+        raise DataError(f"data.split_root: folder not found: {split_root}")
     params_path, manifest = os.path.join(split_root, "split.json"), os.path.join(split_root, "manifest.csv")
     doc = {}
     if os.path.isfile(params_path):

@@ -16,9 +16,9 @@ from ga.backbones import BACKBONES, family_of, snapped_cut, weights_family
 from ga.config import ModelConfig, load_config
 from ga.errors import ConfigError
 
-# Two families run in the default suite; the others (seconds to a minute each) with --long.
-# ResNet-101 and CNN-4 are the default suite's own runs (test_deliverables, test_train).
-FAST = ["mobilenetv3_small", "efficientnetv2_b0"]
+# One family runs in the default suite (45 s on a 2-core AVX2 CPU); the others (45-120 s each)
+# with --long. ResNet-101 and CNN-4 are the default suite's own runs (test_deliverables, test_train).
+FAST = ["mobilenetv3_small"]
 LONG = [b for b in BACKBONES if b not in FAST + ["resnet101", "cnn4"]]
 
 
@@ -62,7 +62,12 @@ def test_every_family_trains_exports_and_explains(backbone, tmp_path, separable_
                            "--out-dir", str(tmp_path / "scan"), "--no-progress", "-q"]) == 0
 
 
-@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b not in ("cnn4",)])
+# One of each preprocessing (ResNet's is also test_train.py's); every family with --long.
+PREPROCESSING = ["resnet50", "efficientnetv2_b0", "efficientnetv2_s", "convnext_tiny", "mobilenetv3_small"]
+
+
+@pytest.mark.parametrize("backbone", PREPROCESSING + [pytest.param(b, marks=pytest.mark.long) for b in BACKBONES
+                                                      if b not in PREPROCESSING + ["cnn4"]])
 def test_preprocessing_equals_the_applications_own(backbone):
     """The Preprocess layer in the family's mode gives what the application's own
     preprocessing layer gives, so ImageNet weights see the inputs they were trained on."""
@@ -131,3 +136,39 @@ def test_unknown_backbone_and_a_weights_file_of_another_family_are_one_line(tmp_
         build_model(cfg, 1)
     msg = str(exc.value)
     assert "\n" not in msg and "mobilenetv3" in msg and "efficientnetv2" in msg and path in msg
+
+
+@pytest.mark.long  # 40 s: ResNet-101 built, converted to ONNX and quantised, even at 32 px
+def test_backbones_bench_command(tmp_path):
+    """bench/backbones.py --quick: a row of figures per family, ResNet-101 the reference."""
+    from helpers import run_script
+
+    os.symlink(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs"), tmp_path / "configs")
+    proc = run_script("bench/backbones.py", "--quick", "--families", "resnet101", "mobilenetv3_small", "--no-accuracy",
+                      "--table", tmp_path / "t.md", cwd=tmp_path, timeout=900)
+    lines = [[c.strip() for c in line.split("|")[1:-1]] for line in open(tmp_path / "t.md", encoding="utf-8")
+             if line.startswith("| ")]
+    head, rows = lines[0], {cells[0]: dict(zip(lines[0], cells)) for cells in lines[1:]}
+    assert set(rows) == {"resnet101", "mobilenetv3_small"}
+    speeds = [h for h in head if h.endswith("img/s")]  # train, Keras, ONNX, INT8 (and bf16 where the CPU has it)
+    for name, row in rows.items():
+        assert all(float(row[h]) > 0 for h in ["parameters (M)", "GFLOPs", *speeds]), row
+    assert rows["resnet101"]["vs ResNet-101 (train / label)"] == "1.0× / 1.0×"
+    assert float(rows["mobilenetv3_small"]["parameters (M)"]) < float(rows["resnet101"]["parameters (M)"])
+    assert "recommendation" in proc.stdout
+
+
+def test_the_efficientnetv2_config_offline_names_the_weights_file_to_place(tmp_path, separable_split):
+    """`python main.py --config configs/efficientnetv2.yaml` with no network: one line naming
+    the ImageNet file and where to put it, exit 2, nothing left behind."""
+    from helpers import run_script, one_error_line
+
+    home = tmp_path / "keras_home"
+    proxy = "http://127.0.0.1:9"  # a closed port: any download fails at once
+    proc = run_script("main.py", "--config", "configs/efficientnetv2.yaml", "--set", f"data.split_root={separable_split}",
+                      "--set", f"output.root={tmp_path / 'runs'}", cwd=os.path.dirname(os.path.dirname(__file__)),
+                      env={"KERAS_HOME": str(home), "http_proxy": proxy, "https_proxy": proxy, "HTTP_PROXY": proxy,
+                           "HTTPS_PROXY": proxy}, expect=2, timeout=300)
+    line = one_error_line(proc)
+    assert os.path.join(str(home), "models", "efficientnetv2-b0_notop.h5") in line and "model.weights: none" in line
+    assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")

@@ -158,6 +158,8 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_multi_worker_bench_command (--long)
   $ python bench/precision.py
       -> test_precision_bench_command (with --quick)
+  $ python bench/backbones.py
+      -> test_backbones.py::test_backbones_bench_command (--long, with --quick)
 
 The README's ```python blocks (the Python API) run in a fresh interpreter, in order, on
 fewer and smaller images (test_readme_python_api_blocks_run). Commands named in the
