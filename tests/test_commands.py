@@ -11,15 +11,15 @@ Documented commands (every fenced block of README.md and docs/*.md) and the test
 them; `test_every_documented_command_is_tested` checks this list against the files.
 
   $ pip install .
-      -> test_ecosystem.py::test_installed_commands_from_another_folder
+      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-train --config demo --print-config
-      -> test_ecosystem.py::test_installed_commands_from_another_folder
+      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-split --source data/archive/cropped/cropped --dest data/split
-      -> test_ecosystem.py::test_installed_commands_from_another_folder
+      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-train --config demo
-      -> test_ecosystem.py::test_installed_commands_from_another_folder
+      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-infer data/split/test --recursive
-      -> test_ecosystem.py::test_installed_commands_from_another_folder
+      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ python -m ga --help
       -> test_ga_help_lists_the_subcommands
   $ python -m ga split --source data/archive/cropped/cropped --dest data/split
@@ -27,11 +27,11 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python -m ga train --config demo
       -> test_ga_command_chain
   $ python -m ga infer data/split/test --recursive --output predictions.csv
-      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (--long)
   $ python -m ga evaluate data/split/test --model deliverables/<run> --out-dir eval
-      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (--long)
   $ python -m ga scan frame.png --tile 300 --model deliverables/<run>
-      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (--long)
   $ python -m ga synth crystals --out data/archive --per-class 300
       -> test_ga_command_chain
   $ python -m ga import GAweights_<ts>.h5 --out deliverables/<name>
@@ -159,7 +159,7 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python bench/precision.py
       -> test_precision_bench_command (with --quick)
   $ python bench/backbones.py
-      -> test_backbones.py::test_backbones_bench_command (--long, with --quick)
+      -> test_backbones.py::test_backbones_bench_command (--long; with --quick)
 
 The README's ```python blocks (the Python API) run in a fresh interpreter, in order, on
 fewer and smaller images (test_readme_python_api_blocks_run). Commands named in the
@@ -686,6 +686,7 @@ def _same_folder_files(a, b, skip=()):
             assert open(os.path.join(a, n), encoding="utf-8").read() == open(os.path.join(b, n), encoding="utf-8").read(), n
 
 
+@pytest.mark.long  # 80 s on a 2-core AVX2 CPU; inference.py's own modes are tested in the default suite
 def test_ga_infer_evaluate_scan_give_the_files_of_inference_py(demo):
     ws, run, _ = demo
     ws.run("python -m ga infer data/split/test --recursive --output predictions.csv", "--model", run)

@@ -183,6 +183,7 @@ def test_explain_and_provenance_from_the_shell(trained_run, tmp_path):
                             "model_sha256": hashlib.sha256(open(keras_file, "rb").read()).hexdigest()}
 
 
+@pytest.mark.long  # 63 s: a fresh venv and a non-editable install; the same commands run editable in the suite
 def test_installed_commands_from_another_folder(tmp_path):
     """`pip install .` (not editable) into a fresh venv; the dependencies come from this
     interpreter's site-packages (a .pth), so only the package itself is installed."""
