@@ -22,6 +22,19 @@ FAST = ["mobilenetv3_small"]
 LONG = [b for b in BACKBONES if b not in FAST + ["resnet101", "cnn4"]]
 
 
+@pytest.fixture(autouse=True)
+def _free_models():
+    """Each family's models freed after its test: ten of them in one worker otherwise grow it
+    past 11 GB (an OOM kill seen with --long)."""
+    yield
+    import gc
+
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def test_the_config_offers_every_family():
     hints = typing.get_type_hints(ModelConfig)
     assert set(typing.get_args(hints["backbone"])) == set(BACKBONES)
