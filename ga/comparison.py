@@ -19,7 +19,7 @@ from ga.files import atomic_write_csv, atomic_write_json
 from ga.splitting import manifest_groups
 from ga.stats import with_ci
 from ga.tasks import get_task
-from ga.uncertainty import Settings, bootstrap_weights, figure_values, group_index, strata_of
+from ga.uncertainty import Settings, bootstrap_weights, figure_values, group_index, strata_of, truth_and_decisions
 
 if TYPE_CHECKING:
     from ga.predict import LoadedModel
@@ -66,7 +66,9 @@ def compare_models(a: LoadedModel, b: LoadedModel, folder: str, out_dir: str, se
     y = y_true[ok]
     probs = [np.stack([p.results[i].probs for i in ok]).astype(np.float32) for p in preds]
     thresholds = [p.thresholds for p in preds]
-    decided = [task.decide(pr, classes, th) for pr, th in zip(probs, thresholds)]
+    (truth, decided_a), (_, decided_b) = (truth_and_decisions(task, classes, y, pr, th)
+                                          for pr, th in zip(probs, thresholds))
+    decided = [decided_a, decided_b]
     right = [task.right(y, d) for d in decided]
     a_only, b_only = int((right[0] & ~right[1]).sum()), int((~right[0] & right[1]).sum())
     used = [paths[i] for i in ok]
@@ -88,7 +90,6 @@ def compare_models(a: LoadedModel, b: LoadedModel, folder: str, out_dir: str, se
                            "groups_from": manifest}}
     os.makedirs(out_dir, exist_ok=True)
     atomic_write_json(os.path.join(out_dir, "compare.json"), doc)
-    truth = np.eye(len(classes), dtype=bool)[task.true_index(y)] if task.exclusive else y > 0.5
     atomic_write_csv(os.path.join(out_dir, "compare.csv"),
                      ["path", "true", "predicted_a", "predicted_b", "right_a", "right_b",
                       *(f"p_{c}_a" for c in _prob_names(task, classes)), *(f"p_{c}_b" for c in _prob_names(task, classes))],

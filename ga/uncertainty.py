@@ -91,6 +91,15 @@ def bootstrap_weights(strata: np.ndarray, groups: np.ndarray, resamples: int, se
 # ---------------------------------------------------------------------------- weighted figures
 
 
+def truth_and_decisions(task: Task | str, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
+                        thresholds: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, decisions): bool (n, k) matrices of the classes each image has and is called."""
+    task = get_task(task)
+    y_true = np.asarray(y_true)
+    truth = np.eye(len(classes), dtype=bool)[task.true_index(y_true)] if task.exclusive else y_true > 0.5
+    return truth, task.decide(y_prob, classes, thresholds).astype(bool)
+
+
 def _ratio(num, den):
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)  # sklearn's zero_division=0
@@ -119,11 +128,7 @@ def figure_values(task: Task | str, classes: Sequence[str], y_true: np.ndarray, 
     task = get_task(task)
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, np.float64)
     k = len(classes)
-    if task.exclusive:
-        truth = np.eye(k, dtype=bool)[task.true_index(y_true)]
-    else:
-        truth = y_true > 0.5
-    decided = task.decide(y_prob, classes, thresholds).astype(bool)
+    truth, decided = truth_and_decisions(task, classes, y_true, y_prob, thresholds)
     w = weights
     total = w.sum(1)
     tp = w @ (truth & decided).astype(float)  # (b, k)
@@ -248,10 +253,7 @@ def _wilson(p: float, n: float, level: float) -> tuple[float, float]:
 
 def _proportions(task, classes, y_true, y_prob, thresholds):
     """{key: (hit bool (n,), trials bool (n,))} of the figures that are plain proportions."""
-    task = get_task(task)
-    k = len(classes)
-    truth = np.eye(k, dtype=bool)[task.true_index(y_true)] if task.exclusive else np.asarray(y_true) > 0.5
-    decided = task.decide(y_prob, classes, thresholds).astype(bool)
+    truth, decided = truth_and_decisions(task, classes, y_true, y_prob, thresholds)
     out = {("accuracy",): ((truth == decided).all(1), np.ones(len(truth), bool))}
     for i, c in enumerate(classes):
         hit = truth[:, i] & decided[:, i]
