@@ -91,7 +91,7 @@ def cross_validate(cfg: Config | str | None = None, resume: str | None = None, o
         run_dir = train(None, resume=unfinished, device=device) if unfinished else train(fold_cfg, device=device)
         if chief and run_dir is not None:
             doc["folds"][str(i)] = {"run": os.path.basename(run_dir), "state": "finished",
-                                    "metrics": fold_figures(_metrics(run_dir))}
+                                    "metrics": runs.test_figures(_metrics(run_dir))}
             _write(cv_dir, doc)
     if not chief:
         return None
@@ -141,21 +141,6 @@ def _write(cv_dir, doc):
 def _metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.json"), encoding="utf-8") as fh:
         return json.load(fh)
-
-
-def fold_figures(m: dict) -> dict[str, float]:
-    """A fold's test figures: accuracy, balanced accuracy, macro F1, ROC AUC (binary: the
-    positive class; else the macro mean, or the mean of the per-class AUCs) and each class's F1."""
-    auc = m.get("roc_auc")
-    if isinstance(auc, dict):
-        auc = m.get("roc_auc_macro")
-        if auc is None:
-            defined = [v for v in m["roc_auc"].values() if v is not None]
-            auc = float(np.mean(defined)) if defined else None
-    out = {"accuracy": m["accuracy"], "balanced_accuracy": m.get("balanced_accuracy"),
-           "macro_f1": (m.get("macro_avg") or {}).get("f1"), "roc_auc": auc}
-    out.update({f"f1_{c}": v["f1"] for c, v in m["per_class"].items()})
-    return {k: v for k, v in out.items() if v is not None}
 
 
 def summary_of(per_fold: Sequence[dict[str, float]], level: float = 0.95) -> dict[str, dict]:
@@ -221,7 +206,7 @@ def out_of_fold(cv_dir: str, cfg: Config, folds: Sequence[dict]) -> dict:
                          f"{cfg.output.prefix} out-of-fold predictions of {len(folds)} folds", {},
                          cfg.analysis.settings())
     _add_fold_column(os.path.join(out_dir, "predictions.csv"), fold_of)
-    return {"images": len(paths), "folder": "oof", **fold_figures(m)}
+    return {"images": len(paths), "folder": "oof", **runs.test_figures(m)}
 
 
 def _add_fold_column(path, fold_of):

@@ -228,6 +228,47 @@ def iter_sources(inputs: Sequence[str]) -> Iterator[str]:
             raise GAError(f"not found: {item}", arg="inputs")
 
 
+# ---------------------------------------------------------------------------- pages as paths
+
+
+_PAGE = re.compile(r"^(?P<file>.+\.tiff?)#p(?P<page>\d+)$", re.IGNORECASE)
+
+
+def page_of(path: str) -> tuple[str, int | None]:
+    """(file, page) of a page path `stack.tif#p3`; (path, None) for any other path (a file
+    that exists under the name itself is that file)."""
+    m = _PAGE.match(path)
+    if not m or os.path.exists(path):
+        return path, None
+    return m.group("file"), int(m.group("page"))
+
+
+def stack_pages(path: str) -> list[str]:
+    """The pages of a multi-page TIFF as paths `stack.tif#p0`, `#p1`, ...; any other file (a
+    TIFF of one page, or one that cannot be opened, whose reading then says why) as [path]."""
+    if frame_kind(path) != "tiff" or not os.path.isfile(path):
+        return [path]
+    try:
+        n = len(_tiff_pages(path))
+    except ImageProblem:
+        return [path]
+    return [f"{path}#p{i}" for i in range(n)] if n > 1 else [path]
+
+
+def read_page(path: str, max_pixels: int) -> np.ndarray:
+    """uint8 RGB pixels of a page path (`page_of`).
+
+    Raises:
+        ImageProblem: the file or page cannot be read.
+    """
+    file, page = page_of(path)
+    if page is None:
+        raise ImageProblem(f"not a page of a TIFF stack: {path}")
+    if not os.path.isfile(file):
+        raise ImageProblem(f"unreadable: no file {file}")
+    return rgb8(_tiff_page(file, page, max_pixels))
+
+
 # ---------------------------------------------------------------------------- pixels
 
 

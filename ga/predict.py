@@ -10,6 +10,7 @@ centre crop (`ga.images`).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import glob
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import numpy as np
 
 from ga.errors import GAError, ModelError, first_line, one_line, opt
 from ga.files import atomic_write_csv, atomic_write_text, sha256_file
+from ga.frames import page_of, read_page, stack_pages
 from ga.images import (
     MAX_PIXELS,
     TF_FORMATS,
@@ -276,17 +278,44 @@ def _rebuilt_from_run(path):
 
 
 def list_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[str], list[str]]:
-    """Every file named or inside the folders named (hidden ones skipped, sorted), and the
-    paths that do not exist."""
+    """Every file the inputs name, and the inputs that name nothing.
+
+    An input is a folder (its files, hidden ones skipped, sorted; subfolders with
+    `recursive`), a file, a glob pattern the shell left alone (`"frames/*.png"`,
+    `"**/*.tif"`), or `@list.txt`: one path (or folder, or pattern) a line, `#` comments and
+    blank lines ignored, relative paths taken from the list file's folder. A file the list
+    names that does not exist stays in the result, so that it becomes a per-file error row
+    (never a silent skip). Every multi-page TIFF becomes its pages, `stack.tif#p0`, ... .
+    """
     files, missing = [], []
     for item in inputs:
+        if item.startswith("@") and not os.path.exists(item):
+            for entry in _list_file(item[1:]):
+                found, _ = list_inputs([entry], recursive)
+                files.extend(found or [entry])
+            continue
         if os.path.isdir(item):
             files.extend(walk_files(item, recursive))
         elif os.path.isfile(item):
             files.append(item)
+        elif glob.has_magic(item) and (matches := sorted(glob.glob(item, recursive=True))):
+            for m in matches:
+                files.extend(walk_files(m, recursive) if os.path.isdir(m) else [m])
         else:
             missing.append(item)
-    return files, missing
+    return [page for f in files for page in stack_pages(f)], missing
+
+
+def _list_file(path):
+    """The entries of a list file (`@list.txt`), relative ones joined to its folder."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GAError(f"cannot read the list file {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    base = os.path.dirname(path)
+    entries = [line.strip() for line in lines]
+    return [e if os.path.isabs(e) else os.path.join(base, e) for e in entries if e and not e.startswith("#")]
 
 
 def read_image(path: str, labels: dict, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -298,6 +327,8 @@ def read_image(path: str, labels: dict, max_pixels: int = MAX_PIXELS) -> np.ndar
     import tensorflow as tf
 
     resize = tuple(labels.get("resize") or labels["input_size"])
+    if page_of(path)[1] is not None:
+        return _model_crop(np.asarray(resize_uint8(read_page(path, max_pixels), resize)), labels)
     # Every file is tried whatever its extension: a non-image gets a clear reason.
     data = read_bytes(path)
     fmt = checked(data, max_pixels)
@@ -518,10 +549,13 @@ def labelled_files(folder: str, labels: dict) -> tuple[list[str], np.ndarray]:
     if not os.path.isdir(folder):
         raise GAError(f"not a folder: {folder}", arg="folder")
     try:
-        return labelled_images(folder, classes, get_task(labels), class_names=classes, any_class="any" in classes,
-                               partial=True)
+        paths, y = labelled_images(folder, classes, get_task(labels), class_names=classes, any_class="any" in classes,
+                                   partial=True)
     except GAError as exc:
         raise GAError(exc.message, arg="folder") from None
+    # A multi-page TIFF is its pages, each with the file's label.
+    pages = [stack_pages(p) for p in paths]
+    return [p for ps in pages for p in ps], np.repeat(y, [len(ps) for ps in pages], axis=0)
 
 
 def run_prefix(source: str) -> str:

@@ -1,4 +1,12 @@
-"""Run folder conventions: names, the RUNNING marker, labels.json, finding the newest run."""
+"""Run folder conventions: names, the RUNNING marker, labels.json, finding the newest run,
+and the table of runs (`ga runs`).
+
+The RUNNING marker holds `started <time> pid <pid> host <host>`; a run that stopped on an
+error or an interrupt adds a line `failed <time>: <reason>`. A run's state is then:
+finished (its deliverables written and the marker gone), RUNNING (the marker, and its
+process alive on this host, or on another host, which cannot be told from here), or failed
+(the marker says so, or its process on this host is gone: killed, or the machine restarted).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,8 @@ import importlib.metadata as md
 import json
 import os
 import platform
+import re
+import socket
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
@@ -16,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ga import __version__
 from ga.config import model_input_size, preprocessing_mode
-from ga.errors import ModelError
+from ga.errors import GAError, ModelError
 from ga.files import atomic_write_csv, atomic_write_json, sha256_file
 from ga.hardware import describe
 from ga.tasks import TASKS, get_task
@@ -40,7 +50,8 @@ def new_run_dir(output: OutputConfig) -> str:
         except FileExistsError:
             continue
         with open(os.path.join(path, RUNNING), "w", encoding="utf-8") as fh:
-            fh.write(f"started {_dt.datetime.now().isoformat(timespec='seconds')} pid {os.getpid()}\n")
+            fh.write(f"started {_dt.datetime.now().isoformat(timespec='seconds')} pid {os.getpid()} "
+                     f"host {socket.gethostname()}\n")
         return path
     raise ModelError(f"could not create a new run folder under {output.root}")
 
@@ -53,6 +64,14 @@ def is_complete(run_dir: str) -> bool:
 
 def mark_complete(run_dir: str) -> None:
     os.remove(os.path.join(run_dir, RUNNING))
+
+
+def mark_failed(run_dir: str, reason: str) -> None:
+    """Add why the run stopped to its RUNNING marker (it stays: `main.py --resume` can go on)."""
+    path = os.path.join(run_dir, RUNNING)
+    if os.path.isfile(path):
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"failed {_dt.datetime.now().isoformat(timespec='seconds')}: {reason}\n")
 
 
 def newest_run(root: str) -> str | None:
@@ -209,3 +228,160 @@ def _list_hash(paths, labels, root):
     for p, y in zip(paths, labels):
         h.update(f"{os.path.relpath(p, root)}\t{list(map(float, y))}\n".encode("utf-8"))
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- the table of runs
+
+
+RUN_COLUMNS = ("name", "date", "state", "task", "backbone", "epoch", "accuracy", "macro_f1", "roc_auc")
+_STAMP = re.compile(r"_(\d{4}-\d{2}-\d{2})_(\d{2})-(\d{2})-(\d{2})")
+
+
+def test_figures(m: Mapping) -> dict[str, float]:
+    """The test figures of a metrics.json: accuracy, balanced accuracy, macro F1, ROC AUC
+    (binary: the positive class; else the macro mean, or the mean of the per-class AUCs) and
+    each class's F1."""
+    auc = m.get("roc_auc")
+    if isinstance(auc, dict):
+        auc = m.get("roc_auc_macro")
+        if auc is None:
+            defined = [v for v in m["roc_auc"].values() if v is not None]
+            auc = sum(defined) / len(defined) if defined else None
+    out = {"accuracy": m.get("accuracy"), "balanced_accuracy": m.get("balanced_accuracy"),
+           "macro_f1": (m.get("macro_avg") or {}).get("f1"), "roc_auc": auc}
+    out.update({f"f1_{c}": v["f1"] for c, v in (m.get("per_class") or {}).items()})
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def run_state(run_dir: str) -> tuple[str, str]:
+    """(state, why): finished, RUNNING or failed (module docstring); "" for a folder that is
+    no run (no config.yaml)."""
+    marker = os.path.join(run_dir, RUNNING)
+    if not os.path.isfile(marker):
+        if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
+            return "", ""
+        done = os.path.isfile(os.path.join(run_dir, "metrics.json")) or os.path.isfile(os.path.join(run_dir, "cv.json"))
+        return ("finished", "") if done else ("failed", "no marker and no metrics.json")
+    try:
+        with open(marker, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        return "RUNNING", f"marker unreadable ({exc.strerror})"
+    failed = [line for line in text.splitlines() if line.startswith("failed ")]
+    if failed:
+        return "failed", failed[-1].split(": ", 1)[-1]
+    m = re.search(r"pid (\d+)(?: host (\S+))?", text)
+    if not m or (m.group(2) and m.group(2) != socket.gethostname()):
+        return "RUNNING", f"on {m.group(2)}" if m and m.group(2) else ""
+    if _alive(int(m.group(1))):
+        return "RUNNING", f"pid {m.group(1)}"
+    return "failed", f"its process ({m.group(1)}) is gone"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_row(run_dir: str) -> dict[str, Any]:
+    """One row of the runs table (RUN_COLUMNS, plus `why` and `path`), from the folder's
+    config.yaml, labels.json, run.json or history.csv, and metrics.json (cv_summary.json's
+    means for a cross-validation folder)."""
+    import yaml
+
+    state, why = run_state(run_dir)
+    name = os.path.basename(os.path.normpath(run_dir))
+    row: dict[str, Any] = {c: "" for c in RUN_COLUMNS}
+    row.update(name=name, state=state, why=why, path=run_dir)
+    m = _STAMP.search(name)
+    row["date"] = (f"{m.group(1)} {m.group(2)}:{m.group(3)}:{m.group(4)}" if m else
+                   _dt.datetime.fromtimestamp(os.path.getmtime(run_dir)).strftime("%Y-%m-%d %H:%M:%S"))
+    cfg = _read_yaml(os.path.join(run_dir, "config.yaml"), yaml) or {}
+    model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
+    row["task"], row["backbone"] = model.get("task", ""), model.get("backbone", "")
+    labels = _read_json(os.path.join(run_dir, LABELS))
+    if labels.get("task"):
+        row["task"] = labels["task"]
+    fit = _read_json(os.path.join(run_dir, "run.json")).get("fit") or {}
+    if fit.get("delivered_epoch"):
+        row["epoch"] = fit["delivered_epoch"]
+    elif os.path.isfile(os.path.join(run_dir, "history.csv")):
+        row["epoch"] = len(read_history(os.path.join(run_dir, "history.csv")))
+    figures = test_figures(_read_json(os.path.join(run_dir, "metrics.json")))
+    summary = _read_json(os.path.join(run_dir, "cv_summary.json"))
+    if summary:
+        figures = {k: v["mean"] for k, v in summary.get("test_figures", {}).items() if isinstance(v, dict)}
+        row["epoch"] = f"{summary.get('k', '')} folds"
+    for k in ("accuracy", "macro_f1", "roc_auc"):
+        row[k] = figures.get(k, "")
+    return row
+
+
+def list_runs(root: str) -> list[dict[str, Any]]:
+    """The rows (`run_row`) of every run folder directly in `root`, oldest first.
+
+    Raises:
+        GAError: `root` is not a folder.
+    """
+    if not os.path.isdir(root):
+        raise GAError(f"not a folder: {root}")
+    found = [os.path.join(root, d) for d in sorted(os.listdir(root)) if not d.startswith(".")]
+    rows = [run_row(d) for d in found if os.path.isdir(d) and run_state(d)[0]]
+    return sorted(rows, key=lambda r: (r["date"], r["name"]))
+
+
+def flat_config(doc: Mapping, prefix: str = "") -> dict[str, Any]:
+    """A nested configuration as dotted keys (`training.learning_rate`)."""
+    out: dict[str, Any] = {}
+    for k, v in doc.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flat_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def diff_runs(a: str, b: str) -> dict[str, Any]:
+    """What differs between two run folders: config keys {key: (a, b)} and test figures
+    {figure: (a, b, b - a)}.
+
+    Raises:
+        GAError: either is not a run folder.
+    """
+    import yaml
+
+    docs = []
+    for run in (a, b):
+        cfg = _read_yaml(os.path.join(run, "config.yaml"), yaml)
+        if cfg is None:
+            raise GAError(f"{run} is not a run folder (no readable config.yaml)")
+        docs.append(flat_config(cfg))
+    keys = sorted(set(docs[0]) | set(docs[1]))
+    config = {k: (docs[0].get(k), docs[1].get(k)) for k in keys if docs[0].get(k) != docs[1].get(k)}
+    figs = [test_figures(_read_json(os.path.join(run, "metrics.json"))) for run in (a, b)]
+    metrics = {k: (figs[0][k], figs[1][k], figs[1][k] - figs[0][k]) for k in figs[0] if k in figs[1]}
+    return {"a": a, "b": b, "config": config, "metrics": metrics}
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+        return doc if isinstance(doc, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_yaml(path, yaml):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh)
+        return doc if isinstance(doc, dict) else None
+    except (OSError, yaml.YAMLError):
+        return None

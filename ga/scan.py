@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ga.files import atomic_path, atomic_write_csv
+from ga.frames import page_of, read_page
 from ga.images import resize_uint8
 from ga.tasks import get_task
 
@@ -79,16 +80,20 @@ def scan_frame(model: LoadedModel, path: str, tile: int | Sequence[int], out_dir
     """
     labels = model.labels
     marks = marking(labels, rule, threshold)
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    with Image.open(path) as im:
-        frame = np.asarray(im.convert("RGB"))
+    if page_of(path)[1] is not None:
+        frame = read_page(path, max_pixels)
+    else:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        with Image.open(path) as im:
+            frame = np.asarray(im.convert("RGB"))
     h, w, _ = frame.shape
     overlap = default_overlap(tile) if overlap is None else overlap
     boxes = tile_boxes(w, h, tile, overlap)
     probs = _predict_tiles(model, frame, boxes, tuple(labels["input_size"]), batch_size)
     fired = marks(probs)
     columns = get_task(labels).scan_columns(labels["classes"])
-    stem = os.path.splitext(os.path.basename(path))[0]
+    file, page = page_of(path)
+    stem = os.path.splitext(os.path.basename(file))[0] + ("" if page is None else f"_p{page}")
     out = _write_scan(frame, boxes, fired, probs, columns, out_dir, stem)
     return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), **out}
 

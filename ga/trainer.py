@@ -44,7 +44,7 @@ from ga.distributed import (
     weights_digest,
     worker_count,
 )
-from ga.errors import ConfigError, DataError, TrainingError
+from ga.errors import ConfigError, DataError, TrainingError, one_line
 from ga.files import remove_temporaries
 from ga.tasks import get_task
 
@@ -226,6 +226,10 @@ def _run(cfg, classes, resume):
             return None
         _deliver_run(cfg, run_dir, built, data, fit_info, classes, strategy, (precision, precision_why))
         return run_dir
+    except BaseException as exc:  # the marker says why, for `ga runs`; the error goes on up
+        if not scratch:
+            runs.mark_failed(run_dir, "interrupted" if isinstance(exc, KeyboardInterrupt) else one_line(exc))
+        raise
     finally:
         logging.getLogger("ga").removeHandler(handler)
         handler.close()

@@ -177,3 +177,67 @@ def test_lambda_model_is_refused_without_unsafe(tmp_path):
     with pytest.raises(ModelError, match="unsafe=True"):
         load_keras(path)
     assert load_keras(path, unsafe=True) is not None
+
+
+def _stack(path, rng, classes=(0, 1, 0)):
+    """A multi-page TIFF, one separable crop of each class index a page."""
+    pages = [separable_image(rng, c, (40, 40)) for c in classes]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+
+
+def test_globs_list_files_and_tiff_stacks_from_a_shell(trained_run, tmp_path):
+    """A quoted glob, a 3-page TIFF stack and an @list file each give one row per image;
+    a list naming a missing file reports it and exits 1."""
+    from helpers import run_script
+
+    rng = np.random.default_rng(3)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        separable_image(rng, i % 2).save(frames / f"f{i}.png")
+    separable_image(rng, 0).save(frames / "other.jpg")
+    _stack(frames / "stack.tif", rng)
+    out = tmp_path / "glob.csv"
+    run_script("inference.py", str(frames / "*.png"), str(frames / "stack.tif"), "--model", trained_run,
+               "--output", out)
+    names = [os.path.basename(r["path"]) for r in read_csv(out)]
+    assert names == ["f0.png", "f1.png", "f2.png", "stack.tif#p0", "stack.tif#p1", "stack.tif#p2"]
+    stack_rows = read_csv(out)[3:]
+    assert [r["predicted"] for r in stack_rows] == ["cex", "pg", "cex"] and not any(r["error"] for r in stack_rows)
+
+    (tmp_path / "list.txt").write_text("# frames to label\nframes/f1.png\n\nframes/gone.png\n"
+                                       f"{frames / 'stack.tif'}\n")
+    out = tmp_path / "list.csv"
+    proc = run_script("inference.py", f"@{tmp_path / 'list.txt'}", "--model", trained_run, "--output", out,
+                      expect=1)
+    rows = read_csv(out)
+    assert [os.path.basename(r["path"]) for r in rows] == ["f1.png", "gone.png", "stack.tif#p0", "stack.tif#p1",
+                                                           "stack.tif#p2"]
+    assert [bool(r["error"]) for r in rows] == [False, True, False, False, False]
+    assert any("gone.png" in line for line in proc.stderr.splitlines() if line.startswith("error:"))
+
+    proc = run_script("inference.py", f"@{tmp_path / 'nolist.txt'}", "--model", trained_run, expect=2)
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot read the list file")
+
+
+def test_tiff_stacks_are_scanned_and_evaluated_page_by_page(trained_run, tmp_path, capsys):
+    rng = np.random.default_rng(4)
+    _stack(tmp_path / "stack.tif", rng)
+    assert inference_main([str(tmp_path / "stack.tif"), "--scan", "--tile", "40", "--model", trained_run,
+                           "--out-dir", str(tmp_path / "scan")]) == 0
+    out = capsys.readouterr().out
+    assert [l.split(":")[0] for l in out.splitlines() if l.startswith("Frame ")] == [
+        f"Frame stack.tif#p{i}" for i in range(3)]
+    assert sorted(p.name for p in (tmp_path / "scan").glob("*_tiles.csv")) == [
+        f"stack_p{i}_tiles.csv" for i in range(3)]
+
+    labelled = tmp_path / "labelled"
+    for cls, idx in (("cex", 0), ("pg", 1)):
+        (labelled / cls).mkdir(parents=True)
+        _stack(labelled / cls / "stack.tif", rng, (idx,) * 3)
+        separable_image(rng, idx).save(labelled / cls / "one.png")
+    assert inference_main([str(labelled), "--evaluate", "--model", trained_run,
+                           "--out-dir", str(tmp_path / "eval")]) == 0
+    rows = read_csv(tmp_path / "eval" / "predictions.csv")
+    assert len(rows) == 8
+    assert sum(r["path"].endswith("stack.tif#p2") for r in rows) == 2

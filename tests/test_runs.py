@@ -68,3 +68,66 @@ def test_history_is_trimmed_to_the_epochs_before_a_resume(tmp_path):
     runs.trim_history(path, 2)
     assert [r["epoch"] for r in runs.read_history(path)] == ["0", "1"]
     assert runs.read_history(str(tmp_path / "none.csv")) == []
+
+
+def _runs_csv(root):
+    from helpers import read_csv, run_script
+
+    proc = run_script("-m", "ga", "runs", root, "--csv")
+    path = os.path.join(root, "..", "runs.csv")
+    with open(path, "w") as fh:
+        fh.write(proc.stdout)
+    return {r["name"]: r for r in read_csv(path)}
+
+
+def test_ga_runs_lists_finished_running_and_failed_runs(trained_run, separable_split, tmp_path):
+    """From a shell: a finished run, a run training now (RUNNING), the same run after Ctrl-C
+    and a run whose process was killed (failed); then --diff of two runs."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import tiny_config
+    from helpers import ROOT, one_error_line, run_script
+
+    root = tmp_path / "runs"
+    root.mkdir()
+    finished = os.path.basename(trained_run)
+    shutil.copytree(trained_run, root / finished)
+    cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(root), training={"epochs": 500},
+                      output={"name": "long", "onnx": False})
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, live = time.time() + 300, None
+        while time.time() < deadline and proc.poll() is None and live is None:
+            live = next((d for d in os.listdir(root) if d.endswith("_long") and os.path.isfile(root / d / "history.csv")
+                         and len(open(root / d / "history.csv").read().splitlines()) >= 2), None)
+            time.sleep(0.2)
+        assert live, "the long run never finished an epoch"
+        table = _runs_csv(root)
+        assert table[finished]["state"] == "finished" and table[finished]["epoch"] == "5"
+        assert float(table[finished]["accuracy"]) >= 0.9 and table[finished]["backbone"] == "cnn4"
+        assert table[live]["state"] == "RUNNING" and table[live]["why"] == f"pid {proc.pid}"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(120) == 130
+    finally:
+        proc.kill()
+    table = _runs_csv(root)
+    assert (table[live]["state"], table[live]["why"]) == ("failed", "interrupted")
+    assert int(table[live]["epoch"]) >= 1 and table[live]["accuracy"] == ""
+
+    killed = root / "GA_2026-01-02_03-04-05_killed"
+    killed.mkdir()
+    shutil.copy(root / live / "config.yaml", killed)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (killed / "RUNNING").write_text(f"started 2026-01-02T03:04:05 pid {gone.stdout.strip()} host {os.uname()[1]}\n")
+    table = _runs_csv(root)
+    assert table[killed.name]["state"] == "failed" and "is gone" in table[killed.name]["why"]
+    assert list(table) == sorted(table, key=lambda n: table[n]["date"])
+
+    diff = run_script("-m", "ga", "runs", root, "--diff", finished, live).stdout
+    assert "training.epochs" in diff and "output.name" in diff and "no test figures" in diff
+    bad = run_script("-m", "ga", "runs", "--diff", finished, str(tmp_path / "nowhere"), cwd=str(root), expect=2)
+    assert "is not a run folder" in one_error_line(bad)
