@@ -16,6 +16,7 @@ import argparse
 import csv
 import logging
 import os
+import shlex
 import sys
 from typing import NoReturn, Sequence
 
@@ -67,6 +68,7 @@ def _config_args(parser, default=None):
 FLAGS = {"model": "--model", "engine": "--engine", "threshold": "--threshold", "cluster": "--cluster",
          "scan": "--scan", "rule": "--rule", "folder": "--evaluate", "recursive": "--recursive", "unsafe": "--unsafe",
          "overwrite": "--overwrite", "dest": "--dest", "ratios": "--ratios", "resume": "--resume", "compare": "--compare", "cv": "--cv", "folds": "--folds",
+         "lr_find": "--lr-find", "lr_steps": "--lr-steps", "lr_range": "--lr-range",
          "overrides": "--set", "out": "--out", "show_detection": "--show-detection", "train": "`python main.py --config configs/demo.yaml`"}
 
 
@@ -209,6 +211,14 @@ def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="cross-validation: one run per fold of the split's folds (split_data.py --folds K) inside "
                         "one <prefix>_<time>_cv folder, then the summary across folds; --resume that folder to "
                         "continue an interrupted one")
+    p.add_argument("--lr-find", action="store_true",
+                   help="learning-rate range test instead of training: the rate rises exponentially over "
+                        "--lr-steps batches of the config's data and model until the loss diverges; writes "
+                        "lr_find.png and lr_find.csv to a <prefix>_<time>_lr_find folder and prints the suggested "
+                        "rate with the --set line that uses it")
+    p.add_argument("--lr-steps", type=int, default=100, metavar="N", help="with --lr-find: batches (default 100)")
+    p.add_argument("--lr-range", type=float, nargs=2, default=[1e-7, 10.0], metavar=("LOW", "HIGH"),
+                   help="with --lr-find: the rates swept (default 1e-7 10)")
     p.add_argument("--device", choices=["auto", "cpu"], default="auto",
                    help="cpu hides every GPU from TensorFlow before it starts; default: auto")
     p.add_argument("--print-config", action="store_true",
@@ -244,6 +254,8 @@ def _training(args):
     from ga.crossval import cross_validate, is_cv_folder
     from ga.trainer import train
 
+    if args.lr_find:
+        return _lr_finding(args, overrides)
     if args.resume and is_cv_folder(args.resume):
         run_dir = cross_validate(None, resume=args.resume, overrides=overrides, device=args.device)
     elif args.cv:
@@ -256,6 +268,24 @@ def _training(args):
         run_dir = train(load_config(args.config, overrides), device=args.device)
     if run_dir is not None:  # None: a non-chief worker of a multi-worker run (the chief prints it)
         print(run_dir)
+    return 0
+
+
+def _lr_finding(args, overrides):
+    from ga.config import load_config
+    from ga.lrfind import find_learning_rate
+
+    if args.resume or args.cv:
+        raise ConfigError("--lr-find trains nothing: it takes neither --resume nor --cv", arg="lr_find")
+    r = find_learning_rate(load_config(args.config, overrides), steps=args.lr_steps, low=args.lr_range[0],
+                           high=args.lr_range[1], progress=sys.stderr.isatty(), device=args.device)
+    print(f"learning-rate range test: {len(r.rates)} steps from {r.rates[0]:.3g} to {r.rates[-1]:.3g} "
+          f"({r.stopped}); lowest smoothed loss at {r.minimum:.3g}, steepest fall at {r.steepest:.3g}")
+    print(f"suggested learning rate: {r.suggested:.3g}")
+    config = args.config if args.config else "configs/resnet101.yaml"
+    sets = "".join(f" --set {shlex.quote(o)}" for o in overrides if not o.startswith("training.learning_rate="))
+    print(f"  python main.py --config {shlex.quote(config)}{sets} --set training.learning_rate={r.suggested:.3g}")
+    print(r.folder)
     return 0
 
 

@@ -237,6 +237,20 @@ def _run(cfg, classes, resume):
             shutil.rmtree(scratch, ignore_errors=True)
 
 
+def prepare(cfg: Config, device: str = "auto") -> tuple[Built, Any, list[str]]:
+    """What a fit starts from, as `train` builds it: TensorFlow set up (seed, precision
+    policy), the model compiled with the config's optimizer (its first stage: fine_tune's
+    linear stage) and the datasets. Returns (Built, Datasets, classes); the learning-rate
+    finder (`ga.lrfind`) fits this."""
+    _configure_devices(device)
+    check_paths(cfg)
+    _set_up_tensorflow(cfg)
+    strategy = _strategy(cfg)
+    _precision_policy(cfg)
+    classes = _read_classes(cfg) if get_task(cfg).classifier else []
+    return _build(cfg, classes, strategy), _datasets(cfg, classes), classes
+
+
 def _deliver_run(cfg, run_dir, built, data, fit_info, classes, strategy, precision):
     """Every deliverable of a finished run, from a float32 copy of the trained model; then
     run.json, and the RUNNING marker goes."""
