@@ -211,6 +211,8 @@ def train_parser(prog: str | None = None) -> argparse.ArgumentParser:
                    help="cross-validation: one run per fold of the split's folds (split_data.py --folds K) inside "
                         "one <prefix>_<time>_cv folder, then the summary across folds; --resume that folder to "
                         "continue an interrupted one")
+    p.add_argument("--no-preview", action="store_true",
+                   help="do not write <prefix>train_batch.png (one augmented training batch; output.preview)")
     p.add_argument("--lr-find", action="store_true",
                    help="learning-rate range test instead of training: the rate rises exponentially over "
                         "--lr-steps batches of the config's data and model until the loss diverges; writes "
@@ -242,6 +244,8 @@ def _training(args):
     overrides = list(args.overrides)
     if args.name:
         overrides.append(f"output.name={args.name}")
+    if args.no_preview:
+        overrides.append("output.preview=false")
     if args.list_configs:
         print("\n".join(describe_shipped_configs()))
         return 0

@@ -275,6 +275,25 @@ def pipeline(cfg: Config, name: str, paths: Sequence[str], labels: np.ndarray, b
     return ds.prefetch(AUTOTUNE)
 
 
+def preview_batch(cfg: Config, paths: Sequence[str], labels: np.ndarray, n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """One training batch as the model sees it: up to `n` images drawn (seeded) from the
+    split's files, decoded, resized and augmented as the training pipeline does, with a fresh
+    augmentation layer (the training run's random streams are left untouched).
+
+    Returns:
+        (float32 pixels 0-255 (m, h, w, 3), labels (m, outputs)) for the m <= n images decoded.
+    """
+    rng = np.random.default_rng(cfg.training.seed)
+    pick = rng.choice(len(paths), min(n, len(paths)), replace=False)  # in shuffled order, as a batch is
+    ds = decoded([paths[i] for i in pick], np.asarray(labels)[pick], tuple(cfg.data.image_size), False)
+    x, y = next(iter(ds.batch(len(pick))))
+    x = tf.cast(x, tf.float32)
+    layer = augmentation(cfg.data.augment, cfg.training.seed)
+    if layer is not None:
+        x = layer(x, training=True)
+    return np.asarray(x, np.float32), np.asarray(y)
+
+
 def usable(paths: Sequence[str], labels: np.ndarray, name: str, fraction: float = 1.0,
            seed: int = 0) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Drop the files the pre-scan finds unreadable (each logged), then keep a seeded share

@@ -213,6 +213,8 @@ def _run(cfg, classes, resume):
         if built.init_from:
             log.info("model weights initialised from %s", built.init_from)
         _log_class_counts(cfg, data, weights)
+        if chief and cfg.output.preview and not contrastive:
+            _preview(cfg, run_dir, data)
         try:
             fit_info = _fit_stages(cfg, run_dir, built, data, classes, strategy, weights)
         except collective_errors(strategy) as exc:
@@ -511,6 +513,24 @@ def class_weights(cfg: Config, data: Any) -> dict[str, float] | None:
         raise DataError(f"training.class_weight: balanced: the training split has no image of {empty}")
     total = sum(counts.values())
     return {c: total / (len(classes) * counts[c]) for c in classes}
+
+
+def _preview(cfg, run_dir, data):
+    """<prefix>train_batch.png (kept from the first start of a resumed run); a figure that
+    cannot be made is a warning, never the end of the run."""
+    import tensorflow as tf
+
+    from ga.preview import train_batch_path, write_train_batch
+
+    if os.path.isfile(train_batch_path(run_dir, cfg.output.prefix)):
+        return
+    try:
+        path = write_train_batch(cfg, data, run_dir)
+    except (OSError, ValueError, tf.errors.OpError) as exc:
+        log.warning("no training batch preview: %s", one_line(exc))
+        return
+    if path:
+        log.info("one augmented training batch: %s", path)
 
 
 def _log_class_counts(cfg, data, weights):

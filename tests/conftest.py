@@ -81,7 +81,8 @@ def tiny_config(path, split_root, runs_root, **sections):
                      "early_stopping": {"f1_threshold": 1.0, "f1_patience": 100, "patience": 50}},
         # The SavedModel and INT8 exports and the Grad-CAM figures add seconds to every run; the
         # tests that check them turn them on (trained_run, and the commands run with real configs).
-        "output": {"root": runs_root, "prefix": "GA", "saved_model": False, "explain": False, "int8": False},
+        "output": {"root": runs_root, "prefix": "GA", "saved_model": False, "explain": False, "int8": False,
+                   "preview": False},
     }
     for section, values in sections.items():
         for k, v in values.items():
@@ -106,5 +107,5 @@ def trained_run(tmp_path_factory, separable_split):
 
     work = tmp_path_factory.mktemp("trained")
     cfg = tiny_config(work / "c.yaml", separable_split, str(work / "runs"), training={"epochs": 5},
-                      data={"batch_size": 4}, output={"saved_model": True, "explain": True, "int8": True})
+                      data={"batch_size": 4}, output={"saved_model": True, "explain": True, "int8": True, "preview": True})
     return run_script("main.py", "--config", cfg).stdout.strip().splitlines()[-1]

@@ -327,7 +327,7 @@ def test_make_demo_chain(demo):
     have = set(os.listdir(run))
     assert {"GAmodel.keras", "GAweights.h5", "GAweights.onnx", "labels.json", "config.yaml", "history.csv",
             "metrics.json", "GAFinalTestResults.txt", "predictions.csv", "run.json", "model_card.md", "train.log",
-            "GAmetrics_plot.png", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png"} <= have
+            "GAmetrics_plot.png", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png", "GAtrain_batch.png"} <= have
     assert "RUNNING" not in have
     labels = json.load(open(os.path.join(run, "labels.json")))
     assert labels["classes"] == ["cex", "pg"] and labels["input_size"] == [32, 32]

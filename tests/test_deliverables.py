@@ -22,7 +22,7 @@ from ga.model import batch_predictor
 
 FILES = ["GAweights.h5", "GAmodel.keras", "GAweights.onnx", "labels.json", "GAFinalTestResults.txt", "metrics.json",
          "GAmetrics_plot.png", "GAfinal_confusion_matrix.png", "GAfinal_roc_auc.png", "config.yaml", "history.csv",
-         "train.log", "run.json", "model_card.md", "predictions.csv"]
+         "train.log", "run.json", "model_card.md", "predictions.csv", "GAtrain_batch.png"]
 
 
 def test_every_deliverable_exists(trained_run):

@@ -41,6 +41,32 @@ def test_main_end_to_end(tmp_path, separable_split):
     m = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert m["per_class"]["cex"]["support"] == 12 and m["per_class"]["pg"]["support"] == 6
     assert m["training"]["epochs"] == 2 and m["training"]["stop_reason"] == "max_epochs"
+    # tiny configs leave the preview off; --no-preview wins over a config that asks for it
+    assert not os.path.exists(os.path.join(run_dir, "GAtrain_batch.png"))
+    out = _run_main(["--config", cfg, "--set", "training.epochs=1", "--set", "output.preview=true", "--no-preview"])
+    assert not os.path.exists(os.path.join(out.stdout.strip().splitlines()[-1], "GAtrain_batch.png"))
+
+
+def test_the_preview_batch_is_augmented_and_leaves_training_alone(tmp_path, separable_split):
+    """The preview shows the pipeline's decoding and augmentation, and drawing it changes
+    nothing of what training reads."""
+    from ga.data import build_datasets, preview_batch
+
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs")),
+                      ["data.augment.enabled=true", "data.augment.rotation=0", "data.augment.shift=0",
+                       "data.augment.zoom=0", "data.augment.horizontal_flip=false", "data.augment.rot90=true",
+                       "data.augment.color_scale=0.5", "data.augment.color_shift_p=1.0"])
+    # The order training reads (without augmentation, whose parallel map is not bit-reproducible)
+    plain_cfg = load_config(str(tmp_path / "c.yaml"))
+    first = next(iter(build_datasets(plain_cfg, ["cex", "pg"]).train.dataset))[0].numpy()
+    data = build_datasets(cfg, ["cex", "pg"])
+    x, y = preview_batch(cfg, data.train.paths, data.train.labels, 8)
+    assert x.shape == (8, 32, 32, 3) and y.shape == (8, 1) and x.dtype == np.float32
+    plain, _ = preview_batch(plain_cfg, data.train.paths, data.train.labels, 8)
+    assert not np.allclose(x, plain)  # the colour scale changed the pixels
+    assert np.allclose(plain, np.round(plain)) and plain.max() <= 255  # decoded uint8, no augmentation
+    after = next(iter(build_datasets(plain_cfg, ["cex", "pg"]).train.dataset))[0].numpy()
+    assert np.array_equal(first, after)  # the training stream starts as it would have
 
 
 def test_class_order_follows_folder_names(tmp_path):
