@@ -93,7 +93,7 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none
       -> test_resnet50_command (--long)
   $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--print-format ga|study] [--cluster [K]] [--cluster-features pooled|map] [--cluster-space full|pca2]
-      -> test_inference_keras_engine_json, test_inference_cluster, test_inference_model_files_given_directly, test_make_demo_chain, test_inference_study_print_format, test_cluster_the_study_way
+      -> test_inference_keras_engine_json, test_inference_cluster, test_inference_model_files_given_directly (--long), test_make_demo_chain, test_inference_study_print_format, test_cluster_the_study_way
   $ python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval
       -> test_evaluate_reproduces_the_runs_test_report, test_evaluate_multilabel
   $ python -m ga.georgia import GAweights_<ts>.h5 --out deliverables/<name>
@@ -107,11 +107,11 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python inference.py data/split_multiclass/test --recursive --output data/multiclass_predictions.csv
       -> test_multiclass_chain
   $ python -m ga.synthetic crystals --out data/archive_imbalanced --per-class 800 --classes cex,pg:80 --seed 0
-      -> test_imbalanced_chain
+      -> test_imbalanced_chain (--long)
   $ python split_data.py --source data/archive_imbalanced/cropped/cropped --dest data/split_imbalanced
-      -> test_imbalanced_chain
+      -> test_imbalanced_chain (--long)
   $ python main.py --config configs/demo.yaml --set data.split_root=data/split_imbalanced --set training.class_weight=balanced
-      -> test_imbalanced_chain
+      -> test_imbalanced_chain (--long)
   $ python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0
       -> test_graphene_chain
   $ python split_data.py --config configs/graphene_cnn4.yaml
@@ -139,9 +139,9 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ make bench
       -> test_make_bench_runs_bench_run_py
   $ .venv/bin/python bench/run.py --quick --json bench.json
-      -> test_bench_only_command (with --quick and --json)
+      -> test_bench_only_command (--long; with --quick and --json)
   $ .venv/bin/python bench/run.py --only eval inference
-      -> test_bench_only_command
+      -> test_bench_only_command (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency
       -> test_bench.py::test_data_efficiency_script_runs_every_method (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_de_nocolor --methods linear_eval fine_tune --pretrain-set contrastive.color_prob=0
@@ -494,6 +494,7 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     assert "needles" in line and "['cex', 'pg']" in line
 
 
+@pytest.mark.long  # about 45 s (four inference runs); the engines' agreement in-process: test_predict.py, test_backbones.py
 def test_inference_model_files_given_directly(demo, tmp_path):
     ws, run, _ = demo
     ws.run("python inference.py data/split/test --recursive", "--model", run, "--engine", "onnx", "--output", "f32.csv")
@@ -840,6 +841,7 @@ def test_multiclass_chain(tmp_path):
     assert {r["predicted"] for r in rows} <= {"cex", "pg", "plate"}
 
 
+@pytest.mark.long  # about 40 s; balanced class weights in-process: test_multiclass.py
 def test_imbalanced_chain(tmp_path):
     ws = Workspace(tmp_path)
     # The documented 800:80, shrunk to 60:6 (single PG copies, so the six form six groups).
@@ -1033,6 +1035,7 @@ def test_figure_scripts(tmp_path):
     assert os.path.isfile(tmp_path / "cmp.png")
 
 
+@pytest.mark.long  # about 45 s; the bench entry's other commands: test_precision_bench_command, test_split_bench_command
 def test_bench_only_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     out = tmp_path / "b.json"

@@ -244,6 +244,7 @@ def graphene_data(tmp_path_factory):
     return {"split": str(root / "split"), "unlabelled": unlabelled}
 
 
+@pytest.mark.long  # about 40 s; two workers (TF_CONFIG): the binary test above
 def test_two_workers_multilabel_under_slurm(graphene_data, work):
     # No TF_CONFIG: the two tasks of a Slurm job step on one node, found by SlurmClusterResolver.
     cfg = tiny_config(work / "ml.yaml", graphene_data["split"], str(work / "runs"),

@@ -159,6 +159,7 @@ class _Scripted(keras.callbacks.Callback):
         self.weights[epoch] = [w.copy() for w in self.model.get_weights()]
 
 
+@pytest.mark.long  # about 40 s; the binary resume: test_train.py, test_faults.py
 def test_best_weights_on_disk_are_delivered_after_a_resume(tmp_path, monkeypatch):
     split = make_split(str(tmp_path / "split"), {"train": (6, 6, 6), "valid": (2, 2, 2), "test": (2, 2, 2)})
     # The best epoch (2) comes before the interruption; the epochs after the resume are worse.

@@ -122,6 +122,7 @@ def test_engine_onnx_int8_and_the_automatic_choice(trained_run, separable_split,
     assert json.load(open(tmp_path / "ev" / "metrics.json"))["engine"] == "onnx-int8"
 
 
+@pytest.mark.long  # about 50 s; the engine choice with an INT8 model: the test above
 def test_a_run_without_an_int8_model_says_so(separable_split, tmp_path):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1})
     run = run_script("main.py", "--config", cfg).stdout.strip().splitlines()[-1]
