@@ -370,6 +370,10 @@ def inference_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "differences in accuracy and macro F1 with intervals, McNemar's exact test, and the images "
                         "they decide differently (compare.json, compare.csv in --out-dir); one line printed")
     p.add_argument("--scan", action="store_true", help="tile whole frames and mark tiles where a class fires")
+    p.add_argument("--review", action="store_true",
+                   help="PATH is a labelled folder or a split folder: rank every image by its loss under its label, "
+                        "flag likely mislabels and near-duplicates across classes; review.html, review.csv and a "
+                        "corrected labels.csv in --out-dir (ga review has the options); no image is touched")
     _scan_args(p)
     _common(p)
     return p
@@ -389,6 +393,8 @@ def _check_inference(parser, args):
         parser.error("--cluster must be at least 1")
     if args.evaluate and (len(args.inputs) != 1 or args.scan or args.cluster is not None):
         parser.error("--evaluate takes one labelled folder, without --scan or --cluster")
+    if args.review and (len(args.inputs) != 1 or args.scan or args.evaluate or args.cluster is not None):
+        parser.error("--review takes one labelled or split folder, without --scan, --evaluate or --cluster")
     if args.compare and not args.evaluate:
         parser.error("--compare needs --evaluate and one labelled folder")
 
@@ -397,13 +403,14 @@ def inference_main(argv: Sequence[str] | None = None, prog: str | None = None) -
     parser = inference_parser(prog)
     args = parser.parse_args(argv)
     _check_inference(parser, args)
-    return _run(_inference, args)
+    return _run(_inference, args, {"folder": "--review"} if args.review else None)
 
 
 # Defaults of inference.py's options that `ga evaluate` and `ga scan` do not offer.
 _INFER_DEFAULTS = {"recursive": False, "output": None, "print_format": "ga", "cluster": None,
                    "cluster_features": "pooled", "cluster_space": "full", "explain": False, "evaluate": False,
-                   "scan": False, "tile": [300], "overlap": None, "rule": "classes", "compare": None}
+                   "scan": False, "tile": [300], "overlap": None, "rule": "classes", "compare": None, "review": False,
+                   "top": 48, "gradcam": 16, "min_confidence": 0.9}
 
 
 def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -464,6 +471,8 @@ def _inference(args):
         write_table,
     )
 
+    if args.review:
+        return _reviewing(args)
     if args.evaluate and args.compare:
         return _comparison(args)
     if args.evaluate:
@@ -543,6 +552,63 @@ def _comparison(args):
         print(f"error: {r['path']}: {r['reason']}", file=sys.stderr)
     print(summary_line(doc))
     return 1 if doc["skipped"] else 0
+
+
+def review_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog or "ga review",
+                description="Review the labels of a labelled folder (class folders or a labels.csv) or of a split "
+                            "folder's train/valid/test: every image ranked by its loss under its label, likely "
+                            "mislabels and near-duplicates across classes flagged; review.html, review.csv and "
+                            "labels.csv (the suggestions applied) in --out-dir. No image is moved or changed.")
+    p.add_argument("inputs", nargs=1, metavar="FOLDER", help="the labelled folder or split folder")
+    _model_args(p)
+    p.add_argument("--out-dir", default="review", help="where the review is written (default review)")
+    p.add_argument("--top", type=int, default=48, metavar="N", help="images shown in review.html (default 48)")
+    p.add_argument("--gradcam", type=int, default=16, metavar="N",
+                   help="Grad-CAM (behind a click) for the first N of them (default 16; 0: none)")
+    p.add_argument("--min-confidence", type=float, default=0.9, metavar="P",
+                   help="a disagreement is a likely mislabel when the model names its class with at least this "
+                        "probability (default 0.9)")
+    _common(p)
+    p.set_defaults(**{**{k: v for k, v in _INFER_DEFAULTS.items() if k not in ("top", "gradcam", "min_confidence")},
+                      "review": True})
+    return p
+
+
+def review_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """`ga review FOLDER --model RUN`: inference.py FOLDER --review."""
+    parser = review_parser(prog)
+    args = parser.parse_args(argv)
+    if args.top < 1 or args.gradcam < 0:
+        parser.error("--top must be at least 1 and --gradcam at least 0")
+    _check_inference(parser, args)
+    return _run(_inference, args, {"folder": "review", "min_confidence": "--min-confidence"})
+
+
+def _reviewing(args):
+    from ga.curation import review_folder
+    from ga.predict import load_model
+
+    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    # inference.py --review has ga review's defaults
+    top, gradcam, min_conf = (getattr(args, k, _INFER_DEFAULTS[k]) for k in ("top", "gradcam", "min_confidence"))
+    r = review_folder(model, args.inputs[0], args.out_dir or "review", top=top, gradcam=gradcam,
+                      min_confidence=min_conf, progress=None if not args.no_progress else False)
+    _print_errors_rows(r.errors)
+    mis = [x for x in r.rows if "mislabel" in x["flags"]]
+    dup = [x for x in r.rows if "near-duplicate" in x["flags"]]
+    print(f"{len(r.rows)} images reviewed: {len(mis)} likely mislabel(s), {len(dup)} near-duplicate(s) across "
+          f"classes, {len(r.errors)} unreadable")
+    for x in mis[:10]:
+        print(f"  #{x['rank']} {x['path']}: labelled {x['label']}, the model says {x['predicted']} "
+              f"({x['confidence']:.3f})")
+    print(f"review: {os.path.join(args.out_dir or 'review', 'review.html')}")
+    return 1 if r.errors else 0
+
+
+def _print_errors_rows(rows):
+    for r in rows:
+        print(f"error: {r['path']}: {r['error']}", file=sys.stderr)
 
 
 def compare_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -914,6 +980,7 @@ COMMANDS = {
     "infer": (inference_main, "label images with a trained model (inference.py)"),
     "evaluate": (evaluate_main, "evaluate a model on a labelled folder (inference.py FOLDER --evaluate)"),
     "compare": (compare_main, "compare two models on one labelled folder (inference.py FOLDER --evaluate --compare)"),
+    "review": (review_main, "rank a labelled folder's images by loss, flag likely mislabels (inference.py FOLDER --review)"),
     "scan": (scan_main, "tile whole frames and mark where a class fires (inference.py FRAME --scan)"),
     "synth": (synth_main, "write synthetic crystals, graphene crops or a wafer frame"),
     "monitor": (monitor_main, "watch a crystallization: particles in frames over time, classes, sizes, alerts"),

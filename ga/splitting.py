@@ -124,6 +124,30 @@ def perceptual_hashes(img: Image.Image) -> tuple[int, ...]:
     return tuple(out)
 
 
+def picture_keys(img: Image.Image) -> tuple[tuple[int, ...], np.ndarray]:
+    """(the 8 perceptual hashes, a 16x16 grey thumbnail) of an image: what finds its copies."""
+    return perceptual_hashes(img), np.asarray(img.convert("L").resize((16, 16), Image.BILINEAR), np.float32)
+
+
+def near_pairs(hashes: Sequence[Sequence[int]], thumbs: Sequence[np.ndarray], tolerance: int = 4
+               ) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of images that are copies of each other up to a rotation or flip:
+    i's canonical hash within `tolerance` bits of one of j's eight orientation hashes
+    (blockwise XOR + popcount in numpy), confirmed on the thumbnails."""
+    if not len(hashes):
+        return []
+    all_h = np.array(hashes, dtype=np.uint64)  # (n, 8)
+    canon = all_h[:, 0]
+    pairs = set()
+    for start in range(0, len(all_h), 64):
+        dist = np.bitwise_count(canon[start:start + 64, None, None] ^ all_h[None, :, :]).min(axis=2)  # (b, n)
+        for a, b in zip(*np.nonzero(dist <= tolerance)):
+            i, j = sorted((start + int(a), int(b)))
+            if i != j and (i, j) not in pairs and _same_picture(thumbs[i], thumbs[j]):
+                pairs.add((i, j))
+    return sorted(pairs)
+
+
 def _scan_one(root, rel, cls):
     info = FileInfo(source=rel, cls=cls)
     path = os.path.join(root, *rel.split("/"))
@@ -146,8 +170,7 @@ def _scan_one(root, rel, cls):
     try:
         with checked(data, load=True) as im:  # full decode: catches truncated and damaged files
             info.width, info.height = im.size
-            info.hashes = perceptual_hashes(im)
-            info.thumb = np.asarray(im.convert("L").resize((16, 16), Image.BILINEAR), np.float32)
+            info.hashes, info.thumb = picture_keys(im)
     except ImageProblem as exc:
         info.status, info.reason = "corrupt", str(exc)
     return info
@@ -214,14 +237,8 @@ def assign_groups(files: list[FileInfo], tolerance: int = 4) -> dict[str, int]:
         if f.status != "rejected" and f.hashes:
             by_cls.setdefault(f.cls, []).append(i)
     for idx in by_cls.values():
-        all_h = np.array([usable[i].hashes for i in idx], dtype=np.uint64)  # (n, 8)
-        canon = all_h[:, 0]
-        for start in range(0, len(idx), 64):
-            block = canon[start:start + 64]
-            dist = np.bitwise_count(block[:, None, None] ^ all_h[None, :, :]).min(axis=2)  # (b, n)
-            for a, b in zip(*np.nonzero(dist <= tolerance)):
-                if start + a != b and _same_picture(usable[idx[start + a]].thumb, usable[idx[b]].thumb):
-                    uf.union(idx[start + a], idx[b])
+        for a, b in near_pairs([usable[i].hashes for i in idx], [usable[i].thumb for i in idx], tolerance):
+            uf.union(idx[a], idx[b])
     roots = {}
     for i, f in enumerate(usable):
         if f.status == "rejected":

@@ -183,9 +183,22 @@ class Task:
         [eps, 1 - eps], mean over outputs and images); None for an empty split."""
         if len(y_true) == 0:
             return None
+        return float(np.mean(self.row_losses(y_true, y_prob, eps)))
+
+    def row_losses(self, y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+        """Each image's training loss under its label (n,): binary cross-entropy, the mean
+        over outputs."""
         p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
         y = np.asarray(y_true, np.float64)
-        return float(np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p))))
+        return np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)), axis=1)
+
+    def label_texts(self, classes: Sequence[str], y: np.ndarray) -> list[str]:
+        """Each label row as text: its class, or the classes it holds joined by "+"."""
+        return [self.example_title(classes, row, row)[0] for row in np.asarray(y)]
+
+    def decided_labels(self, decided: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        """Decisions (bool (n, classes), `decide`) as label rows, the layout of y_true."""
+        return self.encode(np.argmax(decided, axis=1), len(classes))
 
     def metrics(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
                 thresholds: Mapping[str, float]) -> tuple[dict, str]:
@@ -418,12 +431,10 @@ class MulticlassTask(Task):
 
         return keras.metrics.CategoricalAccuracy(name="accuracy")
 
-    def cross_entropy(self, y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> float | None:
-        if len(y_true) == 0:
-            return None
+    def row_losses(self, y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> np.ndarray:
         p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
         p = p / p.sum(axis=1, keepdims=True)
-        return float(np.mean(-(np.asarray(y_true, np.float64) * np.log(p)).sum(axis=1)))
+        return -(np.asarray(y_true, np.float64) * np.log(p)).sum(axis=1)
 
     def _auc(self, classes: Sequence[str], t: np.ndarray, y_prob: np.ndarray) -> dict:
         return one_vs_rest_auc(classes, t, y_prob)
@@ -469,6 +480,9 @@ class MultilabelTask(Task):
 
     def right(self, y_true: np.ndarray, decided: np.ndarray) -> np.ndarray:
         return (decided == (y_true > 0.5)).all(axis=1)
+
+    def decided_labels(self, decided: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        return np.asarray(decided, np.float32)
 
     def strata(self, y_true: np.ndarray) -> np.ndarray:
         return np.zeros(len(y_true), int)  # the most confident right image overall
