@@ -44,11 +44,12 @@ from ga.api import (  # noqa: E402  (after the env set-up)
     evaluate,
     load,
     monitor,
+    review,
     split,
     train,
 )
 
-__all__ = ["train", "cross_validate", "load", "evaluate", "compare", "split", "monitor", "Run", "Predictor",
+__all__ = ["train", "cross_validate", "load", "evaluate", "compare", "review", "split", "monitor", "Run", "Predictor",
            "Predictions", "register", "__version__"]
 
 

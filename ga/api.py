@@ -252,6 +252,29 @@ def compare(a: Union[PathLike, Run, "Predictor"], b: Union[PathLike, Run, "Predi
     return compare_models(ma, mb, os.fspath(folder), os.fspath(out_dir), batch_size=batch_size, progress=progress)
 
 
+def review(folder: PathLike, model: Optional[Union[PathLike, Run, "Predictor"]] = None, *,
+           out_dir: PathLike = "review", top: int = 48, gradcam: int = 16, min_confidence: float = 0.9,
+           progress: bool = False) -> list[dict]:
+    """Review the labels of a labelled folder or split folder (what `ga review` does): every
+    image ranked by its loss under its label, likely mislabels and copies across classes
+    flagged; review.csv, review.html and labels.csv (the suggestions applied) in `out_dir`.
+
+    Returns:
+        review.csv's rows, highest loss first (dicts: rank, path, label, predicted, loss,
+        flags, suggested_label, ...).
+
+    Example:
+        >>> rows = ga.review("data/split/test", "deliverables/GA_2026-12-01_10-00-00")  # doctest: +SKIP
+        >>> [r["path"] for r in rows if "mislabel" in r["flags"]][:1]                # doctest: +SKIP
+        ['data/split/test/pg/0042.png']
+    """
+    from ga.curation import review_folder
+
+    loaded = model.model if isinstance(model, Predictor) else load(model).model
+    return review_folder(loaded, os.fspath(folder), os.fspath(out_dir), top=top, gradcam=gradcam,
+                         min_confidence=min_confidence, progress=progress).rows
+
+
 def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] = None,
          runs_root: PathLike = "deliverables", threads: int = 0, unsafe: bool = False) -> Predictor:
     """Load a trained model for prediction (what `ga infer --model` loads).

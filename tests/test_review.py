@@ -39,6 +39,10 @@ def test_ga_review_ranks_a_planted_mislabel_first(trained_run, separable_split, 
     page = (out / "review.html").read_text()
     assert page.count("<details><summary>Grad-CAM") == 3 and page.count('class="card') == 19
     assert digest_tree(str(folder)) == before  # no image moved or changed
+    import ga  # the API gives the same ranking
+
+    api_rows = ga.review(folder, trained_run, out_dir=tmp_path / "api", gradcam=0)
+    assert [r["path"] for r in api_rows] == [r["path"] for r in rows]
 
     # Feeding the corrections back: labels.csv in the folder wins over the class folders
     labels = {r["filename"]: r["label"] for r in read_csv(out / "labels.csv")}
