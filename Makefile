@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench install clean-venv
+.PHONY: test demo bench install lock clean-venv
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+
+# The package and its test tools at the exact versions of the lock file (pyproject.toml holds ranges).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,8 +32,16 @@ demo: $(STAMP)
 	$(PY) -m ga monitor data/process --out-dir data/monitor --alert "pg_fraction > 0.10 over 3 frames"
 
 bench: $(STAMP)
-	$(PY) -m pip install --quiet -e ".[test,bench]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[test,bench]"
 	$(PY) bench/run.py
+
+# Rewrite the lock from a fresh environment resolved against pyproject.toml's ranges.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e ".[test]"
+	head -3 $(LOCK) > $(LOCK).new && .venv-lock/bin/python -m pip freeze --exclude-editable >> $(LOCK).new
+	mv $(LOCK).new $(LOCK) && rm -rf .venv-lock
 
 clean-venv:
 	rm -rf $(VENV)

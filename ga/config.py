@@ -386,6 +386,10 @@ class OutputConfig:
     saved_model: bool = True  # export <prefix>saved_model/ (TensorFlow Serving) and check it against Keras
     explain: bool = True  # <prefix>gradcam.png and <prefix>misclassified.png of the test split
     preview: bool = True  # <prefix>train_batch.png: one augmented training batch as the model sees it
+    # MLflow tracking URI ("" off; file:///path/mlruns needs no server): config, history, test figures and the
+    # run folder logged when the run finishes (pip install "ga-crystals[mlflow]"; ga/tracking.py)
+    mlflow: str = ""
+    mlflow_experiment: str = "ga"  # the MLflow experiment runs are logged to
     onnx_opset: int = 17  # ONNX opset for tf2onnx
     parity_tolerance: float = 1e-4  # largest |Keras - ONNX| allowed on test images
     # <prefix>weights_int8.onnx: static INT8 (QDQ, per-channel) by ONNX Runtime's tools, calibrated on

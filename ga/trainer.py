@@ -23,7 +23,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ga import runs
+from ga import runs, tracking
 from ga.config import (
     Config,
     TrainingConfig,
@@ -181,6 +181,7 @@ def _check_backup(run_dir):
 def _run(cfg, classes, resume):
     from ga.log import add_file_log
 
+    tracking.check_available(cfg)
     _set_up_tensorflow(cfg)
     strategy = _strategy(cfg)
     precision, precision_why = _precision_policy(cfg)
@@ -263,6 +264,7 @@ def _deliver_run(cfg, run_dir, built, data, fit_info, classes, strategy, precisi
     log.info("deliverables written in %.1f s: %s", time.perf_counter() - t, ", ".join(os.path.basename(p) for p in paths))
     runs.mark_complete(run_dir)
     log.info("run complete: %s", run_dir)
+    tracking.log_run(cfg, run_dir)
 
 
 def _float32_model(cfg, model, classes):

@@ -57,7 +57,7 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ make demo
       -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
   $ make test
-      -> test_make_test_is_what_ci_runs
+      -> test_make_test_is_what_ci_runs, test_the_lock_pins_every_dependency_inside_its_range
   $ python -m ga.synthetic crystals --out data/archive --per-class 800 --seed 0
       -> test_make_demo_chain
   $ python split_data.py
@@ -1069,7 +1069,44 @@ def test_make_test_is_what_ci_runs():
     assert recipe == ["python -m pytest -q -n auto --dist loadfile"]
     # The venv is made and the package with its test extras installed before the suite.
     stamp = _makefile_recipe("$(STAMP)")
-    assert any("-m venv" in l for l in stamp) and any('pip install' in l and '".[test]"' in l for l in stamp)
+    assert any("-m venv" in l for l in stamp)
+    assert any('pip install' in l and "-c $(LOCK)" in l and '".[test]"' in l for l in stamp)  # from the lock
+
+
+def test_the_lock_pins_every_dependency_inside_its_range():
+    """requirements.lock pins each dependency (and test extra) of pyproject.toml once, at a
+    version its range admits; the LICENSE pyproject names exists."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.load(open(os.path.join(ROOT, "pyproject.toml"), "rb"))["project"]
+    pins = {}
+    for line in open(os.path.join(ROOT, "requirements.lock"), encoding="utf-8"):
+        if line.strip() and not line.startswith("#"):
+            name, version = line.strip().split("==")
+            assert name.lower() not in pins, name
+            pins[name.lower().replace("_", "-")] = version
+    for text in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(text)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is not in requirements.lock"
+        assert req.specifier.contains(pins[name]), f"{name}=={pins[name]} is outside {req.specifier}"
+        assert not any(spec.operator == "==" for spec in req.specifier), f"{name} is pinned in pyproject.toml"
+    assert project["license"] == "MIT"
+    assert "MIT License" in open(os.path.join(ROOT, "LICENSE"), encoding="utf-8").read()
+
+
+@pytest.mark.long  # about 1-2 min: resolves every dependency against the package index
+def test_pip_install_resolves_in_a_fresh_venv_without_the_lock(tmp_path):
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    report = tmp_path / "report.json"
+    proc = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--dry-run", "--quiet", "--report",
+                           str(report), ROOT], capture_output=True, text=True, timeout=1200, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = {i["metadata"]["name"].lower() for i in json.load(open(report))["install"]}
+    assert {"ga-crystals", "tensorflow", "keras", "onnxruntime"} <= names
 
 
 def test_make_bench_runs_bench_run_py():
