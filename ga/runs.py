@@ -260,7 +260,7 @@ def run_state(run_dir: str) -> tuple[str, str]:
     if not os.path.isfile(marker):
         if not os.path.isfile(os.path.join(run_dir, "config.yaml")):
             return "", ""
-        done = os.path.isfile(os.path.join(run_dir, "metrics.json")) or os.path.isfile(os.path.join(run_dir, "cv.json"))
+        done = any(os.path.isfile(os.path.join(run_dir, f)) for f in ("metrics.json", "cv.json", "lr_find.json"))
         return ("finished", "") if done else ("failed", "no marker and no metrics.json")
     try:
         with open(marker, encoding="utf-8") as fh:

@@ -54,6 +54,28 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
       -> test_crossval.py::test_compare_two_models_gives_mcnemars_exact_p
   $ python -m ga compare deliverables/<A> deliverables/<B> data/split/test
       -> test_crossval.py::test_compare_two_models_gives_mcnemars_exact_p
+  $ python main.py --config configs/demo.yaml --lr-find
+      -> test_workbench_commands, test_lrfind.py::test_lr_find_from_a_shell
+  $ python inference.py "frames/*.png" --model deliverables/<run>
+      -> test_workbench_commands, test_predict.py::test_globs_list_files_and_tiff_stacks_from_a_shell
+  $ python inference.py @frames.txt --model deliverables/<run> --output frames.csv
+      -> test_workbench_commands, test_predict.py::test_globs_list_files_and_tiff_stacks_from_a_shell
+  $ python inference.py stack.tif --scan --tile 300 --model deliverables/<run>
+      -> test_predict.py::test_tiff_stacks_are_scanned_and_evaluated_page_by_page (in-process: the same argv)
+  $ python -m ga review data/split/test --model deliverables/<run> --out-dir review
+      -> test_workbench_commands, test_review.py::test_ga_review_ranks_a_planted_mislabel_first
+  $ python inference.py data/split --review --model deliverables/<run>
+      -> test_workbench_commands, test_review.py::test_inference_review_of_a_split_folder
+  $ python -m ga runs
+      -> test_workbench_commands, test_runs.py::test_ga_runs_lists_finished_running_and_failed_runs
+  $ python -m ga runs deliverables --csv
+      -> test_workbench_commands, test_runs.py::test_ga_runs_lists_finished_running_and_failed_runs
+  $ python -m ga runs --diff <A> <B>
+      -> test_workbench_commands, test_runs.py::test_ga_runs_lists_finished_running_and_failed_runs
+  $ pip install ".[mlflow]"
+      -> test_tracking.py::test_a_run_logged_to_a_file_store_equals_its_folder (make test installs the test extra: mlflow-skinny)
+  $ python main.py --config configs/demo.yaml --set output.mlflow=file:///path/to/mlruns
+      -> test_tracking.py::test_a_run_logged_to_a_file_store_equals_its_folder
   $ make demo
       -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
   $ make test
@@ -539,6 +561,37 @@ def test_models_load_in_a_fresh_interpreter(demo, graphene, contrastive):
                               cwd=str(demo[0].path), env=demo[0].env)
         assert proc.returncode == 0, f"{order}: {proc.stderr[-2000:]}"
         assert [int(x) for x in proc.stdout.split()] == list(files.values()), order
+
+
+def test_workbench_commands(demo, tmp_path):
+    """The README's learning-rate finder, inputs, label review and runs table, as typed, in a
+    workspace holding the demo's split and run."""
+    ws0, run, _ = demo
+    name = os.path.basename(run)
+    ws = Workspace(tmp_path / "wb")
+    ws.link("data/split", str(ws0 / "data/split"))
+    ws.link(f"deliverables/{name}", run)
+    found = ws.printed(ws.run("python main.py --config configs/demo.yaml --lr-find", "--lr-steps", "20",
+                              *TINY_CRYSTALS[:4]))
+    assert found.endswith("_lr_find") and os.path.isfile(os.path.join(found, "lr_find.png"))
+    os.makedirs(ws / "frames")
+    for p in _images_under(ws / "data/split/test")[:3]:
+        shutil.copy(p, ws / "frames")
+    (ws / "frames.txt").write_text("# three crops\n" + "".join(f"frames/{n}\n" for n in sorted(os.listdir(ws / "frames"))))
+    subs = {"<run>": name}
+    assert len(ws.run('python inference.py "frames/*.png" --model deliverables/<run>', subs=subs).stdout.splitlines()) == 3
+    ws.run("python inference.py @frames.txt --model deliverables/<run> --output frames.csv", subs=subs)
+    assert len(read_csv(ws / "frames.csv")) == 3
+    ws.run("python -m ga review data/split/test --model deliverables/<run> --out-dir review", subs=subs)
+    assert {"review.csv", "review.html", "labels.csv"} <= set(os.listdir(ws / "review"))
+    ws.run("python inference.py data/split --review --model deliverables/<run>", "--out-dir", "review_all", subs=subs)
+    assert sorted(os.listdir(ws / "review_all")) == ["review.csv", "review.html", "test", "train", "valid"]
+    table = ws.run("python -m ga runs").stdout
+    assert name in table and os.path.basename(found) in table and "finished" in table
+    rows = ws.run("python -m ga runs deliverables --csv").stdout.splitlines()
+    assert rows[0].startswith("name,date,state") and len(rows) == 3
+    diff = ws.run("python -m ga runs --diff <A> <B>", subs={"<A>": name, "<B>": os.path.basename(found)}).stdout
+    assert "training.epochs" in diff  # the run trained 3 epochs; the test kept the config's
 
 
 def test_study_config_offline_is_one_line(demo, tmp_path):
