@@ -185,3 +185,37 @@ def test_the_efficientnetv2_config_offline_names_the_weights_file_to_place(tmp_p
     line = one_error_line(proc)
     assert os.path.join(str(home), "models", "efficientnetv2-b0_notop.h5") in line and "model.weights: none" in line
     assert not (tmp_path / "runs").exists() or not os.listdir(tmp_path / "runs")
+
+
+def _strategy_config(tmp_path, split, backbone, distribution):
+    return tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"),
+                       model={"backbone": backbone, "trainable_fraction": 0.3},
+                       training={"epochs": 1, "steps_per_epoch": 2, "distribution": distribution},
+                       data={"batch_size": 4}, output={"onnx": False})
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b != "cnn4"])  # cnn4: test_train, test_distributed
+def test_every_family_trains_mirrored_on_two_replicas(backbone, tmp_path, separable_split):
+    from helpers import run_script
+
+    proc = run_script("main.py", "--config", _strategy_config(tmp_path, separable_split, backbone, "mirrored"),
+                      env={"GA_LOGICAL_CPUS": "2"})
+    run = proc.stdout.strip().splitlines()[-1]
+    device = json.load(open(os.path.join(run, "run.json")))["device"]
+    assert device["strategy"] == "MirroredStrategy" and device["replicas"] == 2
+    assert json.load(open(os.path.join(run, "labels.json")))["backbone"] == backbone
+
+
+# The families whose fine-tuning keeps BatchNorm frozen (EfficientNetV2, MobileNetV3), the
+# one with LayerNorm (ConvNeXt), and a ResNet: two worker processes each, the same weights at
+# the end (every variable, BatchNorm's moving statistics included).
+@pytest.mark.long
+@pytest.mark.parametrize("backbone", ["efficientnetv2_b0", "mobilenetv3_small", "convnext_tiny", "resnet50"])
+def test_block_families_train_on_two_workers_to_the_same_weights(backbone, tmp_path, separable_split):
+    from test_distributed import one_complete_run, start_workers, wait_all
+
+    (tmp_path / "tmp").mkdir()
+    cfg = _strategy_config(tmp_path, separable_split, backbone, "multi_worker")
+    run, _, _ = one_complete_run(tmp_path, wait_all(start_workers(cfg, tmp_path, tmp_path / "tmp"), timeout=900))
+    assert json.load(open(os.path.join(run, "labels.json")))["backbone"] == backbone

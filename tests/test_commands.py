@@ -569,8 +569,11 @@ def test_workbench_commands(demo, tmp_path):
     ws0, run, _ = demo
     name = os.path.basename(run)
     ws = Workspace(tmp_path / "wb")
-    ws.link("data/split", str(ws0 / "data/split"))
+    shutil.copytree(ws0 / "data/split", ws / "data/split")
     ws.link(f"deliverables/{name}", run)
+    # a mislabelled image planted in the demo's test split: a cex crystal filed under pg
+    planted = sorted(os.listdir(ws / "data/split/test/cex"))[0]
+    shutil.move(ws / "data/split/test/cex" / planted, ws / "data/split/test/pg" / f"planted_{planted}")
     found = ws.printed(ws.run("python main.py --config configs/demo.yaml --lr-find", "--lr-steps", "20",
                               *TINY_CRYSTALS[:4]))
     assert found.endswith("_lr_find") and os.path.isfile(os.path.join(found, "lr_find.png"))
@@ -584,6 +587,9 @@ def test_workbench_commands(demo, tmp_path):
     assert len(read_csv(ws / "frames.csv")) == 3
     ws.run("python -m ga review data/split/test --model deliverables/<run> --out-dir review", subs=subs)
     assert {"review.csv", "review.html", "labels.csv"} <= set(os.listdir(ws / "review"))
+    ranked = read_csv(ws / "review" / "review.csv")
+    assert f"planted_{planted}" in [os.path.basename(r["path"]) for r in ranked[:3]]
+    assert next(r for r in ranked if "planted_" in r["path"])["suggested_label"] == "cex"
     ws.run("python inference.py data/split --review --model deliverables/<run>", "--out-dir", "review_all", subs=subs)
     assert sorted(os.listdir(ws / "review_all")) == ["review.csv", "review.html", "test", "train", "valid"]
     table = ws.run("python -m ga runs").stdout
