@@ -291,7 +291,8 @@ def list_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[st
     for item in inputs:
         if item.startswith("@") and not os.path.exists(item):
             for entry in _list_file(item[1:]):
-                found, _ = list_inputs([entry], recursive)
+                # an entry is a path (a list naming a list, itself even, is not followed)
+                found = [] if entry.startswith("@") else list_inputs([entry], recursive)[0]
                 files.extend(found or [entry])
             continue
         if os.path.isdir(item):

@@ -241,3 +241,13 @@ def test_tiff_stacks_are_scanned_and_evaluated_page_by_page(trained_run, tmp_pat
     rows = read_csv(tmp_path / "eval" / "predictions.csv")
     assert len(rows) == 8
     assert sum(r["path"].endswith("stack.tif#p2") for r in rows) == 2
+
+
+def test_a_list_file_naming_a_list_is_not_followed(tmp_path, monkeypatch):
+    from ga.predict import list_inputs
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.png").write_bytes(b"")
+    (tmp_path / "self.txt").write_text("@self.txt\na.png\n# a comment\n\nmissing.png\n")
+    files, missing = list_inputs(["@self.txt"])
+    assert files == ["@self.txt", "a.png", "missing.png"] and missing == []
