@@ -179,7 +179,7 @@ def markdown(rows, bf16):
         rel = (f"{r['train_img_s'] / ref['train_img_s']:.1f}× / {r['onnx_img_s'] / ref['onnx_img_s']:.1f}×"
                if ref else "")
         acc = (f"{r['accuracy']:.3f} ({r['accuracy_ci'][0]:.3f}–{r['accuracy_ci'][1]:.3f})" if "accuracy" in r else "")
-        cells = [r["backbone"], f"{r['size']}", f"{r['params_m']:.1f}", f"{r['gflops']:.2f}", f"{r['train_img_s']:.1f}",
+        cells = [r["backbone"], f"{r['size']}", f"{r['params_m']:.1f}", f"{r['gflops']:.3g}", f"{r['train_img_s']:.1f}",
                  f"{r['keras_img_s']:.1f}", f"{r['onnx_img_s']:.1f}", f"{r['int8_img_s']:.1f}",
                  *([f"{r.get('bf16_img_s', 0):.1f}"] if bf16 else []), rel, acc]
         lines.append("| " + " | ".join(cells) + " |")
