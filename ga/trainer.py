@@ -126,7 +126,24 @@ def compile_model(model: Any, cfg: Config, classes: Sequence[str], target: Any =
     jit = {"auto": "auto", "true": True, "false": False}[cfg.training.jit_compile]
     optimizer = _optimizer(cfg.training, (target or model).layers[-1])
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit)
+    prebuild(model, metrics, task.units(classes))
     return model
+
+
+def prebuild(model: Any, metrics: Sequence[Any] = (), units: int = 1) -> None:
+    """Create the optimizer's slots and the metrics' variables now, eagerly. Without a
+    distribution strategy Keras creates them inside the first trace of the train step, and
+    TensorFlow then traces that step a second time (a function that created variables is
+    traced again without): that second trace is a few seconds on CNN-4 and tens of seconds
+    on ResNet-101. The metrics see one zero row of the output's width and are reset."""
+    import numpy as np
+
+    if model.optimizer is not None and model.built and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    zeros = np.zeros((1, units), dtype="float32")
+    for metric in metrics:
+        metric.update_state(zeros, zeros)
+        metric.reset_state()
 
 
 def train(cfg: Config | str | None = None, resume: str | None = None, overrides: Sequence[str] = (),
@@ -336,6 +353,7 @@ def _build(cfg, classes, strategy):
             synchronize_batchnorm(model, _sync_batchnorm(cfg))
             fit_model = SimCLR(model, cfg.contrastive.temperature, cfg.contrastive.loss)
             fit_model.compile(optimizer=_optimizer(cfg.training, model.layers[-1]))
+            prebuild(fit_model)
             return Built(model, fit_model, init)
         model = build_model(cfg, get_task(cfg).units(classes))
         init = load_init_weights(model, cfg.model.init_weights) if cfg.model.init_weights else None
