@@ -1,5 +1,6 @@
 """Shared builders: tiny image splits made on the fly and a CPU-sized training config."""
 
+import fcntl
 import hashlib
 import os
 import sys
@@ -95,17 +96,39 @@ def tiny_config(path, split_root, runs_root, **sections):
     return str(path)
 
 
+def shared(tmp_path_factory, name, build):
+    """What `build(folder) -> str` returns, built once for the whole session: under
+    pytest-xdist the first worker to ask builds it under a file lock, and the others wait for
+    it and reuse it (so a fixture every worker needs costs one build, not one per worker).
+    What it builds is read by the tests, never changed."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, shared by its workers
+    done = root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            value = build(root / name)
+            done.write_text(value)
+        return done.read_text()
+
+
 @pytest.fixture(scope="session")
 def separable_split(tmp_path_factory):
-    return make_separable_split(str(tmp_path_factory.mktemp("separable")))
+    return shared(tmp_path_factory, "separable", lambda folder: make_separable_split(str(folder)))
 
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, separable_split):
-    """One complete `main.py` run (CNN-4, 32 px, ONNX export) on the separable split."""
-    from helpers import run_script
+    """One complete run (CNN-4, 32 px, every export) on the separable split, trained in this
+    interpreter (main.py itself runs from a shell in test_commands.py)."""
+    from ga.trainer import train
 
-    work = tmp_path_factory.mktemp("trained")
-    cfg = tiny_config(work / "c.yaml", separable_split, str(work / "runs"), training={"epochs": 5},
-                      data={"batch_size": 4}, output={"saved_model": True, "explain": True, "int8": True, "preview": True})
-    return run_script("main.py", "--config", cfg).stdout.strip().splitlines()[-1]
+    def build(work):
+        os.makedirs(work)
+        cfg = tiny_config(work / "c.yaml", separable_split, str(work / "runs"), training={"epochs": 5},
+                          data={"batch_size": 4},
+                          output={"saved_model": True, "explain": True, "int8": True, "preview": True})
+        return train(cfg)
+
+    return shared(tmp_path_factory, "trained", build)

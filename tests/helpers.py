@@ -1,7 +1,10 @@
-"""What several test files need: running a script or module as a user does, reading a CSV,
-checking a one-line error."""
+"""What several test files need: running a script or module as a user does (in a fresh
+interpreter, or in this one through the same entry function), reading a CSV, checking a
+one-line error."""
 
+import contextlib
 import csv
+import io
 import os
 import subprocess
 import sys
@@ -23,6 +26,43 @@ def run_script(*argv, cwd=ROOT, expect=0, env=None, timeout=600):
     if expect is not None:
         assert proc.returncode == expect, (f"{argv}\nexit {proc.returncode}\n--- stdout\n{proc.stdout[-2000:]}"
                                            f"\n--- stderr\n{proc.stderr[-3000:]}")
+    return proc
+
+
+# The entry function behind each script and module a test may run in this interpreter.
+_ENTRIES = {"main.py": "train_main", "inference.py": "inference_main", "split_data.py": "split_main",
+            "-m ga": "main", "-m ga.synthetic": "synth_main"}
+
+
+def run_here(*argv, cwd=None, expect=0, env=None):
+    """Run a script or module as `run_script` does, but in this interpreter: the same entry
+    function (`ga.cli.*_main(argv)`) the script calls, with its stdout and stderr captured,
+    in `cwd` and with `env` added to the environment for the call. It saves the 7 s of CPU a
+    fresh interpreter spends importing TensorFlow; the documented commands themselves run in
+    fresh interpreters in test_commands.py. Returns a CompletedProcess."""
+    import ga.cli
+
+    argv = [str(a) for a in argv]
+    key = " ".join(argv[:2]) if argv[0] == "-m" else os.path.basename(argv[0])
+    entry, args = getattr(ga.cli, _ENTRIES[key]), argv[2:] if argv[0] == "-m" else argv[1:]
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update({k: str(v) for k, v in (env or {}).items()})
+    try:
+        with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = entry(args)
+            except SystemExit as exc:  # argparse: --help and usage errors
+                code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    proc = subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    if expect is not None:
+        assert code == expect, f"{argv}\nexit {code}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     return proc
 
 

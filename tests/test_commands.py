@@ -207,7 +207,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from helpers import error_lines, read_csv
+from helpers import error_lines, read_csv, run_here
 
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 SCRIPTS = ("main.py", "inference.py", "split_data.py")
@@ -251,13 +251,18 @@ class Workspace:
     def __truediv__(self, other):
         return self.path / other
 
-    def run(self, command, *extra, timeout=600, expect=0, subs=None):
+    def run(self, command, *extra, timeout=600, expect=0, subs=None, here=False):
         """Run a documented command (its placeholders replaced by `subs`, then `extra`
-        arguments appended); assert its exit status."""
+        arguments appended); assert its exit status. With `here`, in this interpreter
+        through the command's entry function (helpers.run_here): for set-up steps and option
+        checks of commands whose fresh-interpreter test is elsewhere."""
         for placeholder, value in (subs or {}).items():
             assert placeholder in command, placeholder
             command = command.replace(placeholder, shlex.quote(str(value)))
         argv = argv_of(command) + [str(e) for e in extra]
+        if here:
+            changed = {k: v for k, v in self.env.items() if os.environ.get(k) != v}
+            return run_here(*argv[1:], cwd=self.path, expect=expect, env=changed)
         proc = subprocess.run(argv, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout)
         if expect is not None:
             assert proc.returncode == expect, (

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, make_separable_split, tiny_config
-from helpers import one_error_line, read_csv, run_script
+from helpers import one_error_line, read_csv, run_here
 from ga import synthetic as syn
 from ga.errors import GAError
 from ga.scan import marking, tile_boxes
@@ -52,9 +52,9 @@ def original_layout(tmp_path_factory):
     root = tmp_path_factory.mktemp("layout")
     os.symlink(os.path.join(ROOT, "configs"), root / "configs")
     dataset, labels, tiffs = write_graphene_layout(root)
-    split = run_script("split_data.py", "--source", "dataset", "--dest", "data/split", "--ratios", "0.6", "0.2", "0.2",
+    split = run_here("split_data.py", "--source", "dataset", "--dest", "data/split", "--ratios", "0.6", "0.2", "0.2",
                 "--no-progress", cwd=root)
-    train = run_script("main.py", "--config", "configs/graphene_cnn4.yaml", "--set", "data.split_root=data/split",
+    train = run_here("main.py", "--config", "configs/graphene_cnn4.yaml", "--set", "data.split_root=data/split",
                 "--set", "data.image_size=[48,48]", "--set", "data.augment.crop=[36,36]", "--set", "data.batch_size=8",
                 "--set", "training.epochs=2", "--set", "output.onnx=false", cwd=root)
     return root, labels, tiffs, split, train, train.stdout.strip().splitlines()[-1]
@@ -87,7 +87,7 @@ def test_the_studys_dataset_folder_trains_on_tiff_and_evaluates(original_layout)
     assert doc["classes"] == ["class1", "class2", "class3", "any"]
     history = read_csv(os.path.join(run_dir, "history.csv"))
     assert [float(r["lr"]) for r in history] == pytest.approx([3e-4, 3e-4])  # the config's constant rate
-    ev = run_script("inference.py", "data/split/test", "--evaluate", "--model", run_dir, "--out-dir", "eval", cwd=root)
+    ev = run_here("inference.py", "data/split/test", "--evaluate", "--model", run_dir, "--out-dir", "eval", cwd=root)
     metrics = json.load(open(root / "eval/metrics.json"))
     assert metrics["test_images"] == len(read_csv(root / "data/split/test/labels.csv"))
     assert "F1" in ev.stdout or "f1" in ev.stdout
@@ -97,7 +97,7 @@ def test_a_label_file_with_other_values_is_one_line(tmp_path):
     dataset, _, _ = write_graphene_layout(tmp_path, count=10)
     bad = sorted((dataset / "training_labels").iterdir())[0]
     bad.write_text("1,0,2\n")
-    proc = run_script("split_data.py", "--source", dataset, "--dest", tmp_path / "split", "--no-progress", cwd=tmp_path,
+    proc = run_here("split_data.py", "--source", dataset, "--dest", tmp_path / "split", "--no-progress", cwd=tmp_path,
                expect=2)
     assert bad.name in one_error_line(proc) and "0 or 1" in proc.stderr
 
@@ -107,7 +107,7 @@ def test_init_weights_starts_from_a_whole_trained_model(trained_run, separable_s
 
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
                       training={"epochs": 1, "learning_rate": 1e-9}, output={"onnx": False})
-    proc = run_script("main.py", "--config", cfg, "--set", f"model.init_weights={trained_run}", cwd=tmp_path)
+    proc = run_here("main.py", "--config", cfg, "--set", f"model.init_weights={trained_run}", cwd=tmp_path)
     new = proc.stdout.strip().splitlines()[-1]
     assert f"model weights initialised from {trained_run}" in open(os.path.join(new, "train.log")).read()
     before = keras.models.load_model(os.path.join(trained_run, "GAmodel.keras"))
@@ -116,10 +116,10 @@ def test_init_weights_starts_from_a_whole_trained_model(trained_run, separable_s
     for name in kernels:  # one epoch at lr 1e-9 moved nothing: the run started from those weights
         np.testing.assert_allclose(_weight(before, name), _weight(after, name), atol=1e-6)
     # ... and a run folder of another architecture is one line, exit 2
-    mismatch = run_script("main.py", "--config", cfg, "--set", f"model.init_weights={trained_run}",
+    mismatch = run_here("main.py", "--config", cfg, "--set", f"model.init_weights={trained_run}",
                    "--set", "model.head.units=[8]", cwd=tmp_path, expect=2)
     assert "model.init_weights" in one_error_line(mismatch) and "does not fit" in mismatch.stderr
-    missing = run_script("main.py", "--config", cfg, "--set", "model.init_weights=nowhere/GAmodel.keras", cwd=tmp_path,
+    missing = run_here("main.py", "--config", cfg, "--set", "model.init_weights=nowhere/GAmodel.keras", cwd=tmp_path,
                   expect=2)
     assert "model.init_weights: not found" in one_error_line(missing)
 
@@ -135,7 +135,7 @@ def test_binary_model_scans_rectangular_tiles_with_the_any_rule(trained_run, tmp
     threshold = json.load(open(os.path.join(trained_run, "labels.json")))["thresholds"]["pg"]
     for rule, cut in (("any", 0.5), ("classes", threshold)):
         out = tmp_path / rule
-        proc = run_script("inference.py", frame, "--scan", "--tile", "40", "24", "--rule", rule, "--model", trained_run,
+        proc = run_here("inference.py", frame, "--scan", "--tile", "40", "24", "--rule", rule, "--model", trained_run,
                    "--out-dir", out, cwd=tmp_path)
         tiles = read_csv(out / "frame_tiles.csv")
         boxes = [tuple(int(t[k]) for k in ("x0", "y0", "x1", "y1")) for t in tiles]
@@ -162,5 +162,5 @@ def test_scan_rules_refuse_models_they_cannot_read():
 
 def test_tile_option_takes_one_or_two_sizes(tmp_path):
     make_separable_split(str(tmp_path / "s"), counts={"test": (1, 1)})
-    proc = run_script("inference.py", tmp_path / "s", "--scan", "--tile", "4", "5", "6", cwd=tmp_path, expect=2)
+    proc = run_here("inference.py", tmp_path / "s", "--scan", "--tile", "4", "5", "6", cwd=tmp_path, expect=2)
     assert "--tile" in proc.stderr and "Traceback" not in proc.stderr

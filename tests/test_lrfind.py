@@ -7,7 +7,7 @@ import shlex
 import numpy as np
 
 from conftest import tiny_config
-from helpers import one_error_line, read_csv, run_script
+from helpers import one_error_line, read_csv, run_here, run_script
 from ga.lrfind import rates, smooth, suggest, valley
 
 
@@ -58,8 +58,8 @@ def test_the_suggestion_lies_in_the_valley():
 
 def test_bad_lr_find_options_are_one_line(separable_split, tmp_path):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"))
-    assert "at least 5 steps" in one_error_line(run_script("main.py", "--config", cfg, "--lr-find", "--lr-steps",
+    assert "at least 5 steps" in one_error_line(run_here("main.py", "--config", cfg, "--lr-find", "--lr-steps",
                                                            "2", expect=2))
-    assert "--lr-range" in one_error_line(run_script("main.py", "--config", cfg, "--lr-find", "--lr-range", "1",
+    assert "--lr-range" in one_error_line(run_here("main.py", "--config", cfg, "--lr-find", "--lr-range", "1",
                                                      "0.1", expect=2))
     assert not os.path.exists(tmp_path / "runs")

@@ -1,7 +1,9 @@
 """`ga monitor` as a user runs it: on a simulated crystallization with a demo model trained
 here, live on a folder another process writes into (through a kill and a restart), on a TIFF
-stack and a video, and on bad frames. Every command runs in a fresh interpreter with real
-argv (tests/test_commands.py's Workspace).
+stack and a video, and on bad frames. Every documented command runs in a fresh interpreter
+with real argv (tests/test_commands.py's Workspace); the set-up steps that make demo's chain
+tests from a shell, and the option and bad-input checks, run in this one through the same
+entry function (`here=True`).
 
 The process's seed (90210) is not one the detector's defaults or the simulation were tuned
 on (0, 1, 11, 777)."""
@@ -33,11 +35,12 @@ def ws(tmp_path_factory):
     """A workspace with a demo model (configs/demo.yaml at 64 px, 150 crops per class, 5
     epochs: about 40 s) and a synthetic process of FRAMES frames."""
     ws = Workspace(tmp_path_factory.mktemp("monitor"))
-    ws.run("python -m ga.synthetic crystals --out data/archive --per-class 150 --seed 3")
-    ws.run("python split_data.py --no-progress")
+    # The demo's own steps (make demo's chain runs them from a shell in test_commands.py).
+    ws.run("python -m ga.synthetic crystals --out data/archive --per-class 150 --seed 3", here=True)
+    ws.run("python split_data.py --no-progress", here=True)
     train = ws.run("python main.py --config configs/demo.yaml", "--set", "training.epochs=5", "--set",
                    "data.image_size=[64,64]", "--set", "output.saved_model=false", "--set", "output.explain=false",
-                   "--set", "output.int8=false", "-q")
+                   "--set", "output.int8=false", "-q", here=True)
     ws.model = ws.printed(train)
     ws.run("python -m ga synth process --out data/process --frames 120 --seed 0", "--frames", FRAMES, "--seed", SEED)
     return ws
@@ -204,7 +207,7 @@ def test_bad_frames_are_rows_never_a_stop(ws, tmp_path):
     Image.new("L", (1024, 768), 30).save(folder / "d_20261201T100030.png")
     Image.new("L", (3000, 3000), 30).save(folder / "e_20261201T100040.png")
     proc = ws.run("python -m ga monitor", folder, "--model", ws.model, "--out-dir", tmp_path / "out", "--max-pixels",
-                  5_000_000, expect=1)
+                  5_000_000, expect=1, here=True)
     rows = read_csv(tmp_path / "out/frames.csv")
     assert [r["frame"] for r in rows] == ["b_20261201T100000.png", "a_20261201T100010.png", "c_20261201T100020.png",
                                           "d_20261201T100030.png", "e_20261201T100040.png"]
@@ -234,12 +237,13 @@ def test_monitor_figure_script(ws, tmp_path):
 ])
 def test_usage_errors_are_one_line(ws, extra, message):
     target = "data/process/frame_00001_20261201T100000.png" if extra == ["--watch"] else "data/process"
-    proc = ws.run("python -m ga monitor", target, "--model", ws.model, "--out-dir", "errors_out", *extra, expect=2)
+    proc = ws.run("python -m ga monitor", target, "--model", ws.model, "--out-dir", "errors_out", *extra, expect=2,
+                  here=True)
     assert message in one_error_line(proc)
 
 
 def test_a_missing_input_is_one_line(ws):
-    missing = ws.run("python -m ga monitor nowhere --model", ws.model, expect=2)
+    missing = ws.run("python -m ga monitor nowhere --model", ws.model, expect=2, here=True)
     assert one_error_line(missing) == "error: PATH: not found: nowhere"
 
 

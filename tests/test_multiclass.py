@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, tiny_config
-from helpers import read_csv, run_script
+from helpers import read_csv, run_here
 from ga import callbacks as ga_callbacks
 from ga.config import ConfigError, load_config
 from ga.trainer import train
@@ -43,7 +43,7 @@ def three_class_run(tmp_path_factory):
     # Test counts differ per class, so a swapped class shows in the report.
     split = make_split(str(tmp / "split"), {"train": (12, 12, 12), "valid": (6, 6, 6), "test": (7, 5, 3)})
     cfg = tiny_config(tmp / "c.yaml", split, str(tmp / "runs"), model={"task": "multiclass"})
-    out = run_script("main.py", "--config", cfg, "--set", "training.epochs=8", "--set", "output.int8=true", "--set",
+    out = run_here("main.py", "--config", cfg, "--set", "training.epochs=8", "--set", "output.int8=true", "--set",
                      "output.int8_min_agreement=0")
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()[-1], split, tmp
@@ -77,26 +77,26 @@ def test_three_class_run_reports_every_class(three_class_run):
 def test_inference_labels_three_classes_and_evaluates(three_class_run, tmp_path):
     run_dir, split, _ = three_class_run
     out_csv = tmp_path / "pred.csv"
-    got = run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--output", str(out_csv))
+    got = run_here("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--output", str(out_csv))
     assert got.returncode == 0, got.stderr[-2000:]
     rows = read_csv(out_csv)
     assert [k for k in rows[0] if k.startswith("p_")] == ["p_cex", "p_pg", "p_plate"] and len(rows) == 15
     printed = [line for line in got.stdout.splitlines() if line.startswith("File ")]
     assert len(printed) == 15 and all(" prediction " in line and " confidence " in line for line in printed)
-    ev = run_script("inference.py", os.path.join(split, "test"), "--model", run_dir, "--evaluate", "--out-dir",
+    ev = run_here("inference.py", os.path.join(split, "test"), "--model", run_dir, "--evaluate", "--out-dir",
               str(tmp_path / "ev"))
     assert ev.returncode == 0, ev.stderr[-2000:]
     m = json.load(open(tmp_path / "ev" / "metrics.json"))
     trained = json.load(open(os.path.join(run_dir, "metrics.json")))
     assert m["confusion_matrix"] == trained["confusion_matrix"]
-    refused = run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--threshold", "0.3",
+    refused = run_here("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--threshold", "0.3",
                          expect=None)
     assert refused.returncode == 2 and "multiclass" in refused.stderr and "Traceback" not in refused.stderr
-    clustered = run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--cluster", "3",
+    clustered = run_here("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--cluster", "3",
                      "--out-dir", str(tmp_path / "cl"))
     assert clustered.returncode == 0, clustered.stderr[-2000:]
     assert {r["predicted"] for r in read_csv(tmp_path / "cl" / "clusters.csv")} <= set(CLASSES)
-    run_script("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--engine", "onnx-int8",
+    run_here("inference.py", os.path.join(split, "test"), "--recursive", "--model", run_dir, "--engine", "onnx-int8",
                "--output", str(tmp_path / "int8.csv"))
     int8 = read_csv(tmp_path / "int8.csv")
     assert len(int8) == 15 and {r["engine"] for r in int8} == {"onnx-int8"}
@@ -108,7 +108,7 @@ def test_inference_labels_three_classes_and_evaluates(three_class_run, tmp_path)
 def test_a_two_folder_dataset_stays_binary_and_three_folders_need_multiclass(tmp_path):
     split = make_split(str(tmp_path / "split"), {"train": (2, 2, 2), "valid": (1, 1, 1), "test": (1, 1, 1)})
     cfg = tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"))
-    got = run_script("main.py", "--config", cfg, expect=None)
+    got = run_here("main.py", "--config", cfg, expect=None)
     assert got.returncode == 2 and "model.task: multiclass" in got.stderr and "Traceback" not in got.stderr
     assert load_config(cfg).model.task == "binary"
 

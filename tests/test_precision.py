@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 from ga.config import load_config
 from ga.hardware import bf16_units, choose_precision, cpu_flags, describe, int8_units
-from helpers import read_csv, run_script
+from helpers import read_csv, run_here, run_script
 
 
 def test_cpu_flags_can_be_faked(monkeypatch):
@@ -49,7 +49,7 @@ def test_bfloat16_training_delivers_float32_files(tmp_path, separable_split):
 
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 2},
                       output={"saved_model": True, "int8": True, "int8_min_agreement": 0.0})
-    run = run_script("main.py", "--config", cfg, "--set", "training.mixed_precision=auto",
+    run = run_here("main.py", "--config", cfg, "--set", "training.mixed_precision=auto",
                      env={"GA_CPU_FLAGS": "avx2 avx512f avx512_bf16 avx512_vnni"}).stdout.strip().splitlines()[-1]
     device = json.load(open(os.path.join(run, "run.json")))["device"]
     assert device["precision_policy"] == "mixed_bfloat16" and device["precision_reason"] == "CPU with avx512_bf16"
@@ -104,20 +104,20 @@ def test_engine_onnx_int8_and_the_automatic_choice(trained_run, separable_split,
     test = os.path.join(separable_split, "test")
     rows = {}
     for engine in ("onnx", "onnx-int8"):
-        run_script("inference.py", test, "--recursive", "--model", trained_run, "--engine", engine, "--output",
+        run_here("inference.py", test, "--recursive", "--model", trained_run, "--engine", engine, "--output",
                    tmp_path / f"{engine}.csv")
         rows[engine] = read_csv(tmp_path / f"{engine}.csv")
         assert {r["engine"] for r in rows[engine]} == {engine}
     assert [r["predicted"] for r in rows["onnx"]] == [r["predicted"] for r in rows["onnx-int8"]]
     assert rows["onnx-int8"][0]["model_file"].endswith("GAweights_int8.onnx")
     # Automatic: INT8 where the CPU has INT8 units, float32 ONNX where not; the log line says why.
-    fast = run_script("inference.py", test, "--recursive", "--model", trained_run, "-v",
+    fast = run_here("inference.py", test, "--recursive", "--model", trained_run, "-v",
                       env={"GA_CPU_FLAGS": "avx2 avx512_vnni"})
     assert "(onnx-int8 engine: the run has an INT8 model and the CPU has avx512_vnni)" in _engine_line(fast)
-    plain = run_script("inference.py", test, "--recursive", "--model", trained_run, "-v", env={"GA_CPU_FLAGS": "avx2"})
+    plain = run_here("inference.py", test, "--recursive", "--model", trained_run, "-v", env={"GA_CPU_FLAGS": "avx2"})
     assert "(onnx engine: the run has an INT8 model, but the CPU has no INT8 unit" in _engine_line(plain)
     # --evaluate takes the engine too.
-    run_script("inference.py", test, "--evaluate", "--model", trained_run, "--engine", "onnx-int8", "--out-dir",
+    run_here("inference.py", test, "--evaluate", "--model", trained_run, "--engine", "onnx-int8", "--out-dir",
                tmp_path / "ev")
     assert json.load(open(tmp_path / "ev" / "metrics.json"))["engine"] == "onnx-int8"
 
@@ -125,11 +125,11 @@ def test_engine_onnx_int8_and_the_automatic_choice(trained_run, separable_split,
 @pytest.mark.long  # about 50 s; the engine choice with an INT8 model: the test above
 def test_a_run_without_an_int8_model_says_so(separable_split, tmp_path):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1})
-    run = run_script("main.py", "--config", cfg).stdout.strip().splitlines()[-1]
+    run = run_here("main.py", "--config", cfg).stdout.strip().splitlines()[-1]
     assert "int8" not in json.load(open(os.path.join(run, "metrics.json")))
-    bad = run_script("inference.py", os.path.join(separable_split, "test"), "--recursive", "--model", run, "--engine",
+    bad = run_here("inference.py", os.path.join(separable_split, "test"), "--recursive", "--model", run, "--engine",
                      "onnx-int8", expect=2)
     assert "--engine: onnx-int8: no INT8 model" in bad.stderr and "Traceback" not in bad.stderr
-    auto = run_script("inference.py", os.path.join(separable_split, "test"), "--recursive", "--model", run, "-v",
+    auto = run_here("inference.py", os.path.join(separable_split, "test"), "--recursive", "--model", run, "-v",
                       env={"GA_CPU_FLAGS": "avx512_vnni"})
     assert "(onnx engine: the float32 ONNX model)" in _engine_line(auto)

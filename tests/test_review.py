@@ -5,7 +5,7 @@ import os
 import shutil
 
 from conftest import digest_tree
-from helpers import read_csv, run_script
+from helpers import read_csv, run_here
 from ga.cli import inference_main
 
 
@@ -22,7 +22,7 @@ def test_ga_review_ranks_a_planted_mislabel_first(trained_run, separable_split, 
     folder = _planted(separable_split, tmp_path)
     before = digest_tree(str(folder))
     out = tmp_path / "review"
-    proc = run_script("-m", "ga", "review", folder, "--model", trained_run, "--out-dir", out, "--gradcam", "3")
+    proc = run_here("-m", "ga", "review", folder, "--model", trained_run, "--out-dir", out, "--gradcam", "3")
     assert "likely mislabel" in proc.stdout and "planted.png" in proc.stdout
     rows = read_csv(out / "review.csv")
     assert len(rows) == 19 and [int(r["rank"]) for r in rows] == list(range(1, 20))
@@ -69,5 +69,5 @@ def test_inference_review_of_a_split_folder(trained_run, separable_split, tmp_pa
 
 def test_review_of_a_folder_without_labels_is_one_line(trained_run, tmp_path):
     (tmp_path / "flat").mkdir()
-    proc = run_script("inference.py", tmp_path / "flat", "--review", "--model", trained_run, expect=2)
+    proc = run_here("inference.py", tmp_path / "flat", "--review", "--model", trained_run, expect=2)
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in proc.stderr

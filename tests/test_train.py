@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import make_separable_split, tiny_config
-from helpers import read_csv, run_script
+from helpers import read_csv, run_here, run_script
 from ga import callbacks as ga_callbacks
 from ga import data as ga_data
 from ga.callbacks import ClassF1Stop
@@ -30,7 +30,7 @@ def _history(run_dir):
 
 def test_main_end_to_end(tmp_path, separable_split):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"))
-    out = _run_main(["--config", cfg, "--set", "training.epochs=2", "--name", "e2e"])
+    out = run_here("main.py", "--config", cfg, "--set", "training.epochs=2", "--name", "e2e", expect=None)
     assert out.returncode == 0, out.stderr[-3000:]
     run_dir = out.stdout.strip().splitlines()[-1]
     assert os.path.basename(run_dir).startswith("GA_") and run_dir.endswith("_e2e")
@@ -43,7 +43,8 @@ def test_main_end_to_end(tmp_path, separable_split):
     assert m["training"]["epochs"] == 2 and m["training"]["stop_reason"] == "max_epochs"
     # tiny configs leave the preview off; --no-preview wins over a config that asks for it
     assert not os.path.exists(os.path.join(run_dir, "GAtrain_batch.png"))
-    out = _run_main(["--config", cfg, "--set", "training.epochs=1", "--set", "output.preview=true", "--no-preview"])
+    out = run_here("main.py", "--config", cfg, "--set", "training.epochs=1", "--set", "output.preview=true", "--no-preview",
+                   expect=None)
     assert not os.path.exists(os.path.join(out.stdout.strip().splitlines()[-1], "GAtrain_batch.png"))
 
 
@@ -246,7 +247,7 @@ def test_unreadable_training_image_is_skipped_and_reported(tmp_path):
 def test_nan_loss_stops_with_a_message(tmp_path, separable_split):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
                       training={"optimizer": "sgd", "learning_rate": 1e6, "epochs": 3})
-    out = _run_main(["--config", cfg])
+    out = run_here("main.py", "--config", cfg, expect=None)
     assert out.returncode == 2, out.stderr[-2000:]
     assert "NaN" in out.stderr and "learning_rate" in out.stderr and "Traceback" not in out.stderr
 
