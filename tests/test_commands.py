@@ -57,9 +57,9 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python main.py --config configs/demo.yaml --lr-find
       -> test_workbench_commands, test_lrfind.py::test_lr_find_from_a_shell
   $ python inference.py "frames/*.png" --model deliverables/<run>
-      -> test_workbench_commands, test_predict.py::test_globs_list_files_and_tiff_stacks_from_a_shell
+      -> test_workbench_commands, test_predict.py::test_globs_list_files_and_tiff_stacks
   $ python inference.py @frames.txt --model deliverables/<run> --output frames.csv
-      -> test_workbench_commands, test_predict.py::test_globs_list_files_and_tiff_stacks_from_a_shell
+      -> test_workbench_commands, test_predict.py::test_globs_list_files_and_tiff_stacks
   $ python inference.py stack.tif --scan --tile 300 --model deliverables/<run>
       -> test_predict.py::test_tiff_stacks_are_scanned_and_evaluated_page_by_page (in-process: the same argv)
   $ python -m ga review data/split/test --model deliverables/<run> --out-dir review

@@ -185,10 +185,11 @@ def _stack(path, rng, classes=(0, 1, 0)):
     pages[0].save(path, save_all=True, append_images=pages[1:])
 
 
-def test_globs_list_files_and_tiff_stacks_from_a_shell(trained_run, tmp_path):
+def test_globs_list_files_and_tiff_stacks(trained_run, tmp_path):
     """A quoted glob, a 3-page TIFF stack and an @list file each give one row per image;
-    a list naming a missing file reports it and exits 1."""
-    from helpers import run_script
+    a list naming a missing file reports it and exits 1. inference.py's own argv, in this
+    interpreter (test_commands.py::test_workbench_commands types them in a shell)."""
+    from helpers import run_here
 
     rng = np.random.default_rng(3)
     frames = tmp_path / "frames"
@@ -198,7 +199,7 @@ def test_globs_list_files_and_tiff_stacks_from_a_shell(trained_run, tmp_path):
     separable_image(rng, 0).save(frames / "other.jpg")
     _stack(frames / "stack.tif", rng)
     out = tmp_path / "glob.csv"
-    run_script("inference.py", str(frames / "*.png"), str(frames / "stack.tif"), "--model", trained_run,
+    run_here("inference.py", str(frames / "*.png"), str(frames / "stack.tif"), "--model", trained_run,
                "--output", out)
     names = [os.path.basename(r["path"]) for r in read_csv(out)]
     assert names == ["f0.png", "f1.png", "f2.png", "stack.tif#p0", "stack.tif#p1", "stack.tif#p2"]
@@ -208,7 +209,7 @@ def test_globs_list_files_and_tiff_stacks_from_a_shell(trained_run, tmp_path):
     (tmp_path / "list.txt").write_text("# frames to label\nframes/f1.png\n\nframes/gone.png\n"
                                        f"{frames / 'stack.tif'}\n")
     out = tmp_path / "list.csv"
-    proc = run_script("inference.py", f"@{tmp_path / 'list.txt'}", "--model", trained_run, "--output", out,
+    proc = run_here("inference.py", f"@{tmp_path / 'list.txt'}", "--model", trained_run, "--output", out,
                       expect=1)
     rows = read_csv(out)
     assert [os.path.basename(r["path"]) for r in rows] == ["f1.png", "gone.png", "stack.tif#p0", "stack.tif#p1",
@@ -216,7 +217,7 @@ def test_globs_list_files_and_tiff_stacks_from_a_shell(trained_run, tmp_path):
     assert [bool(r["error"]) for r in rows] == [False, True, False, False, False]
     assert any("gone.png" in line for line in proc.stderr.splitlines() if line.startswith("error:"))
 
-    proc = run_script("inference.py", f"@{tmp_path / 'nolist.txt'}", "--model", trained_run, expect=2)
+    proc = run_here("inference.py", f"@{tmp_path / 'nolist.txt'}", "--model", trained_run, expect=2)
     assert proc.stderr.strip().splitlines()[-1].startswith("error: cannot read the list file")
 
 
