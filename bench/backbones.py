@@ -41,6 +41,9 @@ def main():
     p.add_argument("--accuracy-epochs", type=int, default=4)
     p.add_argument("--per-class", type=int, default=400, help="synthetic crystals per class for the accuracy runs")
     p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--accuracy-only", action="store_true", help="the accuracy runs alone (no speed figures)")
+    p.add_argument("--precise-bn", type=int, default=0, metavar="N",
+                   help="training.precise_bn_batches of the accuracy runs (default 0: the table's recipe)")
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps: checks the script, not the figures")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "ga_backbones_bench"))
     p.add_argument("--table", help="also write the Markdown table to this file")
@@ -57,11 +60,13 @@ def main():
     bf16 = bool(bf16_units())
     rows = []
     for name in args.families:
-        row = measure(name, args, bf16)
-        if not args.no_accuracy:
+        row = {"backbone": name} if args.accuracy_only else measure(name, args, bf16)
+        if not args.no_accuracy or args.accuracy_only:
             row.update(accuracy(name, args))
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.accuracy_only:
+        return 0
     table = markdown(rows, bf16)
     print(f"machine: {machine()}; bfloat16 units: {'yes' if bf16 else 'no'}")
     print(table)
@@ -159,6 +164,7 @@ def accuracy(name, args):
         f"data.split_root={split}", "model.trainable_fraction=1.0", "training.optimizer=adam",
         "training.learning_rate=0.001", f"training.epochs={args.accuracy_epochs}", "data.batch_size=32",
         "data.augment.enabled=false", "training.early_stopping.f1_patience=1000", "training.seed=42",
+        f"training.precise_bn_batches={args.precise_bn}",
         f"output.root={os.path.join(args.workdir, 'runs')}", f"output.name={name}", "output.onnx=false",
         "output.saved_model=false", "output.explain=false", "output.int8=false", "output.tensorboard=false"])
     t = time.perf_counter()
@@ -166,7 +172,7 @@ def accuracy(name, args):
     with open(os.path.join(run, "metrics.json"), encoding="utf-8") as fh:
         m = json.load(fh)
     return {"accuracy": m["accuracy"], "accuracy_ci": m["accuracy_ci"], "test_images": m["test_images"],
-            "accuracy_seconds": time.perf_counter() - t}
+            "accuracy_seconds": time.perf_counter() - t, "precise_bn_batches": args.precise_bn}
 
 
 def markdown(rows, bf16):

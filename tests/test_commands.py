@@ -429,7 +429,7 @@ def test_inference_keras_engine_json(demo):
     doc = json.load(open(ws / "keras.json"))
     assert doc["classes"] == ["cex", "pg"]
     ws.run("python inference.py data/split/test --recursive", "--model", run, "--engine", "onnx", "--output",
-           "onnx32.csv")
+           "onnx32.csv", here=True)
     onnx = {r["path"]: float(r["p_pg"]) for r in read_csv(ws / "onnx32.csv")}
     keras_p = {r["path"]: r["p_pg"] for r in doc["results"]}
     assert keras_p.keys() == onnx.keys()
@@ -504,7 +504,7 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     numbered = tmp_path / "numbered"
     for i, c in enumerate(["cex", "pg"]):
         shutil.copytree(ws / f"data/split/test/{c}", numbered / str(i))
-    ws.run("python inference.py", numbered, "--evaluate", "--model", run, "--out-dir", "eval01")
+    ws.run("python inference.py", numbered, "--evaluate", "--model", run, "--out-dir", "eval01", here=True)
     again = json.load(open(ws / "eval01/metrics.json"))
 
     def figures(per_class):  # outside the split the copies are not known: other intervals, same figures
@@ -516,7 +516,7 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     odd = tmp_path / "odd"
     shutil.copytree(ws / "data/split/test/cex", odd / "cex")
     (odd / "needles").mkdir()
-    bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2)
+    bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2, here=True)
     (line,) = error_lines(bad)
     assert "needles" in line and "['cex', 'pg']" in line
 
@@ -841,7 +841,7 @@ def test_binary_labels_csv_chain(tmp_path):
     odd.mkdir()
     shutil.copy(ws / "data/split_labelled/test" / test_rows[0]["filename"], odd / "a.png")
     (odd / "labels.csv").write_text("filename,label\na.png,needles\n")
-    bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2)
+    bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2, here=True)
     (line,) = error_lines(bad)
     assert "line 2" in line and "'needles'" in line and "['cex', 'pg']" in line
 
