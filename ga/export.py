@@ -63,7 +63,7 @@ def to_onnx(model: Any, input_size: Sequence[int], opset: int = 17, metadata: di
     optimizer_log = logging.getLogger("tf2onnx.optimizer")
     optimizer_log.addFilter(quiet)
     try:
-        with _traced_for_onnx():
+        with _traced_for_onnx(), _collected_between_optimizer_passes():
             proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     finally:
         optimizer_log.removeFilter(quiet)
@@ -74,6 +74,39 @@ def to_onnx(model: Any, input_size: Sequence[int], opset: int = 17, metadata: di
         entry.key = key
         entry.value = value if isinstance(value, str) else json.dumps(value)
     return proto
+
+
+@contextlib.contextmanager
+def _collected_between_optimizer_passes() -> Iterator[None]:
+    """Garbage-collect before each of tf2onnx's optimizer passes.
+
+    tf2onnx deep-copies the whole graph, weights included, before every pass of its ONNX
+    optimizer loop (`tf2onnx.optimizer.optimize_graph`). The graph a pass replaces is a
+    reference cycle, freed only by a full collection, which the few Python objects of large
+    weight arrays seldom trigger: the copies pile up. Measured (maximum RSS of a process that
+    builds the model, weights none, and converts it): ResNet-50 5.9 GB without, 2.9 GB with,
+    for about 1 s more; ResNet-152 12.0 GB without. Left alone if tf2onnx changes that code.
+    """
+    import copy
+    import gc
+    import types
+
+    import tf2onnx.optimizer as passes
+
+    original = getattr(passes, "copy", None)
+    if original is not copy:
+        yield
+        return
+
+    def deepcopy(graph: Any, memo: Any = None) -> Any:
+        gc.collect()
+        return copy.deepcopy(graph, memo)
+
+    passes.copy = types.SimpleNamespace(deepcopy=deepcopy)
+    try:
+        yield
+    finally:
+        passes.copy = original
 
 
 @contextlib.contextmanager
