@@ -1,9 +1,8 @@
 """`ga monitor` as a user runs it: on a simulated crystallization with a demo model trained
 here, live on a folder another process writes into (through a kill and a restart), on a TIFF
 stack and a video, and on bad frames. Every documented command runs in a fresh interpreter
-with real argv (tests/test_commands.py's Workspace); the set-up steps that make demo's chain
-tests from a shell, and the option and bad-input checks, run in this one through the same
-entry function (`here=True`). The demo model trains in a fresh interpreter.
+with real argv (tests/test_commands.py's Workspace), the fixture's steps too; the option and
+bad-input checks run in this one through the same entry function (`here=True`).
 
 The process's seed (90210) is not one the detector's defaults or the simulation were tuned
 on (0, 1, 11, 777)."""
@@ -35,11 +34,8 @@ def ws(tmp_path_factory):
     """A workspace with a demo model (configs/demo.yaml at 64 px, 150 crops per class, 5
     epochs: about 40 s) and a synthetic process of FRAMES frames."""
     ws = Workspace(tmp_path_factory.mktemp("monitor"))
-    # The data steps run here (make demo's chain runs them from a shell in test_commands.py);
-    # the model trains in a fresh interpreter: trained in a test worker after other tests, its
-    # detection once fell below this file's bounds (cause not found).
-    ws.run("python -m ga.synthetic crystals --out data/archive --per-class 150 --seed 3", here=True)
-    ws.run("python split_data.py --no-progress", here=True)
+    ws.run("python -m ga.synthetic crystals --out data/archive --per-class 150 --seed 3")
+    ws.run("python split_data.py --no-progress")
     train = ws.run("python main.py --config configs/demo.yaml", "--set", "training.epochs=5", "--set",
                    "data.image_size=[64,64]", "--set", "output.saved_model=false", "--set", "output.explain=false",
                    "--set", "output.int8=false", "-q")
