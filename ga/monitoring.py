@@ -48,7 +48,7 @@ from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
 from ga.frames import Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, read_frame, rgb8
 from ga.images import ImageProblem
-from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, with_micrometres
+from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
 from ga.tasks import get_task
 
@@ -235,6 +235,9 @@ class Monitor:
 
     def _detected(self, frames):
         """(frame, RGB pixels or reason, particles) in order, a few frames ahead on threads."""
+        from ga.predict import prepare_arrays  # noqa: F401  (imported here, not on the threads)
+
+        preload()
         with cf.ThreadPoolExecutor(self.workers) as pool:
             ahead = deque()
             for f in frames:

@@ -83,6 +83,21 @@ def grey(frame: np.ndarray) -> np.ndarray:
     return a * 255.0 if a.size and float(np.nanmax(a)) <= 1.0 else a
 
 
+def preload() -> None:
+    """Import every module detection uses, on the calling thread. `ga monitor` detects on
+    worker threads; scikit-image loads its submodules lazily, and two threads importing
+    different ones at once can meet in a circular import that Python then resolves by
+    handing one thread a half-initialised module ("partially initialized module
+    'skimage.morphology' has no attribute 'disk'"). Called before the threads start."""
+    from scipy import ndimage, spatial  # noqa: F401
+    from skimage import filters, measure, morphology
+
+    for module, names in ((filters, ("threshold_otsu", "threshold_li", "threshold_triangle")),
+                          (measure, ("label", "regionprops")), (morphology, ("disk",))):
+        for name in names:
+            getattr(module, name)  # resolves the lazy attribute, importing its submodule
+
+
 def corrected(frame: np.ndarray, cfg: MonitorConfig) -> np.ndarray:
     """The frame's grey levels, particles bright, with the slowly varying background taken
     away (steps 1-2 of the module docstring)."""

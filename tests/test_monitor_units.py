@@ -320,3 +320,24 @@ def test_a_monitor_folder_resumes_and_belongs_to_one_model_and_source(tmp_path, 
         monitor(_fake_model(other, b"another model"), [str(frames)], str(tmp_path / "out"), cfg)
     with pytest.raises(GAError, match="holds the monitoring of"):
         monitor(model, [str(tmp_path)], str(tmp_path / "out"), cfg)
+
+
+def test_detection_imports_nothing_after_preload():
+    """`ga monitor` detects on worker threads; every module detection needs is imported by
+    preload() on the calling thread first, so the threads never race through scikit-image's
+    lazy imports (a half-initialised skimage.morphology once stopped a watch)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from ga.config import load_config\n"
+        "from ga.particles import detect, preload\n"
+        "preload()\n"
+        "before = set(sys.modules)\n"
+        "img = np.full((120, 120), 30, np.uint8); img[40:80, 30:90] = 200\n"
+        "found = detect(img, load_config(None, ['monitor.open_radius=1', 'monitor.close_radius=2']).monitor)\n"
+        "print(len(found), sorted(m for m in set(sys.modules) - before if m.split('.')[0] in ('skimage', 'scipy')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
+    assert out[0] == "1" and out[1].strip() == "[]", out
