@@ -146,3 +146,39 @@ def test_disk_full_during_deliverables_names_the_file(tmp_path, separable_split,
     names = os.listdir(run_dir)
     assert "metrics.json" not in names and not [n for n in names if ".tmp" in n]
     assert "RUNNING" in names  # the run stays marked incomplete
+
+
+def test_onnx_optimizer_copies_collect_once_their_bytes_reach_the_budget(monkeypatch):
+    """tf2onnx's per-pass graph copies: a full collection once the copies since the last one
+    hold the budget's bytes (so a 1 MB model never pays for one), and the module restored."""
+    import gc
+
+    import tf2onnx.optimizer as passes
+
+    collections = []
+    monkeypatch.setattr(gc, "collect", lambda *a: collections.append(len(copies)))
+    copies = []
+    original = passes.copy
+    with export._collected_between_optimizer_passes(graph_bytes=100, budget=250):
+        for i in range(7):
+            copies.append(passes.copy.deepcopy({"pass": i}))
+    assert passes.copy is original and copies[-1] == {"pass": 6} and copies[-1] is not copies[0]
+    assert collections == [2, 5]  # before the 3rd copy (300 bytes) and the 6th
+    with export._collected_between_optimizer_passes(graph_bytes=2**20):
+        for i in range(40):
+            passes.copy.deepcopy({"pass": i})
+    assert collections == [2, 5]
+
+
+def test_int8_file_is_the_same_at_any_calibration_batch(tmp_path, trained_run):
+    """The calibrator keeps each tensor's minimum and maximum per batch, so the batch size
+    (which sets its memory) leaves the INT8 file unchanged."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (9, 32, 32, 3)).astype(np.float32)
+    made = {}
+    for batch in (1, 4, 9):
+        out = str(tmp_path / f"int8_{batch}.onnx")
+        export.quantize_int8(os.path.join(trained_run, "GAweights.onnx"), out, images, batch=batch)
+        made[batch] = open(out, "rb").read()
+    assert made[1] == made[4] == made[9]
+    assert onnx.load_from_string(made[4]).metadata_props  # ga_labels carried over
