@@ -10,6 +10,7 @@ scan but fails in TensorFlow's decoder, which is logged as a count mismatch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass, field
@@ -59,6 +60,16 @@ def prescan(paths: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, str]]]:
             keep[i] = False
             problems.append((p, str(exc)))
     return keep, problems
+
+
+def release_iterators() -> None:
+    """Free the tf.data iterators a finished fit or sweep left behind. Keras leaves fit's last
+    iterator in a reference cycle, and with it its C++ iterator and threads, until Python's
+    next full collection, which in a process holding TensorFlow can come many runs later: a
+    process that trains again (cross-validation folds, the Python API, a test worker)
+    carried every earlier run's iterators (ga.trainer.train and the learning-rate finder call
+    this when they end)."""
+    gc.collect()
 
 
 def load_image(path: Any, size: Sequence[int], pillow: Any = False) -> tf.Tensor:

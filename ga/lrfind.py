@@ -123,6 +123,7 @@ def find_learning_rate(cfg: Config | str | None = None, overrides: Sequence[str]
     import ga
 
     ga.register()
+    from ga.data import release_iterators
     from ga.tasks import get_task
     from ga.trainer import prepare
 
@@ -143,6 +144,8 @@ def find_learning_rate(cfg: Config | str | None = None, overrides: Sequence[str]
     except BaseException as exc:
         runs.mark_failed(folder, "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc))
         raise
+    finally:
+        release_iterators()
     if not lrs:
         runs.mark_failed(folder, "the loss was NaN from the first step")
         raise TrainingError(f"the loss was NaN from the first step at learning rate {low:g}; folder {folder}")

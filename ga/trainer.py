@@ -166,7 +166,12 @@ def train(cfg: Config | str | None = None, resume: str | None = None, overrides:
     elif not isinstance(cfg, Config):
         cfg = load_config(cfg, overrides)
     check_paths(cfg)
-    return _run(cfg, classes, resume)
+    from ga.data import release_iterators
+
+    try:
+        return _run(cfg, classes, resume)
+    finally:
+        release_iterators()
 
 
 def _resumed(run_dir, overrides):
@@ -318,8 +323,20 @@ def _set_up_tensorflow(cfg):
     # Resource __per_step_0/.../AddOpsRewrite.../tmp_var", seen on ResNet-101, TF 2.21, CPU).
     tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})
     keras.utils.set_random_seed(cfg.training.seed)
-    if cfg.training.deterministic:
+    _op_determinism(cfg.training.deterministic)
+
+
+def _op_determinism(on):
+    """TensorFlow's op determinism as training.deterministic says. It is process-wide, so a
+    run without it turns off what an earlier run in the same process turned on (TensorFlow
+    exports only the switch on; the switch off is its framework's own)."""
+    import tensorflow as tf
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
         tf.config.experimental.enable_op_determinism()
+    elif getattr(tf_config, "is_op_determinism_enabled", lambda: False)():
+        tf_config.disable_op_determinism()
 
 
 def _read_classes(cfg):
