@@ -13,6 +13,7 @@ exit status: 0 success, 1 finished with skipped inputs, 2 usage or configuration
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
@@ -76,8 +77,10 @@ def _run(fn, args, flags=None, also=()):
     """Call `fn(args)` and return its exit status; a GAError (or one of `also`, the
     exceptions a command's library raises for bad input) is one line on stderr and status 2,
     its arguments named by their flags (`flags` adds to FLAGS)."""
+    import ga
     from ga.log import setup_logging
 
+    ga.lean_keras()  # no command uses Keras's pandas, scikit-learn or pyplot integrations
     setup_logging(verbose=getattr(args, "verbose", False), quiet=getattr(args, "quiet", False))
     try:
         return fn(args)
@@ -903,8 +906,6 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
 
 
 def _monitoring(args):
-    import signal
-
     from ga.config import load_config
 
     cfg = load_config(args.config, args.overrides).monitor
@@ -925,14 +926,6 @@ def _monitoring(args):
     from ga.predict import load_model
 
     model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
-    stopping = []
-
-    def stop(signum, _frame):
-        stopping.append(signum)
-        log.info("stopping after the frames in hand (signal %d)", signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, stop)
 
     def alert(a):
         print(f"ALERT {a.time or a.frame}: {a.rule} (value {a.value:.4g} on frame {a.frame})", file=sys.stderr,
@@ -942,12 +935,39 @@ def _monitoring(args):
         log.info("%d frame(s) done, %d particle(s), %d skipped, %d alert(s)", r.frames + r.resumed, r.particles,
                  r.skipped, len(r.alerts))
 
-    result = monitor(model, args.inputs, args.out_dir, cfg, args.alert, args.on_alert, args.watch, args.idle_exit,
-                     args.max_pixels, alert, progress, stop=lambda: bool(stopping), threshold=args.threshold,
-                     bar=not args.no_progress)
+    with _stop_on_signals() as stopping:
+        result = monitor(model, args.inputs, args.out_dir, cfg, args.alert, args.on_alert, args.watch,
+                         args.idle_exit, args.max_pixels, alert, progress, stop=lambda: bool(stopping),
+                         threshold=args.threshold, bar=not args.no_progress)
     print(f"{result.frames} frame(s) monitored ({result.resumed} done before), {result.particles} particle(s), "
           f"{result.skipped} skipped, {len(result.alerts)} alert(s) -> {os.path.join(args.out_dir, 'monitor.html')}")
     return result.exit_code
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Ctrl-C and SIGTERM ask `ga monitor` to stop after the frames in hand: yields the list of
+    signals received. The previous handlers come back when the block ends, so a process that
+    called the command in-process (a notebook, a test) keeps its own Ctrl-C; off the main
+    thread, where Python cannot set handlers, nothing is changed."""
+    import signal
+    import threading
+
+    stopping: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopping
+        return
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+        log.info("stopping after the frames in hand (signal %d)", signum)
+
+    before = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopping
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def _show_detection(path, cfg, out_dir, max_pixels):

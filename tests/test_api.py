@@ -87,3 +87,20 @@ def test_every_api_function_is_typed():
         assert sig.return_annotation is not inspect.Signature.empty, fn
         assert all(p.annotation is not inspect.Parameter.empty for n, p in sig.parameters.items() if n != "self"), fn
     assert os.path.isfile(os.path.join(os.path.dirname(ga.__file__), "py.typed"))
+
+
+def test_commands_load_keras_without_its_extras():
+    """A command (inference.py's entry on a missing file: it loads Keras, then stops with
+    exit 2) loads Keras as if pandas, scikit-learn and matplotlib were not installed, and
+    the project's own later imports of them still work (a user's `import ga` keeps Keras
+    whole: test_commands.py::test_models_load_in_a_fresh_interpreter)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom ga.cli import inference_main\ncode = inference_main(['nowhere.png'])\n"
+            "import keras.src.wrappers.fixes as f\n"
+            "print(code, 'keras' in sys.modules, f.sklearn is None, *(m in sys.modules for m in ga.KERAS_EXTRAS))\n"
+            "import sklearn.metrics, matplotlib.pyplot\nprint(sklearn.metrics.accuracy_score([1], [1]))\n")
+    proc = subprocess.run([sys.executable, "-c", "import ga\n" + code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["2", "True", "True", "False", "False", "False", "1.0"], proc.stderr[-2000:]

@@ -97,8 +97,11 @@ def test_ga_runs_lists_finished_running_and_failed_runs(trained_run, separable_s
     shutil.copytree(trained_run, root / finished)
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(root), training={"epochs": 500},
                       output={"name": "long", "onnx": False})
+    # Ctrl-C as at a terminal: a shell's background job (`make test &`) ignores SIGINT, and a
+    # child inherits that, so the signal would never reach the run
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), "--config", cfg],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline, live = time.time() + 300, None
         while time.time() < deadline and proc.poll() is None and live is None:
