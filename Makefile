@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml $(LOCK)
 
 install: $(STAMP)
 
-# Test files run in parallel, one worker per core (module-scoped fixtures stay in one worker).
+# Test files run in parallel, one worker more than the cores (tests/conftest.py; module-scoped
+# fixtures stay in one worker).
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile
 

@@ -14,6 +14,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+
+@pytest.hookimpl(optionalhook=True)  # pytest -p no:xdist runs without it
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (make test): one worker more than the cores this process may use. The tests
+    spend about a sixth of their time waiting on the processes they start (start-up, kills,
+    two-worker runs), and the extra worker fills it: 15 min 06 s with two workers, 13 min 26 s
+    with three, on 2 cores (the same CPU time, 25.5 min)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores + 1
+
+
 def pytest_addoption(parser):
     parser.addoption("--long", action="store_true",
                      help="long fuzzing and fault runs (2,000 fuzz cases, 200 kill points) instead of the quick defaults")

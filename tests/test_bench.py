@@ -1,6 +1,6 @@
 """The data-efficiency script (a research script, minutes even at toy size: `pytest --long`)
 runs every method and its documented variants, and redraws its figure (figures are not
-asserted). The benchmark runner is run by test_commands.py::test_bench_only_command."""
+asserted). The benchmark runner is run by test_chains.py::test_bench_only_command."""
 
 import json
 import os

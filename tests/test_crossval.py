@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 import yaml
-from helpers import ROOT, error_lines, read_csv, run_script
+from helpers import ROOT, error_lines, read_csv, run_here, run_script
 from scipy.stats import binomtest
 
 K = 3
@@ -192,12 +192,13 @@ def test_compare_two_models_gives_mcnemars_exact_p(cross_validated, tmp_path):
     assert d["value"] == pytest.approx(doc["accuracy_b"] - doc["accuracy_a"]) and d["ci"][0] <= d["value"] <= d["ci"][1]
     assert d["value"] == pytest.approx((mc["a_wrong_b_right"] - mc["a_right_b_wrong"]) / doc["images"])
     assert len(proc.stdout.strip().splitlines()) == 1 and "McNemar exact p =" in proc.stdout
-    same = run_script("-m", "ga", "compare", a, a, "data/split/test", "--out-dir", tmp_path / "same", "--no-progress",
-                      cwd=work)
+    # the variants in this interpreter (the documented command ran from a shell above)
+    same = run_here("-m", "ga", "compare", a, a, "data/split/test", "--out-dir", tmp_path / "same", "--no-progress",
+                    cwd=work)
     assert same.stdout.strip().splitlines() == [f"the two models decide all {doc_images(tmp_path / 'same')} images "
                                                 f"alike (accuracy {json.load(open(tmp_path / 'same/compare.json'))['accuracy_a']:.4f}): "
                                                 "no difference to test"]
-    bad = run_script("-m", "ga", "compare", a, tmp_path / "nowhere", "data/split/test", cwd=work, expect=2)
+    bad = run_here("-m", "ga", "compare", a, tmp_path / "nowhere", "data/split/test", cwd=work, expect=2)
     assert len(error_lines(bad)) == 1 and "nowhere" in error_lines(bad)[0]
 
 

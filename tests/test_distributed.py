@@ -19,7 +19,7 @@ import pytest
 
 import ga.synthetic as syn
 from conftest import ROOT, make_separable_split, tiny_config
-from helpers import one_error_line, read_csv, run_script
+from helpers import one_error_line, read_csv, run_here, run_script
 from ga.distributed import SLURM_PORT_BASE, is_chief, shard_rows
 from ga.splitting import split_dataset
 
@@ -432,7 +432,7 @@ def test_no_cluster_is_one_line_and_exit_2(slurm_env, tmp_path, separable_split)
         slurm_env.delenv(k)
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
                       training={"distribution": "multi_worker"})
-    out = run_script("main.py", "--config", cfg, cwd=tmp_path, timeout=WAIT, expect=2)
+    out = run_here("main.py", "--config", cfg, cwd=tmp_path, expect=2)
     assert one_error_line(out).startswith("error: training.distribution: multi_worker needs "
                                                           "TF_CONFIG")
     assert not (tmp_path / "runs").exists()

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import tiny_config
-from helpers import ROOT, one_error_line, read_csv, run_script
+from helpers import one_error_line, read_csv, run_here, run_script
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -42,12 +42,10 @@ def test_a_run_logged_to_a_file_store_equals_its_folder(separable_split, tmp_pat
     assert {"labels.json", "metrics.json", "history.csv", "GAmodel.keras", "config.yaml", "mlflow.json"} <= artifacts
 
 
-def test_mlflow_asked_for_without_the_package_is_one_line(separable_split, tmp_path):
+def test_mlflow_asked_for_without_the_package_is_one_line(separable_split, tmp_path, monkeypatch):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"))
-    code = ("import sys; sys.modules['mlflow'] = None; sys.argv = ['main.py'] + sys.argv[1:]; "
-            f"sys.path.insert(0, {ROOT!r}); from ga.cli import train_main; sys.exit(train_main())")
-    proc = run_script("-c", code, "--config", cfg, "--set", f"output.mlflow=file://{tmp_path}/mlruns", expect=2)
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails as if not installed
+    proc = run_here("main.py", "--config", cfg, "--set", f"output.mlflow=file://{tmp_path}/mlruns", expect=2)
     line = one_error_line(proc)
     assert "output.mlflow needs MLflow" in line and 'pip install "ga-crystals[mlflow]"' in line
     assert not os.path.exists(tmp_path / "runs") or not os.listdir(tmp_path / "runs")
-    assert sys.modules.get("mlflow") is not None  # this process is untouched
