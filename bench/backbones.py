@@ -8,7 +8,8 @@ Per family, at its own input size (ResNet-101 at 224x224 is the reference), weig
 - training images/s: the study's recipe (the last 10% of the backbone trainable, SGD, batch
   32) on in-memory batches, so no decoding is timed; 2 warm-up steps, then --steps timed;
 - inference images/s, batches of 32: Keras, ONNX Runtime float32, ONNX Runtime INT8 (the
-  project's static QDQ quantisation) and Keras bfloat16 where the CPU has bfloat16 units;
+  project's static QDQ quantisation); where the CPU has bfloat16 units, training and Keras
+  inference in mixed_bfloat16 as well;
 - accuracy on the synthetic crystals (from scratch, every layer trainable, the same images,
   epochs, seed and optimiser for all: Adam 1e-3, --accuracy-size px, --accuracy-epochs),
   with its 95% interval from the run's metrics.json.
@@ -110,17 +111,27 @@ def measure(name, args, bf16):
 
     size = args.size or family_of(name).size
     cfg = _config(name, size)
-    model = build_model(cfg, 1)
-    compile_model(model, cfg, ["cex", "pg"])
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch, size, size, 3)).astype(np.float32)
     y = (rng.random((args.batch, 1)) < 0.5).astype(np.float32)
-    row = {"backbone": name, "size": size, "params_m": model.count_params() / 1e6, "gflops": gflops(model, size)}
     ds = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
-    t = time.perf_counter()
-    model.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
-    row["train_img_s"] = args.steps * args.batch / (time.perf_counter() - t)
+
+    def trained(policy):
+        """(model, training images/s) under a Keras precision policy."""
+        keras.mixed_precision.set_global_policy(policy)
+        try:
+            m = build_model(cfg, 1)
+            compile_model(m, cfg, ["cex", "pg"])
+            m.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+            t = time.perf_counter()
+            m.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
+            return m, args.steps * args.batch / (time.perf_counter() - t)
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+
+    model, rate = trained("float32")
+    row = {"backbone": name, "size": size, "params_m": model.count_params() / 1e6, "gflops": gflops(model, size),
+           "train_img_s": rate}
     predict = batch_predictor(model)
     row["keras_img_s"] = _rate(lambda: predict(x), args)
     onnx = to_onnx(model, (size, size))
@@ -135,14 +146,10 @@ def measure(name, args, bf16):
         s8 = onnx_session(i8)
         row["int8_img_s"] = _rate(lambda: s8.run(None, {feed: x}), args)
     if bf16:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        try:
-            m16 = build_model(cfg, 1)
-            m16.set_weights(model.get_weights())
-            p16 = batch_predictor(m16)
-            row["bf16_img_s"] = _rate(lambda: p16(x), args)
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
+        m16, row["train_bf16_img_s"] = trained("mixed_bfloat16")
+        m16.set_weights(model.get_weights())
+        p16 = batch_predictor(m16)
+        row["bf16_img_s"] = _rate(lambda: p16(x), args)
     keras.backend.clear_session()
     return row
 
@@ -178,7 +185,8 @@ def accuracy(name, args):
 def markdown(rows, bf16):
     ref = next((r for r in rows if r["backbone"] == "resnet101"), None)
     head = ["backbone", "input", "parameters (M)", "GFLOPs", "train img/s", "Keras img/s", "ONNX img/s",
-            "ONNX INT8 img/s", *(["Keras bf16 img/s"] if bf16 else []), "vs ResNet-101 (train / label)",
+            "ONNX INT8 img/s", *(["train bf16 img/s", "Keras bf16 img/s"] if bf16 else []),
+            "vs ResNet-101 (train / label)",
             "accuracy (95% interval)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -187,7 +195,7 @@ def markdown(rows, bf16):
         acc = (f"{r['accuracy']:.3f} ({r['accuracy_ci'][0]:.3f}–{r['accuracy_ci'][1]:.3f})" if "accuracy" in r else "")
         cells = [r["backbone"], f"{r['size']}", f"{r['params_m']:.1f}", f"{r['gflops']:.3g}", f"{r['train_img_s']:.1f}",
                  f"{r['keras_img_s']:.1f}", f"{r['onnx_img_s']:.1f}", f"{r['int8_img_s']:.1f}",
-                 *([f"{r.get('bf16_img_s', 0):.1f}"] if bf16 else []), rel, acc]
+                 *([f"{r.get('train_bf16_img_s', 0):.1f}", f"{r.get('bf16_img_s', 0):.1f}"] if bf16 else []), rel, acc]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

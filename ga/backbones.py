@@ -33,6 +33,9 @@ class Family:
     block: str | None = None  # regex of a layer name's block prefix: the cut snaps to whole blocks
     freeze_bn_pretrained: bool = False  # BatchNorm stays frozen when the weights are pretrained
     options: tuple = ()  # extra keyword arguments of the builder
+    # training.mixed_precision auto may train it in bfloat16 on a CPU with bfloat16 units;
+    # False where that was measured slower than float32 (docs/benchmarks.md, Backbones)
+    bf16_on_cpu: bool = True
 
     @property
     def pretrained(self) -> bool:
@@ -41,8 +44,10 @@ class Family:
 
 _EFF = dict(preprocessing="torch", family="efficientnetv2", block=r"^(block\d+[a-z])_", freeze_bn_pretrained=True,
             options=(("include_preprocessing", False),))
+# MobileNetV3 in mixed_bfloat16 on a CPU (AMX-BF16): training 0.64x and inference 0.64-0.73x
+# float32, its depthwise convolutions and hard-swish gaining nothing from the matrix units
 _MOB = dict(preprocessing="tf", family="mobilenetv3", block=r"^(expanded_conv(?:_\d+)?)_", freeze_bn_pretrained=True,
-            options=(("include_preprocessing", False),))
+            options=(("include_preprocessing", False),), bf16_on_cpu=False)
 
 BACKBONES: dict[str, Family] = {
     "resnet50": Family("ResNet50", "resnet_caffe", 224, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",

@@ -59,12 +59,14 @@ def describe(flags: Optional[Iterable[str]] = None) -> dict:
 
 
 def choose_precision(want: str, gpu_capabilities: Sequence[tuple[int, int]] = (),
-                     flags: Optional[Iterable[str]] = None) -> tuple[str, str]:
+                     flags: Optional[Iterable[str]] = None, backbone: Optional[str] = None) -> tuple[str, str]:
     """(Keras precision policy, why) for training.mixed_precision `want`.
 
     `auto`: on GPUs, by their lowest compute capability (>= 8.0 bfloat16, >= 7.0 float16);
-    on a CPU, mixed_bfloat16 where it has bfloat16 units (`flags`, default this CPU's), else
-    float32 (bfloat16 without the units is emulated, slower than float32). Other values force.
+    on a CPU, mixed_bfloat16 where it has bfloat16 units (`flags`, default this CPU's) and the
+    `backbone`'s family gains from them (not MobileNetV3: ga.backbones.Family.bf16_on_cpu),
+    else float32 (bfloat16 without the units is emulated, slower than float32). Other values
+    force.
     """
     if want != "auto":
         return want, f"training.mixed_precision: {want}"
@@ -77,6 +79,13 @@ def choose_precision(want: str, gpu_capabilities: Sequence[tuple[int, int]] = ()
             return "mixed_float16", f"{name} (float16 tensor cores)"
         return "float32", f"{name} (no fast half precision)"
     units = bf16_units(flags)
+    if units and backbone is not None:
+        from ga.backbones import BACKBONES
+
+        family = BACKBONES.get(backbone)
+        if family is not None and not family.bf16_on_cpu:
+            return "float32", (f"CPU with {' and '.join(units)}, but {backbone} trains slower in bfloat16 than in "
+                               "float32 on a CPU")
     if units:
         return "mixed_bfloat16", f"CPU with {' and '.join(units)}"
     return "float32", "CPU without AVX512_BF16 or AMX-BF16 (bfloat16 would be emulated, slower than float32)"

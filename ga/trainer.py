@@ -89,7 +89,7 @@ def _precision_policy(cfg):
 
     gpus = [tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0))
             for g in tf.config.list_physical_devices("GPU")]
-    policy, why = choose_precision(cfg.training.mixed_precision, gpus)
+    policy, why = choose_precision(cfg.training.mixed_precision, gpus, backbone=cfg.model.backbone)
     keras.mixed_precision.set_global_policy(policy)
     return policy, why
 

@@ -42,6 +42,21 @@ def test_precision_choice(want, gpus, flags, policy):
         assert ("avx512_bf16" in why or "amx_bf16" in why) == (policy == "mixed_bfloat16")
 
 
+@pytest.mark.parametrize("backbone, want, gpus, policy", [
+    ("resnet101", "auto", [], "mixed_bfloat16"),
+    ("efficientnetv2_b0", "auto", [], "mixed_bfloat16"),
+    ("cnn4", "auto", [], "mixed_bfloat16"),
+    ("mobilenetv3_small", "auto", [], "float32"),  # slower in bfloat16 on a CPU
+    ("mobilenetv3_large", "auto", [], "float32"),
+    ("mobilenetv3_large", "mixed_bfloat16", [], "mixed_bfloat16"),  # forced stays forced
+    ("mobilenetv3_large", "auto", [(8, 0)], "mixed_bfloat16"),  # a GPU's tensor cores: the rule is the CPU's
+])
+def test_auto_precision_keeps_float32_for_families_bfloat16_slows_on_a_cpu(backbone, want, gpus, policy):
+    chosen, why = choose_precision(want, gpus, {"avx512f", "avx512_bf16", "amx_bf16"}, backbone=backbone)
+    assert chosen == policy
+    assert (backbone in why) == (want == "auto" and not gpus and policy == "float32")
+
+
 def test_bfloat16_training_delivers_float32_files(tmp_path, separable_split):
     """auto on a CPU whose flags say bfloat16: trained in mixed_bfloat16, every delivered file
     float32 and within the usual export tolerances."""
@@ -133,3 +148,19 @@ def test_a_run_without_an_int8_model_says_so(separable_split, tmp_path):
     auto = run_here("inference.py", os.path.join(separable_split, "test"), "--recursive", "--model", run, "-v",
                       env={"GA_CPU_FLAGS": "avx512_vnni"})
     assert "(onnx engine: the float32 ONNX model)" in _engine_line(auto)
+
+
+def test_the_trainer_passes_its_backbone_to_the_choice(monkeypatch):
+    """A run's precision policy is chosen for its own backbone (on a faked bfloat16 CPU)."""
+    import keras
+
+    from ga.config import load_config
+    from ga.trainer import _precision_policy
+
+    monkeypatch.setenv("GA_CPU_FLAGS", "avx2 avx512f avx512_bf16")
+    try:
+        chosen = {b: _precision_policy(load_config(None, [f"model.backbone={b}"]))[0]
+                  for b in ("mobilenetv3_small", "resnet50")}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert chosen == {"mobilenetv3_small": "float32", "resnet50": "mixed_bfloat16"}
