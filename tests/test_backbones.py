@@ -6,6 +6,7 @@ are one line."""
 
 import json
 import os
+import sys
 import typing
 
 import numpy as np
@@ -219,3 +220,29 @@ def test_block_families_train_on_two_workers_to_the_same_weights(backbone, tmp_p
     cfg = _strategy_config(tmp_path, separable_split, backbone, "multi_worker")
     run, _, _ = one_complete_run(tmp_path, wait_all(start_workers(cfg, tmp_path, tmp_path / "tmp"), timeout=900))
     assert json.load(open(os.path.join(run, "labels.json")))["backbone"] == backbone
+
+
+def test_the_bench_recommendation_says_the_int8_ratio_where_the_cpu_has_int8_units():
+    """bench/backbones.py's rule on given rows: the fastest-enough family with the best ImageNet
+    accuracy, and, on a CPU with INT8 units, the two INT8 models' ratio as well."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "bench"))  # its `common` import
+    try:
+        spec = importlib.util.spec_from_file_location("bench_backbones", os.path.join(root, "bench", "backbones.py"))
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+    finally:
+        sys.path.remove(os.path.join(root, "bench"))
+
+    def row(name, train, onnx, int8):
+        return {"backbone": name, "size": 224, "train_img_s": train, "onnx_img_s": onnx, "int8_img_s": int8}
+
+    rows = [row("resnet101", 10, 20, 60), row("efficientnetv2_b0", 45, 120, 150), row("mobilenetv3_large", 50, 200, 300),
+            row("resnet50", 20, 40, 120)]
+    plain = bench.recommendation(rows)
+    assert plain.startswith("recommendation for a CPU: efficientnetv2_b0") and "4.5x" in plain and "6.0x" in plain
+    assert "INT8" not in plain
+    assert bench.recommendation(rows, int8=True).endswith("2.5x (150.0 against 60.0 images/s)")
+    assert "no family" in bench.recommendation([row("resnet101", 10, 20, 60), row("resnet50", 20, 40, 120)])
