@@ -6,7 +6,8 @@ Per family, at its own input size (ResNet-101 at 224x224 is the reference), weig
 - parameters, and GFLOPs per image counted by TensorFlow's profiler on the frozen graph
   (a multiply-add counts as two);
 - training images/s: the study's recipe (the last 10% of the backbone trainable, SGD, batch
-  32) on in-memory batches, so no decoding is timed; 2 warm-up steps, then --steps timed;
+  32) on in-memory batches, so no decoding is timed; 2 warm-up steps, then the median of
+  --repeats runs of --steps;
 - inference images/s, batches of 32: Keras, ONNX Runtime float32, ONNX Runtime INT8 (the
   project's static QDQ quantisation); where the CPU has bfloat16 units, training and Keras
   inference in mixed_bfloat16 as well;
@@ -21,6 +22,7 @@ accuracy interval reaches the best one's, the one with the highest ImageNet accu
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +38,9 @@ def main():
     p.add_argument("--families", nargs="+", default=DEFAULT)
     p.add_argument("--size", type=int, help="one input size for every family; default: each family's own")
     p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--steps", type=int, default=6, help="timed training steps")
+    p.add_argument("--steps", type=int, default=6, help="timed training steps per repeat")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed training runs of --steps each; the median is reported (single runs varied up to 2x)")
     p.add_argument("--batches", type=int, default=4, help="timed inference batches per engine")
     p.add_argument("--accuracy-size", type=int, default=96)
     p.add_argument("--accuracy-epochs", type=int, default=4)
@@ -50,7 +54,7 @@ def main():
     p.add_argument("--table", help="also write the Markdown table to this file")
     args = p.parse_args()
     if args.quick:
-        args.size, args.steps, args.batches, args.batch = 32, 1, 1, 4
+        args.size, args.steps, args.batches, args.batch, args.repeats = 32, 1, 1, 4, 1
         args.accuracy_size, args.accuracy_epochs, args.per_class = 32, 1, 24
 
     import ga
@@ -108,6 +112,7 @@ def measure(name, args, bf16):
     import tensorflow as tf
 
     from ga.backbones import family_of
+    from ga.data import without_autotune_wait
     from ga.export import onnx_session, quantize_int8, to_onnx
     from ga.model import batch_predictor, build_model
     from ga.trainer import compile_model
@@ -117,7 +122,9 @@ def measure(name, args, bf16):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (args.batch, size, size, 3)).astype(np.float32)
     y = (rng.random((args.batch, 1)) < 0.5).astype(np.float32)
-    ds = tf.data.Dataset.from_tensors((x, y)).repeat()
+    # without tf.data's autotuning model, whose wake-up every fit's end waits for (ga.data):
+    # with it, timed fits of 7.8 s returned at exactly 10.23 s
+    ds = without_autotune_wait(tf.data.Dataset.from_tensors((x, y)).repeat())
 
     def trained(policy):
         """(model, training images/s) under a Keras precision policy."""
@@ -126,9 +133,12 @@ def measure(name, args, bf16):
             m = build_model(cfg, 1)
             compile_model(m, cfg, ["cex", "pg"])
             m.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
-            t = time.perf_counter()
-            m.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
-            return m, args.steps * args.batch / (time.perf_counter() - t)
+            rates = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                m.fit(ds, steps_per_epoch=args.steps, epochs=1, verbose=0)
+                rates.append(args.steps * args.batch / (time.perf_counter() - t))
+            return m, statistics.median(rates)
         finally:
             keras.mixed_precision.set_global_policy("float32")
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from ga.config import model_input_size
-from ga.data import AUTOTUNE, SplitData, decoded, usable, wants_cache
+from ga.data import AUTOTUNE, SplitData, decoded, usable, wants_cache, without_autotune_wait
 from ga.errors import DataError
 from ga.layers import (
     RandomChannelScale,
@@ -165,7 +165,7 @@ def pairs(cfg: Config, paths: Sequence[str], training: bool, batch: int | None =
     ds = ds.batch(batch, drop_remainder=training).map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=AUTOTUNE)
     view = views_layer(cfg.contrastive, model_input_size(cfg), cfg.training.seed + (0 if training else 100))
     ds = ds.map(lambda x: (view(x, training=True), view(x, training=True)), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+    return without_autotune_wait(ds.prefetch(AUTOTUNE))
 
 
 class SimCLR(keras.Model):

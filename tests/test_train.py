@@ -375,3 +375,25 @@ def test_class_folders_named_0_and_1_take_data_class_names(tmp_path):
     by_folder = {os.path.basename(os.path.dirname(p)): int(y[0]) for p, y in zip(data.train.paths, data.train.labels)}
     assert by_folder == {"0": 0, "1": 1}
     assert list(data.train.labels[:, 0]).count(0) == 6
+
+
+def test_pipelines_leave_out_the_autotune_model_whose_wake_up_iterator_deletion_waits_for(tmp_path, separable_split):
+    """Every split's pipeline (and the contrastive pairs) runs without tf.data's autotuning
+    model, and an iterator of it is deleted at once after a second of use (with the model,
+    deleting waits for the model's next wake-up: about 1 s after 1.5 s of use)."""
+    import time
+
+    from ga.contrastive import pairs
+    from ga.data import build_datasets
+
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs")))
+    data = build_datasets(cfg)
+    streams = [data.train.dataset, data.valid.dataset, data.test.dataset, pairs(cfg, data.train.paths, training=True)]
+    assert [ds.options().autotune.enabled for ds in streams] == [False] * 4
+    it = iter(data.train.dataset.repeat())
+    start = time.perf_counter()
+    while time.perf_counter() - start < 1.5:
+        next(it)
+    start = time.perf_counter()
+    del it
+    assert time.perf_counter() - start < 0.5
