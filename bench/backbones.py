@@ -60,7 +60,7 @@ def main():
     import ga
 
     ga.register()
-    from ga.hardware import bf16_units
+    from ga.hardware import bf16_units, int8_units
 
     bf16 = bool(bf16_units())
     rows = []
@@ -75,8 +75,6 @@ def main():
     table = markdown(rows, bf16)
     print(f"machine: {machine()}; bfloat16 units: {'yes' if bf16 else 'no'}")
     print(table)
-    from ga.hardware import int8_units
-
     advice = recommendation(rows, int8=bool(int8_units()))
     print(advice)
     if args.table:

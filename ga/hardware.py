@@ -79,13 +79,12 @@ def choose_precision(want: str, gpu_capabilities: Sequence[tuple[int, int]] = ()
             return "mixed_float16", f"{name} (float16 tensor cores)"
         return "float32", f"{name} (no fast half precision)"
     units = bf16_units(flags)
-    if units and backbone is not None:
-        from ga.backbones import BACKBONES
+    if not units:
+        return "float32", "CPU without AVX512_BF16 or AMX-BF16 (bfloat16 would be emulated, slower than float32)"
+    from ga.backbones import BACKBONES
 
-        family = BACKBONES.get(backbone)
-        if family is not None and not family.bf16_on_cpu:
-            return "float32", (f"CPU with {' and '.join(units)}, but {backbone} trains slower in bfloat16 than in "
-                               "float32 on a CPU")
-    if units:
-        return "mixed_bfloat16", f"CPU with {' and '.join(units)}"
-    return "float32", "CPU without AVX512_BF16 or AMX-BF16 (bfloat16 would be emulated, slower than float32)"
+    cpu = f"CPU with {' and '.join(units)}"
+    family = BACKBONES.get(backbone or "")
+    if family is not None and not family.bf16_on_cpu:
+        return "float32", f"{cpu}, but {backbone} trains slower in bfloat16 than in float32 on a CPU"
+    return "mixed_bfloat16", cpu
