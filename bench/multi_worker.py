@@ -146,33 +146,38 @@ def main():
     p.add_argument("--workdir", default="/tmp/ga_multi_worker_bench")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--timeout", type=float, default=900, help="seconds one way may take before the benchmark gives up")
+    p.add_argument("--ways", nargs="+", choices=list(WAYS), default=list(WAYS),
+                   help="time only these ways (the all-reduce is timed when a two-worker way is among them)")
     args = p.parse_args()
 
     split = crystal_split(args.workdir, per_class=args.per_class)
     started = time.time()
     ways = {name: train_rate(args, split, name, args.batch_size // factor, threads, workers, sets)
-            for name, (_, factor, threads, workers, sets) in WAYS.items()}
-    alone = ways["one_1_core_half_batch"]["step_s"]
+            for name, (_, factor, threads, workers, sets) in WAYS.items() if name in args.ways}
     for name in ("two_1_core", "two_1_core_unsync_bn"):
-        ways[name]["communication_share"] = round(1 - alone / ways[name]["step_s"], 3)
+        if name in ways and "one_1_core_half_batch" in ways:
+            ways[name]["communication_share"] = round(1 - ways["one_1_core_half_batch"]["step_s"] / ways[name]["step_s"], 3)
     n = trainable_count(args)
-    reduce = json.loads(launch(["-c", ALLREDUCE, str(n)], 1, 2, args.timeout)[0].strip().splitlines()[-1])
     figures = {
         "machine": machine(), "config": args.config, "size": args.size, "global_batch": args.batch_size,
         "epochs_timed": args.epochs - 1, "ways": ways, "trainable_weights": n,
-        "allreduce_gradient_s": round(reduce["gradient"], 5), "allreduce_one_float_s": round(reduce["one_float"], 5),
-        "wall_s": round(time.time() - started, 1),
     }
+    two_workers = any(WAYS[name][3] > 1 for name in ways)
+    if two_workers:
+        reduce = json.loads(launch(["-c", ALLREDUCE, str(n)], 1, 2, args.timeout)[0].strip().splitlines()[-1])
+        figures.update(allreduce_gradient_s=round(reduce["gradient"], 5), allreduce_one_float_s=round(reduce["one_float"], 5))
+    figures["wall_s"] = round(time.time() - started, 1)
     print(f"machine: {figures['machine']}")
     print(f"{args.config} at {args.size} px, global batch {args.batch_size}, {args.epochs - 1} timed epoch(s)")
     print(f"{'way':<58} {'train img/s':>11} {'s/step':>8} {'epoch s (range)':>16} {'communication':>13}")
-    for name, (what, *_) in WAYS.items():
-        w = ways[name]
+    for name, w in ways.items():
+        what = WAYS[name][0]
         share = f"{100 * w['communication_share']:.0f}%" if "communication_share" in w else ""
         spread = "{:.1f}-{:.1f}".format(*w["epoch_s_min_max"])
         print(f"{what:<58} {w['images_per_s']:>11} {w['step_s']:>8} {spread:>16} {share:>13}")
-    print(f"all-reduce between two workers (1 thread each) of {n:,} float32 ({4 * n / 2**20:.2f} MiB, the "
-          f"gradients): {1000 * reduce['gradient']:.2f} ms; of one float: {1000 * reduce['one_float']:.2f} ms")
+    if two_workers:
+        print(f"all-reduce between two workers (1 thread each) of {n:,} float32 ({4 * n / 2**20:.2f} MiB, the "
+              f"gradients): {1000 * reduce['gradient']:.2f} ms; of one float: {1000 * reduce['one_float']:.2f} ms")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)

@@ -89,7 +89,8 @@ def main():
         generate_graphene(labelled, args.labelled, seed=0, progress=True)
     if not os.path.isfile(os.path.join(split, "split.json")):
         split_dataset(labelled, split, ratios=(0.6, 0.2, 0.2), progress=False)
-    if not os.path.isfile(os.path.join(unlabelled, "labels.csv")):
+    pretrain = args.backbone is None and set(args.methods) != {"scratch"}
+    if pretrain and not os.path.isfile(os.path.join(unlabelled, "labels.csv")):  # only pretraining reads them
         generate_graphene(unlabelled, args.unlabelled, seed=1, progress=True)
 
     size = f"[{args.size},{args.size}]"
@@ -98,7 +99,7 @@ def main():
               "model.backbone=cnn4", "model.head.pooling=max"]
     results = {"settings": vars(args), "runs": []}
     backbone = args.backbone
-    if backbone is None and set(args.methods) != {"scratch"}:
+    if pretrain:
         run, secs = _main("configs/graphene_simclr.yaml", common + [
             f"data.train_dir={unlabelled}", "data.batch_size=64", "data.augment.enabled=false",
             *OBJECTIVES[args.objective], f"training.epochs={args.pretrain_epochs}", *args.pretrain_set])

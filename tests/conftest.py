@@ -14,6 +14,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+# No test's outcome may depend on the CPU it runs on: `auto` (training precision, inference
+# engine) reads the CPU's units through GA_CPU_FLAGS, so every test and every process it starts
+# sees the same plain AVX2 CPU (float32 training, the float32 ONNX engine), whatever the machine
+# and whatever the caller's environment. The tests of the low-precision branches set CPUS' flag
+# sets themselves, both ways, so every machine runs both.
+CPUS = {"avx2": "avx2 fma",
+        "amx": "avx2 fma avx512f avx512_bf16 avx512_vnni amx_bf16 amx_int8 amx_tile"}
+os.environ["GA_CPU_FLAGS"] = CPUS["avx2"]
+
 
 @pytest.hookimpl(optionalhook=True)  # pytest -p no:xdist runs without it
 def pytest_xdist_auto_num_workers(config):

@@ -4,8 +4,10 @@ one-line error."""
 
 import contextlib
 import csv
+import functools
 import io
 import os
+import runpy
 import subprocess
 import sys
 
@@ -34,17 +36,23 @@ _ENTRIES = {"main.py": "train_main", "inference.py": "inference_main", "split_da
             "-m ga": "main", "-m ga.synthetic": "synth_main"}
 
 
-def run_here(*argv, cwd=None, expect=0, env=None):
+def run_here(*argv, cwd=None, expect=0, env=None, entry=None):
     """Run a script or module as `run_script` does, but in this interpreter: the same entry
     function (`ga.cli.*_main(argv)`) the script calls, with its stdout and stderr captured,
     in `cwd` and with `env` added to the environment for the call. It saves the 7 s of CPU a
     fresh interpreter spends importing TensorFlow; the documented commands themselves run in
-    fresh interpreters in test_commands.py. Returns a CompletedProcess."""
+    fresh interpreters in test_commands.py. A bench/ or scripts/ file runs its `__main__` block
+    (runpy) with this argv. Returns a CompletedProcess."""
     import ga.cli
 
     argv = [str(a) for a in argv]
     key = " ".join(argv[:2]) if argv[0] == "-m" else os.path.basename(argv[0])
-    entry, args = getattr(ga.cli, _ENTRIES[key]), argv[2:] if argv[0] == "-m" else argv[1:]
+    if entry is not None:  # a given entry function (an installed console script's) with the script's argv
+        args = argv[1:]
+    elif key in _ENTRIES:
+        entry, args = getattr(ga.cli, _ENTRIES[key]), argv[2:] if argv[0] == "-m" else argv[1:]
+    else:  # a bench/ or scripts/ file: its __main__ block with this argv
+        entry, args = functools.partial(_run_file, os.path.join(ROOT, argv[0])), argv[1:]
     out, err = io.StringIO(), io.StringIO()
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update({k: str(v) for k, v in (env or {}).items()})
@@ -64,6 +72,20 @@ def run_here(*argv, cwd=None, expect=0, env=None):
     if expect is not None:
         assert code == expect, f"{argv}\nexit {code}\n--- stdout\n{proc.stdout[-2000:]}\n--- stderr\n{proc.stderr[-3000:]}"
     return proc
+
+
+def _run_file(path, args):
+    """A script's `if __name__ == "__main__"` block with sys.argv = [path, *args]; its exit status."""
+    saved = sys.argv[:], sys.path[:]
+    sys.argv = [path, *args]
+    sys.path.insert(0, os.path.dirname(path))  # as `python path` puts the script's folder first
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv, sys.path[:] = saved
+    return 0
 
 
 def run_command(argv, cwd, expect=0, env=None, timeout=600):

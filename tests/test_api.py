@@ -10,17 +10,20 @@ from PIL import Image
 import ga
 from ga.config import load_config, section_overrides
 from ga.errors import ConfigError, GAError
+from helpers import read_csv
 
 
 def test_run_reads_its_folder(trained_run):
     run = ga.api.Run(trained_run)
     assert os.fspath(run) == trained_run and run.labels["classes"] == ["cex", "pg"]
-    assert run.metrics["test_images"] == 18 and len(run.history) == len(run.history)
+    epochs = read_csv(os.path.join(trained_run, "history.csv"))
+    assert run.metrics["test_images"] == 18 and len(run.history) == len(epochs) >= 1
+    assert [float(r["loss"]) for r in run.history] == pytest.approx([float(r["loss"]) for r in epochs])
     assert run.config.model.backbone == "cnn4"
 
 
-def test_predict_files_folders_and_arrays_agree(trained_run, separable_split, monkeypatch):
-    monkeypatch.setenv("GA_CPU_FLAGS", "avx2")  # the float32 ONNX: arrays and files must agree to 1e-5
+def test_predict_files_folders_and_arrays_agree(trained_run, separable_split, tmp_path):
+    # the suite's plain CPU (conftest.CPUS): the float32 ONNX, so arrays and files agree to 1e-5
     model = ga.load(ga.api.Run(trained_run))
     assert model.task == "binary" and model.classes == ["cex", "pg"] and model.engine == "onnx"
     folder = os.path.join(separable_split, "test", "pg")
@@ -33,8 +36,12 @@ def test_predict_files_folders_and_arrays_agree(trained_run, separable_split, mo
     np.testing.assert_allclose([r["p_pg"] for r in by_array], [r["p_pg"] for r in rows], atol=1e-5)
     one = model.predict(arrays[0][:, :, 0])  # one grey image
     assert len(one) == 1 and one[0]["p_pg"] == pytest.approx(rows[0]["p_pg"], abs=1e-5)
-    batch = model.predict(np.stack([np.asarray(Image.open(f).resize((40, 40))) for f in files[:3]]))
-    assert len(batch) == 3
+    resized = [Image.open(f).resize((40, 40)) for f in files[:3]]
+    batch = model.predict(np.stack([np.asarray(im) for im in resized]))
+    for i, im in enumerate(resized):  # a stacked batch of arrays gives what the same images as files give
+        im.save(tmp_path / f"r{i}.png")
+    as_files = model.predict([str(tmp_path / f"r{i}.png") for i in range(3)])
+    np.testing.assert_allclose([r["p_pg"] for r in batch], [r["p_pg"] for r in as_files], atol=1e-5)
     frame = rows.to_frame()
     assert list(frame.columns[:2]) == ["path", "predicted"] and len(frame) == len(rows)
     assert model.predict(folder, threshold=0.999999)[0]["predicted"] == "cex"

@@ -152,6 +152,22 @@ def test_unknown_backbone_and_a_weights_file_of_another_family_are_one_line(tmp_
     assert "\n" not in msg and "mobilenetv3" in msg and "efficientnetv2" in msg and path in msg
 
 
+def test_backbones_bench_on_one_small_family_in_process(tmp_path):
+    """bench/backbones.py --quick on CNN-4 alone, in-process: a row of positive figures, and the
+    recommendation says what it needs (the two-family run from a shell: the test below, --long)."""
+    from helpers import ROOT, run_here
+
+    os.symlink(os.path.join(ROOT, "configs"), tmp_path / "configs")
+    proc = run_here("bench/backbones.py", "--quick", "--families", "cnn4", "--no-accuracy", "--workdir", tmp_path / "w",
+                    "--table", tmp_path / "t.md", cwd=tmp_path)
+    lines = [[c.strip() for c in line.split("|")[1:-1]] for line in open(tmp_path / "t.md", encoding="utf-8")
+             if line.startswith("| ")]
+    row = dict(zip(lines[0], lines[1]))
+    assert len(lines) == 2 and row["backbone"] == "cnn4" and row["input"] == "32"
+    assert all(float(row[h]) > 0 for h in lines[0] if h.endswith("img/s") or h in ("parameters (M)", "GFLOPs")), row
+    assert "recommendation: needs resnet101" in proc.stdout
+
+
 @pytest.mark.long  # 40 s: ResNet-101 built, converted to ONNX and quantised, even at 32 px
 def test_backbones_bench_command(tmp_path):
     """bench/backbones.py --quick: a row of figures per family, ResNet-101 the reference."""

@@ -1,5 +1,5 @@
-"""The data-efficiency script (a research script, minutes even at toy size: `pytest --long`)
-runs every method and its documented variants, and redraws its figure (figures are not
+"""The data-efficiency script (a research script: every method takes minutes even at toy size,
+`pytest --long`; one method in the default suite) runs every method and its documented variants, and redraws its figure (figures are not
 asserted). The benchmark runner is run by test_chains.py::test_bench_only_command."""
 
 import json
@@ -10,6 +10,27 @@ import sys
 import pytest
 
 from conftest import ROOT
+from helpers import run_here
+
+
+def test_data_efficiency_script_from_scratch_and_redrawn(tmp_path):
+    """The default suite's run of the script (in-process; its trainings are main.py processes):
+    the from-scratch method alone needs no pretraining, then the figure is redrawn from the saved
+    results with a second set beside it (every method: the --long tests below)."""
+    work = tmp_path / "de"
+    tiny = ["--labelled", "40", "--fractions", "0.5", "--epochs", "1", "--steps", "1", "--size", "32", "--crop", "24"]
+    proc = run_here("scripts/data_efficiency.py", "--workdir", work, "--methods", "scratch", *tiny,
+                    "--figure", tmp_path / "f.png")
+    doc = json.loads((work / "results.json").read_text())
+    assert "pretraining" not in doc and [r["method"] for r in doc["runs"]] == ["scratch"]
+    n_train = len([f for f in os.listdir(work / "split" / "train") if f.endswith(".png")])
+    assert doc["runs"][0]["train_images"] == round(n_train * 0.5) and "harmonic-mean F1" in proc.stdout
+    assert (work / "table.md").read_text().startswith("| training images |")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**doc, "runs": [{**doc["runs"][0], "method": "linear_eval"}]}))
+    proc = run_here("scripts/data_efficiency.py", "--workdir", work, "--plot-only", "--also", other,
+                    "--figure", tmp_path / "f2.png")
+    assert f"figure: {tmp_path / 'f2.png'}" in proc.stdout and (tmp_path / "f2.png").stat().st_size > 0
 
 
 @pytest.mark.long

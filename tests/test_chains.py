@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT
-from helpers import error_lines, read_csv
+from helpers import error_lines, read_csv, run_here
 from test_commands import TINY_CRYSTALS, Workspace, images_under, study_model_h5
 
 
@@ -96,8 +96,9 @@ def test_binary_labels_csv_chain(tmp_path):
     test_rows = read_csv(ws / "data/split_labelled/test/labels.csv")
     assert want["test_images"] == len(test_rows)
     assert want["per_class"]["pg"]["support"] == sum(r["label"] == "pg" for r in test_rows)
+    # The float32 engine, named: the run's figures are float32's (the INT8 engine's: test_commands.py)
     ws.run("python inference.py data/split_labelled/test --evaluate --model deliverables/<run> --out-dir eval",
-           subs={"deliverables/<run>": run})
+           "--engine", "onnx", subs={"deliverables/<run>": run})
     got = json.load(open(ws / "eval/metrics.json"))
     for key in ("classes", "test_images", "accuracy", "per_class", "confusion_matrix", "accuracy_ci", "roc_auc_ci"):
         assert got[key] == want[key], key  # the intervals too: the same images, groups and resamples
@@ -168,16 +169,19 @@ def test_multiclass_chain(tmp_path):
     assert {r["predicted"] for r in rows} <= {"cex", "pg", "plate"}
 
 
-@pytest.mark.long  # about 40 s; balanced class weights in-process: test_multiclass.py
 def test_imbalanced_chain(tmp_path):
+    """In-process: the same argv through the same entry functions (each script and module runs
+    from a shell in the demo chain)."""
     ws = Workspace(tmp_path)
     # The documented 800:80, shrunk to 60:6 (single PG copies, so the six form six groups).
     ws.run("python -m ga.synthetic crystals --out data/archive_imbalanced --per-class 800 --classes cex,pg:80 "
-           "--seed 0", "--per-class", "60", "--classes", "cex,pg:6", "--pg-copies", "1")
+           "--seed 0", "--per-class", "60", "--classes", "cex,pg:6", "--pg-copies", "1", here=True)
     assert [len(os.listdir(ws / f"data/archive_imbalanced/cropped/cropped/{c}")) for c in ("cex", "pg")] == [60, 6]
-    ws.run("python split_data.py --source data/archive_imbalanced/cropped/cropped --dest data/split_imbalanced")
+    ws.run("python split_data.py --source data/archive_imbalanced/cropped/cropped --dest data/split_imbalanced",
+           "--no-progress", here=True)
     run = ws.printed(ws.run("python main.py --config configs/demo.yaml --set data.split_root=data/split_imbalanced "
-                            "--set training.class_weight=balanced", *TINY_CRYSTALS))
+                            "--set training.class_weight=balanced", *TINY_CRYSTALS, "--set", "output.int8=false",
+                            "--set", "output.saved_model=false", here=True))
     fit = json.load(open(os.path.join(run, "run.json")))["fit"]
     counts = json.load(open(os.path.join(run, "run.json")))["data"]["images_per_class"]["train"]
     total = sum(counts.values())
@@ -189,6 +193,19 @@ def test_split_bench_command(tmp_path):
     ws = Workspace(tmp_path / "ws")
     proc = ws.run("python bench/split_bench.py", "--count", "120", "--workdir", tmp_path / "bench")
     assert re.search(r"split 120 files in [\d.]+ s \(\d+ files/s\)", proc.stdout), proc.stdout
+
+
+def test_multi_worker_bench_on_one_way_in_process(tmp_path):
+    """bench/multi_worker.py timing one single-process way, in-process (its training is a main.py
+    process): the figures of that way, no all-reduce (every way from a shell: the test below, --long)."""
+    out = tmp_path / "mw.json"
+    proc = run_here("bench/multi_worker.py", "--ways", "one_2_cores", "--per-class", "20", "--size", "32", "--epochs", "2",
+                    "--workdir", tmp_path / "work", "--json", out, "--timeout", "300", cwd=ROOT)
+    doc = json.load(open(out))
+    assert set(doc["ways"]) == {"one_2_cores"} and "allreduce_gradient_s" not in doc
+    w = doc["ways"]["one_2_cores"]
+    assert w["images_per_s"] > 0 and w["step_s"] > 0 and doc["trainable_weights"] > 1000
+    assert "1 process, 2 compute threads" in proc.stdout and "all-reduce" not in proc.stdout
 
 
 @pytest.mark.long  # five short trainings and two two-worker runs
@@ -218,6 +235,19 @@ def test_figure_scripts(tmp_path):
                   "--out", tmp_path / "cmp.png")
     assert "real cex" in proc.stdout and "synthetic pg" in proc.stdout
     assert os.path.isfile(tmp_path / "cmp.png")
+
+
+def test_bench_quick_json_in_process(tmp_path):
+    """bench/run.py's --quick, --json and --only on one small figure, in-process (the same argv
+    from a shell, on four figures: the test below, --long)."""
+    out = tmp_path / "b.json"
+    proc = run_here("bench/run.py", "--quick", "--json", out, "--only", "inference", "--workdir", tmp_path / "work",
+                    "--set", "model.backbone=cnn4", "--set", "model.trainable_fraction=1.0")
+    doc = json.load(open(out))
+    assert doc["quick"] is True and set(doc["results"]) == {"inference"}
+    r = doc["results"]["inference"]
+    assert r["ours"] > 0 and r["reference"] > 0 and r["ratio"] == pytest.approx(r["ours"] / r["reference"], rel=1e-2)
+    assert re.match(r"inference +ours +[\d.]+ +reference", proc.stdout)
 
 
 @pytest.mark.long  # about 45 s; the bench entry's other commands: test_precision_bench_command, test_split_bench_command

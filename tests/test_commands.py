@@ -8,18 +8,21 @@ verbatim and appends overrides that shrink it (argparse and `--set` let the last
 No network: a proxy on a closed loopback port makes any download fail at once.
 
 Documented commands (every fenced block of README.md and docs/*.md) and the tests that run
-them; `test_every_documented_command_is_tested` checks this list against the files.
+them; `test_every_documented_command_is_tested` checks this list against the files, and that
+each command has a test in the default suite (read from the tests' decorators, not from the
+notes in brackets): a command whose full form runs only with --long has a smaller or
+in-process default counterpart.
 
   $ pip install .
-      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
+      -> test_ecosystem.py::test_installed_package_and_its_commands_without_tensorflow (ga-train and ga-infer in-process), test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-train --config demo --print-config
-      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
+      -> test_ecosystem.py::test_installed_package_and_its_commands_without_tensorflow (ga-train and ga-infer in-process), test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-split --source data/archive/cropped/cropped --dest data/split
-      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
+      -> test_ecosystem.py::test_installed_package_and_its_commands_without_tensorflow (ga-train and ga-infer in-process), test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-train --config demo
-      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
+      -> test_ecosystem.py::test_installed_package_and_its_commands_without_tensorflow (ga-train and ga-infer in-process), test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ ga-infer data/split/test --recursive
-      -> test_ecosystem.py::test_installed_commands_from_another_folder (--long)
+      -> test_ecosystem.py::test_installed_package_and_its_commands_without_tensorflow (ga-train and ga-infer in-process), test_ecosystem.py::test_installed_commands_from_another_folder (--long)
   $ python -m ga --help
       -> test_ga_help_lists_the_subcommands
   $ python -m ga split --source data/archive/cropped/cropped --dest data/split
@@ -27,11 +30,11 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python -m ga train --config demo
       -> test_chains.py::test_ga_command_chain
   $ python -m ga infer data/split/test --recursive --output predictions.csv
-      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (--long)
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (in-process: the same argv)
   $ python -m ga evaluate data/split/test --model deliverables/<run> --out-dir eval
-      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (--long)
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (in-process: the same argv)
   $ python -m ga scan frame.png --tile 300 --model deliverables/<run>
-      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (--long)
+      -> test_ga_infer_evaluate_scan_give_the_files_of_inference_py (in-process: the same argv)
   $ python -m ga synth crystals --out data/archive --per-class 300
       -> test_chains.py::test_ga_command_chain
   $ python -m ga import GAweights_<ts>.h5 --out deliverables/<name>
@@ -113,7 +116,7 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python inference.py folder/
       -> test_inference_flat_folder_newest_run
   $ python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none
-      -> test_resnet50_command (--long)
+      -> test_resnet50_command (in-process: the same argv with smaller sizes)
   $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--print-format ga|study] [--cluster [K]] [--cluster-features pooled|map] [--cluster-space full|pca2]
       -> test_inference_keras_engine_json, test_inference_cluster (in-process: the same argv), test_inference_model_files_given_directly (--long), test_make_demo_chain, test_inference_study_print_format (in-process: the same argv), test_cluster_the_study_way (in-process: the same argv)
   $ python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval
@@ -129,11 +132,11 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ python inference.py data/split_multiclass/test --recursive --output data/multiclass_predictions.csv
       -> test_chains.py::test_multiclass_chain
   $ python -m ga.synthetic crystals --out data/archive_imbalanced --per-class 800 --classes cex,pg:80 --seed 0
-      -> test_chains.py::test_imbalanced_chain (--long)
+      -> test_chains.py::test_imbalanced_chain (in-process: the same argv)
   $ python split_data.py --source data/archive_imbalanced/cropped/cropped --dest data/split_imbalanced
-      -> test_chains.py::test_imbalanced_chain (--long)
+      -> test_chains.py::test_imbalanced_chain (in-process: the same argv)
   $ python main.py --config configs/demo.yaml --set data.split_root=data/split_imbalanced --set training.class_weight=balanced
-      -> test_chains.py::test_imbalanced_chain (--long)
+      -> test_chains.py::test_imbalanced_chain (in-process: the same argv)
   $ python -m ga.synthetic graphene --out data/graphene --count 1200 --seed 0
       -> test_graphene_chain
   $ python split_data.py --config configs/graphene_cnn4.yaml
@@ -161,27 +164,27 @@ them; `test_every_documented_command_is_tested` checks this list against the fil
   $ make bench
       -> test_make_bench_runs_bench_run_py
   $ .venv/bin/python bench/run.py --quick --json bench.json
-      -> test_chains.py::test_bench_only_command (--long; with --quick and --json)
+      -> test_chains.py::test_bench_quick_json_in_process (one figure), test_chains.py::test_bench_only_command (--long; with --quick and --json)
   $ .venv/bin/python bench/run.py --only eval inference
-      -> test_chains.py::test_bench_only_command (--long)
+      -> test_chains.py::test_bench_quick_json_in_process (one figure), test_chains.py::test_bench_only_command (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency
-      -> test_bench.py::test_data_efficiency_script_runs_every_method (--long)
+      -> test_bench.py::test_data_efficiency_script_from_scratch_and_redrawn (in-process: one method), test_bench.py::test_data_efficiency_script_runs_every_method (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_de_nocolor --methods linear_eval fine_tune --pretrain-set contrastive.color_prob=0
-      -> test_bench.py::test_data_efficiency_script_runs_every_method (--long), test_bench.py::test_data_efficiency_variants (--long)
+      -> test_bench.py::test_data_efficiency_script_from_scratch_and_redrawn (in-process: one method), test_bench.py::test_data_efficiency_script_runs_every_method (--long), test_bench.py::test_data_efficiency_variants (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_de_seed7 --seed 7 --fractions 0.02 0.1 --backbone /tmp/ga_data_efficiency/runs/GS_<time>/GSbackbone.weights.h5
-      -> test_bench.py::test_data_efficiency_variants (--long)
+      -> test_bench.py::test_data_efficiency_script_from_scratch_and_redrawn (in-process: one method), test_bench.py::test_data_efficiency_variants (--long)
   $ python scripts/data_efficiency.py --workdir /tmp/ga_data_efficiency --plot-only --also /tmp/ga_de_nocolor/results.json
-      -> test_bench.py::test_data_efficiency_script_runs_every_method (--long)
+      -> test_bench.py::test_data_efficiency_script_from_scratch_and_redrawn (in-process: one method), test_bench.py::test_data_efficiency_script_runs_every_method (--long)
   $ python main.py --config configs/demo.yaml --set training.distribution=multi_worker
       -> test_distributed.py::test_two_workers_binary_read_distinct_shards_and_end_with_the_same_weights
   $ python main.py --resume deliverables/<run>
       -> test_distributed.py::test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it (--long), test_faults.py::test_sigkill_during_training_then_resume
   $ python bench/multi_worker.py
-      -> test_chains.py::test_multi_worker_bench_command (--long)
+      -> test_chains.py::test_multi_worker_bench_on_one_way_in_process (one way), test_chains.py::test_multi_worker_bench_command (--long)
   $ python bench/precision.py
       -> test_chains.py::test_precision_bench_command (with --quick)
   $ python bench/backbones.py
-      -> test_backbones.py::test_backbones_bench_command (--long; with --quick)
+      -> test_backbones.py::test_backbones_bench_on_one_small_family_in_process (CNN-4 alone), test_backbones.py::test_backbones_bench_command (--long; with --quick)
 
 The README's ```python blocks (the Python API) run in a fresh interpreter, in order, on
 fewer and smaller images (test_chains.py::test_readme_python_api_blocks_run). Commands named in the
@@ -205,7 +208,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import CPUS, ROOT
 from helpers import error_lines, read_csv, run_here
 
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
@@ -378,13 +381,12 @@ def test_make_demo_chain(demo):
     rows = read_csv(ws / "data/demo_predictions.csv")
     assert sorted(r["path"] for r in rows) == sorted(os.path.relpath(p, ws.path) for p in test_images)
     assert all(r["predicted"] in ("cex", "pg") and not r["error"] for r in rows)
-    # The run's INT8 model, checked against float32 on the test split (the labelling above used it
-    # on a CPU with INT8 units: each row names its engine).
+    # The run's INT8 model, checked against float32 on the test split. The labelling above ran on
+    # the suite's plain CPU (conftest.CPUS), so with the float32 ONNX; each row names its engine
+    # (the INT8 engine's automatic choice: test_evaluate_on_either_cpu).
     int8 = json.load(open(os.path.join(run, "metrics.json")))["int8"]
     assert int8["kept"] and os.path.isfile(os.path.join(run, int8["file"])) and int8["agreement"] >= 0.99
-    from ga.hardware import int8_units
-
-    assert {r["engine"] for r in rows} == {"onnx-int8" if int8_units() else "onnx"}
+    assert {r["engine"] for r in rows} == {"onnx"}
     assert len([l for l in infer.stdout.splitlines() if l.startswith("File ")]) == len(test_images)
     # A short simulated process watched with the new model (the newest run): a row per frame,
     # the page with both figures (tests/test_monitor.py checks what the rows say).
@@ -490,8 +492,9 @@ def _report_block(path):
 
 def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     ws, run, _ = demo
+    # The run's figures are the float32 model's: the float32 engine, named (INT8: the test below).
     proc = ws.run("python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval",
-                  "--model", run)
+                  "--model", run, "--engine", "onnx")
     want = json.load(open(os.path.join(run, "metrics.json")))
     got = json.load(open(ws / "eval/metrics.json"))
     for key in ("classes", "thresholds", "test_images", "accuracy", "per_class", "confusion_matrix"):
@@ -519,6 +522,28 @@ def test_evaluate_reproduces_the_runs_test_report(demo, tmp_path):
     bad = ws.run("python inference.py", odd, "--evaluate", "--model", run, expect=2, here=True)
     (line,) = error_lines(bad)
     assert "needles" in line and "['cex', 'pg']" in line
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_evaluate_on_either_cpu(demo, tmp_path, cpu):
+    """--evaluate without --engine: the float32 ONNX on a plain CPU reproduces the run's figures
+    exactly; on a CPU with INT8 units the INT8 model evaluates, within what its agreement with
+    float32 on this same test split (metrics.json's int8 block) allows."""
+    ws, run, _ = demo
+    run_here("inference.py", "data/split/test", "--evaluate", "--model", run, "--out-dir", tmp_path / "ev", cwd=ws.path,
+             env={"GA_CPU_FLAGS": CPUS[cpu]})
+    want = json.load(open(os.path.join(run, "metrics.json")))
+    got = json.load(open(tmp_path / "ev" / "metrics.json"))
+    if cpu == "avx2":
+        assert got["engine"] == "onnx"
+        assert (got["accuracy"], got["confusion_matrix"], got["loss"]) == (want["accuracy"], want["confusion_matrix"],
+                                                                         pytest.approx(want["loss"], abs=1e-6))
+        return
+    assert got["engine"] == "onnx-int8"
+    flips = round((1 - want["int8"]["agreement"]) * want["test_images"])
+    assert abs(got["accuracy"] - want["accuracy"]) * want["test_images"] <= flips + 1e-9
+    assert sum(abs(a - b) for ra, rb in zip(got["confusion_matrix"], want["confusion_matrix"]) for a, b in zip(ra, rb)) <= 2 * flips
+    assert got["loss"] == pytest.approx(want["loss"], abs=0.02) and got["roc_auc"] == pytest.approx(want["roc_auc"], abs=0.02)
 
 
 @pytest.mark.long  # about 45 s (four inference runs); the engines' agreement in-process: test_predict.py, test_backbones.py
@@ -595,10 +620,17 @@ def test_workbench_commands(demo, tmp_path):
     assert {"review.csv", "review.html", "labels.csv"} <= set(os.listdir(ws / "review"))
     ranked = read_csv(ws / "review" / "review.csv")
     assert f"planted_{planted}" in [os.path.basename(r["path"]) for r in ranked[:3]]
-    # The demo's tiny model gives its cex test crop 0.89-0.93: a suggestion needs the default 0.9
-    # (test_review checks the suggestion itself on a model sure of its crops).
+    # The demo's tiny model gives its cex test crop 0.89-0.93, around the default --min-confidence
+    # 0.9; below any confidence it has, the suggestion must be made (test_review checks the default
+    # on a model sure of its crops).
     row = next(r for r in ranked if "planted_" in r["path"])
-    assert row["predicted"] == "cex" and row["suggested_label"] == ("cex" if float(row["confidence"]) >= 0.9 else "")
+    assert row["predicted"] == "cex"
+    run_here("-m", "ga", "review", "data/split/test", "--model", run, "--out-dir", "review_low", "--min-confidence",
+             "0.5", cwd=ws.path)
+    low = next(r for r in read_csv(ws / "review_low" / "review.csv") if "planted_" in r["path"])
+    assert low["suggested_label"] == "cex"
+    applied = {r["filename"]: r["label"] for r in read_csv(ws / "review_low" / "labels.csv")}
+    assert applied[f"pg/planted_{planted}"] == "cex"
     ws.run("python inference.py data/split --review --model deliverables/<run>", "--out-dir", "review_all", subs=subs)
     assert sorted(os.listdir(ws / "review_all")) == ["review.csv", "review.html", "test", "train", "valid"]
     table = ws.run("python -m ga runs").stdout
@@ -619,13 +651,14 @@ def test_study_config_offline_is_one_line(demo, tmp_path):
     assert ws.runs() == []
 
 
-@pytest.mark.long
 def test_resnet50_command(demo, tmp_path):
+    """In-process (main.py runs from a shell in the demo chain): the same argv, shrunk."""
     ws = Workspace(tmp_path / "r50")
     ws.link("data/split", str(demo[0] / "data/split"))
     proc = ws.run("python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none",
                   "--set", "data.image_size=[32,32]", "--set", "training.epochs=1", "--set", "training.steps_per_epoch=2",
-                  "--set", "data.batch_size=8", "--set", "output.onnx=false")
+                  "--set", "data.batch_size=8", "--set", "output.onnx=false", "--set", "output.saved_model=false",
+                  "--set", "output.explain=false", here=True)
     (run,) = ws.runs()
     assert ws.printed(proc) == run
     labels = json.load(open(os.path.join(run, "labels.json")))
@@ -734,29 +767,30 @@ def _same_folder_files(a, b, skip=()):
             assert open(os.path.join(a, n), encoding="utf-8").read() == open(os.path.join(b, n), encoding="utf-8").read(), n
 
 
-@pytest.mark.long  # 80 s on a 2-core AVX2 CPU; inference.py's own modes are tested in the default suite
+# In-process (the `python -m ga` entry runs from a shell in test_chains.py::test_ga_command_chain, and
+# inference.py in the demo chain): the same argv through the same entry functions.
 def test_ga_infer_evaluate_scan_give_the_files_of_inference_py(demo):
     ws, run, _ = demo
-    ws.run("python -m ga infer data/split/test --recursive --output predictions.csv", "--model", run)
-    ws.run("python inference.py data/split/test --recursive", "--model", run, "--output", "old_predictions.csv")
+    ws.run("python -m ga infer data/split/test --recursive --output predictions.csv", "--model", run, here=True)
+    ws.run("python inference.py data/split/test --recursive", "--model", run, "--output", "old_predictions.csv", here=True)
     assert read_csv(ws / "predictions.csv") == read_csv(ws / "old_predictions.csv")
     ws.run("python -m ga evaluate data/split/test --model deliverables/<run> --out-dir eval", "--out-dir", "ga_eval",
-           subs={"deliverables/<run>": run})
-    ws.run("python inference.py data/split/test --evaluate", "--model", run, "--out-dir", "old_eval")
+           subs={"deliverables/<run>": run}, here=True)
+    ws.run("python inference.py data/split/test --evaluate", "--model", run, "--out-dir", "old_eval", here=True)
     _same_folder_files(ws / "ga_eval", ws / "old_eval")
     drop = lambda m: {k: v for k, v in m.items() if k != "evaluation_seconds"}  # noqa: E731
     assert drop(json.load(open(ws / "ga_eval/metrics.json"))) == drop(json.load(open(ws / "old_eval/metrics.json")))
     rng = np.random.default_rng(5)
     Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(ws / "frame.png")
     ws.run("python -m ga scan frame.png --tile 300 --model deliverables/<run>", "--tile", "96", "64", "--out-dir",
-           "ga_scan", subs={"deliverables/<run>": run})
-    ws.run("python inference.py frame.png --scan --tile 96 64", "--model", run, "--out-dir", "old_scan")
+           "ga_scan", subs={"deliverables/<run>": run}, here=True)
+    ws.run("python inference.py frame.png --scan --tile 96 64", "--model", run, "--out-dir", "old_scan", here=True)
     _same_folder_files(ws / "ga_scan", ws / "old_scan")
     assert sorted(os.listdir(ws / "ga_scan/frame_tiles")) == sorted(os.listdir(ws / "old_scan/frame_tiles"))
     # A flag's error names the flag of the command that was typed.
-    bad = ws.run("python -m ga evaluate", ws / "nowhere", "--model", run, expect=2)
+    bad = ws.run("python -m ga evaluate", ws / "nowhere", "--model", run, expect=2, here=True)
     assert error_lines(bad) == [f"error: evaluate: not a folder: {ws / 'nowhere'}"]
-    bad = ws.run("python inference.py", ws / "nowhere", "--evaluate", "--model", run, expect=2)
+    bad = ws.run("python inference.py", ws / "nowhere", "--evaluate", "--model", run, expect=2, here=True)
     assert error_lines(bad) == [f"error: --evaluate: not a folder: {ws / 'nowhere'}"]
 
 
@@ -796,7 +830,8 @@ def test_graphene_chain(graphene):
 
 def test_evaluate_multilabel(graphene):
     ws, run, _ = graphene
-    ws.run("python inference.py data/graphene_split/test --evaluate", "--model", run, "--out-dir", "eval")
+    ws.run("python inference.py data/graphene_split/test --evaluate", "--model", run, "--out-dir", "eval",
+           "--engine", "onnx")  # the run's figures are the float32 model's
     want = json.load(open(os.path.join(run, "metrics.json")))
     got = json.load(open(ws / "eval/metrics.json"))
     for key in ("classes", "test_images", "per_class", "confusion_matrix", "accuracy"):
@@ -999,10 +1034,36 @@ def test_every_documented_command_is_tested():
     missing = [f"{doc}: {cmd}" for doc, cmd in documented_commands() if cmd not in listed]
     assert not missing, "documented commands with no command test (add them to this module's docstring):\n" + \
         "\n".join(missing)
-    here = sys.modules[__name__]
+    only_long = []
     for cmd, tests in listed.items():
         assert tests, cmd
-        for t in tests:
-            module, _, name = t.rpartition("::")
-            source = open(os.path.join(ROOT, "tests", module), encoding="utf-8").read() if module else None
-            assert (f"def {name}(" in source) if module else callable(getattr(here, name, None)), f"{cmd} -> {t}"
+        kinds = [_test_kind(t) for t in tests]
+        assert None not in kinds, f"{cmd} -> {tests[kinds.index(None)]}: no such test"
+        if "default" not in kinds:
+            only_long.append(cmd)
+    assert not only_long, "documented commands run only with --long (give each a default-suite test):\n" + \
+        "\n".join(only_long)
+
+
+def _test_kind(test):
+    """"default" or "long" for a test named `file::name` (or a name in this module), read from
+    its decorators (a parametrised test with a default case is "default"); None if there is no
+    such test."""
+    module, _, name = test.rpartition("::")
+    lines = open(os.path.join(ROOT, "tests", module or "test_commands.py"), encoding="utf-8").read().splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith(f"def {name}(")), None)
+    if at is None:
+        return None
+    start = at
+    while start > 0 and lines[start - 1].strip() and not lines[start - 1].startswith(("def ", "class ", "    ")):
+        start -= 1
+    decorators = "\n".join(lines[start:at])
+    return "long" if re.search(r"^@pytest\.mark\.long\b", decorators, re.M) else "default"
+
+
+def test_the_documented_command_check_tells_long_tests_apart():
+    assert _test_kind("test_import_the_studys_h5") == "long"
+    assert _test_kind("test_make_demo_chain") == "default"
+    assert _test_kind("test_backbones.py::test_every_family_trains_exports_and_explains") == "default"  # FAST cases
+    assert _test_kind("test_backbones.py::test_backbones_bench_command") == "long"
+    assert _test_kind("test_no_such_test") is None

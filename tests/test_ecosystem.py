@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, make_separable_split
-from helpers import read_csv, run_command
+from helpers import read_csv, run_command, run_here
 
 
 def scalars(folder):
@@ -183,10 +183,9 @@ def test_explain_and_provenance_from_the_shell(trained_run, tmp_path):
                             "model_sha256": hashlib.sha256(open(keras_file, "rb").read()).hexdigest()}
 
 
-@pytest.mark.long  # 63 s: a fresh venv and a non-editable install; the same commands run editable in the suite
-def test_installed_commands_from_another_folder(tmp_path):
-    """`pip install .` (not editable) into a fresh venv; the dependencies come from this
-    interpreter's site-packages (a .pth), so only the package itself is installed."""
+def _install_into_a_fresh_venv(tmp_path):
+    """`pip install .` (not editable) into a fresh venv whose dependencies come from this
+    interpreter's site-packages (a .pth), so only the package itself is installed; the venv's bin/."""
     venv = tmp_path / "venv"
     run_command([sys.executable, "-m", "venv", venv], tmp_path)
     site = run_command([venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -200,9 +199,53 @@ def test_installed_commands_from_another_folder(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(os.path.join(ROOT, name), build / name)
     run_command([venv / "bin" / "pip", "install", "-q", "--no-deps", str(build)], tmp_path, timeout=600)
+    return venv / "bin"
+
+
+def test_installed_package_and_its_commands_without_tensorflow(tmp_path):
+    """The non-editable install in the default suite: the package data and console scripts are
+    there, the commands that need no TensorFlow run from the venv's bin/, and `ga-train` and
+    `ga-infer` run the entry functions the installed scripts name, in-process (every installed
+    command from a shell: the test below, --long)."""
+    from configparser import ConfigParser
+
+    import ga.cli
+    from ga.synthetic import generate_crystals
+
+    bin_ = _install_into_a_fresh_venv(tmp_path)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    bin_ = venv / "bin"
+    where = run_command([bin_ / "python", "-c", "import ga, os; print(os.path.dirname(ga.__file__))"], work).stdout.strip()
+    assert where.startswith(str(tmp_path / "venv")) and os.path.isfile(os.path.join(where, "configs", "demo.yaml"))
+    assert os.path.isfile(os.path.join(where, "py.typed"))
+    listed = run_command([bin_ / "ga-train", "--list-configs"], work).stdout
+    assert "resnet101" in listed and "demo" in listed
+    printed = run_command([bin_ / "ga-train", "--config", "demo", "--print-config", "--set", "training.epochs=2"], work).stdout
+    assert "epochs: 2" in printed and "backbone: cnn4" in printed
+    generate_crystals(str(work / "data/archive"), per_class=16, seed=0)
+    run_command([bin_ / "ga-split", "--source", "data/archive/cropped/cropped", "--dest", "data/split", "--no-progress"], work)
+    assert sorted(os.listdir(work / "data/split")) == ["manifest.csv", "split.json", "test", "train", "valid"]
+    dist = glob.glob(os.path.join(os.path.dirname(where), "ga_crystals-*.dist-info"))[0]
+    scripts = ConfigParser()
+    scripts.read(os.path.join(dist, "entry_points.txt"))
+    entry = {name: getattr(ga.cli, value.split(":")[1]) for name, value in scripts["console_scripts"].items()}
+    assert set(entry) == {"ga", "ga-split", "ga-train", "ga-infer"}
+    trained = run_here("main.py", "--config", "demo", "--set", "data.image_size=[32,32]", "--set", "data.batch_size=8",
+                       "--set", "training.epochs=1", "--set", "output.int8=false", "--set", "output.saved_model=false",
+                       "--set", "output.explain=false", cwd=work, entry=entry["ga-train"])
+    run_dir = trained.stdout.strip().splitlines()[-1]
+    assert run_dir.startswith("deliverables") and os.path.isfile(work / run_dir / "report.html")
+    labelled = run_here("inference.py", "data/split/test", "--recursive", cwd=work, entry=entry["ga-infer"])
+    assert labelled.stdout.count("prediction") == len(glob.glob(str(work / "data/split/test/*/*.png")))
+
+
+@pytest.mark.long  # 63 s: a fresh venv and a non-editable install; the same commands run editable in the suite
+def test_installed_commands_from_another_folder(tmp_path):
+    """Every installed command from the venv's bin/, in another folder."""
+    bin_ = _install_into_a_fresh_venv(tmp_path)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    venv = bin_.parent
     where = run_command([bin_ / "python", "-c", "import ga, os; print(os.path.dirname(ga.__file__))"], work).stdout.strip()
     assert where.startswith(str(venv)) and os.path.isfile(os.path.join(where, "configs", "demo.yaml"))
     listed = run_command([bin_ / "ga-train", "--list-configs"], work).stdout
