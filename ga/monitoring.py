@@ -517,6 +517,8 @@ def _watch(m, folder, cfg, idle_exit, progress, stop):
     seen: dict[str, list] = {}  # path -> [(size, mtime_ns), when first seen so, handled (size, mtime_ns)]
     last_new = time.monotonic()
     gone = False
+    log.info("watching %s: looked at every %g s, a file taken once unchanged for %g s", folder, cfg.poll_seconds,
+             cfg.settle_seconds)
     while not (stop and stop()):
         now = time.monotonic()
         there = os.path.isdir(folder)

@@ -211,8 +211,9 @@ def _strategy_config(tmp_path, split, backbone, distribution):
                        data={"batch_size": 4}, output={"onnx": False})
 
 
-@pytest.mark.long
-@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b != "cnn4"])  # cnn4: test_train, test_distributed
+# cnn4: test_train, test_distributed; MobileNetV3-Small (FAST) in the default suite, the rest with --long.
+@pytest.mark.parametrize("backbone", FAST + [pytest.param(b, marks=pytest.mark.long) for b in BACKBONES
+                                             if b not in FAST + ["cnn4"]])
 def test_every_family_trains_mirrored_on_two_replicas(backbone, tmp_path, separable_split):
     from helpers import run_script
 

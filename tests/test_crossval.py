@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.stats
 import pytest
 import yaml
 from helpers import ROOT, error_lines, read_csv, run_here, run_script
@@ -128,7 +129,8 @@ def test_cv_summary_is_the_mean_of_the_folds(cross_validated):
         values = [pick(m) for m in folds]
         s = summary["test_figures"][key]
         assert s["mean"] == pytest.approx(np.mean(values)) and s["sd"] == pytest.approx(np.std(values, ddof=1))
-        assert s["ci"][0] <= s["mean"] <= s["ci"][1]
+        half = scipy.stats.t.ppf(0.975, K - 1) * np.std(values, ddof=1) / np.sqrt(K)  # the t-interval of K folds
+        assert s["ci"] == pytest.approx([np.mean(values) - half, np.mean(values) + half])
     # Each fold validated on its own fold and trained on the others.
     table = {r["source"]: r["fold"] for r in _manifest(work)}
     for i, r in enumerate(runs):

@@ -310,6 +310,29 @@ def test_contrastive_losses_gather_negatives_across_workers(work):
         assert (docs[0][loss] + docs[1][loss]) / 2 == pytest.approx(want, rel=1e-4)
 
 
+def test_a_lost_workers_error_is_one_line_naming_the_worker_and_the_resume():
+    """What the chief says when a collective operation fails because a worker went away (the
+    error TensorFlow raises, as its heartbeat check words it); the two real workers and the kill:
+    the test below, --long."""
+    import tensorflow as tf
+
+    from ga.distributed import collective_errors, lost_worker
+
+    text = ("{{function_node __inference_train_function_123}} Collective ops is aborted by: The following tasks "
+            "are unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed. "
+            "The error could be from a previous operation.\n\t [[{{node Collective}}]]")
+    err = lost_worker(tf.errors.UnavailableError(None, None, text), "deliverables/GA_x")
+    message = err.render({"resume": "--resume"})  # as the command line names the option
+    assert "\n" not in message and "function_node" not in message
+    assert message.startswith("multi-worker training lost a worker (worker 1 stopped sending heartbeats); "
+                              "deliverables/GA_x keeps the last finished epoch")
+    assert message.endswith("--resume deliverables/GA_x")
+    other = lost_worker(tf.errors.DeadlineExceededError(None, None, "deadline passed"), None).render()
+    assert "(DeadlineExceededError: deadline passed)" in other
+    assert other.endswith("train(resume=...) on the chief's run folder")  # as the Python API names it
+    assert collective_errors(tf.distribute.get_strategy()) == ()  # one process: no error means a lost worker
+
+
 @pytest.mark.long  # about 70 s on a 2-core AVX2 machine; resume after a SIGKILL is also test_faults.py's
 def test_a_killed_worker_stops_the_run_clearly_and_resume_completes_it(work):
     split = make_separable_split(str(work / "split"))

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_pg_fraction_and_detection_against_the_truth(monitored):
     # the alert fired where the truth's 5-frame mean passed 10%, within the window
     (alert,) = read_csv(ws / "data/monitor/alerts.csv")
     fired = [r["frame"] for r in frames].index(alert["frame"])
-    assert abs(fired - _truth_crossing(ws)) <= 5
+    assert abs(fired - _truth_crossing(ws)) <= 2
     assert "ALERT" in proc.stderr and alert["frame"] in proc.stderr
     # the page embeds both figures
     page = open(ws / "data/monitor/monitor.html", encoding="utf-8").read()
@@ -111,17 +112,31 @@ def test_watch_takes_every_frame_once_through_a_kill_and_restart(ws):
     particle rows add up, and the alert fires once, where the truth crosses it."""
     (ws / "incoming").mkdir()
     names = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))
+    first = _popen(ws, WATCH, *FAST_WATCH)
+    # The writer starts once the monitor says it is watching (its model loaded), so the slow
+    # write and the kill happen while it runs, not before it has started.
+    said, watching = [], threading.Event()
+
+    def read_stderr():
+        for line in first.stderr:
+            said.append(line)
+            if "watching incoming" in line:
+                watching.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    assert watching.wait(240) and first.poll() is None, "".join(said)[-3000:]
     writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(ws / "data/process"), str(ws / "incoming"),
                                names[3]], cwd=ws.path)
-    first = _popen(ws, WATCH, *FAST_WATCH)
     deadline = time.monotonic() + 240
     while len(_rows(ws / "out/frames.csv")) < 5 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
-    assert first.poll() is None, first.communicate()[1][-3000:]
+    assert first.poll() is None, "".join(said)[-3000:]
     first.send_signal(signal.SIGKILL)
-    first.communicate()
+    first.wait()
+    reader.join(10)
     done_before = len(_rows(ws / "out/frames.csv"))
-    assert done_before >= 5
+    assert 5 <= done_before < FRAMES
     second = _popen(ws, WATCH, *FAST_WATCH, "--idle-exit", "4")
     assert writer.wait(timeout=120) == 0
     out, err = second.communicate(timeout=300)
@@ -134,7 +149,7 @@ def test_watch_takes_every_frame_once_through_a_kill_and_restart(ws):
     alerts = read_csv(ws / "out/alerts.csv")
     assert len(alerts) == 1
     order = [r["frame"] for r in frames]
-    assert abs(order.index(alerts[0]["frame"]) - _truth_crossing(ws)) <= 5
+    assert abs(order.index(alerts[0]["frame"]) - _truth_crossing(ws)) <= 2
     assert open(ws / "alerts.log").read().strip() == f"pg_fraction > 0.10 over 5 frames at {alerts[0]['frame']}"
 
 

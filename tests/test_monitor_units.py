@@ -37,6 +37,58 @@ def match(found, truth):
     return tp, len(found) - tp, len(truth) - len(used)
 
 
+@pytest.mark.parametrize("a, b, iou", [
+    ((0, 0, 10, 10), (0, 0, 10, 10), 1.0),
+    ((0, 0, 10, 10), (5, 0, 15, 10), 50 / 150),  # half overlap: 50 of 100 + 100 - 50
+    ((0, 0, 10, 10), (2, 2, 8, 8), 36 / 100),  # one inside the other
+    ((0, 0, 10, 10), (10, 0, 20, 10), 0.0),  # touching edges
+    ((0, 0, 10, 10), (20, 20, 30, 30), 0.0),
+    ((0, 0, 4, 2), (1, -1, 3, 5), 4 / 16),  # crossing: 2x2 of 8 + 12 - 4
+    ((3, 3, 3, 3), (3, 3, 3, 3), 0.0),  # empty boxes
+])
+def test_box_iou_by_hand(a, b, iou):
+    from ga.monitor_report import box_iou
+
+    assert box_iou(a, b) == pytest.approx(iou) and box_iou(b, a) == pytest.approx(iou)
+
+
+def test_score_against_truth_on_known_matches(tmp_path):
+    """Two frames whose matches are known: frame 1 has truth A (pg) and B (cex) and finds A
+    shifted by 1 px (IoU 81/119, matched, right class), B's neighbour at IoU 1/3 (spurious) and a
+    box far away (spurious), so B is missed; frame 2 finds its one truth box exactly but calls it
+    cex (matched, wrong class); an out-of-focus truth particle never counts. Fractions: truth
+    0.5 and 0.0 against 0.2 and 0.25."""
+    from ga.monitor_report import score_against_truth
+
+    proc, out = tmp_path / "process", tmp_path / "monitor"
+    (proc / "truth").mkdir(parents=True)
+    out.mkdir()
+
+    def write(path, header, rows):
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            w.writerows(rows)
+
+    write(proc / "truth" / "particles.csv", ["frame", "x0", "y0", "x1", "y1", "class", "in_focus"], [
+        ["f1.png", 0, 0, 10, 10, "pg", 1], ["f1.png", 40, 40, 50, 50, "cex", 1], ["f1.png", 70, 70, 80, 80, "pg", 0],
+        ["f2.png", 0, 0, 20, 20, "pg", 1]])
+    write(proc / "truth" / "frames.csv", ["frame", "pg_fraction"], [["f1.png", 0.5], ["f2.png", 0.0]])
+    write(out / "particles.csv", ["frame", "x0", "y0", "x1", "y1", "class"], [
+        ["f1.png", 1, 1, 11, 11, "pg"], ["f1.png", 45, 40, 55, 50, "cex"], ["f1.png", 200, 200, 210, 210, "cex"],
+        ["f2.png", 0, 0, 20, 20, "cex"]])
+    write(out / "frames.csv", ["frame", "pg_fraction"], [["f1.png", 0.2], ["f2.png", 0.25]])
+    got = score_against_truth(str(proc), str(out))
+    assert (got["matched"], got["spurious"], got["missed"]) == (2, 2, 1)
+    assert got["recall"] == pytest.approx(2 / 3) and got["precision"] == pytest.approx(2 / 4)
+    assert got["class_accuracy"] == pytest.approx(1 / 2)
+    assert got["fraction_mae"] == pytest.approx((0.3 + 0.25) / 2) and got["fraction_max_error"] == pytest.approx(0.3)
+    assert got["frames"] == 2
+    # A stricter IoU: the shifted box (0.68) no longer matches either.
+    strict = score_against_truth(str(proc), str(out), min_iou=0.7)
+    assert (strict["matched"], strict["spurious"], strict["missed"]) == (1, 3, 2)
+
+
 # ---------------------------------------------------------------------------- detection
 
 
@@ -240,8 +292,19 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
     folder.mkdir()
     names = sorted(n for n in os.listdir(process) if n.endswith(".png"))[:3]
     shutil.copyfile(os.path.join(process, names[0]), folder / names[0])
-    cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=0.4"]).monitor
+    # Pieces 0.15 s apart against a settle time of 1 s: a loaded machine may delay a piece by
+    # most of a second before the half-written file would be taken.
+    cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=1.0"]).monitor
     stop, results = threading.Event(), []
+    missing = threading.Event()
+
+    class Seen(logging.Handler):
+        def emit(self, record):
+            if "is not there" in record.getMessage():
+                missing.set()
+
+    seen = Seen()
+    logging.getLogger("ga.monitoring").addHandler(seen)
     watcher = threading.Thread(target=lambda: results.append(
         monitor(_fake_model(tmp_path), [str(folder)], str(out), cfg, watch=True, stop=stop.is_set)))
     caplog.set_level(logging.INFO, logger="ga.monitoring")
@@ -257,8 +320,8 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
 
     try:
         rows(1)
-        os.rename(folder, tmp_path / "away")  # an unmounted share
-        time.sleep(0.3)
+        os.rename(folder, tmp_path / "away")  # an unmounted share, until the watcher has seen it gone
+        assert missing.wait(60)
         shutil.copyfile(os.path.join(process, names[1]), tmp_path / "away" / names[1])
         os.rename(tmp_path / "away", folder)
         data = open(os.path.join(process, names[2]), "rb").read()
@@ -271,6 +334,7 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
     finally:
         stop.set()
         watcher.join(timeout=60)
+        logging.getLogger("ga.monitoring").removeHandler(seen)
     assert [r["frame"] for r in got] == names and not any(r["skipped"] for r in got)
     assert all(r["pg_fraction"] == "1" for r in got)
     assert results[0].frames == 3

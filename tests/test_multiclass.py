@@ -159,22 +159,25 @@ class _Scripted(keras.callbacks.Callback):
         self.weights[epoch] = [w.copy() for w in self.model.get_weights()]
 
 
-@pytest.mark.long  # about 40 s; the binary resume: test_train.py, test_faults.py
-def test_best_weights_on_disk_are_delivered_after_a_resume(tmp_path, monkeypatch):
+# The best epoch comes before the interruption; the epochs after the resume are worse. The
+# shortest case runs by default (about 25 s: two trainings), the five-epoch one with --long.
+@pytest.mark.parametrize("val_loss, crash_at", [([0.5, 0.1, 0.6], 2),
+                                                pytest.param([0.5, 0.1, 0.6, 0.7, 0.8], 3, marks=pytest.mark.long)])
+def test_best_weights_on_disk_are_delivered_after_a_resume(tmp_path, monkeypatch, val_loss, crash_at):
     split = make_split(str(tmp_path / "split"), {"train": (6, 6, 6), "valid": (2, 2, 2), "test": (2, 2, 2)})
-    # The best epoch (2) comes before the interruption; the epochs after the resume are worse.
-    script = _Scripted([0.5, 0.1, 0.6, 0.7, 0.8])
+    script = _Scripted(val_loss)
+    epochs = len(val_loss)
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 3:
-                raise KeyboardInterrupt("simulated kill after three epochs")
+            if epoch == crash_at:
+                raise KeyboardInterrupt(f"simulated kill after {crash_at} epochs")
 
     real = ga_callbacks.build_callbacks
     monkeypatch.setattr(ga_callbacks, "build_callbacks", lambda *a, **k: (lambda c, w: ([Crash(), script, *c], w))(
         *real(*a, **k)))
     cfg = tiny_config(tmp_path / "c.yaml", split, str(tmp_path / "runs"), model={"task": "multiclass"},
-                      output={"onnx": False}, training={"epochs": 5, "early_stopping": {"deliver": "best"}})
+                      output={"onnx": False}, training={"epochs": epochs, "early_stopping": {"deliver": "best"}})
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
     (run_dir,) = [os.path.join(tmp_path / "runs", d) for d in os.listdir(tmp_path / "runs")]
@@ -183,7 +186,7 @@ def test_best_weights_on_disk_are_delivered_after_a_resume(tmp_path, monkeypatch
     monkeypatch.setattr(ga_callbacks, "build_callbacks", lambda *a, **k: (lambda c, w: ([script, *c], w))(
         *real(*a, **k)))
     assert train(resume=run_dir) == run_dir
-    assert sorted(script.weights) == [0, 1, 2, 3, 4]
+    assert sorted(script.weights) == list(range(epochs))
     delivered = keras.models.load_model(os.path.join(run_dir, "GAmodel.keras"), compile=False).get_weights()
     for epoch, weights in script.weights.items():
         same = all(np.array_equal(a, b) for a, b in zip(delivered, weights))

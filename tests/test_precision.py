@@ -137,6 +137,19 @@ def test_engine_onnx_int8_and_the_automatic_choice(trained_run, separable_split,
     assert json.load(open(tmp_path / "ev" / "metrics.json"))["engine"] == "onnx-int8"
 
 
+def test_a_run_folder_without_its_int8_file_says_so(trained_run, separable_split, tmp_path):
+    """The shared run copied without its INT8 file: --engine onnx-int8 is one line and exit 2, and
+    the automatic choice on a CPU with INT8 units takes the float32 ONNX (a run trained without
+    INT8 from the start: the test below, --long)."""
+    run = str(tmp_path / os.path.basename(trained_run))
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*_int8.onnx"))
+    test = os.path.join(separable_split, "test")
+    bad = run_here("inference.py", test, "--recursive", "--model", run, "--engine", "onnx-int8", expect=2)
+    assert "--engine: onnx-int8: no INT8 model" in bad.stderr and "Traceback" not in bad.stderr
+    auto = run_here("inference.py", test, "--recursive", "--model", run, "-v", env={"GA_CPU_FLAGS": "avx512_vnni"})
+    assert "(onnx engine: the float32 ONNX model)" in _engine_line(auto)
+
+
 @pytest.mark.long  # about 50 s; the engine choice with an INT8 model: the test above
 def test_a_run_without_an_int8_model_says_so(separable_split, tmp_path):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1})

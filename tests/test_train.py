@@ -390,10 +390,19 @@ def test_pipelines_leave_out_the_autotune_model_whose_wake_up_iterator_deletion_
     data = build_datasets(cfg)
     streams = [data.train.dataset, data.valid.dataset, data.test.dataset, pairs(cfg, data.train.paths, training=True)]
     assert [ds.options().autotune.enabled for ds in streams] == [False] * 4
-    it = iter(data.train.dataset.repeat())
-    start = time.perf_counter()
-    while time.perf_counter() - start < 1.5:
-        next(it)
-    start = time.perf_counter()
-    del it
-    assert time.perf_counter() - start < 0.5
+
+    def deletion_seconds(ds):  # an iterator used for 1.5 s, then deleted
+        it = iter(ds.repeat())
+        start = time.perf_counter()
+        while time.perf_counter() - start < 1.5:
+            next(it)
+        start = time.perf_counter()
+        del it
+        return time.perf_counter() - start
+
+    # Against the same pipeline with the model back on, timed the same way on the same machine
+    # (about 1 s against 0.001 s idle): a ratio holds on a loaded machine where a limit would not.
+    options = tf.data.Options()
+    options.autotune.enabled = True
+    with_model = deletion_seconds(data.train.dataset.with_options(options))
+    assert deletion_seconds(data.train.dataset) < with_model / 4
