@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -119,6 +120,7 @@ class SplitConfig:
     group_tolerance: int = 4  # Hamming distance (of 64 bits) up to which two images count as copies
 
     def validate(self, key: str) -> None:
+        _seed(f"{key}.seed", self.seed)
         if len(self.ratios) != 3:
             raise ConfigError(f"{key}.ratios needs three numbers (train, valid, test), got {self.ratios}")
         if any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
@@ -217,8 +219,7 @@ class FineTuneConfig:
     weight_decay: float = 0.01  # ... and this weight decay
 
     def validate(self, key: str) -> None:
-        if not self.learning_rate > 0:
-            raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
+        _rate(f"{key}.learning_rate", self.learning_rate)
         _range(f"{key}.epochs", self.epochs, 1, 1 << 20)
         _range(f"{key}.weight_decay", self.weight_decay, 0, 10)
 
@@ -305,8 +306,8 @@ class TrainingConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing (binary, multiclass)
 
     def validate(self, key: str) -> None:
-        if not self.learning_rate > 0:
-            raise ConfigError(f"{key}.learning_rate must be > 0, got {self.learning_rate}")
+        _rate(f"{key}.learning_rate", self.learning_rate)
+        _seed(f"{key}.seed", self.seed)
         if isinstance(self.class_weight, str) and self.class_weight not in ("none", "balanced"):
             raise ConfigError(f"{key}.class_weight must be none, balanced or a mapping {{class: weight}}, "
                               f"got {self.class_weight!r}")
@@ -491,6 +492,7 @@ class AnalysisConfig:
         if not 0 < self.ci_level < 1:
             raise ConfigError(f"{key}.ci_level must be in (0, 1), got {self.ci_level}")
         _range(f"{key}.bootstrap_resamples", self.bootstrap_resamples, 100, 1 << 20)
+        _seed(f"{key}.bootstrap_seed", self.bootstrap_seed)
 
     def settings(self) -> Any:
         """The ga.uncertainty.Settings of this section."""
@@ -816,6 +818,18 @@ def _coerce(value, tp, key):
             return str(value)
         raise ConfigError(f"{key} must be text, got {_describe(value)}")
     raise AssertionError(f"unsupported config type {tp} at {key}")
+
+
+def _rate(key, value):
+    """A learning rate: a finite number above 0 (an infinite one gives a NaN loss in the first epoch)."""
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key} must be a finite number > 0, got {value}")
+
+
+def _seed(key, value):
+    """A seed: what keras.utils.set_random_seed and NumPy take, 0 to 2**32 - 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 32:
+        raise ConfigError(f"{key} must be a whole number from 0 to {(1 << 32) - 1}, got {value}")
 
 
 def _range(key, value, lo, hi):

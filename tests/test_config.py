@@ -109,6 +109,13 @@ def test_set_wins_over_file(tmp_path):
         ({}, ["training.epochs=[1,2]"], "training.epochs must be an integer"),
         ({"model": {"task": "binary"}, "data": {"any_class": True}}, [], "data.any_class"),
         ({"model": {"head": {"units": [512], "dropout": [0.4, 0.3], "batch_norm": [True]}}}, [], "same length"),
+        ({}, ["training.seed=-1"], "training.seed must be a whole number from 0 to 4294967295, got -1"),
+        ({}, [f"training.seed={2 ** 64}"], "training.seed must be a whole number from 0 to 4294967295"),
+        ({}, ["split.seed=-3"], "split.seed must be a whole number"),
+        ({}, ["analysis.bootstrap_seed=-1"], "analysis.bootstrap_seed must be a whole number"),
+        ({}, ["training.learning_rate=.inf"], "training.learning_rate must be a finite number > 0, got inf"),
+        ({}, ["training.learning_rate=.nan"], "training.learning_rate must be a finite number > 0, got nan"),
+        ({}, ["training.fine_tune.learning_rate=-.inf"], "training.fine_tune.learning_rate must be a finite number > 0"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, doc, overrides, needle):
@@ -139,6 +146,8 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         (["--config", "{missing}"], "missing.yaml"),
         (["--config", "{cfg}", "--set", "data.split_root={tmp}/nowhere"], "nowhere"),
         (["--config", "{cfg}", "--set", "model.weights={tmp}/w.h5"], "w.h5"),
+        (["--config", "{cfg}", "--set", "training.seed=-1"], "training.seed must be a whole number"),
+        (["--config", "{cfg}", "--set", "training.learning_rate=.inf"], "training.learning_rate must be a finite"),
     ],
 )
 def test_main_exits_2_with_one_line(tmp_path, capsys, argv, needle):
