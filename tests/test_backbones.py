@@ -10,6 +10,7 @@ import sys
 import typing
 
 import numpy as np
+from PIL import Image
 import pytest
 from conftest import tiny_config
 
@@ -74,6 +75,16 @@ def test_every_family_trains_exports_and_explains(backbone, tmp_path, separable_
 
     assert inference_main([images[0], "--scan", "--tile", "24", "--model", run, "--engine", "onnx-int8",
                            "--out-dir", str(tmp_path / "scan"), "--no-progress", "-q"]) == 0
+    from helpers import read_csv
+
+    stem = os.path.splitext(os.path.basename(images[0]))[0]
+    tiles = read_csv(tmp_path / "scan" / f"{stem}_tiles.csv")
+    width, height = Image.open(images[0]).size
+    assert tiles and {int(t["x1"]) - int(t["x0"]) for t in tiles} == {24}  # every tile the size asked for
+    assert min(int(t["x0"]) for t in tiles) == 0 and max(int(t["x1"]) for t in tiles) == width  # the frame covered
+    assert max(int(t["y1"]) for t in tiles) == height
+    marked = tmp_path / "scan" / f"{stem}_tiles"
+    assert (len(os.listdir(marked)) if marked.is_dir() else 0) == sum(int(t["fired"]) for t in tiles)
 
 
 # One of each preprocessing (ResNet's is also test_train.py's); every family with --long.

@@ -51,9 +51,11 @@ def test_ga_command_chain(tmp_path):
     split = ws.run("python -m ga split --source data/archive/cropped/cropped --dest data/split", "--no-progress")
     assert "split (done)" in split.stdout and len(read_csv(ws / "data/split/manifest.csv")) == 40
     run = ws.printed(ws.run("python -m ga train --config demo", *TINY_CRYSTALS))
+    first = open(os.path.join(run, "report.html"), encoding="utf-8").read()
     os.remove(os.path.join(run, "report.html"))
     proc = ws.run("python -m ga report deliverables/<run>", subs={"deliverables/<run>": run})
-    assert ws.printed(proc) == os.path.join(run, "report.html") and os.path.isfile(os.path.join(run, "report.html"))
+    assert ws.printed(proc) == os.path.join(run, "report.html")
+    assert open(os.path.join(run, "report.html"), encoding="utf-8").read() == first  # rebuilt from the folder alone
     bad = ws.run("python -m ga import", "missing.h5", "--out", "deliverables/x", expect=2)
     assert error_lines(bad) == ["error: not found: missing.h5"]
     bad = ws.run("python -m ga split --source data/archive/cropped/cropped --dest data/split", "--ratios", "0.5", "0.5",

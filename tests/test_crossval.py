@@ -141,7 +141,11 @@ def test_cv_summary_is_the_mean_of_the_folds(cross_validated):
     for row in oof:
         rel = os.path.relpath(row["path"], "data/split").split(os.sep, 1)[1]
         assert table[rel.replace(os.sep, "/")] == row["fold"]
-    assert "accuracy_ci" in json.load(open(os.path.join(cv_dir, "oof", "metrics.json")))
+    oof_metrics = json.load(open(os.path.join(cv_dir, "oof", "metrics.json")))
+    truth = [os.path.normpath(r["path"]).split(os.sep)[-2] for r in oof]  # <split>/<class>/<file>
+    assert oof_metrics["accuracy"] == pytest.approx(np.mean([t == r["predicted"] for t, r in zip(truth, oof)]))
+    lo, hi = oof_metrics["accuracy_ci"]
+    assert lo <= oof_metrics["accuracy"] <= hi and hi - lo > 0
     assert os.path.getsize(os.path.join(cv_dir, "cv_summary.png")) > 5000
     with open(os.path.join(cv_dir, "cv_folds.csv"), newline="") as fh:
         assert len(list(csv.DictReader(fh))) == K

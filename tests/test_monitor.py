@@ -95,6 +95,13 @@ def test_show_detection_draws_the_outlines(ws):
                   "--out-dir data/monitor", subs={"data/process/frame_00060_20261201T100158.png": frame})
     out = ws.printed(proc)
     assert out.endswith("frame_00012_20261201T100022_detection.png") and Image.open(out).size[0] > 500
+    # Drawn over a grey frame, the outlines are the only saturated pixels: kept particles in lime,
+    # the synthetic process's blurred ones in orange (the colours the README names).
+    rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    lime = np.sum((g > 200) & (r < 90) & (b < 90))
+    orange = np.sum((r > 200) & (g > 120) & (g < 200) & (b < 90))
+    assert lime > 200 and orange > 20, (lime, orange)
 
 
 def _popen(ws, command, *extra):

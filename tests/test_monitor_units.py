@@ -365,6 +365,94 @@ def test_sizes_in_micrometres_and_edge_particles_left_out(tmp_path):
     assert float(inside["area_um2"]) == pytest.approx(6.25 * 1600)
 
 
+@pytest.mark.parametrize("every, writes", [(2, 2), (10, 1)])
+def test_the_page_is_rewritten_every_refresh_every_frames_while_watching(tmp_path, process, monkeypatch, every,
+                                                                         writes):
+    """Five frames waiting in a watched folder are taken as one group: with refresh_every 2 the
+    page is written after them and again when the watch ends; with 10 only when it ends."""
+    import shutil
+
+    import ga.monitor_report
+    from ga.monitoring import monitor
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    for n in sorted(n for n in os.listdir(process) if n.endswith(".png"))[:5]:
+        shutil.copyfile(os.path.join(process, n), folder / n)
+    real, calls = ga.monitor_report.write_outputs, []
+    monkeypatch.setattr(ga.monitor_report, "write_outputs",
+                        lambda out, state: calls.append(len(read_csv(os.path.join(out, "frames.csv")))) or
+                        real(out, state))
+    cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=0.1",
+                             f"monitor.refresh_every={every}"]).monitor
+    result = monitor(_fake_model(tmp_path), [str(folder)], str(tmp_path / "out"), cfg, watch=True, idle_exit=1.0)
+    assert result.frames == 5 and calls == [5] * writes
+
+
+def test_sigterm_finishes_the_frames_in_hand_and_writes_the_page(tmp_path, process, trained_run):
+    """`ga monitor --watch` (in-process, on the main thread) sent SIGTERM after its first frames:
+    it logs that it stops, writes every frame it had taken and the page, exits 0, and gives the
+    process its own handlers back."""
+    import shutil
+    import signal
+    import threading
+    import time
+
+    from helpers import run_here
+
+    folder, out = tmp_path / "incoming", tmp_path / "out"
+    folder.mkdir()
+    for n in sorted(n for n in os.listdir(process) if n.endswith(".png"))[:4]:
+        shutil.copyfile(os.path.join(process, n), folder / n)
+
+    def terminate():
+        end = time.monotonic() + 120
+        while time.monotonic() < end and not ((out / "frames.csv").is_file() and read_csv(out / "frames.csv")):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=terminate, daemon=True)
+    sender.start()
+    proc = run_here("-m", "ga", "monitor", folder, "--model", trained_run, "--watch", "--out-dir", out, "--set",
+                    "monitor.poll_seconds=0.05", "--set", "monitor.settle_seconds=0.1", "--set", "monitor.refresh_every=100")
+    sender.join(5)
+    assert "stopping after the frames in hand (signal 15)" in proc.stderr
+    frames = read_csv(out / "frames.csv")
+    assert [r["frame"] for r in frames] == sorted(os.listdir(folder))  # the group in hand, all of it
+    page = (out / "monitor.html").read_text(encoding="utf-8")
+    assert f"{len(frames)} frame(s) monitored" in proc.stdout and all(r["frame"] in page for r in frames[-1:])
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_on_alert_gets_all_seven_variables_of_each_alert(tmp_path):
+    """--on-alert's command sees GA_ALERT_RULE, _COLUMN, _VALUE, _THRESHOLD, _FRAME, _TIME and
+    GA_MONITOR_DIR, equal to the alert's row in alerts.csv; one call per alert."""
+    from ga.monitoring import monitor
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, n in enumerate((1, 1, 3)):  # 1, 1 then 3 particles: the count rule fires on the third frame only
+        img = np.full((200, 300), 25, np.uint8)
+        for k in range(n):
+            img[30 + 50 * k:60 + 50 * k, 40:70] = 200
+        Image.fromarray(img).save(folder / f"f_20261201T1000{i:02d}.png")
+    names = ("GA_ALERT_RULE", "GA_ALERT_COLUMN", "GA_ALERT_VALUE", "GA_ALERT_THRESHOLD", "GA_ALERT_FRAME",
+             "GA_ALERT_TIME", "GA_MONITOR_DIR")
+    seen = tmp_path / "seen.txt"
+    command = "printf '%s|' " + " ".join(f'"${n}"' for n in names) + f" >> {seen}; echo >> {seen}"
+    out = tmp_path / "out"
+    monitor(_fake_model(tmp_path), [str(folder)], str(out), load_config(None).monitor,
+            rules=["pg_fraction >= 0.9", "particles > 2"], on_alert=command)
+    alerts = read_csv(out / "alerts.csv")
+    calls = [line.split("|")[:-1] for line in seen.read_text().splitlines()]
+    assert [a["rule"] for a in alerts] == ["pg_fraction >= 0.9", "particles > 2"] and len(calls) == len(alerts)
+    for a, got in zip(alerts, calls):
+        want = [a["rule"], a["column"], a["value"], a["threshold"], a["frame"], a["time"], str(out)]
+        assert got == want
+    assert calls[1][:5] == ["particles > 2", "particles", "3", "2", "f_20261201T100002.png"]
+
+
 def test_a_monitor_folder_resumes_and_belongs_to_one_model_and_source(tmp_path, process):
     from ga.monitoring import monitor
 

@@ -134,3 +134,42 @@ def test_ga_runs_lists_finished_running_and_failed_runs(trained_run, separable_s
     assert "training.epochs" in diff and "output.name" in diff and "no test figures" in diff
     bad = run_script("-m", "ga", "runs", "--diff", finished, str(tmp_path / "nowhere"), cwd=str(root), expect=2)
     assert "is not a run folder" in one_error_line(bad)
+
+
+def _finished(folder, config, metrics=None, cv_summary=None):
+    os.makedirs(folder)
+    with open(os.path.join(folder, "config.yaml"), "w") as fh:
+        fh.write(config)
+    for name, doc in (("metrics.json", metrics), ("cv_summary.json", cv_summary), ("cv.json", cv_summary and {})):
+        if doc is not None:
+            json.dump(doc, open(os.path.join(folder, name), "w"))
+    return str(folder)
+
+
+def test_diff_gives_b_minus_a_and_a_cv_folder_shows_its_mean(tmp_path, capsys):
+    """`ga runs --diff A B`: the config keys that differ and each test figure of both with B - A;
+    a cross-validation folder's row holds the mean over its folds (README "Runs")."""
+    from ga.cli import main
+
+    a = _finished(tmp_path / "GA_2026-12-01_10-00-00", "training:\n  epochs: 3\n  seed: 1\n",
+                  {"accuracy": 0.8, "balanced_accuracy": 0.75, "macro_avg": {"f1": 0.7}, "roc_auc": 0.9,
+                   "per_class": {"cex": {"f1": 0.6}, "pg": {"f1": 0.8}}})
+    b = _finished(tmp_path / "GA_2026-12-02_10-00-00", "training:\n  epochs: 5\n  seed: 1\n",
+                  {"accuracy": 0.85, "balanced_accuracy": 0.8, "macro_avg": {"f1": 0.65}, "roc_auc": 0.95,
+                   "per_class": {"cex": {"f1": 0.5}, "pg": {"f1": 0.8}}})
+    d = runs.diff_runs(a, b)
+    assert d["config"] == {"training.epochs": (3, 5)}
+    want = {"accuracy": 0.05, "balanced_accuracy": 0.05, "macro_f1": -0.05, "roc_auc": 0.05, "f1_cex": -0.1,
+            "f1_pg": 0.0}
+    assert set(d["metrics"]) == set(want)
+    for k, delta in want.items():
+        assert d["metrics"][k][2] == pytest.approx(delta) and d["metrics"][k][2] == pytest.approx(
+            d["metrics"][k][1] - d["metrics"][k][0]), k
+    assert main(["runs", "--diff", os.path.basename(a), os.path.basename(b), str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "training.epochs" in printed and "-0.1" in printed and "0.05" in printed
+    cv = _finished(tmp_path / "GA_2026-12-03_10-00-00_cv", "training:\n  epochs: 3\n",
+                   cv_summary={"k": 3, "test_figures": {"accuracy": {"mean": 0.9, "sd": 0.02},
+                                                        "macro_f1": {"mean": 0.88, "sd": 0.03}}})
+    row = next(r for r in runs.list_runs(str(tmp_path)) if r["path"] == cv)
+    assert (row["accuracy"], row["macro_f1"], row["epoch"], row["state"]) == (0.9, 0.88, "3 folds", "finished")

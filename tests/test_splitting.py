@@ -66,6 +66,24 @@ def test_exact_counts_without_groups(tmp_path):
     assert res.exit_code == 0
 
 
+def test_hidden_files_and_folders_are_left_out_of_the_split(tmp_path):
+    """README "The split": names starting with "." (a notebook's .ipynb_checkpoints/, an editor's
+    .DS_Store or a hidden image) are neither split, listed nor taken as a class."""
+    src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
+    rng = np.random.default_rng(9)
+    _save(_img(rng), os.path.join(src, "cex", ".ipynb_checkpoints", "CEX (1)-checkpoint.png"))
+    _save(_img(rng), os.path.join(src, "pg", ".hidden.png"))
+    _save(_img(rng), os.path.join(src, ".ipynb_checkpoints", "stray.png"))
+    open(os.path.join(src, "cex", ".DS_Store"), "wb").write(b"\0\1")
+    res = split_dataset(src, str(tmp_path / "out"), progress=False)
+    assert sorted(res.counts) == ["cex", "pg"] and all(sum(c.values()) == 10 for c in res.counts.values())
+    listed = [f.source for f in read_manifest(os.path.join(tmp_path / "out", "manifest.csv"))]
+    assert len(listed) == 20 and not any("/." in "/" + name for name in listed), listed
+    copied = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "out") for f in fs if f.endswith(".png")]
+    assert len(copied) == 20 and not any(os.sep + "." in p for p in copied)
+    assert res.exit_code == 0
+
+
 def test_groups_stay_together_and_counts_stay_close(tmp_path):
     src = make_tree(str(tmp_path / "src"), per_class={"cex": 30}, groups={"pg": [5] * 8 + [3, 2, 1, 1]})
     res = split_dataset(src, str(tmp_path / "out"), progress=False)

@@ -406,3 +406,43 @@ def test_pipelines_leave_out_the_autotune_model_whose_wake_up_iterator_deletion_
     options.autotune.enabled = True
     with_model = deletion_seconds(data.train.dataset.with_options(options))
     assert deletion_seconds(data.train.dataset) < with_model / 4
+
+
+def test_augmentation_placed_in_the_model_leaves_the_pipeline_plain_and_the_delivered_model_bare(tmp_path,
+                                                                                                separable_split):
+    """data.augment.placement: model (README "Training"): the training pipeline gives the plain
+    images, the model that fits carries the augmentation layer, and the delivered model does not."""
+    from ga.data import build_datasets
+    from ga.trainer import _build
+
+    def first_batch(**augment):
+        cfg = load_config(tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
+                                      data={"augment": {"enabled": True, "rotation": 90.0, **augment}}))
+        return cfg, next(iter(build_datasets(cfg, ["cex", "pg"], splits=("train",)).train.dataset))[0].numpy()
+
+    _, plain = first_batch(enabled=False)
+    cfg, in_model = first_batch(placement="model")
+    _, in_pipeline = first_batch(placement="pipeline")
+    np.testing.assert_array_equal(in_model, plain)
+    assert np.abs(in_pipeline - plain).mean() > 1.0
+    built = _build(cfg, ["cex", "pg"], tf.distribute.get_strategy())
+    kinds = lambda m: {type(layer).__name__ for layer in m._flatten_layers()}  # noqa: E731
+    assert built.fit_model is not built.model and "Sequential" in kinds(built.fit_model)
+    assert not any("Random" in k for k in kinds(built.model)) and any("Random" in k for k in kinds(built.fit_model))
+
+
+@pytest.mark.parametrize("budget_mb, cached", [(1, True), (0, False)])
+def test_auto_cache_follows_the_budget(tmp_path, separable_split, monkeypatch, budget_mb, cached):
+    """data.cache auto keeps a split's decoded images in memory only when they fit
+    data.cache_budget_mb (the separable split's 32 training images at 32 px: 96 KB)."""
+    from ga.data import wants_cache
+
+    cfg = load_config(tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"),
+                                  data={"cache": "auto", "cache_budget_mb": budget_mb}))
+    assert wants_cache(cfg, 32) is cached
+    assert wants_cache(cfg, 32 * 11) is False  # 1 MB < 11 x 96 KB
+    calls, real = [], ga_data.decoded
+    monkeypatch.setattr(ga_data, "decoded", lambda paths, labels, size, cache, *a, **k:
+                        calls.append(cache) or real(paths, labels, size, cache, *a, **k))
+    ga_data.build_datasets(cfg, ["cex", "pg"], splits=("train",))
+    assert calls == [cached]
