@@ -361,7 +361,7 @@ class ContrastiveConfig:
         if not 0 <= self.head_dropout < 1:
             raise ConfigError(f"{key}.head_dropout must be in [0, 1), got {self.head_dropout}")
         if self.view_size is not None:
-            _range(f"{key}.view_size", self.view_size, 8, 8192)
+            _range(f"{key}.view_size", self.view_size, MIN_SIDE, MAX_SIDE)
         if not 0 <= self.val_fraction < 1:
             raise ConfigError(f"{key}.val_fraction must be in [0, 1), got {self.val_fraction}")
         lo, hi = (self.crop_area + [0, 0])[:2]
@@ -837,9 +837,14 @@ def _range(key, value, lo, hi):
         raise ConfigError(f"{key} must be between {lo} and {hi}, got {value}")
 
 
+# A model input side, in pixels: from 8 to 2048 (a 2048 x 2048 input already needs gigabytes per
+# batch of a ResNet; labels.json's input_size, resize and center_crop are held to the same).
+MIN_SIDE, MAX_SIDE = 8, 2048
+
+
 def _size(key, value):
-    if len(value) != 2 or any(v < 8 or v > 8192 for v in value):
-        raise ConfigError(f"{key} must be [height, width] with each between 8 and 8192, got {value}")
+    if len(value) != 2 or any(v < MIN_SIDE or v > MAX_SIDE for v in value):
+        raise ConfigError(f"{key} must be [height, width] with each between {MIN_SIDE} and {MAX_SIDE}, got {value}")
 
 
 def model_input_size(cfg: Config) -> tuple[int, int]:

@@ -12,12 +12,16 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 import os
 import sys
 from typing import Sequence
 
 import yaml
 
+log = logging.getLogger(__name__)
+
+from ga.errors import GAError, first_line
 from ga.files import atomic_write_text
 from ga.stats import shown, with_ci
 from ga.tasks import TASKS
@@ -112,23 +116,77 @@ def _int8(info):
     return "<h3>INT8 (ONNX Runtime, static QDQ)</h3>" + html_table(rows, ("INT8", "value"))
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _figure_bytes(folder, name):
+    """A figure's bytes, or None (logged) when it is not a real PNG file of the folder itself: a
+    link (it could point anywhere, /etc/passwd say), a folder, a file outside `folder`, or a file
+    whose content is not PNG. A page that is shared must carry only the run's own figures."""
+    path = os.path.join(folder, name)
+    inside = os.path.dirname(os.path.realpath(path)) == os.path.realpath(folder)
+    if os.path.islink(path) or not os.path.isfile(path) or not inside:
+        log.warning("figure %s left out of the page: not a regular file of %s", name, folder)
+        return None
+    with open(path, "rb") as fh:
+        data = fh.read()
+    if not data.startswith(PNG_SIGNATURE):
+        log.warning("figure %s left out of the page: not a PNG image", name)
+        return None
+    return data
+
+
 def embedded_figures(folder: str, names: Sequence[str] | None = None) -> str:
-    """Figures of a folder as <figure>s with PNG data URIs: `names`, or every .png there."""
+    """Figures of a folder as <figure>s with PNG data URIs: `names`, or every .png there; only
+    regular files inside the folder whose content is PNG (others are logged and left out)."""
     out = []
     if names is None:
         names = sorted(f for f in os.listdir(folder) if f.lower().endswith(".png") and not f.startswith("."))
     for name in names:
-        with open(os.path.join(folder, name), "rb") as fh:
-            data = base64.b64encode(fh.read()).decode("ascii")
+        raw = _figure_bytes(folder, name)
+        if raw is None:
+            continue
+        data = base64.b64encode(raw).decode("ascii")
         out.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
                    f"<figcaption>{html.escape(name)}</figcaption></figure>")
     return "".join(out)
 
 
+def _run_documents(run_dir):
+    """(metrics.json, config.yaml) of a run folder as mappings.
+
+    Raises:
+        GAError: either is missing, does not parse (a YAML tag included: safe loading refuses
+            it), or is not a mapping.
+    """
+    docs = []
+    for name, parse in (("metrics.json", json.loads), ("config.yaml", yaml.safe_load)):
+        path = os.path.join(run_dir, name)
+        try:
+            doc = parse(_read(path))
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            raise GAError(f"{path}: cannot be read as a run's {name} ({first_line(exc, 120)})") from None
+        if not isinstance(doc, dict):
+            raise GAError(f"{path}: a run's {name} is a mapping, this is a {type(doc).__name__}")
+        docs.append(doc)
+    return docs
+
+
 def build_report(run_dir: str) -> str:
-    """The report page of a run folder, as text."""
-    m = json.loads(_read(os.path.join(run_dir, "metrics.json")))
-    cfg = yaml.safe_load(_read(os.path.join(run_dir, "config.yaml")))
+    """The report page of a run folder, as text.
+
+    Raises:
+        GAError: metrics.json or config.yaml is not what a run writes.
+    """
+    m, cfg = _run_documents(run_dir)
+    try:
+        return _page(run_dir, m, cfg)
+    except (AttributeError, TypeError, KeyError, ValueError) as exc:  # a value of an unexpected type
+        raise GAError(f"{run_dir}: metrics.json or config.yaml holds values of unexpected types "
+                      f"({type(exc).__name__}: {first_line(exc, 120)})") from None
+
+
+def _page(run_dir, m, cfg):
     fit = m.get("training") or {}
     name = os.path.basename(os.path.normpath(run_dir))
     texts = [f for f in sorted(os.listdir(run_dir)) if f.endswith("FinalTestResults.txt")]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 
 from ga import __version__
-from ga.config import model_input_size, preprocessing_mode
+from ga.config import MAX_SIDE, MIN_SIDE, model_input_size, preprocessing_mode
 from ga.errors import GAError, ModelError
 from ga.files import atomic_write_csv, atomic_write_json, sha256_file
 from ga.hardware import describe
@@ -130,14 +130,48 @@ def read_labels(path: str) -> dict:
 
 
 def check_labels(doc: Any, path: str) -> dict:
-    """Check a labels document's shape; `path` names its source in errors."""
+    """Check a labels document before any model is built; `path` names its source in errors.
+
+    Raises:
+        ModelError: a key is missing or of the wrong type; the task is unknown; the classes are
+            not distinct non-empty names; a threshold is not a number strictly between 0 and 1
+            (NaN and infinities included) or names no class; input_size, resize or center_crop
+            is not [height, width] of whole numbers from 8 to 2048 (a crop no larger than the
+            resize).
+    """
     need = ("task", "classes", "thresholds", "input_size", "preprocessing")
     if not isinstance(doc, dict) or any(k not in doc for k in need):
         raise ModelError(f"{path} is not a ga labels file (needs {', '.join(need)})")
-    if doc["task"] not in TASKS or not isinstance(doc["classes"], list) or \
-            (get_task(doc).classifier and len(doc["classes"]) < 1):
+    classes = doc["classes"]
+    if not isinstance(doc["task"], str) or doc["task"] not in TASKS or not isinstance(classes, list) or \
+            not all(isinstance(c, str) and c for c in classes):
+        raise ModelError(f"{path}: task or classes are malformed (task one of {', '.join(TASKS)}; classes a list of "
+                         f"names)")
+    if len(set(classes)) != len(classes):
+        raise ModelError(f"{path}: classes must be distinct, got {classes}")
+    if get_task(doc).classifier and len(classes) < 1:
         raise ModelError(f"{path}: task or classes are malformed")
-    get_task(doc).check_labels_document(doc["classes"], path)
+    get_task(doc).check_labels_document(classes, path)
+    thresholds = doc["thresholds"]
+    if not isinstance(thresholds, dict):
+        raise ModelError(f"{path}: thresholds must be a mapping {{class: threshold}}, got {type(thresholds).__name__}")
+    for c, t in thresholds.items():
+        if c not in classes:
+            raise ModelError(f"{path}: threshold for {c!r}, which is not one of the classes {classes}")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1:  # NaN fails 0 < t
+            raise ModelError(f"{path}: the threshold of {c!r} must be a number between 0 and 1 (exclusive), got {t!r}")
+    if not isinstance(doc["preprocessing"], str):
+        raise ModelError(f"{path}: preprocessing must be a name, got {doc['preprocessing']!r}")
+    sizes = {k: doc.get(k) for k in ("input_size", "resize", "center_crop")}
+    for key, value in sizes.items():
+        if value is None and key != "input_size":
+            continue
+        if not (isinstance(value, list) and len(value) == 2 and
+                all(isinstance(v, int) and not isinstance(v, bool) and MIN_SIDE <= v <= MAX_SIDE for v in value)):
+            raise ModelError(f"{path}: {key} must be [height, width] with each a whole number from {MIN_SIDE} to "
+                             f"{MAX_SIDE}, got {value!r}")
+    if sizes["center_crop"] and sizes["resize"] and any(c > r for c, r in zip(sizes["center_crop"], sizes["resize"])):
+        raise ModelError(f"{path}: center_crop {sizes['center_crop']} is larger than resize {sizes['resize']}")
     return doc
 
 
@@ -331,8 +365,22 @@ def list_runs(root: str) -> list[dict[str, Any]]:
     if not os.path.isdir(root):
         raise GAError(f"not a folder: {root}")
     found = [os.path.join(root, d) for d in sorted(os.listdir(root)) if not d.startswith(".")]
-    rows = [run_row(d) for d in found if os.path.isdir(d) and run_state(d)[0]]
+    rows = [_row_or_unreadable(d) for d in found if os.path.isdir(d) and run_state(d)[0]]
     return sorted(rows, key=lambda r: (r["date"], r["name"]))
+
+
+def _row_or_unreadable(run_dir):
+    """run_row, or for a folder whose files hold values of unexpected shapes (a metrics.json
+    edited by hand, a per_class that is a list) a row in state `unreadable` saying why: one
+    odd folder must not hide the others."""
+    try:
+        return run_row(run_dir)
+    except (AttributeError, TypeError, ValueError, KeyError, OSError) as exc:
+        name = os.path.basename(os.path.normpath(run_dir))
+        stamp = _STAMP.search(name)
+        return {**{c: "" for c in RUN_COLUMNS}, "name": name, "state": "unreadable", "path": run_dir,
+                "date": f"{stamp.group(1)} {stamp.group(2)}:{stamp.group(3)}:{stamp.group(4)}" if stamp else "",
+                "why": f"its files hold values of unexpected types ({type(exc).__name__}: {str(exc)[:80]})"}
 
 
 def flat_config(doc: Mapping, prefix: str = "") -> dict[str, Any]:

@@ -173,3 +173,16 @@ def test_diff_gives_b_minus_a_and_a_cv_folder_shows_its_mean(tmp_path, capsys):
                                                         "macro_f1": {"mean": 0.88, "sd": 0.03}}})
     row = next(r for r in runs.list_runs(str(tmp_path)) if r["path"] == cv)
     assert (row["accuracy"], row["macro_f1"], row["epoch"], row["state"]) == (0.9, 0.88, "3 folds", "finished")
+
+
+def test_a_run_whose_metrics_have_an_odd_shape_is_listed_as_unreadable(tmp_path, capsys):
+    from ga.cli import main
+
+    good = _finished(tmp_path / "GA_2026-12-01_10-00-00", "model:\n  backbone: cnn4\n", {"accuracy": 0.8})
+    _finished(tmp_path / "GA_2026-12-02_10-00-00", "model:\n  backbone: cnn4\n",
+              {"accuracy": 0.9, "per_class": ["not", "a", "mapping"], "macro_avg": "x"})
+    assert main(["runs", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    odd = next(line for line in lines if "GA_2026-12-02" in line)
+    assert "unreadable" in odd and "unexpected types" in odd
+    assert any(os.path.basename(good) in line and "finished" in line and "0.8" in line for line in lines)

@@ -1,0 +1,81 @@
+"""What a careless or hostile run folder, labels.json or input does: one line and exit 2 (or a
+logged skip), never a traceback, a file from outside the folder, or memory exhausted."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from helpers import error_lines, run_here
+
+LABELS = {"task": "binary", "classes": ["cex", "pg"], "positive_class": "pg", "thresholds": {"pg": 0.5},
+          "input_size": [32, 32], "resize": [32, 32], "center_crop": None, "preprocessing": "scale_01"}
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    """A copy of the shared run to spoil."""
+    dst = tmp_path / os.path.basename(trained_run)
+    shutil.copytree(trained_run, dst)
+    return dst
+
+
+def test_the_report_embeds_only_real_pngs_of_the_run_folder(run_copy, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:the secret line")
+    os.symlink(secret, run_copy / "evil.png")  # a link to a file outside
+    (run_copy / "fake.png").write_text("not an image, the secret line")  # not PNG content
+    (run_copy / "folder.png").mkdir()  # a folder named like a figure
+    real = [f for f in os.listdir(run_copy) if f.endswith(".png") and f not in ("evil.png", "fake.png", "folder.png")]
+    proc = run_here("-m", "ga", "report", run_copy)
+    page = (run_copy / "report.html").read_text(encoding="utf-8")
+    assert "secret line" not in page and "cm9vdDp4" not in page  # nor in base64
+    for name in ("evil.png", "fake.png", "folder.png"):
+        assert f"figure {name} left out of the page" in proc.stderr
+    assert page.count("data:image/png;base64,") == len(real) > 0
+
+
+@pytest.mark.parametrize("spoil, needle", [
+    (lambda d: (d / "config.yaml").write_text("!!python/object/apply:os.system ['echo hi']\n"), "config.yaml: cannot be read"),
+    (lambda d: (d / "config.yaml").write_text("- a\n- list\n"), "config.yaml is a mapping, this is a list"),
+    (lambda d: (d / "metrics.json").write_text("{not json"), "metrics.json: cannot be read"),
+    (lambda d: (d / "metrics.json").write_text(json.dumps({"training": "x", "accuracy": "high"})),
+     "holds values of unexpected types"),
+])
+def test_a_spoilt_run_folder_gives_the_report_one_line(run_copy, spoil, needle):
+    spoil(run_copy)
+    proc = run_here("-m", "ga", "report", run_copy, expect=2)
+    (line,) = error_lines(proc)
+    assert needle in line and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("change, needle", [
+    ({"thresholds": {"pg": float("nan")}}, "threshold of 'pg' must be a number between 0 and 1"),
+    ({"thresholds": {"pg": float("inf")}}, "threshold of 'pg'"),
+    ({"thresholds": {"pg": 1.5}}, "threshold of 'pg'"),
+    ({"thresholds": {"pg": "0.5"}}, "threshold of 'pg'"),
+    ({"thresholds": {"other": 0.5}}, "threshold for 'other', which is not one of the classes"),
+    ({"thresholds": [0.5]}, "thresholds must be a mapping"),
+    ({"classes": ["cex", "cex"]}, "classes must be distinct"),
+    ({"classes": [{"a": 1}, {"b": 2}]}, "task or classes are malformed"),
+    ({"task": ["binary"]}, "task or classes are malformed"),
+    ({"input_size": [99999999999, 32]}, "input_size must be [height, width] with each a whole number from 8 to 2048"),
+    ({"input_size": [5000, 5000]}, "input_size must be"),
+    ({"input_size": [32.5, 32]}, "input_size must be"),
+    ({"center_crop": [99999, -1]}, "center_crop must be"),
+    ({"center_crop": [40, 40]}, "center_crop [40, 40] is larger than resize [32, 32]"),
+    ({"preprocessing": 3}, "preprocessing must be a name"),
+])
+def test_a_hostile_labels_json_is_one_line_before_any_model_is_built(tmp_path, change, needle):
+    """labels.json beside an ONNX file (the file is never read: the check comes first)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "labels.json").write_text(json.dumps({**LABELS, **change}))
+    (folder / "m.onnx").write_bytes(b"not read")
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(tmp_path / "a.png")
+    proc = run_here("inference.py", tmp_path / "a.png", "--model", folder / "m.onnx", expect=2)
+    (line,) = error_lines(proc)
+    assert needle in line and "Traceback" not in proc.stderr
