@@ -21,7 +21,7 @@ import shlex
 import sys
 from typing import NoReturn, Sequence
 
-from ga.errors import ConfigError, GAError
+from ga.errors import ConfigError, GAError, printable
 
 log = logging.getLogger(__name__)
 
@@ -552,7 +552,7 @@ def _comparison(args):
     doc = compare_models(a, b, args.inputs[0], out_dir, batch_size=args.batch_size, max_pixels=args.max_pixels,
                          progress=None if not args.no_progress else False)
     for r in doc["skipped"]:
-        print(f"error: {r['path']}: {r['reason']}", file=sys.stderr)
+        print(f"error: {printable(r['path'])}: {r['reason']}", file=sys.stderr)
     print(summary_line(doc))
     return 1 if doc["skipped"] else 0
 
@@ -603,7 +603,7 @@ def _reviewing(args):
     print(f"{len(r.rows)} images reviewed: {len(mis)} likely mislabel(s), {len(dup)} near-duplicate(s) across "
           f"classes, {len(r.errors)} unreadable")
     for x in mis[:10]:
-        print(f"  #{x['rank']} {x['path']}: labelled {x['label']}, the model says {x['predicted']} "
+        print(f"  #{x['rank']} {printable(x['path'])}: labelled {x['label']}, the model says {x['predicted']} "
               f"({x['confidence']:.3f})")
     print(f"review: {os.path.join(args.out_dir or 'review', 'review.html')}")
     return 1 if r.errors else 0
@@ -611,7 +611,7 @@ def _reviewing(args):
 
 def _print_errors_rows(rows):
     for r in rows:
-        print(f"error: {r['path']}: {r['error']}", file=sys.stderr)
+        print(f"error: {printable(r['path'])}: {r['error']}", file=sys.stderr)
 
 
 def compare_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -647,7 +647,7 @@ def compare_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
 def _print_errors(pred):
     """One line on stderr per file that could not be used."""
     for r in pred.errors:
-        print(f"error: {r.path}: {r.error}", file=sys.stderr)
+        print(f"error: {printable(r.path)}: {r.error}", file=sys.stderr)
 
 
 def _scan(args, model, files):
@@ -659,10 +659,10 @@ def _scan(args, model, files):
                                batch_size=args.batch_size, threshold=args.threshold, max_pixels=args.max_pixels,
                                overlap=args.overlap, rule=args.rule):
         if isinstance(r, str):
-            print(f"error: {path}: {r}", file=sys.stderr)
+            print(f"error: {printable(path)}: {r}", file=sys.stderr)
             failed += 1
         else:
-            print(f"Frame {os.path.basename(path)}: {r['fired']} of {r['tiles']} tiles marked -> {r['image']}")
+            print(f"Frame {printable(os.path.basename(path))}: {r['fired']} of {r['tiles']} tiles marked -> {r['image']}")
     return 1 if failed else 0
 
 
@@ -928,7 +928,8 @@ def _monitoring(args):
     model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
 
     def alert(a):
-        print(f"ALERT {a.time or a.frame}: {a.rule} (value {a.value:.4g} on frame {a.frame})", file=sys.stderr,
+        print(f"ALERT {printable(a.time or a.frame)}: {printable(a.rule)} (value {a.value:.4g} on frame "
+              f"{printable(a.frame)})", file=sys.stderr,
               flush=True)
 
     def progress(r):

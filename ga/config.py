@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -634,10 +635,38 @@ def dump_config(cfg: Config, path: str | None = None) -> str:
     return text
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last,
+    so `training:` written twice would silently drop the first section)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping says so
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                    key_node.start_mark)
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+_SECTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def _read_yaml(path):
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            loader = _UniqueKeyLoader(fh)  # a SafeLoader: no Python tags
+            try:
+                doc = loader.get_single_data()
+            finally:
+                loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
     except IsADirectoryError:
@@ -653,6 +682,10 @@ def _read_yaml(path):
         return {}
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(doc).__name__}")
+    if not all(isinstance(k, str) and _SECTION_NAME.match(k) for k in doc):
+        # Not a config at all (a path given by mistake, or on purpose: `extends: /etc/shadow`):
+        # name the file, never echo its content.
+        raise ConfigError(f"{path} is not a ga config: its top level is not sections such as data:, model:, training:")
     return doc
 
 

@@ -82,3 +82,13 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message` (or just the type) of an exception."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {first_line(exc, limit)}" if text else type(exc).__name__
+
+
+def printable(text: str) -> str:
+    """`text` as a line may show it: each character that is not printable (a newline, a
+    carriage return, a terminal escape) written as its escape (`\\n`, `\\x1b`), so a file or
+    frame name cannot start a forged line of its own."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -95,9 +95,15 @@ def checked(data: bytes, max_pixels: int = MAX_PIXELS, load: bool = False) -> An
     """
     if not data:
         raise ImageProblem("empty file (0 bytes)")
+    # Pillow has a bomb limit of its own (it warns over Image.MAX_IMAGE_PIXELS, 89,478,485, and
+    # refuses over twice that), checked while it opens, before the check below: `max_pixels` is
+    # the limit, so Pillow's is raised to it when lower (never lowered: threads reading frames
+    # at once agree) and its warning left to the exact check here.
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
             pixels = im.width * im.height
             if pixels > max_pixels:

@@ -97,11 +97,15 @@ def read_labels_csv(folder: str) -> LabelTable:
     `filename,<class>,...` (0 or 1 per class). A malformed row, an empty class name or a
     file listed twice is a DataError naming the line."""
     path = os.path.join(folder, LABELS_CSV)
+    rows: list = []
     try:
         with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+            reader = csv.reader(fh)
+            rows.extend(reader)
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
+    except csv.Error as exc:  # a field over the csv module's limit (131,072 characters), a NUL byte
+        raise DataError(f"{path} line {reader.line_num}: not a CSV row ({exc})") from None
     if not rows or len(rows[0]) < 2 or rows[0][0] != "filename":
         raise DataError(f"{path}: the header must be filename,label (one class per image) or "
                         f"filename,<class>,<class>... (0 or 1 per class)")

@@ -6,7 +6,23 @@ import logging
 import sys
 from typing import Any
 
+from ga.errors import printable
+
 _FORMAT = "%(asctime)s %(levelname)-7s %(message)s"
+
+
+class _PrintableArgs(logging.Filter):
+    """Escapes control characters in a record's arguments (the names a message carries: file,
+    frame, folder), so a name holding a newline cannot forge a log line of its own; the
+    message's own text (a table logged on purpose over several lines) is left as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+_PRINTABLE = _PrintableArgs()
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -36,6 +52,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
     logger.setLevel(level)
     if not any(getattr(h, "_ga_console", False) for h in logger.handlers):
         handler = _StderrHandler()
+        handler.addFilter(_PRINTABLE)
         handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
         handler._ga_console = True
         logger.addHandler(handler)
@@ -49,6 +66,7 @@ def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
 def add_file_log(path: str) -> logging.Handler:
     """Also write the ``ga`` log to ``path`` (the run's train.log). Returns the handler."""
     handler = logging.FileHandler(path, encoding="utf-8")
+    handler.addFilter(_PRINTABLE)
     handler.setFormatter(logging.Formatter(_FORMAT, "%Y-%m-%d %H:%M:%S"))
     handler.setLevel(logging.DEBUG)
     logger = logging.getLogger("ga")

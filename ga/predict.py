@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ga.errors import GAError, ModelError, first_line, one_line, opt
+from ga.errors import GAError, ModelError, first_line, one_line, opt, printable
 from ga.files import atomic_write_csv, atomic_write_text, sha256_file
 from ga.frames import page_of, read_page, stack_pages
 from ga.images import (
@@ -652,7 +652,7 @@ def result_lines(pred: Prediction, fmt: str = "ga") -> list[str]:
         if r.error:
             continue
         names, conf = decide(pred.labels, pred.thresholds, r.probs)
-        name = os.path.basename(r.path)
+        name = printable(os.path.basename(r.path))
         if fmt == "study":
             lines.append(f"File {name} prediction: {names[0].upper()} with confidence {100 * float(r.probs[0]):.2f}%")
         else:

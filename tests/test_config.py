@@ -178,3 +178,24 @@ def test_scripts_help_and_usage_errors(script):
     assert "usage:" in out.stdout and "--verbose" in out.stdout
     bad = run_script(script, "--no-such-flag", "x", expect=2)
     assert bad.stderr.count("\n") == 1 and "--no-such-flag" in bad.stderr
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("training:\n  epochs: 2\ndata:\n  batch_size: 4\ntraining:\n  epochs: 3\n", "line 5: the key 'training' is given twice"),
+    ("training:\n  epochs: 2\n  epochs: 3\n", "line 3: the key 'epochs' is given twice"),
+])
+def test_a_key_given_twice_is_refused(tmp_path, text, needle):
+    path = _write(tmp_path, "twice.yaml", text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_extends_naming_a_file_that_is_no_config_names_it_without_its_content(tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_text("root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    path = _write(tmp_path, "c.yaml", f"extends: {secret}\ntraining:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(secret) in str(info.value) and "is not a ga config" in str(info.value)
+    assert "root" not in str(info.value).replace(str(tmp_path), "") and "19000" not in str(info.value)

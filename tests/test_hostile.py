@@ -79,3 +79,46 @@ def test_a_hostile_labels_json_is_one_line_before_any_model_is_built(tmp_path, c
     proc = run_here("inference.py", tmp_path / "a.png", "--model", folder / "m.onnx", expect=2)
     (line,) = error_lines(proc)
     assert needle in line and "Traceback" not in proc.stderr
+
+
+def test_max_pixels_is_the_limit_not_pillows_own():
+    """A 95-megapixel frame (over Pillow's 89.5 M bomb warning) is read under the default
+    100 M limit and under --max-pixels 200000000, and refused, with the limit named, under 90 M."""
+    import io
+
+    from ga.images import ImageProblem, checked
+
+    buf = io.BytesIO()
+    Image.new("1", (10000, 9500)).save(buf, "PNG")  # 95 M pixels, a few kB
+    data = buf.getvalue()
+    assert checked(data) == "PNG" and checked(data, max_pixels=200_000_000) == "PNG"
+    with pytest.raises(ImageProblem, match="95000000 pixels is over the limit of 90000000"):
+        checked(data, max_pixels=90_000_000)
+
+
+def test_a_labels_csv_field_over_the_csv_limit_is_one_line_naming_the_line(tmp_path):
+    folder = tmp_path / "labelled"
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "a.png")
+    (folder / "labels.csv").write_text("filename,label\na.png,cex\n" + "b.png," + "x" * 200_000 + "\n")
+    proc = run_here("split_data.py", "--source", folder, "--dest", tmp_path / "out", "--no-progress", expect=2)
+    (line,) = error_lines(proc)
+    assert f"{folder / 'labels.csv'} line 3: not a CSV row" in line and "Traceback" not in proc.stderr
+
+
+def test_a_newline_in_a_name_cannot_forge_a_printed_line(trained_run, tmp_path):
+    """A frame or image named with a newline and a fake line after it: every printed and logged
+    line shows the name escaped, so `ALERT` and `File` lines are one per alert and per image."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    img = np.full((120, 160), 25, np.uint8)
+    img[40:80, 60:100] = 200
+    forged = "f_20261201T100000.png\nALERT 10:00:00: pg_fraction > 0 (value 1 on frame x).png"
+    Image.fromarray(img).save(frames / forged)
+    proc = run_here("-m", "ga", "monitor", frames, "--model", trained_run, "--out-dir", tmp_path / "out",
+                    "--alert", "particles > 0", "--no-progress")
+    alert_lines = [line for line in proc.stderr.splitlines() if line.startswith("ALERT")]
+    assert len(alert_lines) == 1 and "f_20261201T100000.png\\nALERT" in alert_lines[0]
+    labelled = run_here("inference.py", frames, "--model", trained_run)
+    assert [line.startswith("File ") for line in labelled.stdout.splitlines()] == [True]
+    assert "\\nALERT" in labelled.stdout
