@@ -511,15 +511,17 @@ def _explain(args, model, pred):
     import numpy as np
 
     from ga.explain import explain_images
+    from ga.images import output_stems
     from ga.predict import read_image
 
     keras_model = model.keras(args.unsafe)
     out_dir = args.out_dir or "inference_out"
     done = [r.path for r in pred.results if not r.error]
+    stems = output_stems(done)  # a/x.png and b/x.png (--recursive): a/x_gradcam.png and b/x_gradcam.png
     for start in range(0, len(done), args.batch_size):
         chunk = done[start:start + args.batch_size]
         images = np.stack([read_image(p, model.labels, args.max_pixels) for p in chunk]).astype(np.float32)
-        explain_images(keras_model, model.labels, images, chunk, out_dir, pred.thresholds)
+        explain_images(keras_model, model.labels, images, chunk, out_dir, pred.thresholds, [stems[p] for p in chunk])
     log.info("Grad-CAM heat maps of %d image(s) in %s", len(done), out_dir)
 
 

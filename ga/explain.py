@@ -159,9 +159,10 @@ def _figure(images, heat, titles, path, title):
 
 
 def explain_images(model: Any, labels: dict, images: np.ndarray, names: Sequence[str], out_dir: str,
-                   thresholds: Mapping[str, float]) -> list[str]:
+                   thresholds: Mapping[str, float], stems: Sequence[str] | None = None) -> list[str]:
     """inference.py --explain: <stem>_gradcam.png per image in `out_dir` (binary and
-    multiclass: the class named; multi-label: one panel per class). Returns the paths."""
+    multiclass: the class named; multi-label: one panel per class). `stems`: each image's
+    output stem (ga.images.output_stems; default its file name's). Returns the paths."""
     from ga.tasks import get_task
 
     os.makedirs(out_dir, exist_ok=True)
@@ -178,7 +179,9 @@ def explain_images(model: Any, labels: dict, images: np.ndarray, names: Sequence
             label = classes[p] if p is not None else _names(classes, decided[k])
             value = probs[k, p] if p is not None else task.panel_value(probs[k])
             overlay(ax, images[k], heat[k], f"{label} (p={value:.3f})")
-        path = os.path.join(out_dir, f"{os.path.splitext(os.path.basename(name))[0]}_gradcam.png")
+        stem = stems[k] if stems is not None else os.path.splitext(os.path.basename(name))[0]
+        path = os.path.join(out_dir, f"{stem}_gradcam.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         save_figure(fig, path)
         paths.append(path)
     return paths

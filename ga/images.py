@@ -190,3 +190,20 @@ def dihedral(arr: np.ndarray, k: int) -> np.ndarray:
     """The k-th of the eight rotations/flips of an image array (k=0 is the identity)."""
     out = np.rot90(arr, k % 4)
     return np.fliplr(out) if k >= 4 else out
+
+
+def output_stems(paths: Sequence[str]) -> dict[str, str]:
+    """{path: the stem of the files written for it} (Grad-CAM figures, scan outputs): the file
+    name without its extension, or, for names that several inputs share (`a/x.png` and
+    `b/x.png` under --recursive), its path relative to those inputs' common folder (`a/x`,
+    `b/x`: written into subfolders), so no input's output overwrites another's."""
+    stems = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
+    counts: dict[str, int] = {}
+    for p in dict.fromkeys(paths):
+        counts[stems[p]] = counts.get(stems[p], 0) + 1
+    clashing = [p for p in dict.fromkeys(paths) if counts[stems[p]] > 1]
+    if clashing:
+        base = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in clashing])
+        for p in clashing:
+            stems[p] = os.path.splitext(os.path.relpath(os.path.abspath(p), base))[0]
+    return stems

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from ga.files import atomic_path, atomic_write_csv
 from ga.frames import page_of, read_page
-from ga.images import resize_uint8
+from ga.images import output_stems, resize_uint8
 from ga.tasks import get_task
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def tile_boxes(width: int, height: int, tile: int | Sequence[int], overlap: int 
 
 def scan_frame(model: LoadedModel, path: str, tile: int | Sequence[int], out_dir: str, batch_size: int = 32,
                threshold: float | None = None, max_pixels: int = 400_000_000, overlap: int | None = None,
-               rule: str = "classes") -> dict:
+               rule: str = "classes", stem: str | None = None) -> dict:
     """Scan one frame; write <stem>_scan.jpg, <stem>_tiles.csv and <stem>_tiles/ crops.
 
     `tile` is a size or (width, height); `overlap` the least overlap of neighbouring tiles in
@@ -93,7 +93,8 @@ def scan_frame(model: LoadedModel, path: str, tile: int | Sequence[int], out_dir
     fired = marks(probs)
     columns = get_task(labels).scan_columns(labels["classes"])
     file, page = page_of(path)
-    stem = os.path.splitext(os.path.basename(file))[0] + ("" if page is None else f"_p{page}")
+    stem = (stem or os.path.splitext(os.path.basename(file))[0]) + ("" if page is None else f"_p{page}")
+    os.makedirs(os.path.dirname(os.path.join(out_dir, stem)) or ".", exist_ok=True)
     out = _write_scan(frame, boxes, fired, probs, columns, out_dir, stem)
     return {"frame": path, "tiles": len(boxes), "overlap": overlap, "fired": int(fired.sum()), **out}
 
@@ -124,7 +125,8 @@ def _write_scan(frame, boxes, fired, probs, classes, out_dir, stem):
     for (x0, y0, x1, y1), f in zip(boxes, fired):
         if f:
             draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=(255, 0, 0), width=width)
-            Image.fromarray(frame[y0:y1, x0:x1]).save(os.path.join(crops_dir, f"{stem}_x{x0}_y{y0}.png"))
+            Image.fromarray(frame[y0:y1, x0:x1]).save(os.path.join(crops_dir,
+                                                                   f"{os.path.basename(stem)}_x{x0}_y{y0}.png"))
     scan_path = os.path.join(out_dir, f"{stem}_scan.jpg")
     with atomic_path(scan_path) as tmp:
         marked.save(tmp, format="JPEG", quality=90)
@@ -137,9 +139,11 @@ def _write_scan(frame, boxes, fired, probs, classes, out_dir, stem):
 def scan_frames(model: LoadedModel, files: Sequence[str], tile: int | Sequence[int], out_dir: str,
                 **options: Any) -> Iterator[tuple[str, dict | str]]:
     """Scan every frame. Yields (path, result dict) or (path, reason) for a frame that could
-    not be read; options as for `scan_frame`."""
+    not be read; options as for `scan_frame`. Frames whose file names clash (a/x.png and
+    b/x.png) are written under their relative paths (ga.images.output_stems)."""
+    stems = output_stems([page_of(p)[0] for p in files])
     for path in files:
         try:
-            yield path, scan_frame(model, path, tile, out_dir, **options)
+            yield path, scan_frame(model, path, tile, out_dir, stem=stems[page_of(path)[0]], **options)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             yield path, str(exc)

@@ -122,3 +122,22 @@ def test_a_newline_in_a_name_cannot_forge_a_printed_line(trained_run, tmp_path):
     labelled = run_here("inference.py", frames, "--model", trained_run)
     assert [line.startswith("File ") for line in labelled.stdout.splitlines()] == [True]
     assert "\\nALERT" in labelled.stdout
+
+
+def test_explain_and_scan_of_two_files_with_one_name_keep_both(trained_run, tmp_path):
+    """--recursive over a/x.png and b/x.png: two Grad-CAM figures and two scans, under their
+    relative paths; a name that occurs once stays flat."""
+    rng = np.random.default_rng(0)
+    for sub, name in (("a", "x.png"), ("b", "x.png"), ("b", "y.png")):
+        (tmp_path / "in" / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "in" / sub / name)
+    out = tmp_path / "out"
+    run_here("inference.py", tmp_path / "in", "--recursive", "--model", trained_run, "--explain", "--out-dir", out,
+             "--engine", "keras")
+    written = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+    assert written == ["a/x_gradcam.png", "b/x_gradcam.png", "y_gradcam.png"]
+    run_here("inference.py", tmp_path / "in", "--recursive", "--scan", "--tile", "24", "--model", trained_run,
+             "--out-dir", tmp_path / "scan")
+    tables = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "scan") for d, _, fs in os.walk(tmp_path / "scan")
+                    for f in fs if f.endswith("_tiles.csv"))
+    assert tables == ["a/x_tiles.csv", "b/x_tiles.csv", "y_tiles.csv"]
