@@ -15,10 +15,11 @@ A frame's time comes from the first of `monitor.time_sources` that gives one:
 A stack's page without a DateTime tag of its own is the file's time plus one second per
 page; a video's frame is the file's time plus the frame's own timestamp in the video.
 
-Frames are keyed by name, size and modification time (`Frame.key`), so a file replaced by
-another of the same name is a new frame, and one already done is never done again; pages of
-a stack and frames of a video by their name (`stack.tif#p3`), so a stack that grows while it
-is watched gives only its new pages.
+Frames are keyed by path, size and modification time (`Frame.key`), so a file replaced by
+another of the same name is a new frame, one already done is never done again, and files of
+one name, size and time in two folders are two frames; pages of a stack and frames of a video
+by their path and name (`stack.tif#p3`), so a stack that grows while it is watched gives only
+its new pages.
 """
 
 from __future__ import annotations
@@ -56,9 +57,19 @@ class Frame:
 
     @property
     def key(self) -> str:
-        """A whole file by name, size and mtime (a replaced file is a new frame); a page or a
-        video frame by its name alone (a stack that grows keeps its pages done)."""
-        return self.name if self.index is not None else f"{self.name}|{self.size}|{self.mtime_ns}"
+        """A whole file by its absolute path, size and mtime (a replaced file is a new frame; two
+        folders' files of one name, size and mtime are two frames); a page or a video frame by
+        its path and name alone (a stack that grows keeps its pages done)."""
+        where = os.path.join(os.path.dirname(os.path.abspath(self.path)), self.name)
+        return where if self.index is not None else f"{where}|{self.size}|{self.mtime_ns}"
+
+
+def upgraded_key(key: str, source: str) -> str:
+    """A frames.csv key as Frame.key gives it now: keys written before keys held the path
+    (`name|size|mtime`, `stack.tif#p3`) get the folder of the row's `source`."""
+    if os.path.isabs(key.split("|", 1)[0]):
+        return key
+    return os.path.join(os.path.dirname(os.path.abspath(source)), key)
 
 
 def frame_kind(path: str) -> str:

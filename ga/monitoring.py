@@ -46,7 +46,8 @@ import numpy as np
 from ga.alerts import Rule, parse_rule
 from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
-from ga.frames import Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, read_frame, rgb8
+from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, read_frame, rgb8,
+                       upgraded_key)
 from ga.images import ImageProblem
 from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
@@ -206,7 +207,7 @@ class Monitor:
                 rule.observe(r)
         if table:
             log.info("resuming %s: %d frame(s) done", self.out_dir, len(table))
-        return ({r["key"] for r in table}, min(times) if times else None, times[-1] if times else None, table)
+        return ({upgraded_key(r["key"], r["source"]) for r in table}, min(times) if times else None, times[-1] if times else None, table)
 
     # ------------------------------------------------------------------ processing
 

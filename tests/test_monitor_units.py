@@ -425,6 +425,37 @@ def test_sigterm_finishes_the_frames_in_hand_and_writes_the_page(tmp_path, proce
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_files_of_one_name_size_and_time_in_two_folders_are_two_frames(tmp_path, process):
+    """Frames are keyed by path: a copy (same bytes and mtime) in another input folder is not
+    taken as done; a folder resumed from keys written without the path is not done again."""
+    import csv as _csv
+    import shutil
+
+    from ga.monitoring import monitor
+
+    name = sorted(n for n in os.listdir(process) if n.endswith(".png"))[0]
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        shutil.copy2(os.path.join(process, name), tmp_path / sub / name)
+    out = tmp_path / "out"
+    cfg = load_config(None).monitor
+    result = monitor(_fake_model(tmp_path), [str(tmp_path / "a"), str(tmp_path / "b")], str(out), cfg)
+    rows = read_csv(out / "frames.csv")
+    assert result.frames == 2 and sorted(r["source"] for r in rows) == sorted(
+        str(tmp_path / s / name) for s in ("a", "b"))
+    assert len({r["key"] for r in rows}) == 2
+    # keys as an earlier version wrote them (name|size|mtime): the same frames, not done again
+    with open(out / "frames.csv", newline="", encoding="utf-8") as fh:
+        table = list(_csv.reader(fh))
+    at = table[0].index("key")
+    for row in table[1:]:
+        row[at] = os.path.basename(row[at])
+    with open(out / "frames.csv", "w", newline="", encoding="utf-8") as fh:
+        _csv.writer(fh).writerows(table)
+    again = monitor(_fake_model(tmp_path), [str(tmp_path / "a"), str(tmp_path / "b")], str(out), cfg)
+    assert again.frames == 0 and again.resumed == 2
+
+
 def test_on_alert_gets_all_seven_variables_of_each_alert(tmp_path):
     """--on-alert's command sees GA_ALERT_RULE, _COLUMN, _VALUE, _THRESHOLD, _FRAME, _TIME and
     GA_MONITOR_DIR, equal to the alert's row in alerts.csv; one call per alert."""
