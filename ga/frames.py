@@ -227,11 +227,40 @@ def _video_frames(path):
             log.warning("%s: the video ends early after %d frames (%s)", path, i, one_line(exc))
 
 
+def left_out(folder: str) -> list[str]:
+    """What `folder_files` leaves out of a folder and a person would wonder about, one reason
+    each: subfolders holding frames (the monitor reads a folder itself, not below it) and frame
+    names that are no readable file (a broken or self-looping link)."""
+    out = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return out
+    for n in names:
+        path = os.path.join(folder, n)
+        if hidden(n):
+            continue
+        if os.path.isdir(path) and any(frame_kind(f) for f in _listing(path)):
+            out.append(f"{path}: a subfolder with frames, not read (give it as an input of its own)")
+        elif frame_kind(n) and not os.path.isfile(path):
+            out.append(f"{path}: not a readable file (a broken or looping link?), not read")
+    return out
+
+
+def _listing(folder):
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 def iter_sources(inputs: Sequence[str]) -> Iterator[str]:
-    """Every frame file of the inputs (folders listed, files as given); a missing input is a
-    GAError."""
+    """Every frame file of the inputs (folders listed, files as given; what a folder's listing
+    leaves out is logged, `left_out`); a missing input is a GAError."""
     for item in inputs:
         if os.path.isdir(item):
+            for why in left_out(item):
+                log.warning("%s", why)
             yield from folder_files(item)
         elif os.path.isfile(item):
             yield item

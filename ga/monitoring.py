@@ -46,8 +46,8 @@ import numpy as np
 from ga.alerts import Rule, parse_rule
 from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
-from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, read_frame, rgb8,
-                       upgraded_key)
+from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, left_out, read_frame,
+                       rgb8, upgraded_key)
 from ga.images import ImageProblem
 from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
@@ -520,6 +520,8 @@ def _watch(m, folder, cfg, idle_exit, progress, stop):
     gone = False
     log.info("watching %s: looked at every %g s, a file taken once unchanged for %g s", folder, cfg.poll_seconds,
              cfg.settle_seconds)
+    for why in left_out(folder):  # said once: the listing leaves them out at every look
+        log.warning("%s", why)
     while not (stop and stop()):
         now = time.monotonic()
         there = os.path.isdir(folder)

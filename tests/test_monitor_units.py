@@ -456,6 +456,26 @@ def test_files_of_one_name_size_and_time_in_two_folders_are_two_frames(tmp_path,
     assert again.frames == 0 and again.resumed == 2
 
 
+def test_what_a_folder_listing_leaves_out_is_logged(tmp_path, process, caplog):
+    """Frames in a subfolder and a self-looping link are not read, and each is logged with why."""
+    import logging
+    import shutil
+
+    from ga.monitoring import monitor
+
+    name = sorted(n for n in os.listdir(process) if n.endswith(".png"))[0]
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    shutil.copy(os.path.join(process, name), tmp_path / "in" / name)
+    shutil.copy(os.path.join(process, name), tmp_path / "in" / "sub" / "other.png")
+    os.symlink(tmp_path / "in" / "loop.png", tmp_path / "in" / "loop.png")
+    caplog.set_level(logging.WARNING, logger="ga.frames")
+    result = monitor(_fake_model(tmp_path), [str(tmp_path / "in")], str(tmp_path / "out"), load_config(None).monitor)
+    assert result.frames == 1
+    said = "\n".join(caplog.messages)
+    assert f"{tmp_path / 'in' / 'sub'}: a subfolder with frames, not read" in said
+    assert f"{tmp_path / 'in' / 'loop.png'}: not a readable file" in said
+
+
 def test_on_alert_gets_all_seven_variables_of_each_alert(tmp_path):
     """--on-alert's command sees GA_ALERT_RULE, _COLUMN, _VALUE, _THRESHOLD, _FRAME, _TIME and
     GA_MONITOR_DIR, equal to the alert's row in alerts.csv; one call per alert."""
