@@ -60,8 +60,9 @@ class Frame:
         """A whole file by its absolute path, size and mtime (a replaced file is a new frame; two
         folders' files of one name, size and mtime are two frames); a page or a video frame by
         its path and name alone (a stack that grows keeps its pages done)."""
-        where = os.path.join(os.path.dirname(os.path.abspath(self.path)), self.name)
-        return where if self.index is not None else f"{where}|{self.size}|{self.mtime_ns}"
+        if self.index is None:
+            return f"{os.path.abspath(self.path)}|{self.size}|{self.mtime_ns}"
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), self.name)
 
 
 def upgraded_key(key: str, source: str) -> str:

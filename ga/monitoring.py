@@ -157,6 +157,7 @@ class Monitor:
         os.makedirs(out_dir, exist_ok=True)
         self._check_state()
         self.done, self.first_time, self.last_time, self.rows_done = self._recover()
+        self.names = {r["frame"] for r in self.rows_done}  # frame names in the rows (one each)
         self.frames_log = CsvLog(os.path.join(out_dir, FRAMES), self.frame_cols)
         self.particles_log = CsvLog(os.path.join(out_dir, PARTICLES), self.particle_cols)
         self.alerts_log = CsvLog(os.path.join(out_dir, ALERTS), ALERT_COLUMNS)
@@ -212,10 +213,20 @@ class Monitor:
     # ------------------------------------------------------------------ processing
 
     def pending(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """The frames not done yet."""
+        """The frames not done yet. A file rewritten in place after it was done (same name, new
+        content: a new key) is a new frame under a name of its own, `x.png#v2`, so no name
+        or (frame, particle) pair is in the rows twice."""
         for f in frames:
-            if f.key not in self.done:
-                yield f
+            if f.key in self.done:
+                continue
+            if f.name in self.names:
+                base, k = f.name, 2
+                while f"{base}#v{k}" in self.names:
+                    k += 1
+                f.name = f"{base}#v{k}"
+                log.warning("%s was written again after it was monitored: its new content is frame %s", base, f.name)
+            self.names.add(f.name)
+            yield f
 
     def process(self, frames: Iterable[Frame], flags: dict | None = None) -> int:
         """Detect, classify and write every frame given, in order; returns how many.
@@ -508,8 +519,8 @@ def _all_at_once(m, inputs, cfg, bar, stop):
 
 def _write_errors(m, errors):
     for frame, reason in errors:
-        if frame.key not in m.done:
-            m._write_frame(frame, reason, [], np.zeros((0, 1)), "")
+        for f in m.pending([frame]):  # not done yet; a rewritten file's row under a name of its own
+            m._write_frame(f, reason, [], np.zeros((0, 1)), "")
     errors.clear()
 
 

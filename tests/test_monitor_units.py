@@ -456,6 +456,46 @@ def test_files_of_one_name_size_and_time_in_two_folders_are_two_frames(tmp_path,
     assert again.frames == 0 and again.resumed == 2
 
 
+def test_a_frame_written_again_in_place_is_a_new_frame_with_a_name_of_its_own(tmp_path, process):
+    """--watch: x.png done, then rewritten with other content under the same name: its new
+    version is x.png#v2 in frames.csv and particles.csv, and no (frame, particle) pair repeats."""
+    import shutil
+    import threading
+    import time
+
+    from ga.monitoring import monitor
+
+    names = sorted(n for n in os.listdir(process) if n.endswith(".png"))[:2]
+    folder, out = tmp_path / "incoming", tmp_path / "out"
+    folder.mkdir()
+    shutil.copyfile(os.path.join(process, names[0]), folder / "x.png")
+    cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=0.2"]).monitor
+    stop = threading.Event()
+    watcher = threading.Thread(target=lambda: monitor(_fake_model(tmp_path), [str(folder)], str(out), cfg, watch=True,
+                                                      stop=stop.is_set))
+    watcher.start()
+
+    def rows(n):
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            if (out / "frames.csv").is_file() and len(read_csv(out / "frames.csv")) >= n:
+                return read_csv(out / "frames.csv")
+            time.sleep(0.05)
+        raise AssertionError(f"fewer than {n} rows")
+
+    try:
+        rows(1)
+        shutil.copyfile(os.path.join(process, names[1]), folder / "x.png.part")
+        os.replace(folder / "x.png.part", folder / "x.png")  # the same name, new content
+        got = rows(2)
+    finally:
+        stop.set()
+        watcher.join(60)
+    assert [r["frame"] for r in got] == ["x.png", "x.png#v2"] and len({r["key"] for r in got}) == 2
+    pairs = [(p["frame"], p["particle"]) for p in read_csv(out / "particles.csv")]
+    assert len(pairs) == len(set(pairs)) and {f for f, _ in pairs} == {"x.png", "x.png#v2"}
+
+
 def test_what_a_folder_listing_leaves_out_is_logged(tmp_path, process, caplog):
     """Frames in a subfolder and a self-looping link are not read, and each is logged with why."""
     import logging
