@@ -201,6 +201,18 @@ def seed_scratch(run_dir: str, scratch: str) -> None:
             shutil.copy2(src, os.path.join(scratch, name))
 
 
+def close_left_pools() -> int:
+    """Terminate every multiprocessing pool of this process that is still running; how many."""
+    import gc
+    import multiprocessing.pool
+
+    left = [o for o in gc.get_objects() if isinstance(o, multiprocessing.pool.Pool)
+            and getattr(o, "_state", None) == multiprocessing.pool.RUN]
+    for pool in left:
+        pool.terminate()
+    return len(left)
+
+
 def collective_errors(strategy: Any) -> tuple[type, ...]:
     """The TensorFlow errors that mean a worker of `strategy` went away (none for a single
     process): its peers' collective operations fail with them once its heartbeats stop."""
@@ -213,8 +225,16 @@ def collective_errors(strategy: Any) -> tuple[type, ...]:
 
 
 def lost_worker(exc: BaseException, run_dir: str | None) -> TrainingError:
-    """The TrainingError for a collective operation that failed because a worker went away."""
+    """The TrainingError for a collective operation that failed because a worker went away.
+
+    TensorFlow's eager all-reduce maps over a multiprocessing ThreadPool and closes it only
+    when every device's reduction returns; the failed one leaves it open, held by the
+    exception's frames, and its finaliser then wrote an "Exception ignored ... Bad file
+    descriptor" traceback at interpreter exit after the one-line error. Such pools are
+    stopped here."""
     import re
+
+    close_left_pools()
 
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", str(exc)).strip()
     found = re.search(r"unhealthy.*?/job:(\w+)/replica:\d+/task:(\d+)", text, re.S)

@@ -4,6 +4,7 @@ a contrastive config, and a worker killed mid-run. Every wait is bounded and the
 killed if they outlive it. The cluster's resolution under Slurm is checked with a faked
 environment."""
 
+import gc
 import json
 import os
 import re
@@ -331,6 +332,31 @@ def test_a_lost_workers_error_is_one_line_naming_the_worker_and_the_resume():
     assert "(DeadlineExceededError: deadline passed)" in other
     assert other.endswith("train(resume=...) on the chief's run folder")  # as the Python API names it
     assert collective_errors(tf.distribute.get_strategy()) == ()  # one process: no error means a lost worker
+
+
+def test_the_lost_workers_error_stops_the_pool_the_failed_all_reduce_left_open():
+    """TensorFlow's eager all-reduce maps over a ThreadPool and closes it only on success; the
+    one a failed reduction leaves running (held by the exception) is stopped with the error."""
+    import multiprocessing.pool
+
+    import tensorflow as tf
+
+    from ga.distributed import lost_worker
+
+    def reduce_on_devices():
+        pool = multiprocessing.pool.ThreadPool(2)
+        pool.map(lambda i: (_ for _ in ()).throw(tf.errors.UnavailableError(None, None, "task 1 is down")), [0, 1])
+        pool.close()
+
+    try:
+        reduce_on_devices()
+    except tf.errors.UnavailableError as exc:
+        held = exc
+        left = [o for o in gc.get_objects() if isinstance(o, multiprocessing.pool.ThreadPool)
+                and o._state == multiprocessing.pool.RUN]
+        assert left
+        lost_worker(exc, "run")
+    assert all(p._state != multiprocessing.pool.RUN for p in left) and held
 
 
 @pytest.mark.long  # about 70 s on a 2-core AVX2 machine; resume after a SIGKILL is also test_faults.py's
