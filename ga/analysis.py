@@ -94,8 +94,9 @@ def _interval_lines(m):
         if avg in m:
             lines.append(f"  {avg.replace('_', ' ')}: F1 {shown(m[avg], 'f1')}")
     if m["uncertainty"].get("collapsed"):
-        lines.append("  collapsed to a point (no resample changes them; no errors to resample): "
-                     + ", ".join(m["uncertainty"]["collapsed"]))
+        floored = m["uncertainty"].get("floored") or []
+        lines.append("  no resample changes (no errors to resample): " + ", ".join(m["uncertainty"]["collapsed"])
+                     + ("; lower bounds from the Wilson bounds of their parts: " + ", ".join(floored) if floored else ""))
     return lines
 
 

@@ -8,7 +8,12 @@ not over 480. Without groups (each image its own), accuracy, precision and recal
 proportions and get the Wilson score interval (with groups: Wilson at the effective number
 of images, see `proportion_interval`); every other figure (F1, balanced accuracy, AUC, the
 harmonic mean of F1) gets the percentile bootstrap, whose interval collapses to a point when
-no resample can change the figure (no errors): `uncertainty.collapsed` lists those.
+no resample can change the figure (no errors): `uncertainty.collapsed` lists those, and each
+gets an honest lower bound from the Wilson bounds of its parts (`uncertainty.floored`, the
+method in `uncertainty.floor`): F1 the harmonic mean of precision's and recall's lower bounds,
+balanced accuracy the mean of the recalls', macro averages the mean of their classes', the
+harmonic mean of F1 that of the classes' F1 bounds, and a perfect AUC the Wilson bound of a
+share of min(positives, negatives) comparisons. "1.0 (1.0-1.0)" is no longer reported.
 
 Every figure is computed from per-image weights (a resample's count of each image), so one
 vectorised pass gives all resamples; weights of one reproduce the point figures of
@@ -204,13 +209,82 @@ def intervals(task: Task | str, classes: Sequence[str], y_true: np.ndarray, y_pr
             if key in out:
                 out[key] = proportion_interval(hit[trials], gid[trials], settings.level)
     collapsed = sorted(".".join(k) for k, ci in out.items() if ci is not None and ci[0] == ci[1])
+    floored = _floor_collapsed(out, task, classes, y_true, gid, settings.level) if n else []
     how = {"level": settings.level,
            "method": ("cluster bootstrap: whole groups resampled within each class" if grouped else
                       "bootstrap: images resampled within each class") + ", percentile intervals",
            "proportions": "wilson, effective size by design effect" if grouped else "wilson",
            "resamples": settings.resamples, "seed": settings.seed, "images": n, "groups": n_groups,
-           "grouped": bool(grouped), "collapsed": collapsed}
+           "grouped": bool(grouped), "collapsed": collapsed, "floored": floored,
+           "floor": "a bootstrap interval that no resample can move (no errors) gets its lower bound from "
+                    "the Wilson bounds of what the figure is made of: F1 from precision's and recall's, "
+                    "balanced accuracy from the recalls', averages from their classes', AUC as a share of "
+                    "min(positives, negatives) pairs"}
     return out, how
+
+
+def _floor_collapsed(out, task, classes, y_true, gid, level):
+    """Give each interval the bootstrap left as a point (a perfect figure: no resample has an
+    error to draw) a lower bound from the Wilson bounds of its parts (module docstring of
+    `intervals`' how["floor"]); returns the keys changed, dotted."""
+    from ga.stats import wilson_interval
+
+    def point(key):
+        ci = out.get(key)
+        return ci is not None and ci[0] == ci[1]
+
+    def low(key):
+        ci = out.get(key)
+        return None if ci is None else ci[0]
+
+    changed = []
+
+    def floor(key, value):
+        if value is not None and point(key) and np.isfinite(value) and value < out[key][0]:
+            out[key] = [float(value), out[key][1]]
+            changed.append(".".join(key))
+
+    f1_low = {}
+    for c in classes:
+        p, r = low(("per_class", c, "precision")), low(("per_class", c, "recall"))
+        if p is not None and r is not None:
+            f1_low[c] = 2 * p * r / (p + r) if p + r > 0 else 0.0
+            floor(("per_class", c, "f1"), f1_low[c])
+        f1_low[c] = low(("per_class", c, "f1"))
+    for fig in ("precision", "recall", "f1"):
+        parts = [low(("per_class", c, fig)) for c in classes]
+        if all(v is not None for v in parts) and parts:
+            floor(("macro_avg", fig), float(np.mean(parts)))
+            floor(("weighted_avg", fig), float(np.min(parts)))  # no lower than its weakest class
+    recalls = [low(("per_class", c, "recall")) for c in classes]
+    recalls = [v for v in recalls if v is not None]
+    if recalls:
+        floor(("balanced_accuracy",), float(np.mean(recalls)))
+    lows = [v for v in f1_low.values() if v is not None]
+    if lows and all(v > 0 for v in lows):
+        floor(("harmonic_mean_f1",), len(lows) / sum(1 / v for v in lows))
+    for key in [k for k in out if k[0] in ("roc_auc", "roc_auc_macro")]:
+        if point(key):
+            pairs = _auc_pairs(task, classes, y_true, key)
+            if pairs:
+                floor(key, wilson_interval(round(out[key][0] * pairs), pairs, level)[0])
+    return changed
+
+
+def _auc_pairs(task, classes, y_true, key):
+    """min(positives, negatives) of the class an AUC key is about: the effective number of
+    independent comparisons a perfect AUC rests on."""
+    y = np.asarray(y_true)
+
+    def pairs(col):
+        pos = int(np.sum(task.true_index(y) == col)) if task.exclusive else int(np.sum(y[:, col] > 0.5))
+        return min(pos, len(y) - pos)
+
+    if key[0] == "roc_auc_macro":
+        return min(pairs(i) for i in range(len(classes)))
+    if len(key) > 1:
+        return pairs(classes.index(key[1]))
+    return pairs(len(classes) - 1 if task.exclusive else 0)  # binary: the positive class
 
 
 def proportion_interval(hit: np.ndarray, groups: np.ndarray, level: float = 0.95) -> list[float] | None:

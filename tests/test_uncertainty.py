@@ -187,3 +187,23 @@ def test_the_f1_interval_is_the_percentile_bootstrap_of_a_stratified_resample():
     got = cis[("per_class", "pg", "f1")]
     assert got == pytest.approx(want, abs=0.006), (got, want)  # seeded: the same draws every run
     assert want[1] - want[0] > 0.05  # a real interval on this data, not a point
+
+
+def test_a_perfect_score_gets_a_lower_bound_from_its_parts():
+    """No errors on 30 + 20 images: the bootstrap cannot move F1, balanced accuracy or AUC, so
+    each gets the lower bound its parts' Wilson bounds give (was "1.0 (1.0-1.0)")."""
+    from ga.stats import wilson_interval
+
+    classes, th = ["cex", "pg"], {"pg": 0.5}
+    y = np.array([0.0] * 30 + [1.0] * 20).reshape(-1, 1)
+    p = np.where(y > 0.5, 0.9, 0.1)
+    m, _ = compute_metrics("binary", classes, y, p, th)
+    cis, how = intervals("binary", classes, y, p, th, m, settings=Settings(resamples=200))
+    r_pg, r_cex = wilson_interval(20, 20)[0], wilson_interval(30, 30)[0]  # recall = precision here
+    assert cis[("per_class", "pg", "f1")] == pytest.approx([r_pg, 1.0])  # 2PR/(P+R) with P = R
+    assert cis[("per_class", "cex", "f1")] == pytest.approx([r_cex, 1.0])
+    assert cis[("balanced_accuracy",)] == pytest.approx([(r_pg + r_cex) / 2, 1.0])
+    assert cis[("macro_avg", "f1")] == pytest.approx([(r_pg + r_cex) / 2, 1.0])
+    assert cis[("roc_auc",)] == pytest.approx([wilson_interval(20, 20)[0], 1.0])  # min(30, 20) comparisons
+    assert "per_class.pg.f1" in how["floored"] and "roc_auc" in how["floored"] and how["floor"]
+    assert all(ci[0] < ci[1] for key, ci in cis.items() if ci is not None and key[-1] in ("f1", "balanced_accuracy"))
