@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import keras
 import tensorflow as tf
+from PIL import Image
 from sklearn.metrics import f1_score
 
 from conftest import tiny_config
-from helpers import read_csv
+from helpers import read_csv, run_here
 from ga import synthetic as syn
 from ga.analysis import compute_metrics, threshold_sweep
 from ga.cli import inference_main
@@ -209,3 +210,34 @@ def test_scan_options_out_of_range_exit_2(tmp_path, capsys, argv, needle):
         inference_main([str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_label_review_of_a_multilabel_model_finds_a_planted_mislabel(tmp_path):
+    """ga review on a multi-label model (two labels, each told by one colour channel): an image
+    with `red` labelled without it ranks in the top 3, and labels.csv keeps the 0/1 columns
+    with the suggestion applied."""
+    rng = np.random.default_rng(0)
+    combos = [(r, b) for r in (0, 1) for b in (0, 1)]
+    for split, per in (("train", 10), ("valid", 4), ("test", 5)):
+        folder = tmp_path / "split" / split
+        folder.mkdir(parents=True)
+        rows = ["filename,red,blue"]
+        for i in range(per):
+            for r, b in combos:
+                img = np.stack([np.full((32, 32), 200 if r else 40), np.full((32, 32), 100),
+                                np.full((32, 32), 200 if b else 40)], -1) + rng.normal(0, 20, (32, 32, 3))
+                name = f"{split}_{i}_{r}{b}.png"
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / name)
+                planted = split == "test" and i == 0 and (r, b) == (1, 0)
+                rows.append(f"{name},{0 if planted else r},{b}")
+        (folder / "labels.csv").write_text("\n".join(rows) + "\n")
+    cfg = tiny_config(tmp_path / "c.yaml", str(tmp_path / "split"), str(tmp_path / "runs"),
+                      model={"task": "multilabel"}, data={"any_class": False}, training={"epochs": 12})
+    run = run_here("main.py", "--config", cfg).stdout.strip().splitlines()[-1]
+    run_here("-m", "ga", "review", tmp_path / "split" / "test", "--model", run, "--out-dir", tmp_path / "review",
+             "--gradcam", "0", "--min-confidence", "0.5")
+    ranked = read_csv(tmp_path / "review" / "review.csv")
+    assert "test_0_10.png" in [os.path.basename(r["path"]) for r in ranked[:3]], ranked[:3]
+    labels = {r["filename"]: r for r in read_csv(tmp_path / "review" / "labels.csv")}
+    assert list(next(iter(labels.values()))) == ["filename", "red", "blue"] and len(labels) == 20
+    assert (labels["test_0_10.png"]["red"], labels["test_0_10.png"]["blue"]) == ("1", "0")

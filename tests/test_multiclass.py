@@ -225,3 +225,22 @@ def test_imbalance_warning_suggests_a_setting_the_task_accepts(caplog, task, hin
     assert warning == [f"imbalanced training split: a has 40 images, b only 4 (more than 3:1); consider {hint}"]
     if task == "multilabel":  # what the hint names is accepted by the config
         load_config(None, ["model.task=multilabel", "data.balance=true"])
+
+
+def test_label_review_of_a_multiclass_model_finds_a_planted_mislabel(three_class_run, tmp_path):
+    """ga review on a three-class model: a plate crop filed under cex ranks in the top 3 with
+    plate suggested, and labels.csv is the filename,label layout with the suggestion applied."""
+    import shutil
+
+    run_dir, split, _ = three_class_run
+    folder = tmp_path / "labelled"
+    shutil.copytree(os.path.join(split, "test"), folder)
+    shutil.move(folder / "plate" / "000.png", folder / "cex" / "planted.png")
+    run_here("-m", "ga", "review", folder, "--model", run_dir, "--out-dir", tmp_path / "review", "--gradcam", "0",
+             "--min-confidence", "0.5")
+    rows = read_csv(tmp_path / "review" / "review.csv")
+    top = {os.path.basename(r["path"]): r for r in rows[:3]}
+    assert "planted.png" in top and top["planted.png"]["suggested_label"] == "plate", rows[:3]
+    labels = read_csv(tmp_path / "review" / "labels.csv")
+    assert list(labels[0]) == ["filename", "label"] and len(labels) == len(rows)
+    assert {r["filename"]: r["label"] for r in labels}["cex/planted.png"] == "plate"
