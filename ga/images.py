@@ -78,6 +78,15 @@ def read_bytes(path: str) -> bytes:
         raise ImageProblem(f"unreadable: {exc.strerror or exc}") from None
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Make `max_pixels` the limit Pillow opens images under. Pillow has a bomb limit of its
+    own (it warns over Image.MAX_IMAGE_PIXELS, 89,478,485, and refuses over twice that),
+    checked while it opens, before ga's exact check: it is raised to `max_pixels` when lower,
+    never lowered (threads reading frames at once agree)."""
+    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def checked(data: bytes, max_pixels: int = MAX_PIXELS, load: bool = False) -> Any:
     """Open encoded image bytes with Pillow and check them, trusting nothing.
 
@@ -95,12 +104,7 @@ def checked(data: bytes, max_pixels: int = MAX_PIXELS, load: bool = False) -> An
     """
     if not data:
         raise ImageProblem("empty file (0 bytes)")
-    # Pillow has a bomb limit of its own (it warns over Image.MAX_IMAGE_PIXELS, 89,478,485, and
-    # refuses over twice that), checked while it opens, before the check below: `max_pixels` is
-    # the limit, so Pillow's is raised to it when lower (never lowered: threads reading frames
-    # at once agree) and its warning left to the exact check here.
-    if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from ga.files import atomic_path, atomic_write_csv
 from ga.frames import page_of, read_page
-from ga.images import output_stems, resize_uint8
+from ga.images import allow_pixels, output_stems, resize_uint8
 from ga.tasks import get_task
 
 if TYPE_CHECKING:
@@ -83,8 +83,11 @@ def scan_frame(model: LoadedModel, path: str, tile: int | Sequence[int], out_dir
     if page_of(path)[1] is not None:
         frame = read_page(path, max_pixels)
     else:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+        allow_pixels(max_pixels)  # raised, never lowered: the same rule as every other read
         with Image.open(path) as im:
+            if im.width * im.height > max_pixels:  # the exact limit (Pillow's own may be higher)
+                raise ValueError(f"{im.width}x{im.height} = {im.width * im.height} pixels is over the limit of "
+                                 f"{max_pixels}")
             frame = np.asarray(im.convert("RGB"))
     h, w, _ = frame.shape
     overlap = default_overlap(tile) if overlap is None else overlap
