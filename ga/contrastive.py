@@ -28,6 +28,7 @@ from ga.layers import (
     RandomRot90,
     RandomSometimes,
     float32_layers,
+    stateless_augment,
 )
 from ga.layouts import unlabelled_images
 
@@ -164,7 +165,11 @@ def pairs(cfg: Config, paths: Sequence[str], training: bool, batch: int | None =
     # full batches (a short last validation batch has fewer candidates, as in the study).
     ds = ds.batch(batch, drop_remainder=training).map(lambda x: tf.cast(x, tf.float32), num_parallel_calls=AUTOTUNE)
     view = views_layer(cfg.contrastive, model_input_size(cfg), cfg.training.seed + (0 if training else 100))
-    ds = ds.map(lambda x: (view(x, training=True), view(x, training=True)), num_parallel_calls=AUTOTUNE)
+    # Two independent views, every draw keyed by the batch's own seed (reproducible: ga.data.pipeline).
+    seeds = tf.data.Dataset.random(seed=cfg.training.seed + (0 if training else 100), rerandomize_each_iteration=True)
+    ds = tf.data.Dataset.zip((ds, seeds)).map(
+        lambda x, s: (stateless_augment(view.layers, x, s, 0), stateless_augment(view.layers, x, s, 1)),
+        num_parallel_calls=AUTOTUNE)
     return without_autotune_wait(ds.prefetch(AUTOTUNE))
 
 

@@ -32,7 +32,7 @@ from ga.images import (
     resize_uint8,
     tf_reads,
 )
-from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes, float32_layers
+from ga.layers import RandomChannelScale, RandomRot90, RandomSometimes, float32_layers, stateless_augment
 from ga.layouts import find_classes, labelled_images
 from ga.tasks import Task, get_task
 
@@ -278,9 +278,13 @@ def pipeline(cfg: Config, name: str, paths: Sequence[str], labels: np.ndarray, b
     ds = ds.map(lambda x, *rest: (tf.cast(x, tf.float32), *rest), num_parallel_calls=AUTOTUNE)
     aug = cfg.data.augment
     if training and aug.placement == "pipeline":
-        layer = augmentation(aug, cfg.training.seed)
+        layer = augmentation(aug, seed)
         if layer is not None:
-            ds = ds.map(lambda x, *rest: (layer(x, training=True), *rest), num_parallel_calls=AUTOTUNE)
+            # Each batch augmented with its own seed from a seeded stream (a new stream each
+            # epoch): the same images in any process, however many calls run in parallel.
+            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            ds = tf.data.Dataset.zip((ds, seeds)).map(
+                lambda batch, s: (stateless_augment(layer.layers, batch[0], s), *batch[1:]), num_parallel_calls=AUTOTUNE)
     elif not training and aug.crop:
         ds = ds.map(lambda x, *rest: (center_crop(x, aug.crop), *rest), num_parallel_calls=AUTOTUNE)
     return without_autotune_wait(ds.prefetch(AUTOTUNE))
@@ -315,7 +319,8 @@ def preview_batch(cfg: Config, paths: Sequence[str], labels: np.ndarray, n: int 
     x = tf.cast(x, tf.float32)
     layer = augmentation(cfg.data.augment, cfg.training.seed)
     if layer is not None:
-        x = layer(x, training=True)
+        first = next(iter(tf.data.Dataset.random(seed=cfg.training.seed, rerandomize_each_iteration=True)))
+        x = stateless_augment(layer.layers, x, first)
     return np.asarray(x, np.float32), np.asarray(y)
 
 

@@ -146,6 +146,40 @@ def float32_layers() -> Iterator[None]:
 
 
 
+class BatchSeed(keras.random.SeedGenerator):
+    """Random draws keyed by a seed tensor instead of a seed variable: the k-th draw from it
+    uses the stateless seed (seed, k). It holds no state between calls, so a tf.data map that
+    augments each batch with the batch's own seed gives the same images in any process, with
+    any number of parallel calls (a seed variable advanced from parallel calls does not)."""
+
+    def __init__(self, seed: Any, stream: int = 0):  # no variable: SeedGenerator's own __init__ makes one
+        self._seed = tf.cast(seed, tf.int64)
+        self._draws = stream << 20  # independent streams from one seed (the two views of SimCLR)
+
+    def next(self, ordered: bool = True) -> Any:
+        self._draws += 1
+        return tf.stack([self._seed, tf.constant(self._draws, tf.int64)])
+
+
+def stateless_augment(layers: Sequence[keras.layers.Layer], x: Any, seed: Any, stream: int = 0) -> Any:
+    """Apply augmentation layers (training mode) to a batch, every random draw keyed by the
+    scalar `seed` (the pipeline's per-batch seed) instead of the layers' seed variables.
+
+    Keras' image layers are applied through their public `get_random_transformation(seed=)`
+    and `transform_images`; the project's own through `augment(x, seed)`. `stream` gives
+    another independent draw from the same seed; a BatchSeed `seed` (a wrapping layer's)
+    goes on drawing from it."""
+    gen = seed if isinstance(seed, BatchSeed) else BatchSeed(seed, stream)
+    for layer in layers:
+        if hasattr(layer, "augment"):
+            x = layer.augment(x, gen)
+        elif hasattr(layer, "get_random_transformation"):
+            x = layer.transform_images(x, layer.get_random_transformation(x, training=True, seed=gen), training=True)
+        else:
+            raise TypeError(f"{type(layer).__name__} cannot be applied with a batch seed")
+    return x
+
+
 @keras.saving.register_keras_serializable(package="ga")
 class RandomRot90(keras.layers.Layer):
     """Each image turned by its own random multiple of 90 degrees and randomly mirrored:
@@ -158,10 +192,11 @@ class RandomRot90(keras.layers.Layer):
         self._gen = keras.random.SeedGenerator(seed)
 
     def call(self, x: Any, training: bool = True) -> Any:
-        if not training:
-            return x
+        return self.augment(x, self._gen) if training else x
+
+    def augment(self, x: Any, seed: Any) -> Any:
         n = tf.shape(x)[0]
-        flags = keras.random.uniform((3, n), seed=self._gen) < 0.5
+        flags = keras.random.uniform((3, n), seed=seed) < 0.5
         pick = lambda f, a, b: tf.where(tf.reshape(f, (-1, 1, 1, 1)), a, b)  # noqa: E731
         x = pick(flags[0], tf.transpose(x, (0, 2, 1, 3)), x)
         x = pick(flags[1], tf.reverse(x, [1]), x)
@@ -183,10 +218,13 @@ class RandomSometimes(keras.layers.Layer):
         self._gen = keras.random.SeedGenerator(seed)
 
     def call(self, x: Any, training: bool = True) -> Any:
-        if not training:
-            return x
-        mask = keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=self._gen) < self.rate
-        return tf.where(mask, self.layer(x, training=True), x)
+        return tf.where(self._mask(x, self._gen), self.layer(x, training=True), x) if training else x
+
+    def augment(self, x: Any, seed: Any) -> Any:
+        return tf.where(self._mask(x, seed), stateless_augment([self.layer], x, seed), x)
+
+    def _mask(self, x, seed):
+        return keras.random.uniform((tf.shape(x)[0], 1, 1, 1), seed=seed) < self.rate
 
     def get_config(self) -> dict:
         return {**super().get_config(), "layer": keras.layers.serialize(self.layer), "rate": self.rate,
@@ -204,10 +242,11 @@ class RandomChannelScale(keras.layers.Layer):
         self._gen = keras.random.SeedGenerator(seed)
 
     def call(self, x: Any, training: bool = True) -> Any:
-        if not training or self.scale <= 0:
-            return x
+        return self.augment(x, self._gen) if training and self.scale > 0 else x
+
+    def augment(self, x: Any, seed: Any) -> Any:
         shape = (keras.ops.shape(x)[0], 1, 1, 3)
-        f = keras.random.uniform(shape, 1 - self.scale, 1 + self.scale, seed=self._gen)
+        f = keras.random.uniform(shape, 1 - self.scale, 1 + self.scale, seed=seed)
         return keras.ops.clip(x * f, 0.0, 255.0)
 
     def get_config(self) -> dict:
@@ -228,16 +267,17 @@ class RandomResizedCrop(keras.layers.Layer):
         self._gen = keras.random.SeedGenerator(seed)
 
     def call(self, x: Any, training: bool = True) -> Any:
+        return self.augment(x, self._gen) if training else tf.image.resize(x, (self.height, self.width))
+
+    def augment(self, x: Any, seed: Any) -> Any:
         size = (self.height, self.width)
-        if not training:
-            return tf.image.resize(x, size)
         n = tf.shape(x)[0]
         h, w = tf.cast(tf.shape(x)[1], tf.float32), tf.cast(tf.shape(x)[2], tf.float32)
-        share = keras.random.uniform((n,), self.area[0], self.area[1], seed=self._gen)
+        share = keras.random.uniform((n,), self.area[0], self.area[1], seed=seed)
         side = tf.minimum(tf.sqrt(share * h * w), tf.minimum(h, w))
         fh, fw = side / h, side / w
-        y0 = keras.random.uniform((n,), seed=self._gen) * (1 - fh)
-        x0 = keras.random.uniform((n,), seed=self._gen) * (1 - fw)
+        y0 = keras.random.uniform((n,), seed=seed) * (1 - fh)
+        x0 = keras.random.uniform((n,), seed=seed) * (1 - fw)
         boxes = tf.stack([y0, x0, y0 + fh, x0 + fw], axis=1)
         return tf.image.crop_and_resize(x, boxes, tf.range(n), size)
 

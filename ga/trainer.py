@@ -382,7 +382,9 @@ def _build(cfg, classes, strategy):
         layer = augmentation(cfg.data.augment, cfg.training.seed) if cfg.data.augment.placement == "model" else None
         if layer is not None:
             # Augmentation runs on the accelerator; the saved model stays the plain one.
-            fit_model = keras.Sequential([layer, model], name="train_with_augmentation")
+            # Built on the model's input, as fit's BackupAndRestore needs a built model.
+            fit_model = keras.Sequential([keras.Input(model.input_shape[1:]), layer, model],
+                                         name="train_with_augmentation")
         compile_model(fit_model, cfg, classes, target=model)
     return Built(model, fit_model, init)
 
