@@ -1,7 +1,8 @@
 """Process monitoring speed: frames/s and particles/s of `ga monitor` on 1024x768 frames
 with about 50 particles each.
 
-    python bench/monitor.py [--frames 20] [--models demo resnet101 resnet101_int8] [--json monitor.json] [--quick]
+    python bench/monitor.py [--frames 20] [--models demo resnet101 resnet101_int8] [--refresh-frames 10000]
+                            [--json monitor.json] [--quick]
 
 Frames come from the synthetic process (`ga synth process`, the plateau of the run: about
 50 in-focus particles, 10 out of focus). For each model the whole monitor runs on every
@@ -14,7 +15,13 @@ timed too, to show where the time goes. Models (weights none: speed does not dep
 - resnet101_int8: its static INT8 model (ga.export's recipe, calibrated on 32 crops). On a
   CPU without VNNI/AMX INT8 runs on plain AVX2 kernels; the first line says which units exist.
 
-`--quick`: the demo model only, 3 frames (a smoke run).
+`--refresh-frames N` (default 10,000; 0: not measured): the cost of one page-and-figures
+refresh in a long run. The demo model's monitor folder is grown to N frames (its rows
+repeated under new names and times), then one refresh is timed as a running monitor does it
+(the size figure's particle rows held in memory) and as rebuilding from the files does it
+(particles.csv read whole), with the resume that reads the folder once.
+
+`--quick`: the demo model only, 3 frames (a smoke run; refresh at 200 frames).
 """
 
 import argparse
@@ -108,15 +115,72 @@ def monitor_rate(model_path, folder, out):
             "engine": model.engine}
 
 
+def grow(out, n):
+    """Repeat a monitor folder's frames.csv and particles.csv rows until it holds n frames."""
+    import csv
+
+    def table(name):
+        with open(os.path.join(out, name), newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        return rows[0], rows[1:]
+
+    fh_, frames = table("frames.csv")
+    ph, particles = table("particles.csv")
+    fi, pi = {c: i for i, c in enumerate(fh_)}, ph.index("frame")
+    step = max(1.0, max(float(r[fi["elapsed_s"]] or 0) for r in frames))
+    with open(os.path.join(out, "frames.csv"), "a", newline="", encoding="utf-8") as ff, \
+            open(os.path.join(out, "particles.csv"), "a", newline="", encoding="utf-8") as pf:
+        fw, pw = csv.writer(ff, lineterminator="\n"), csv.writer(pf, lineterminator="\n")
+        for k in range(len(frames), n):
+            src = frames[k % len(frames)]
+            row = list(src)
+            row[fi["frame"]] = row[fi["key"]] = f"grown_{k:06d}.png"
+            row[fi["elapsed_s"]] = f"{k * step:.3f}"
+            fw.writerow(row)
+            pw.writerows([[*p[:pi], row[fi["frame"]], *p[pi + 1:]] for p in particles if p[pi] == src[fi["frame"]]])
+
+
+def refresh_cost(model_path, folder, out, n):
+    """Seconds of one refresh of a monitor folder grown to n frames: in a running monitor
+    (size windows in memory) and rebuilt from the files; and of the resume that reads it."""
+    import json as json_
+
+    from ga.config import load_config
+    from ga.monitor_report import write_outputs
+    from ga.monitoring import STATE, Monitor, monitor
+    from ga.predict import load_model
+
+    model = load_model(model_path)
+    monitor(model, [folder], out, load_config(None).monitor)
+    grow(out, n)
+    t = time.perf_counter()
+    m = Monitor(model, out, load_config(None).monitor, [folder])
+    resume = time.perf_counter() - t
+    t = time.perf_counter()
+    m.refresh(force=True)
+    running = time.perf_counter() - t
+    with open(os.path.join(out, STATE), encoding="utf-8") as fh:
+        state = json_.load(fh)
+    t = time.perf_counter()
+    write_outputs(out, state)
+    from_files = time.perf_counter() - t
+    for f in (m.frames_log, m.particles_log, m.alerts_log):
+        f.close()
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in ("frames.csv", "particles.csv"))
+    return {"frames": n, "csv_mb": round(size / 1e6, 1), "refresh_running_s": round(running, 2),
+            "refresh_from_files_s": round(from_files, 2), "resume_s": round(resume, 2)}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=20)
     p.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    p.add_argument("--refresh-frames", type=int, default=10_000, help="time a refresh at this many frames (0: no)")
     p.add_argument("--quick", action="store_true", help="the demo model, 3 frames")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
     if args.quick:
-        args.frames, args.models = 3, ["demo"]
+        args.frames, args.models, args.refresh_frames = 3, ["demo"], min(args.refresh_frames, 200)
     import ga
     from ga.hardware import describe
 
@@ -135,6 +199,12 @@ def main():
             result[name] = r
             print(f"  {name} ({r['engine']}): {r['frames_per_s']} frames/s, {r['particles_per_s']} particles/s",
                   flush=True)
+        if args.refresh_frames:
+            name = "demo"
+            r = result["refresh"] = refresh_cost(model_file(name, work), folder, os.path.join(work, "out_refresh"),
+                                                 args.refresh_frames)
+            print(f"  refresh at {r['frames']} frames ({r['csv_mb']} MB of CSV): {r['refresh_running_s']} s running, "
+                  f"{r['refresh_from_files_s']} s from the files (resume {r['resume_s']} s)", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)

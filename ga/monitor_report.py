@@ -5,7 +5,8 @@ alerts.csv, monitor.json), so they can be rebuilt at any time and by anyone.
   (binary models: the positive class only); the particle count per class; d50 per class
   (number-weighted equivalent diameter, particles cut by the frame edge left out).
 - monitor_sizes.png: the number-weighted distribution of equivalent diameters per class in
-  the first and the last `monitor.window` frames.
+  the first and the last `monitor.window` frames monitored (a running monitor keeps their
+  particle rows in memory; rebuilt from the files, particles.csv is read once).
 - monitor.html: self-contained (figures as data URIs): the source, the model, the counts,
   the last frame's fractions, the alerts, the skipped frames and the detection settings.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+from collections import deque
 from typing import Any, Sequence
 
 import numpy as np
@@ -87,14 +89,70 @@ def plot_trend(frames: Sequence[dict], state: dict, path: str) -> str:
     return save_figure(fig, path)
 
 
+def _size_column(state):
+    return f"eq_diameter_{'um' if state['monitor'].get('pixel_size_um') else 'px'}"
+
+
+class SizeWindows:
+    """The particle rows the size figure needs, kept in memory while a monitor runs: those of
+    the first and of the last `window` frames monitored (skipped frames aside), so a refresh
+    costs the same at frame 10 and at frame 100,000 (reading particles.csv grew with the run)."""
+
+    COLUMNS = ("frame", "class", "edge")
+
+    def __init__(self, window: int, column: str):
+        self.window, self.column = max(1, int(window)), column
+        self.first: list[tuple[str, list[dict]]] = []
+        self.last: deque = deque(maxlen=self.window)
+
+    def add(self, frame: str, skipped: bool, rows: Sequence[dict]) -> None:
+        """One frame's particle rows (dicts holding at least COLUMNS and the size column)."""
+        if skipped:
+            return
+        kept = [{k: r.get(k, "") for k in (*self.COLUMNS, self.column)} for r in rows]
+        if len(self.first) < self.window:
+            self.first.append((frame, kept))
+        self.last.append((frame, kept))
+
+    def rows(self) -> list[dict]:
+        seen, out = set(), []
+        for frame, rows in (*self.first, *self.last):
+            if frame not in seen:
+                seen.add(frame)
+                out.extend(rows)
+        return out
+
+    @classmethod
+    def from_folder(cls, out_dir: str, frames: Sequence[dict], window: int, column: str) -> "SizeWindows":
+        """The windows of a folder's frames.csv rows (in order), particles.csv read once."""
+        windows = cls(window, column)
+        done = [r["frame"] for r in frames if not r["skipped"]]
+        wanted = set(done[:windows.window]) | set(done[-windows.window:])
+        by_frame: dict[str, list[dict]] = {}
+        path = os.path.join(out_dir, "particles.csv")
+        if os.path.isfile(path):
+            with open(path, newline="", encoding="utf-8") as fh:
+                rows = csv.reader(fh)
+                header = next(rows, [])
+                names = [c for c in (*cls.COLUMNS, column) if c in header]
+                at = [header.index(c) for c in names]
+                for r in rows:  # only the windows' rows become dicts
+                    if len(r) == len(header) and r[at[0]] in wanted:
+                        by_frame.setdefault(r[at[0]], []).append({c: r[i] for c, i in zip(names, at)})
+        for r in frames:
+            windows.add(r["frame"], bool(r["skipped"]), by_frame.get(r["frame"], []))
+        return windows
+
+
 def plot_sizes(frames: Sequence[dict], particles: Sequence[dict], state: dict, path: str) -> str:
-    """monitor_sizes.png: equivalent diameters of the first and last windows per class."""
+    """monitor_sizes.png: equivalent diameters of the first and last `monitor.window` frames
+    monitored (frames.csv's order; skipped frames aside), per class."""
     window = int(state["monitor"].get("window", 10))
     unit = "um" if state["monitor"].get("pixel_size_um") else "px"
-    done = [r for r in sorted(frames, key=lambda r: _num(r["elapsed_s"])) if not r["skipped"]]
+    done = [r for r in frames if not r["skipped"]]
     first = {r["frame"] for r in done[:window]}
     last = {r["frame"] for r in done[-window:]}
-    column = f"eq_diameter_{unit}"
+    column = _size_column(state)
     classes = state["classes"]
     fig, axes = pyplot().subplots(1, len(classes), figsize=(4.5 * len(classes), 3.8), squeeze=False)
     d_all = np.array([_num(p[column]) for p in particles if p["edge"] == "0"])
@@ -154,15 +212,17 @@ def build_page(out_dir: str, state: dict, frames: Sequence[dict] | None = None) 
     return "\n".join(parts)
 
 
-def write_outputs(out_dir: str, state: dict) -> list[str]:
-    """Redraw both figures and write monitor.html; returns the files written."""
+def write_outputs(out_dir: str, state: dict, windows: SizeWindows | None = None) -> list[str]:
+    """Redraw both figures and write monitor.html; returns the files written. `windows`: the
+    running monitor's size windows (without them particles.csv is read)."""
     frames = _read(os.path.join(out_dir, "frames.csv"))
-    unit = "um" if state["monitor"].get("pixel_size_um") else "px"
     written = []
     if any(not r["skipped"] for r in frames):
         written.append(plot_trend(frames, state, os.path.join(out_dir, TREND)))
-        particles = _read(os.path.join(out_dir, "particles.csv"), ["frame", "class", "edge", f"eq_diameter_{unit}"])
-        written.append(plot_sizes(frames, particles, state, os.path.join(out_dir, SIZES)))
+        if windows is None:
+            windows = SizeWindows.from_folder(out_dir, frames, int(state["monitor"].get("window", 10)),
+                                              _size_column(state))
+        written.append(plot_sizes(frames, windows.rows(), state, os.path.join(out_dir, SIZES)))
     page = os.path.join(out_dir, PAGE)
     atomic_write_text(page, build_page(out_dir, state, frames))
     return written + [page]

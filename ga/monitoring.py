@@ -163,6 +163,10 @@ class Monitor:
         self.alerts_log = CsvLog(os.path.join(out_dir, ALERTS), ALERT_COLUMNS)
         self.result = MonitorResult(out_dir, resumed=len(self.done))
         self._since_refresh = 0
+        from ga.monitor_report import SizeWindows
+
+        self.size_column = f"eq_diameter_{size_unit(cfg)}"
+        self.windows = SizeWindows.from_folder(out_dir, self.rows_done, cfg.window, self.size_column)
 
     def _numeric_columns(self):
         return [c for c in self.frame_cols if c not in ("frame", "time", "time_source", "flags", "skipped", "source",
@@ -319,6 +323,7 @@ class Monitor:
                          self.provenance["model_file"], self.provenance["model_sha256"], self.provenance["engine"]])
         row = self._frame_row(frame, stamp, flag, problem, particles, on)
         self.particles_log.write(rows)  # particle rows first: frames.csv's row commits the frame
+        self.windows.add(frame.name, bool(problem), [dict(zip(self.particle_cols, map(str, r))) for r in rows])
         self.frames_log.write([[row[c] for c in self.frame_cols]])
         self.done.add(frame.key)
         self.result.frames += 1
@@ -396,7 +401,7 @@ class Monitor:
                  "classes": self.classes, "thresholds": self.thresholds, "monitor": _config_dict(self.cfg), "rules": [r.text for r in self.rules],
                  "updated": dt.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(os.path.join(self.out_dir, STATE), state)
-        write_outputs(self.out_dir, state)
+        write_outputs(self.out_dir, state, self.windows)
 
     def close(self) -> None:
         self.refresh(force=True)

@@ -381,12 +381,44 @@ def test_the_page_is_rewritten_every_refresh_every_frames_while_watching(tmp_pat
         shutil.copyfile(os.path.join(process, n), folder / n)
     real, calls = ga.monitor_report.write_outputs, []
     monkeypatch.setattr(ga.monitor_report, "write_outputs",
-                        lambda out, state: calls.append(len(read_csv(os.path.join(out, "frames.csv")))) or
-                        real(out, state))
+                        lambda out, state, *rest: calls.append(len(read_csv(os.path.join(out, "frames.csv")))) or
+                        real(out, state, *rest))
     cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=0.1",
                              f"monitor.refresh_every={every}"]).monitor
     result = monitor(_fake_model(tmp_path), [str(folder)], str(tmp_path / "out"), cfg, watch=True, idle_exit=1.0)
     assert result.frames == 5 and calls == [5] * writes
+
+
+def test_a_refresh_reads_no_particle_rows_and_keeps_the_first_and_last_windows(tmp_path, process, monkeypatch):
+    """A running monitor's refresh draws the size figure from the first and last
+    `monitor.window` frames' particle rows held in memory (reading particles.csv grew with the
+    run: 1.3 s at 1,300 frames); they equal the windows rebuilt from the files, skipped
+    frames aside."""
+    import shutil
+
+    import ga.monitor_report
+    from ga.monitor_report import SizeWindows
+    from ga.monitoring import Monitor, _all_at_once
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = sorted(n for n in os.listdir(process) if n.endswith(".png"))[:5]
+    for n in names:
+        shutil.copyfile(os.path.join(process, n), folder / n)
+    (folder / "zz_broken.png").write_bytes(b"not a png")  # a skipped frame, last
+    read, real = [], ga.monitor_report._read
+    monkeypatch.setattr(ga.monitor_report, "_read", lambda path, *a: read.append(os.path.basename(path)) or real(path, *a))
+    cfg = load_config(None, ["monitor.window=2"]).monitor
+    m = Monitor(_fake_model(tmp_path), str(tmp_path / "out"), cfg, [str(folder)])
+    _all_at_once(m, [str(folder)], cfg, False, None)
+    m.refresh(force=True)
+    assert "particles.csv" not in read and "frames.csv" in read
+    kept = {r["frame"] for r in m.windows.rows()}
+    assert kept == {names[0], names[1], names[3], names[4]}
+    rebuilt = SizeWindows.from_folder(str(tmp_path / "out"), read_csv(tmp_path / "out/frames.csv"), 2, m.size_column)
+    assert rebuilt.rows() == m.windows.rows() and len(rebuilt.rows()) > 8
+    for f in (m.frames_log, m.particles_log, m.alerts_log):
+        f.close()
 
 
 def test_sigterm_finishes_the_frames_in_hand_and_writes_the_page(tmp_path, process, trained_run):
