@@ -105,6 +105,41 @@ def test_split_and_generators_start_without_tensorflow(argv):
     assert "usage:" in out.stdout and out.stdout.strip().endswith("TF False")
 
 
+_COMMANDS_WITHOUT_TF = """
+import os, sys
+from ga.cli import main
+run = sys.argv[1]
+steps = [
+    ["synth", "crystals", "--out", "crops", "--per-class", "6"],
+    ["split", "--source", "crops", "--dest", "split", "--no-progress"],
+    ["synth", "process", "--out", "process", "--frames", "3"],
+    ["runs", os.path.dirname(run)],
+    ["report", run],
+    ["monitor", "--show-detection", "FIRST_FRAME", "--out-dir", "shown"],
+]
+for argv in steps:
+    if "FIRST_FRAME" in argv:
+        argv[argv.index("FIRST_FRAME")] = os.path.join("process", sorted(f for f in os.listdir("process") if f.endswith(".png"))[0])
+    code = main(argv)
+    print("STEP", argv[0], code, "tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+
+
+def test_commands_that_need_no_tensorflow_do_not_import_it(tmp_path, trained_run):
+    """split, synth, runs, report and monitor --show-detection run in one fresh interpreter
+    without importing TensorFlow or Keras (the import costs 5-8 s on the slower CPUs). Checked
+    in sys.modules: `python -X importtime` misses it, as its report goes to the stderr that
+    ga silences while TensorFlow loads (GA_TF_NOTES=1 shows both). A command with a model
+    loads TensorFlow even for an ONNX model: crops are resized with TensorFlow's antialiased
+    resize, exactly as in training."""
+    out = subprocess.run([sys.executable, "-c", _COMMANDS_WITHOUT_TF, trained_run], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [line.split()[1:] for line in out.stdout.splitlines() if line.startswith("STEP ")]
+    assert [line[0] for line in lines] == ["synth", "split", "synth", "runs", "report", "monitor"]
+    assert all(line[1:] == ["0", "False", "False"] for line in lines), out.stdout
+
+
 TASK_NAMES = {"binary", "multiclass", "multilabel", "contrastive"}
 
 
