@@ -696,6 +696,10 @@ def synth_parser(prog: str | None = None) -> argparse.ArgumentParser:
     pr.add_argument("--width", type=int, default=1024)
     pr.add_argument("--height", type=int, default=768)
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--scale", type=float, default=1.0,
+                    help="resize every frame by this factor (another camera's pixel size); default: %(default)s")
+    pr.add_argument("--polarity", choices=("bright", "dark"), default="bright",
+                    help="bright particles on dark (default) or dark on light (bright-field)")
     w = sub.add_parser("wafer", help="one whole frame with labelled flakes and their boxes")
     w.add_argument("--out", default="data/wafer.png")
     w.add_argument("--width", type=int, default=4908)
@@ -720,7 +724,7 @@ def _synthesising(args):
         print(syn.generate_graphene(args.out, args.count, args.size, args.seed, progress=True))
     elif args.kind == "process":
         print(syn.generate_process(args.out, args.frames, args.seed, args.interval, (args.width, args.height),
-                                   progress=True))
+                                   progress=True, scale=args.scale, polarity=args.polarity))
     else:
         print(*syn.generate_wafer(args.out, args.width, args.height, args.seed), sep="\n")
     return 0
@@ -886,6 +890,9 @@ def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--show-detection", metavar="FRAME",
                    help="draw the detected outlines over one frame (<out-dir>/<name>_detection.png) and exit; "
                         "no model needed: for tuning monitor.*")
+    p.add_argument("--truth", metavar="FILE",
+                   help="score the detection against annotated frames (COCO JSON, or a CSV of frame,count) and write "
+                        "<out-dir>/detection_scores.csv; no model needed")
     _config_args(p)
     _common(p)
     return p
@@ -897,6 +904,8 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
     args = parser.parse_args(argv)
     if not args.inputs and not args.show_detection:
         parser.error("give a folder of frames (or --show-detection FRAME)")
+    if args.truth and (args.watch or args.show_detection):
+        parser.error("--truth goes with frames given at once, without --watch or --show-detection")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.idle_exit is not None and not args.watch:
@@ -904,7 +913,7 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
     if args.threshold is not None and not 0 < args.threshold < 1:
         parser.error("--threshold must be between 0 and 1")
     return _run(_monitoring, args, {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert",
-                                    "inputs": "PATH"})
+                                    "inputs": "PATH", "truth": "--truth"})
 
 
 def _monitoring(args):
@@ -920,6 +929,8 @@ def _monitoring(args):
     from ga.monitoring import check_inputs, monitor
 
     check_inputs(args.inputs, args.watch)  # the quick checks first: loading a model takes seconds
+    if args.truth:
+        return _scored(args, cfg)
     for rule in args.alert:
         parse_rule(rule)
     import ga
@@ -971,6 +982,20 @@ def _stop_on_signals():
     finally:
         for sig, handler in before.items():
             signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+
+
+def _scored(args, cfg):
+    """--truth FILE: detection scored against annotations (ga.truth); exit 1 when a frame
+    could not be read."""
+    from ga.truth import score_detection, summary_line
+
+    result = score_detection(args.inputs, args.truth, cfg, args.out_dir, args.max_pixels,
+                             progress=not args.no_progress)
+    for s in result["skipped"]:
+        print(f"skipped frame {printable(s['frame'])}: {printable(s['reason'])}", file=sys.stderr)
+    print(summary_line(result))
+    print(os.path.join(args.out_dir, "detection_scores.csv"))
+    return 1 if result["skipped"] else 0
 
 
 def _show_detection(path, cfg, out_dir, max_pixels):

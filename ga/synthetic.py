@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ga.files import atomic_write_csv
+from ga.files import atomic_write_csv, atomic_write_json
 from ga.images import dihedral
 from ga.layouts import LABELS_CSV
 
@@ -691,18 +691,28 @@ def make_process_frame(rng: np.random.Generator, s: float, size: Sequence[int] =
 
 
 def generate_process(out: str, frames: int = 120, seed: int = 0, interval: float = 2.0,
-                     size: Sequence[int] = PROCESS_SIZE, progress: bool = False) -> str:
+                     size: Sequence[int] = PROCESS_SIZE, progress: bool = False, scale: float = 1.0,
+                     polarity: str = "bright") -> str:
     """Write the frames of a simulated crystallization and the truth beside them.
 
     `<out>/frame_00001_20261201T100000.png ...` (the time in each name, one frame every
     `interval` seconds), `<out>/truth/particles.csv` (frame, x0, y0, x1, y1, class,
-    in_focus, edge, touching: every particle drawn) and `<out>/truth/frames.csv` (frame,
-    time, in-focus particle count, pg count, true pg fraction). Returns `out`.
+    in_focus, edge, touching: every particle drawn), `<out>/truth/frames.csv` (frame,
+    time, in-focus particle count, pg count, true pg fraction) and `<out>/truth/coco.json`
+    (the in-focus particles as COCO boxes with categories cex and pg, the out-of-focus ones
+    as regions to ignore: what `ga monitor --truth` reads). `scale` renders each frame at
+    `size` and resizes it by that factor (a camera with more or fewer pixels across the same
+    optics: edges `scale` times as wide in pixels); `polarity` "dark" inverts the grey levels
+    (a bright-field look: dark particles on a light background). Returns `out`.
     """
     import datetime as dt
 
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
+    if not 0.1 <= scale <= 8:
+        raise ValueError(f"scale must be between 0.1 and 8, got {scale}")
+    if polarity not in ("bright", "dark"):
+        raise ValueError(f"polarity must be bright or dark, got {polarity!r}")
     start = dt.datetime.strptime(PROCESS_START, "%Y%m%dT%H%M%S")
     truth_dir = os.path.join(out, "truth")
     os.makedirs(truth_dir, exist_ok=True)
@@ -711,6 +721,10 @@ def generate_process(out: str, frames: int = 120, seed: int = 0, interval: float
     for i, rng in enumerate(rngs([seed, 5], frames)):
         s = i / max(1, frames - 1)
         img, particles = make_process_frame(rng, s, size)
+        if scale != 1.0:
+            img, particles = _rescaled(img, particles, scale)
+        if polarity == "dark":
+            img = 255 - img
         t = start + dt.timedelta(seconds=i * interval)
         name = f"frame_{i + 1:05d}_{t.strftime('%Y%m%dT%H%M%S')}.png"
         _save_png(_to_rgb(img), os.path.join(out, name), level=1)
@@ -725,7 +739,36 @@ def generate_process(out: str, frames: int = 120, seed: int = 0, interval: float
                      ["frame", "x0", "y0", "x1", "y1", "class", "in_focus", "edge", "touching"], part_rows)
     atomic_write_csv(os.path.join(truth_dir, "frames.csv"), ["frame", "time", "particles", "pg_count", "pg_fraction"],
                      frame_rows)
+    h, w = img.shape[:2]
+    atomic_write_json(os.path.join(truth_dir, "coco.json"), process_coco(part_rows, [r[0] for r in frame_rows], (w, h)))
     return out
+
+
+def _rescaled(img, particles, scale):
+    """A frame resized by `scale` (bicubic) and its particles' boxes with it (outward)."""
+    h, w = img.shape
+    size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
+    out = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+    fx, fy = size[0] / w, size[1] / h
+    moved = [{**p, "x0": int(math.floor(p["x0"] * fx)), "y0": int(math.floor(p["y0"] * fy)),
+              "x1": min(size[0], int(math.ceil(p["x1"] * fx))), "y1": min(size[1], int(math.ceil(p["y1"] * fy)))}
+             for p in particles]
+    return out, moved
+
+
+def process_coco(part_rows: Sequence[Sequence], names: Sequence[str], size: Sequence[int]) -> dict:
+    """The truth of a process as a COCO document: rows (frame, x0, y0, x1, y1, class,
+    in_focus, edge, touching); in-focus particles are annotations, out-of-focus ones regions
+    to ignore (`ignore: 1`, `iscrowd: 0`)."""
+    ids = {n: i + 1 for i, n in enumerate(names)}
+    cats = {"cex": 1, "pg": 2}
+    anns = [{"id": k + 1, "image_id": ids[f], "category_id": cats[c], "bbox": [x0, y0, x1 - x0, y1 - y0],
+             "area": (x1 - x0) * (y1 - y0), "iscrowd": 0, "ignore": 0 if focus else 1,
+             "attributes": {"edge": int(edge), "touching": int(touch)}}
+            for k, (f, x0, y0, x1, y1, c, focus, edge, touch) in enumerate(part_rows)]
+    return {"info": {"description": "ga synth process: the particles drawn"},
+            "images": [{"id": ids[n], "file_name": n, "width": int(size[0]), "height": int(size[1])} for n in names],
+            "annotations": anns, "categories": [{"id": i, "name": n} for n, i in cats.items()]}
 
 
 if __name__ == "__main__":  # the command line lives in ga.cli (`ga synth` is the same command)

@@ -1,0 +1,171 @@
+"""Detection scored against annotations: `ga monitor FRAMES --truth FILE` (COCO JSON or a CSV
+of per-frame counts), the matching by hand, and the synthetic process's own COCO truth,
+rendered at other scales and polarities."""
+
+import json
+import math
+
+import pytest
+
+from helpers import one_error_line, read_csv
+from test_commands import Workspace
+from ga.errors import GAError
+from ga.truth import Truth, match, read_truth, score_frame, summary
+
+
+def _coco(path, images, annotations, categories=(("cex", 1), ("pg", 2))):
+    doc = {"images": [{"id": i + 1, "file_name": n, "width": 100, "height": 100} for i, n in enumerate(images)],
+           "annotations": [{"id": k + 1, **a} for k, a in enumerate(annotations)],
+           "categories": [{"id": i, "name": n} for n, i in categories]}
+    path.write_text(json.dumps(doc))
+    return str(path)
+
+
+def test_matching_by_hand(tmp_path):
+    """Truth A, B, C and an ignored region; found: A nearly (IoU 0.81), one box between B and C
+    (IoU 0.5 with C, 0.33 with B: it takes C), one on the ignored region, one on nothing. Matched
+    2 of 3 true, 3 found (the ignored one left out): precision 2/3, recall 2/3."""
+    coco = _coco(tmp_path / "c.json", ["f.png"], [
+        {"image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10]},          # A
+        {"image_id": 1, "category_id": 2, "bbox": [20, 0, 10, 10]},         # B
+        {"image_id": 1, "category_id": 2, "bbox": [25, 0, 10, 10]},         # C
+        {"image_id": 1, "category_id": 1, "bbox": [60, 60, 10, 10], "ignore": 1},
+    ])
+    truth = read_truth(coco)
+    assert truth.boxes["f.png"][0] == (0.0, 0.0, 10.0, 10.0, "cex") and truth.count("f.png") == 3
+    found = [(0, 0, 10, 9), (0, 0, 9, 9), (25, 0, 35, 10), (61, 61, 70, 70), (80, 80, 90, 90)]
+    # (0, 0, 10, 9) against A: 90/100 = 0.9 beats (0, 0, 9, 9)'s 0.81, so the second is spurious
+    row = score_frame("f.png", found, truth)
+    assert row["matched"] == 2 and row["found"] == 4 and row["true"] == 3
+    assert row["precision"] == pytest.approx(2 / 4) and row["recall"] == pytest.approx(2 / 3)
+    assert row["f1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3)) and row["count_error"] == 1
+    assert match([(0, 0, 10, 10)], [(5, 0, 15, 10)]) == []  # IoU 1/3 < 0.5
+    assert match([(0, 0, 10, 10)], [(0, 0, 10, 10)], min_iou=0.99) == [(0, 0)]
+
+
+def test_polygons_counts_and_sums(tmp_path):
+    coco = _coco(tmp_path / "p.json", ["a.png", "b.png"], [
+        {"image_id": 2, "category_id": 1, "segmentation": [[10, 10, 30, 12, 20, 40]]}])
+    truth = read_truth(coco)
+    assert truth.boxes["b.png"] == [(10.0, 10.0, 30.0, 40.0, "cex")] and truth.boxes["a.png"] == []
+    counts = tmp_path / "n.csv"
+    counts.write_text("frame,count\nsub/a.png,3\nb.png,0\n")
+    n = read_truth(str(counts))
+    assert not n.has_boxes and n.counts == {"a.png": 3, "b.png": 0}
+    rows = [score_frame("a.png", [(0, 0, 1, 1)] * 2, n), score_frame("b.png", [(0, 0, 1, 1)], n)]
+    assert [r["count_error"] for r in rows] == [-1, 1] and rows[0]["precision"] == ""
+    assert summary(rows, False) == {"frames": 2, "true": 3, "found": 3, "count_mae": 1.0}
+    boxed = summary([{"true": 4, "found": 2, "matched": 2, "count_error": -2}], True)
+    assert boxed["precision"] == 1.0 and boxed["recall"] == 0.5 and boxed["f1"] == pytest.approx(2 / 3)
+    empty = score_frame("a.png", [], Truth("x", boxes={"a.png": []}, counts={"a.png": 0}))
+    assert math.isnan(empty["precision"]) and math.isnan(empty["recall"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not a COCO JSON file"),
+    ('{"images": []}', "needs 'images' and 'annotations' lists"),
+    ('{"images": [{"id": 1}], "annotations": []}', "every image needs an id and a file_name"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 7, "image_id": 2, "bbox": [0,0,1,1]}]}',
+     "annotation 7 names no image"),
+    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 3, "image_id": 1, "bbox": [0,0,-1,1]}]}',
+     "annotation 3: bbox must be [x, y, width, height]"),
+    ('{"images": [], "annotations": []}', "no images in it"),
+])
+def test_bad_coco_is_one_line(tmp_path, content, message):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(GAError) as err:
+        read_truth(str(path))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("frame,n\na.png,1\n", "needs the columns frame and count"),
+    ("frame,count\na.png,two\n", "line 2: count 'two' is not a whole number"),
+    ("frame,count\na.png,-1\n", "line 2: count -1 is negative"),
+])
+def test_bad_counts_are_one_line(tmp_path, content, message):
+    path = tmp_path / "t.csv"
+    path.write_text(content)
+    with pytest.raises(GAError) as err:
+        read_truth(str(path))
+    assert message in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    ws = Workspace(tmp_path_factory.mktemp("truth"))
+    ws.run("python -m ga synth process --out data/process --frames 4 --seed 31337")
+    return ws
+
+
+def test_truth_command_scores_the_synthetic_process(ws):
+    """The README's command: per-frame rows and a summary line; the COCO truth holds the
+    in-focus particles of truth/particles.csv (out-of-focus ones as regions to ignore)."""
+    proc = ws.run("python -m ga monitor data/process --truth data/process/truth/coco.json --out-dir data/scores")
+    rows = read_csv(ws / "data/scores/detection_scores.csv")
+    assert [r["frame"] for r in rows] == sorted(r["frame"] for r in read_csv(ws / "data/process/truth/frames.csv"))
+    truth = read_csv(ws / "data/process/truth/frames.csv")
+    assert [int(r["true"]) for r in rows] == [int(t["particles"]) for t in truth]
+    doc = json.load(open(ws / "data/scores/detection_summary.json"))
+    assert doc["recall"] >= 0.9 and doc["precision"] >= 0.9 and doc["frames"] == 4
+    line = proc.stdout.splitlines()[0]
+    assert line.startswith("4 frame(s): ") and f"recall {doc['recall']:.3f}" in line
+    coco = json.load(open(ws / "data/process/truth/coco.json"))
+    drawn = read_csv(ws / "data/process/truth/particles.csv")
+    assert len(coco["annotations"]) == len(drawn)
+    assert sum(not a["ignore"] for a in coco["annotations"]) == sum(r["in_focus"] == "1" for r in drawn)
+
+
+def test_truth_errors_are_one_line_exit_2(ws, tmp_path):
+    (ws / "bad.json").write_text("{oops")
+    proc = ws.run("python -m ga monitor data/process --truth bad.json", expect=2, here=True)
+    assert "--truth: bad.json: not a COCO JSON file" in one_error_line(proc)
+    _coco(ws / "other.json", ["frame_99999.png"], [])
+    proc = ws.run("python -m ga monitor data/process --truth other.json", expect=2, here=True)
+    assert "names 1 frame(s) the inputs do not hold, e.g. frame_99999.png" in one_error_line(proc)
+    proc = ws.run("python -m ga monitor data/process --truth other.json --watch", expect=2, here=True)
+    assert proc.stderr.strip().splitlines()[-1].startswith("ga monitor: error: --truth goes with frames given at once")
+
+
+def test_counts_truth_from_a_shell(ws):
+    names = [r["frame"] for r in read_csv(ws / "data/process/truth/frames.csv")]
+    (ws / "counts.csv").write_text("frame,count\n" + "".join(f"{n},5\n" for n in names[:2]))
+    proc = ws.run("python -m ga monitor data/process --truth counts.csv --out-dir data/counted")
+    rows = read_csv(ws / "data/counted/detection_scores.csv")
+    assert len(rows) == 2 and all(r["true"] == "5" and r["precision"] == "" for r in rows)
+    assert "recall" not in proc.stdout.splitlines()[0] and "mean count error" in proc.stdout
+
+
+@pytest.mark.parametrize("scale, polarity", [(0.5, "bright"), (1.0, "dark")])
+def test_the_process_at_another_scale_and_polarity(tmp_path, scale, polarity):
+    """--scale resizes frames and boxes together; --polarity dark inverts the grey levels."""
+    import numpy as np
+    from PIL import Image
+
+    from ga.synthetic import generate_process
+
+    base = generate_process(str(tmp_path / "base"), frames=1, seed=5)
+    other = generate_process(str(tmp_path / "other"), frames=1, seed=5, scale=scale, polarity=polarity)
+    name = read_csv(tmp_path / "base/truth/frames.csv")[0]["frame"]
+    a, b = (np.asarray(Image.open(f"{d}/{name}").convert("L"), np.float32) for d in (base, other))
+    assert b.shape == (round(a.shape[0] * scale), round(a.shape[1] * scale))
+    if polarity == "dark":
+        assert np.array_equal(b, 255 - a)
+    ta, tb = read_csv(tmp_path / "base/truth/particles.csv"), read_csv(tmp_path / "other/truth/particles.csv")
+    assert len(ta) == len(tb)
+    for p, q in zip(ta, tb):
+        assert abs(int(q["x0"]) - int(p["x0"]) * scale) <= 1 and abs(int(q["y1"]) - int(p["y1"]) * scale) <= 1
+
+
+def test_synth_process_at_triple_scale_from_a_shell(ws):
+    """The README's command (one frame of its twelve): frames three times the pixels across,
+    and the COCO truth's image sizes and boxes with them."""
+    from PIL import Image
+
+    ws.run("python -m ga synth process --out data/process_x3 --frames 12 --scale 3", "--frames", "1")
+    coco = json.load(open(ws / "data/process_x3/truth/coco.json"))
+    (image,) = coco["images"]
+    assert (image["width"], image["height"]) == (3072, 2304)
+    assert Image.open(ws / "data/process_x3" / image["file_name"]).size == (3072, 2304)
+    assert max(a["bbox"][0] + a["bbox"][2] for a in coco["annotations"]) > 2048
