@@ -422,18 +422,23 @@ class MonitorConfig:
     statistics and live polling (ga.monitoring). Defaults suit dark-field probe frames
     (bright particles on a dark background) and `ga synth process`."""
 
-    polarity: Literal["bright", "dark"] = "bright"  # particles brighter (dark field) or darker than the background
+    # "auto" (the default of each size-like key) chooses the value from each frame (ga.particles.resolve):
+    # particles brighter (dark field) or darker than the background; auto: the frame's larger tail
+    polarity: Literal["auto", "bright", "dark"] = "auto"
     background: Literal["median", "none"] = "median"  # subtract a median-filtered background, or only the median
-    background_size: int = 151  # px: the background window; larger than the largest particle
+    # px: the background window, larger than the largest particle; auto: a fifth of the frame's shorter side
+    background_size: Union[int, Literal["auto"]] = "auto"
     threshold: str = "otsu"  # otsu, li, triangle, or a number of grey levels above the background
     # an automatic threshold never goes below the background's median plus this many of its robust
     # standard deviations (1.4826 MAD): a frame with few particles is not split inside its background
     threshold_floor: float = 4.0
     open_radius: int = 0  # px: an opening (removes specks and lines thinner than 2r+1 px: needles too); 0: none
-    close_radius: int = 2  # px: closing (joins an aggregate's beads); 0: none
-    min_area: int = 40  # px: smaller objects are dropped
+    close_radius: Union[int, Literal["auto"]] = "auto"  # px: closing (joins an aggregate's beads); 0: none
+    min_area: Union[int, Literal["auto"]] = "auto"  # px: smaller objects are dropped
     max_area: int = 0  # px: larger objects are dropped; 0: no limit
-    min_sharpness: float = 0.15  # ~1 / edge width in px: blurrier (out-of-focus) objects are dropped
+    # ~1 / edge width in px: blurrier (out-of-focus) objects are dropped; auto: the gap between the frame's
+    # sharp and blurred objects when they form two groups, else the frame-scaled default
+    min_sharpness: Union[float, Literal["auto"]] = "auto"
     crop_margin: float = 0.15  # context around a particle's box in its crop, fraction of the box's longer side
     pixel_size_um: Optional[float] = None  # micrometres per pixel: sizes in um too
     # Frame times, from the first of these that gives one: name (time_pattern in the file name),
@@ -458,13 +463,13 @@ class MonitorConfig:
             except ValueError:
                 raise ConfigError(f"{key}.threshold must be {', '.join(THRESHOLD_METHODS)} or a number of grey "
                                   f"levels, got {self.threshold!r}") from None
-        _range(f"{key}.background_size", self.background_size, 15, 4095)
+        for name, lo, hi in (("background_size", 15, 4095), ("close_radius", 0, 50), ("min_area", 1, 1 << 30),
+                             ("min_sharpness", 0, 10)):
+            if getattr(self, name) != "auto":
+                _range(f"{key}.{name}", getattr(self, name), lo, hi)
         _range(f"{key}.threshold_floor", self.threshold_floor, 0, 100)
         _range(f"{key}.open_radius", self.open_radius, 0, 50)
-        _range(f"{key}.close_radius", self.close_radius, 0, 50)
-        _range(f"{key}.min_area", self.min_area, 1, 1 << 30)
         _range(f"{key}.max_area", self.max_area, 0, 1 << 30)
-        _range(f"{key}.min_sharpness", self.min_sharpness, 0, 10)
         _range(f"{key}.crop_margin", self.crop_margin, 0, 2)
         _range(f"{key}.window", self.window, 1, 1 << 20)
         _range(f"{key}.refresh_every", self.refresh_every, 1, 1 << 20)
@@ -791,6 +796,12 @@ def _build(cls, raw, where):
     return cls(**kwargs)
 
 
+def _kind(tp):
+    if typing.get_origin(tp) is Literal:
+        return ", ".join(str(a) for a in typing.get_args(tp))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
 def _describe(v):
     return f"{type(v).__name__} {v!r}" if not isinstance(v, (dict, list)) else type(v).__name__
 
@@ -807,7 +818,19 @@ def _coerce(value, tp, key):
         mapping = [a for a in inner if typing.get_origin(a) is dict]
         if mapping and isinstance(value, dict):
             return _coerce(value, mapping[0], key)
-        return _coerce(value, [a for a in inner if a not in mapping][0], key)
+        candidates = [a for a in inner if a not in mapping]
+        for a in candidates[:-1]:  # a value or a keyword (int or "auto"): the first that fits
+            try:
+                return _coerce(value, a, key)
+            except ConfigError:
+                pass
+        try:
+            return _coerce(value, candidates[-1], key)
+        except ConfigError:
+            if len(candidates) == 1:
+                raise
+            raise ConfigError(f"{key} must be {' or '.join(_kind(a) for a in candidates)}, got {_describe(value)}"
+                              ) from None
     if origin is Literal:
         if isinstance(value, bool) and all(isinstance(a, str) for a in args):
             value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool

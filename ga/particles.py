@@ -91,11 +91,91 @@ def preload() -> None:
     'skimage.morphology' has no attribute 'disk'"). Called before the threads start."""
     from scipy import ndimage, spatial  # noqa: F401
     from skimage import filters, measure, morphology
+    from sklearn import mixture  # noqa: F401
 
     for module, names in ((filters, ("threshold_otsu", "threshold_li", "threshold_triangle")),
                           (measure, ("label", "regionprops")), (morphology, ("disk",))):
         for name in names:
             getattr(module, name)  # resolves the lazy attribute, importing its submodule
+
+
+# The frame the pixel defaults were chosen on (`ga synth process`: 1024 x 768): "auto" scales
+# them by the frame's shorter side over this one's.
+REFERENCE_SIDE = 768
+DEFAULTS_AT_REFERENCE = {"background_size": 151, "close_radius": 2, "min_area": 40, "min_sharpness": 0.15}
+
+
+def frame_scale(shape: Sequence[int]) -> float:
+    """The frame's shorter side over the reference frame's."""
+    return min(shape[:2]) / REFERENCE_SIDE
+
+
+def polarity_of(g: np.ndarray) -> str:
+    """"bright" or "dark": the side of the background the frame's objects lie on. Objects
+    are the pixels far (more than 4 robust standard deviations) from the frame's median;
+    the side whose far pixels weigh more (their summed distance beyond that) wins. Ties and
+    frames without any such pixel: bright."""
+    sample = g[::2, ::2]
+    median = float(np.median(sample))
+    spread = max(1e-3, 1.4826 * float(np.median(np.abs(sample - median))))
+    d = (sample - median) / spread
+    up, down = float(np.clip(d - 4, 0, None).sum()), float(np.clip(-d - 4, 0, None).sum())
+    return "dark" if down > up else "bright"
+
+
+def resolve(frame: np.ndarray, cfg: MonitorConfig) -> MonitorConfig:
+    """A copy of `cfg` with every "auto" pixel setting chosen for this frame: polarity from
+    the frame's tails (`polarity_of`), the background window, closing radius and smallest
+    area scaled from their reference values by the frame's size (`frame_scale`; an area by
+    its square). min_sharpness stays "auto" here: `detect` judges focus against the
+    frame's own objects (`focus_cut`)."""
+    import dataclasses
+
+    k = frame_scale(np.shape(frame))
+    chosen = {}
+    if cfg.polarity == "auto":
+        chosen["polarity"] = polarity_of(grey(frame))
+    if cfg.background_size == "auto":
+        chosen["background_size"] = max(15, int(round(DEFAULTS_AT_REFERENCE["background_size"] * k)) | 1)
+    if cfg.close_radius == "auto":
+        chosen["close_radius"] = max(1, int(round(DEFAULTS_AT_REFERENCE["close_radius"] * k)))
+    if cfg.min_area == "auto":
+        chosen["min_area"] = max(4, int(round(DEFAULTS_AT_REFERENCE["min_area"] * k * k)))
+    return dataclasses.replace(cfg, **chosen) if chosen else cfg
+
+
+def focus_cut(sharpness: Sequence[float], scale: float) -> float:
+    """The sharpness below which an object is out of focus, from one frame's objects.
+
+    In-focus and blurred objects form two groups of log-sharpness when both are present. A
+    mixture of two normal distributions is fitted to the log values (scikit-learn) and taken
+    when it explains them clearly better than one (BIC lower by 10 or more) and its two
+    modes are well apart (Ashman's D of at least 2, where a dip opens between them; a
+    single group split in two scores lower), at least 5% of the objects in each and a dip
+    between them: the cut is then Otsu's threshold of the log values. Otherwise (one group, or under 8 objects) the
+    reference cut scaled to the frame: sharpness is about one over the edge width in pixels,
+    so a frame with `scale` times the pixels has edges `scale` times as wide."""
+    prior = DEFAULTS_AT_REFERENCE["min_sharpness"] / max(scale, 1.0)
+    v = np.log(np.asarray([s for s in sharpness if s > 0], np.float64)).reshape(-1, 1)
+    if len(v) < 8 or float(np.ptp(v)) < 1e-6:
+        return prior
+    from sklearn.mixture import GaussianMixture
+
+    one = GaussianMixture(1, random_state=0).fit(v)
+    two = GaussianMixture(2, random_state=0, n_init=2).fit(v)
+    if two.bic(v) > one.bic(v) - 10 or float(two.weights_.min()) < 0.05:
+        return prior
+    (m1, m2), (s1, s2) = two.means_.ravel(), np.sqrt(two.covariances_.ravel())
+    if math.sqrt(2) * abs(m2 - m1) / math.sqrt(s1 * s1 + s2 * s2) < 2:
+        return prior
+    grid = np.linspace(min(m1, m2), max(m1, m2), 200).reshape(-1, 1)
+    density = two.score_samples(grid)
+    dip = int(np.argmin(density))
+    if dip in (0, len(grid) - 1):  # no dip between the modes: one skewed group
+        return prior
+    from skimage.filters import threshold_otsu
+
+    return float(math.exp(threshold_otsu(v.ravel(), nbins=64)))
 
 
 def corrected(frame: np.ndarray, cfg: MonitorConfig) -> np.ndarray:
@@ -104,6 +184,7 @@ def corrected(frame: np.ndarray, cfg: MonitorConfig) -> np.ndarray:
     from PIL import Image
     from scipy import ndimage
 
+    cfg = resolve(frame, cfg)
     g = grey(frame)
     if cfg.polarity == "dark":
         g = 255.0 - g
@@ -150,8 +231,25 @@ def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) ->
     from scipy import ndimage
     from skimage import measure, morphology
 
+    auto_window = cfg.background_size == "auto"
+    cfg = resolve(frame, cfg)
     image = corrected(frame, cfg)
     mask = image > threshold_of(image, cfg)
+    if auto_window and cfg.background != "none":
+        # The window must be larger than the largest object, or that object's interior is taken
+        # for background (and found as fragments): while an object found reaches half the
+        # window, again with a window three times its longer side (at most the frame's).
+        import dataclasses
+
+        limit = min(4095, max(mask.shape) | 1)
+        for _ in range(3):
+            side = max((max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+                        for sl in ndimage.find_objects(measure.label(mask, connectivity=2)) if sl), default=0)
+            if side <= cfg.background_size / 2 or cfg.background_size >= limit:
+                break
+            cfg = dataclasses.replace(cfg, background_size=min(limit, max(3 * side, 2 * cfg.background_size) | 1))
+            image = corrected(frame, cfg)
+            mask = image > threshold_of(image, cfg)
     if cfg.open_radius:
         mask = ndimage.binary_opening(mask, morphology.disk(cfg.open_radius))
     if cfg.close_radius:
@@ -162,13 +260,14 @@ def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) ->
     labels = measure.label(mask, connectivity=2)
     grad = _gradient(image)
     h, w = mask.shape
-    out = []
-    for region in measure.regionprops(labels):
-        p = _measure(region, image, grad, labels, (h, w), cfg)
-        if p.dropped and not keep_dropped:
-            continue
-        out.append(p)
-    return out
+    found = [_measure(region, image, grad, labels, (h, w), cfg) for region in measure.regionprops(labels)]
+    cut = cfg.min_sharpness
+    if cut == "auto":
+        cut = focus_cut([p.geometry["sharpness"] for p in found if not p.dropped], frame_scale((h, w)))
+    for p in found:
+        if not p.dropped and p.geometry["sharpness"] < cut:
+            p.dropped = "out of focus"
+    return [p for p in found if keep_dropped or not p.dropped]
 
 
 def _gradient(image):
@@ -204,7 +303,13 @@ def _measure(region, image, grad, labels, shape, cfg):
     wy0, wx0, wy1, wx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
     own = labels[wy0:wy1, wx0:wx1] == region.label
     outline = _outline(own)
-    contrast = float(image[wy0:wy1, wx0:wx1][own].mean())
+    # The contrast at the rim (the object's pixels within `rim` px of its outline), so that a
+    # large object's bright interior does not make its sharp edge look soft.
+    from scipy import ndimage
+
+    rim = max(1, int(round(2 * frame_scale(shape))))
+    band = own & ~ndimage.binary_erosion(own, iterations=rim) if min(own.shape) > 2 * rim + 2 else own
+    contrast = float(image[wy0:wy1, wx0:wx1][band if band.any() else own].mean())
     sharp = float(grad[wy0:wy1, wx0:wx1][outline].mean() / contrast) if contrast > 0 else 0.0
     fmax, fmin, hull_area = feret_diameters(outline)
     perimeter = float(region.perimeter_crofton) if area > 2 else float(4 * math.sqrt(area))
@@ -215,8 +320,6 @@ def _measure(region, image, grad, labels, shape, cfg):
         "circularity": float(min(1.0, 4 * math.pi * area / perimeter ** 2)) if perimeter else 1.0,
         "solidity": float(min(1.0, area / hull_area)) if hull_area else 1.0, "sharpness": sharp,
     })
-    if not p.dropped and sharp < cfg.min_sharpness:
-        p.dropped = "out of focus"
     ys, xs = np.nonzero(outline)
     p.outline = np.stack([ys + wy0, xs + wx0], axis=1)
     return p

@@ -135,13 +135,15 @@ def test_out_of_focus_particles_are_dropped_and_edges_flagged():
     assert disc["circularity"] > 0.9 and disc["aspect_ratio"] > 0.95
 
 
-def test_dark_particles_with_polarity_dark():
+def test_dark_particles_with_polarity_dark_or_auto():
+    """A dark particle on a light background: found with polarity dark and with auto (the
+    default, which reads the frame's darker tail), not with bright."""
     img = np.full((200, 200), 220, np.uint8)
     img[50:90, 60:150] = 40
-    assert detect(img, CFG) == []
-    dark = load_config(None, ["monitor.polarity=dark"]).monitor
-    (p,) = detect(img, dark)
-    assert p.box == (60, 50, 150, 90)
+    assert detect(img, load_config(None, ["monitor.polarity=bright"]).monitor) == []
+    for polarity in ("dark", "auto"):
+        (p,) = detect(img, load_config(None, [f"monitor.polarity={polarity}"]).monitor)
+        assert p.box == (60, 50, 150, 90)
 
 
 def test_feret_diameters_of_known_shapes():
