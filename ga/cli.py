@@ -890,6 +890,11 @@ def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--show-detection", metavar="FRAME",
                    help="draw the detected outlines over one frame (<out-dir>/<name>_detection.png) and exit; "
                         "no model needed: for tuning monitor.*")
+    p.add_argument("--calibrate", action="store_true",
+                   help="choose the detection settings from a sample of the frames and write <out-dir>/monitor.yaml "
+                        "(use it with --config), calibration.json and calibration.png; no model needed")
+    p.add_argument("--calibrate-frames", type=int, default=20, metavar="N",
+                   help="frames sampled by --calibrate, spread over the run; default: %(default)s")
     p.add_argument("--truth", metavar="FILE",
                    help="score the detection against annotated frames (COCO JSON, or a CSV of frame,count) and write "
                         "<out-dir>/detection_scores.csv; no model needed")
@@ -906,6 +911,10 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
         parser.error("give a folder of frames (or --show-detection FRAME)")
     if args.truth and (args.watch or args.show_detection):
         parser.error("--truth goes with frames given at once, without --watch or --show-detection")
+    if args.calibrate and (args.watch or args.show_detection or args.truth):
+        parser.error("--calibrate goes with frames given at once, without --watch, --show-detection or --truth")
+    if args.calibrate_frames < 1:
+        parser.error("--calibrate-frames must be at least 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.idle_exit is not None and not args.watch:
@@ -931,6 +940,15 @@ def _monitoring(args):
     check_inputs(args.inputs, args.watch)  # the quick checks first: loading a model takes seconds
     if args.truth:
         return _scored(args, cfg)
+    if args.calibrate:
+        from ga.calibration import calibrate, summary_lines
+
+        doc = calibrate(args.inputs, cfg, args.out_dir, args.calibrate_frames, args.max_pixels)
+        for s in doc["skipped"]:
+            print(f"skipped frame {printable(s['frame'])}: {printable(s['reason'])}", file=sys.stderr)
+        print("\n".join(printable(line) for line in summary_lines(doc)))
+        print(os.path.join(args.out_dir, "monitor.yaml"))
+        return 1 if doc["skipped"] else 0
     for rule in args.alert:
         parse_rule(rule)
     import ga
@@ -1003,7 +1021,7 @@ def _show_detection(path, cfg, out_dir, max_pixels):
     from ga.frames import frames_of, read_frame
     from ga.images import ImageProblem
     from ga.monitor_report import draw_detection
-    from ga.particles import corrected, detect, threshold_of
+    from ga.particles import detect, threshold_of, thresholded
 
     if not os.path.isfile(path):
         raise GAError(f"not found: {path}", arg="show_detection")
@@ -1014,7 +1032,8 @@ def _show_detection(path, cfg, out_dir, max_pixels):
         raise GAError(f"{path}: {exc}", arg="show_detection") from None
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.splitext(os.path.basename(path))[0]
-    level = threshold_of(corrected(pixels, cfg), cfg)
+    used, image, _ = thresholded(pixels, cfg)
+    level = threshold_of(image, used)
     return draw_detection(pixels, detect(pixels, cfg, keep_dropped=True), os.path.join(out_dir, f"{stem}_detection.png"),
                           f"{frame.name} (threshold {level:.1f} grey levels above the background)")
 

@@ -26,6 +26,8 @@ from ga.figures import pyplot, save_figure
 from ga.report import STYLE, embedded_figures, html_table
 
 TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
+# The outline colours of --show-detection and calibration.png: kept, cut by the edge, dropped by reason.
+DETECTION_COLOURS = {"": "lime", "edge": "cyan", "small": "0.6", "out of focus": "orange", "large": "red"}
 
 
 def _read(path, columns=None):
@@ -233,7 +235,7 @@ def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str =
     dropped, with the reason (small: grey, out of focus: orange, large: red)."""
     from ga.frames import rgb8
 
-    colours = {"": "lime", "edge": "cyan", "small": "0.6", "out of focus": "orange", "large": "red"}
+    colours = DETECTION_COLOURS
     img = rgb8(frame)
     h, w = img.shape[:2]
     fig, ax = pyplot().subplots(figsize=(min(16, w / 80), min(12, h / 80) + 0.5))

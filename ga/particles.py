@@ -144,6 +144,20 @@ def resolve(frame: np.ndarray, cfg: MonitorConfig) -> MonitorConfig:
     return dataclasses.replace(cfg, **chosen) if chosen else cfg
 
 
+# The edge width (px) that the sharpness measure itself gives a perfect step: the Gaussian
+# gradient's sigma (0.8 px, `_gradient`) times sqrt(2 pi); an ideal edge measures 1 / this.
+_OWN_EDGE = 0.8 * math.sqrt(2 * math.pi)
+
+
+def scaled_sharpness(value: float, scale: float) -> float:
+    """A sharpness cut chosen at the reference frame, for a frame with `scale` times its
+    pixels across. Sharpness is about one over the measured edge width, and the measured
+    width is the edge's own width (which scales with the frame) and the measure's own
+    (`_OWN_EDGE`, which does not) added in quadrature."""
+    own = max(1.0 / value ** 2 - _OWN_EDGE ** 2, 0.0)
+    return 1.0 / math.sqrt(scale * scale * own + _OWN_EDGE ** 2)
+
+
 def focus_cut(sharpness: Sequence[float], scale: float) -> float:
     """The sharpness below which an object is out of focus, from one frame's objects.
 
@@ -153,9 +167,8 @@ def focus_cut(sharpness: Sequence[float], scale: float) -> float:
     modes are well apart (Ashman's D of at least 2, where a dip opens between them; a
     single group split in two scores lower), at least 5% of the objects in each and a dip
     between them: the cut is then Otsu's threshold of the log values. Otherwise (one group, or under 8 objects) the
-    reference cut scaled to the frame: sharpness is about one over the edge width in pixels,
-    so a frame with `scale` times the pixels has edges `scale` times as wide."""
-    prior = DEFAULTS_AT_REFERENCE["min_sharpness"] / max(scale, 1.0)
+    reference cut scaled to the frame (`scaled_sharpness`)."""
+    prior = scaled_sharpness(DEFAULTS_AT_REFERENCE["min_sharpness"], scale)
     v = np.log(np.asarray([s for s in sharpness if s > 0], np.float64)).reshape(-1, 1)
     if len(v) < 8 or float(np.ptp(v)) < 1e-6:
         return prior
@@ -219,6 +232,34 @@ def threshold_of(image: np.ndarray, cfg: MonitorConfig) -> float:
     return max(value, median + cfg.threshold_floor * spread)
 
 
+def thresholded(frame: np.ndarray, cfg: MonitorConfig) -> tuple[MonitorConfig, np.ndarray, np.ndarray]:
+    """(the settings resolved for this frame, the corrected frame, the thresholded mask):
+    steps 1-3 of the module docstring, with an `auto` background window widened while an
+    object found reaches half of it (else the object's interior is taken for background and
+    it is found as fragments), to three times its longer side, at most the frame's."""
+    import dataclasses
+
+    from scipy import ndimage
+    from skimage import measure
+
+    auto_window = cfg.background_size == "auto"
+    cfg = resolve(frame, cfg)
+    image = corrected(frame, cfg)
+    mask = image > threshold_of(image, cfg)
+    if not auto_window or cfg.background == "none":
+        return cfg, image, mask
+    limit = min(4095, max(mask.shape) | 1)
+    for _ in range(3):
+        side = max((max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+                    for sl in ndimage.find_objects(measure.label(mask, connectivity=2)) if sl), default=0)
+        if side <= cfg.background_size / 2 or cfg.background_size >= limit:
+            break
+        cfg = dataclasses.replace(cfg, background_size=min(limit, max(3 * side, 2 * cfg.background_size) | 1))
+        image = corrected(frame, cfg)
+        mask = image > threshold_of(image, cfg)
+    return cfg, image, mask
+
+
 def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) -> list[Particle]:
     """The particles of one frame (module docstring), kept ones only unless `keep_dropped`.
 
@@ -231,25 +272,7 @@ def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) ->
     from scipy import ndimage
     from skimage import measure, morphology
 
-    auto_window = cfg.background_size == "auto"
-    cfg = resolve(frame, cfg)
-    image = corrected(frame, cfg)
-    mask = image > threshold_of(image, cfg)
-    if auto_window and cfg.background != "none":
-        # The window must be larger than the largest object, or that object's interior is taken
-        # for background (and found as fragments): while an object found reaches half the
-        # window, again with a window three times its longer side (at most the frame's).
-        import dataclasses
-
-        limit = min(4095, max(mask.shape) | 1)
-        for _ in range(3):
-            side = max((max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
-                        for sl in ndimage.find_objects(measure.label(mask, connectivity=2)) if sl), default=0)
-            if side <= cfg.background_size / 2 or cfg.background_size >= limit:
-                break
-            cfg = dataclasses.replace(cfg, background_size=min(limit, max(3 * side, 2 * cfg.background_size) | 1))
-            image = corrected(frame, cfg)
-            mask = image > threshold_of(image, cfg)
+    cfg, image, mask = thresholded(frame, cfg)
     if cfg.open_radius:
         mask = ndimage.binary_opening(mask, morphology.disk(cfg.open_radius))
     if cfg.close_radius:

@@ -105,6 +105,10 @@ in-process default counterpart.
       -> test_truth.py::test_truth_command_scores_the_synthetic_process
   $ python -m ga synth process --out data/process_x3 --frames 12 --scale 3
       -> test_truth.py::test_synth_process_at_triple_scale_from_a_shell
+  $ python -m ga monitor data/other --calibrate --out-dir data/calibration
+      -> test_truth.py::test_calibrate_then_score_on_a_half_scale_bright_field_process
+  $ python -m ga monitor data/other --truth data/other/truth/coco.json --config data/calibration/monitor.yaml --out-dir data/other_scores
+      -> test_truth.py::test_calibrate_then_score_on_a_half_scale_bright_field_process
   $ python -m ga monitor incoming/ --model deliverables/<run> --watch --alert "pg_fraction > 0.10 over 5 frames" --on-alert 'echo "$GA_ALERT_RULE at $GA_ALERT_FRAME" >> alerts.log'
       -> test_monitor.py::test_watch_takes_every_frame_once_through_a_kill_and_restart
   $ python -m ga monitor stack.tif --model deliverables/<run> --out-dir stack_monitor
