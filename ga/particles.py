@@ -1,25 +1,33 @@
 """Particles in a whole frame: detection, geometry and one crop per particle for the model.
 
 The steps (scikit-image and SciPy do each), every parameter in the config's `monitor`
-section (`ga.config.MonitorConfig`):
+section (`ga.config.MonitorConfig`). The size-like ones default to `auto`: chosen for each
+frame by `resolve` (from the frame's size relative to the 1024 x 768 reference frame the
+defaults were chosen on, and from its grey levels), by `thresholded` and by `focus_cut`
+(from the frame's own objects); `ga monitor --calibrate` (ga.calibration) chooses them once
+over a sample of the frames instead. A value given in the configuration is used as given.
 
 1. grey levels 0-255 (RGB averaged; 16-bit scaled), turned so that particles are bright
-   (`polarity: dark` for a bright-field frame whose particles are dark);
+   (`polarity`: bright, dark, or auto: the side of the frame's heavier tail);
 2. background correction: the frame minus a median-filtered copy of it taken at reduced
-   scale (`background_size` px window), which removes uneven illumination and vignetting
+   scale (`background_size` px window; auto: a fifth of the shorter side, widened while an
+   object found reaches half the window), which removes uneven illumination and vignetting
    but keeps anything much smaller than the window;
 3. a threshold on the corrected frame: Otsu's (default), Li's, the triangle method, or a
    number of grey levels; an automatic one never below the background's median plus
    `threshold_floor` robust standard deviations (a frame with few particles has no second
    mode, and Otsu's method would split its background);
 4. morphology: an opening of `open_radius` px (removes noise and hairlines), a closing of
-   `close_radius` px (joins a granular aggregate's beads), holes filled;
+   `close_radius` px (joins a granular aggregate's beads; auto: 2 px at the reference
+   frame, in proportion), holes filled;
 5. connected components (8-connected), each measured;
-6. filters: area between `min_area` and `max_area` px; sharpness at least `min_sharpness`
-   (out-of-focus particles dropped). Sharpness is the mean gradient magnitude on a
-   particle's outline divided by its contrast (its mean level above the corrected
-   background): about one over the edge's width in pixels (in-focus particles of the
-   synthetic process 0.16-0.5, blurred ones below 0.15);
+6. filters: area between `min_area` (auto: 40 px at the reference frame, in proportion to
+   the area) and `max_area` px; sharpness at least `min_sharpness` (out-of-focus particles
+   dropped). Sharpness is the mean gradient magnitude on a particle's outline divided by its
+   contrast at its rim (its mean level above the corrected background within a few pixels
+   of the outline): about one over the edge's width in pixels. auto: the split between the
+   frame's sharp and blurred objects when they form two groups, else 0.15 (the reference
+   frame's cut) scaled to the frame (`scaled_sharpness`);
 7. a particle touching the frame's edge is kept and classified, but flagged `edge`: it is
    cut, so its size is wrong, and the size statistics leave it out.
 
