@@ -875,6 +875,9 @@ def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="PATH", help="a folder of frames, TIFF stacks or videos (--watch: one "
                    "folder)")
     _model_args(p)
+    for action in p._actions:  # given or not is told apart: a config's monitor.batch_size is the default
+        if action.dest == "batch_size":
+            action.default, action.help = None, "particle crops per prediction call; default: monitor.batch_size (64)"
     p.add_argument("--out-dir", default="monitor_out",
                    help="the monitor folder (resumed when it holds earlier frames of the same inputs); "
                         "default: %(default)s")
@@ -915,7 +918,7 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
         parser.error("--calibrate goes with frames given at once, without --watch, --show-detection or --truth")
     if args.calibrate_frames < 1:
         parser.error("--calibrate-frames must be at least 1")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.idle_exit is not None and not args.watch:
         parser.error("--idle-exit goes with --watch")
@@ -929,7 +932,7 @@ def _monitoring(args):
     from ga.config import load_config
 
     cfg = load_config(args.config, args.overrides).monitor
-    if args.batch_size != 64:
+    if args.batch_size is not None:  # the flag wins over the config, whatever its value
         cfg.batch_size = args.batch_size
     if args.show_detection:
         print(_show_detection(args.show_detection, cfg, args.out_dir, args.max_pixels))

@@ -618,3 +618,22 @@ def test_detection_imports_nothing_after_preload():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(" ", 1)
     assert out[0] == "1" and out[1].strip() == "[]", out
+
+
+def test_monitor_batch_size_flag_wins_over_the_config(tmp_path, monkeypatch):
+    """`--batch-size 64` (the former default value) is honoured when a config sets
+    monitor.batch_size; without the flag the config's value holds."""
+    import ga.cli
+    import ga.monitoring
+
+    seen = []
+    monkeypatch.setattr(ga.monitoring, "monitor", lambda model, inputs, out, cfg, *a, **k:
+                        seen.append(cfg.batch_size) or ga.monitoring.MonitorResult(out))
+    monkeypatch.setattr("ga.predict.load_model", lambda *a, **k: _fake_model(tmp_path))
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("monitor:\n  batch_size: 8\n")
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for extra in (["--batch-size", "64"], []):
+        assert ga.cli.main(["monitor", str(frames), "--config", str(cfg), "--out-dir", str(tmp_path / "o"), *extra]) == 0
+    assert seen == [64, 8]
