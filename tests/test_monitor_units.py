@@ -637,3 +637,18 @@ def test_monitor_batch_size_flag_wins_over_the_config(tmp_path, monkeypatch):
     for extra in (["--batch-size", "64"], []):
         assert ga.cli.main(["monitor", str(frames), "--config", str(cfg), "--out-dir", str(tmp_path / "o"), *extra]) == 0
     assert seen == [64, 8]
+
+
+def test_fill_holes_and_grey_match_their_slow_forms():
+    """The labelling fill and the 16-bit grey sum give exactly what scipy's binary_fill_holes
+    and a float mean give."""
+    from scipy import ndimage
+
+    from ga.particles import fill_holes, grey
+
+    rng = np.random.default_rng(0)
+    for density in (0.2, 0.45, 0.7):
+        m = rng.random((60, 80)) < density
+        assert (fill_holes(m) == ndimage.binary_fill_holes(m)).all()
+    rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    np.testing.assert_allclose(grey(rgb), rgb.astype(np.float32).mean(axis=2), atol=1e-4)
