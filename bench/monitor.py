@@ -21,7 +21,12 @@ repeated under new names and times), then one refresh is timed as a running moni
 (the size figure's particle rows held in memory) and as rebuilding from the files does it
 (particles.csv read whole), with the resume that reads the folder once.
 
-`--quick`: the demo model only, 3 frames (a smoke run; refresh at 200 frames).
+Large frames: detection alone on 3 frames of 4288 x 2848 (12 megapixels: the process
+rendered at 1072 x 712 and resized 4 times, as a camera with 4 times the pixels across would
+see it), the median time per frame, with every setting `auto`.
+
+`--quick`: the demo model only, 3 frames (a smoke run; refresh at 200 frames; large frames
+at 2144 x 1424).
 """
 
 import argparse
@@ -99,6 +104,27 @@ def detection_rate(folder):
     t = time.perf_counter()
     counts = [len(detect(img, cfg)) for img in images]
     return len(images) / (time.perf_counter() - t), float(np.mean(counts))
+
+
+def large_frame_seconds(work, scale=4.0, n=3):
+    """Median seconds of detection on n frames of (1072 x 712) * scale, and the frame size."""
+    from PIL import Image
+
+    from ga.config import load_config
+    from ga.particles import detect, preload
+    from ga.synthetic import generate_process
+
+    folder = generate_process(os.path.join(work, "large"), frames=n, seed=7, size=(1072, 712), scale=scale)
+    names = sorted(f for f in os.listdir(folder) if f.endswith(".png"))
+    cfg = load_config(None).monitor
+    preload()
+    times = []
+    for name in names:
+        img = np.asarray(Image.open(os.path.join(folder, name)))
+        t = time.perf_counter()
+        detect(img, cfg)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), list(img.shape[1::-1])
 
 
 def monitor_rate(model_path, folder, out):
@@ -194,6 +220,9 @@ def main():
         rate, per_frame = detection_rate(folder)
         result["detection_only"] = {"frames_per_s": round(rate, 3), "particles_per_frame": round(per_frame, 1)}
         print(f"  detection alone: {rate:.2f} frames/s ({per_frame:.1f} particles per frame)", flush=True)
+        seconds, size = large_frame_seconds(work, 2.0 if args.quick else 4.0)
+        result["large_frame"] = {"size": size, "detection_s": round(seconds, 2)}
+        print(f"  detection of a {size[0]}x{size[1]} frame: {seconds:.2f} s", flush=True)
         for name in args.models:
             r = monitor_rate(model_file(name, work), folder, os.path.join(work, f"out_{name}"))
             result[name] = r
