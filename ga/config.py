@@ -796,6 +796,30 @@ def _build(cls, raw, where):
     return cls(**kwargs)
 
 
+def _coerce_union(value, args, key):
+    """Optional[X], a mapping or a value, or a value or a keyword (int or "auto"): the first
+    type that fits."""
+    if value is None and type(None) in args:
+        return None
+    inner = [a for a in args if a is not type(None)]
+    mapping = [a for a in inner if typing.get_origin(a) is dict]
+    if mapping and isinstance(value, dict):
+        return _coerce(value, mapping[0], key)
+    candidates = [a for a in inner if a not in mapping]
+    for a in candidates[:-1]:
+        try:
+            return _coerce(value, a, key)
+        except ConfigError:
+            pass
+    try:
+        return _coerce(value, candidates[-1], key)
+    except ConfigError:
+        if len(candidates) == 1:
+            raise
+        raise ConfigError(f"{key} must be {' or '.join(_kind(a) for a in candidates)}, got {_describe(value)}"
+                          ) from None
+
+
 def _kind(tp):
     if typing.get_origin(tp) is Literal:
         return ", ".join(str(a) for a in typing.get_args(tp))
@@ -812,25 +836,7 @@ def _coerce(value, tp, key):
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        mapping = [a for a in inner if typing.get_origin(a) is dict]
-        if mapping and isinstance(value, dict):
-            return _coerce(value, mapping[0], key)
-        candidates = [a for a in inner if a not in mapping]
-        for a in candidates[:-1]:  # a value or a keyword (int or "auto"): the first that fits
-            try:
-                return _coerce(value, a, key)
-            except ConfigError:
-                pass
-        try:
-            return _coerce(value, candidates[-1], key)
-        except ConfigError:
-            if len(candidates) == 1:
-                raise
-            raise ConfigError(f"{key} must be {' or '.join(_kind(a) for a in candidates)}, got {_describe(value)}"
-                              ) from None
+        return _coerce_union(value, args, key)
     if origin is Literal:
         if isinstance(value, bool) and all(isinstance(a, str) for a in args):
             value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool

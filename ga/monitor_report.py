@@ -24,6 +24,7 @@ import numpy as np
 from ga.files import atomic_write_text
 from ga.figures import pyplot, save_figure
 from ga.report import STYLE, embedded_figures, html_table
+from ga.truth import box_iou
 
 TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
 # The outline colours of --show-detection and calibration.png: kept, cut by the edge, dropped by reason.
@@ -255,15 +256,6 @@ def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str =
     ax.set_title((title + ": " if title else "") + found, fontsize=9)
     ax.set_axis_off()
     return save_figure(fig, path)
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def score_against_truth(process_dir: str, out_dir: str, positive: str = "pg", min_iou: float = 0.5) -> dict:

@@ -199,3 +199,16 @@ def test_extends_naming_a_file_that_is_no_config_names_it_without_its_content(tm
         load_config(path)
     assert str(secret) in str(info.value) and "is not a ga config" in str(info.value)
     assert "root" not in str(info.value).replace(str(tmp_path), "") and "19000" not in str(info.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("monitor.min_area=big", "monitor.min_area must be an integer or auto, got str 'big'"),
+    ("monitor.min_sharpness=-1", "monitor.min_sharpness must be between 0 and 10"),
+    ("monitor.polarity=grey", "monitor.polarity must be one of auto, bright, dark"),
+])
+def test_monitor_auto_keys_take_a_value_or_auto(override, message):
+    cfg = load_config(None, ["monitor.min_area=60", "monitor.background_size=auto"]).monitor
+    assert cfg.min_area == 60 and cfg.background_size == "auto" and cfg.min_sharpness == "auto"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)

@@ -61,35 +61,25 @@ def test_polygons_counts_and_sums(tmp_path):
     assert math.isnan(empty["precision"]) and math.isnan(empty["recall"])
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "not a COCO JSON file"),
-    ('{"images": []}', "needs 'images' and 'annotations' lists"),
-    ('{"images": [{"id": 1}], "annotations": []}', "every image needs an id and a file_name"),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 7, "image_id": 2, "bbox": [0,0,1,1]}]}',
-     "annotation 7 names no image"),
-    ('{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 3, "image_id": 1, "bbox": [0,0,-1,1]}]}',
-     "annotation 3: bbox must be [x, y, width, height]"),
-    ('{"images": [], "annotations": []}', "no images in it"),
+@pytest.mark.parametrize("suffix, content, message", [
+    (".json", "{not json", "not a COCO JSON file"),
+    (".json", '{"images": []}', "needs 'images' and 'annotations' lists"),
+    (".json", '{"images": [{"id": 1}], "annotations": []}', "every image needs an id and a file_name"),
+    (".json", '{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 7, "image_id": 2, '
+              '"bbox": [0,0,1,1]}]}', "annotation 7 names no image"),
+    (".json", '{"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"id": 3, "image_id": 1, '
+              '"bbox": [0,0,-1,1]}]}', "annotation 3: bbox must be [x, y, width, height]"),
+    (".json", '{"images": [], "annotations": []}', "no images in it"),
+    (".csv", "frame,n\na.png,1\n", "needs the columns frame and count"),
+    (".csv", "frame,count\na.png,two\n", "line 2: count 'two' is not a whole number"),
+    (".csv", "frame,count\na.png,-1\n", "line 2: count -1 is negative"),
 ])
-def test_bad_coco_is_one_line(tmp_path, content, message):
-    path = tmp_path / "t.json"
+def test_bad_truth_files_are_one_line(tmp_path, suffix, content, message):
+    path = tmp_path / f"t{suffix}"
     path.write_text(content)
     with pytest.raises(GAError) as err:
         read_truth(str(path))
     assert message in str(err.value) and "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize("content, message", [
-    ("frame,n\na.png,1\n", "needs the columns frame and count"),
-    ("frame,count\na.png,two\n", "line 2: count 'two' is not a whole number"),
-    ("frame,count\na.png,-1\n", "line 2: count -1 is negative"),
-])
-def test_bad_counts_are_one_line(tmp_path, content, message):
-    path = tmp_path / "t.csv"
-    path.write_text(content)
-    with pytest.raises(GAError) as err:
-        read_truth(str(path))
-    assert message in str(err.value)
 
 
 @pytest.fixture(scope="module")
