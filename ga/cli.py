@@ -898,6 +898,12 @@ def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "(use it with --config), calibration.json and calibration.png; no model needed")
     p.add_argument("--calibrate-frames", type=int, default=20, metavar="N",
                    help="frames sampled by --calibrate, spread over the run; default: %(default)s")
+    p.add_argument("--save-crops", metavar="DIR",
+                   help="write every kept particle's crop (the window the model sees) to DIR with crops.csv, for "
+                        "labelling; no model needed")
+    p.add_argument("--cluster", type=int, metavar="K",
+                   help="with --save-crops: group the crops into DIR/cluster_<k>/ by k-means on simple image "
+                        "features")
     p.add_argument("--truth", metavar="FILE",
                    help="score the detection against annotated frames (COCO JSON, or a CSV of frame,count) and write "
                         "<out-dir>/detection_scores.csv; no model needed")
@@ -918,6 +924,13 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
         parser.error("--calibrate goes with frames given at once, without --watch, --show-detection or --truth")
     if args.calibrate_frames < 1:
         parser.error("--calibrate-frames must be at least 1")
+    if args.cluster is not None and not args.save_crops:
+        parser.error("--cluster goes with --save-crops")
+    if args.cluster is not None and args.cluster < 2:
+        parser.error("--cluster must be at least 2")
+    if args.save_crops and (args.watch or args.show_detection or args.truth or args.calibrate):
+        parser.error("--save-crops goes with frames given at once, without --watch, --show-detection, --truth or "
+                     "--calibrate")
     if args.batch_size is not None and args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
     if args.idle_exit is not None and not args.watch:
@@ -943,6 +956,17 @@ def _monitoring(args):
     check_inputs(args.inputs, args.watch)  # the quick checks first: loading a model takes seconds
     if args.truth:
         return _scored(args, cfg)
+    if args.save_crops:
+        from ga.crops import save_crops
+
+        done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress)
+        for frame, reason in done["skipped"]:
+            print(f"skipped {printable(frame)}: {printable(reason)}", file=sys.stderr)
+        groups = f" in {len(done['clusters'])} clusters ({', '.join(f'{k}: {n}' for k, n in done['clusters'].items())})" \
+            if done["clusters"] else ""
+        print(f"{done['crops']} crop(s) of {done['frames']} frame(s){groups}")
+        print(os.path.join(args.save_crops, "crops.csv"))
+        return 1 if done["skipped"] else 0
     if args.calibrate:
         from ga.calibration import calibrate, summary_lines
 

@@ -109,6 +109,8 @@ in-process default counterpart.
       -> test_truth.py::test_calibrate_then_score_on_a_half_scale_bright_field_process
   $ python -m ga monitor data/other --truth data/other/truth/coco.json --config data/calibration/monitor.yaml --out-dir data/other_scores
       -> test_truth.py::test_calibrate_then_score_on_a_half_scale_bright_field_process
+  $ python -m ga monitor data/frames --save-crops data/crops --cluster 2
+      -> test_truth.py::test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite
   $ python -m ga monitor incoming/ --model deliverables/<run> --watch --alert "pg_fraction > 0.10 over 5 frames" --on-alert 'echo "$GA_ALERT_RULE at $GA_ALERT_FRAME" >> alerts.log'
       -> test_monitor.py::test_watch_takes_every_frame_once_through_a_kill_and_restart
   $ python -m ga monitor stack.tif --model deliverables/<run> --out-dir stack_monitor

@@ -4,6 +4,7 @@ rendered at other scales and polarities."""
 
 import json
 import math
+import os
 
 import pytest
 
@@ -222,3 +223,56 @@ def test_calibration_bad_inputs(tmp_path):
     assert "calibrated on 1 frame(s) of 384x288, 0 object(s)" in proc.stdout
     proc = run_here("-m", "ga", "monitor", str(blank), "--calibrate", "--calibrate-frames", "0", expect=2)
     assert "--calibrate-frames must be at least 1" in proc.stderr
+
+
+# ---------------------------------------------------------------------------- crops for labelling
+
+
+def test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite(tmp_path):
+    """The README's command on four mid-run frames of the process (PG 20-40%): every kept
+    particle's crop and its crops.csv row; two k-means clusters that follow the classes (each
+    at least 90% one class, by the truth's boxes); a second run into the same folder adds
+    crops under new names and rows, and leaves the first ones as they were."""
+    import csv
+    import collections
+    import shutil
+
+    from ga.synthetic import generate_process
+    from ga.truth import box_iou
+
+    ws = Workspace(tmp_path)
+    process = generate_process(str(ws / "all"), frames=11, seed=9)
+    (ws / "data/frames").mkdir(parents=True)
+    names = sorted(f for f in os.listdir(process) if f.endswith(".png"))[4:8]
+    for n in names:
+        shutil.copyfile(os.path.join(process, n), ws / "data/frames" / n)
+    proc = ws.run("python -m ga monitor data/frames --save-crops data/crops --cluster 2")
+    rows = read_csv(ws / "data/crops/crops.csv")
+    assert proc.stdout.startswith(f"{len(rows)} crop(s) of 4 frame(s) in 2 clusters")
+    truth = read_truth(os.path.join(process, "truth/coco.json"))
+    by = collections.defaultdict(collections.Counter)
+    for r in rows:
+        box = tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1"))
+        best = max(truth.boxes[r["frame"]], key=lambda t: box_iou(box, t[:4]))
+        if box_iou(box, best[:4]) >= 0.5:
+            by[r["cluster"]][best[4]] += 1
+        assert os.path.isfile(ws / "data/crops" / r["crop"]) and r["crop"].startswith(f"cluster_{r['cluster']}/")
+    assert sorted(by) == ["0", "1"] and {c.most_common(1)[0][0] for c in by.values()} == {"cex", "pg"}
+    assert all(c.most_common(1)[0][1] >= 0.9 * sum(c.values()) for c in by.values()), by
+    first = {r["crop"]: open(ws / "data/crops" / r["crop"], "rb").read() for r in rows}
+    ws.run("python -m ga monitor data/frames --save-crops data/crops", "--no-progress")
+    again = read_csv(ws / "data/crops/crops.csv")
+    assert len(again) == 2 * len(rows) and len({r["crop"] for r in again}) == len(again)
+    assert all(open(ws / "data/crops" / c, "rb").read() == b for c, b in first.items())
+    with open(ws / "data/crops/crops.csv", newline="") as fh:
+        assert next(csv.reader(fh))[0] == "crop"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--cluster", "2"], "--cluster goes with --save-crops"),
+    (["--save-crops", "c", "--cluster", "1"], "--cluster must be at least 2"),
+    (["--save-crops", "c", "--truth", "t.json"], "--save-crops goes with frames given at once"),
+])
+def test_save_crops_usage_errors(ws, extra, message):
+    proc = ws.run("python -m ga monitor data/process", *extra, expect=2, here=True)
+    assert message in proc.stderr and "Traceback" not in proc.stderr
