@@ -440,6 +440,9 @@ class MonitorConfig:
     # sharp and blurred objects when they form two groups, else the frame-scaled default
     min_sharpness: Union[float, Literal["auto"]] = "auto"
     crop_margin: float = 0.15  # context around a particle's box in its crop, fraction of the box's longer side
+    # frames: a particle where one sat in 80% of this many last frames is a deposit on the window (flagged
+    # static, left out of counts, fractions and sizes); 0: off
+    static_window: int = 10
     pixel_size_um: Optional[float] = None  # micrometres per pixel: sizes in um too
     # Frame times, from the first of these that gives one: name (time_pattern in the file name),
     # tags (EXIF/TIFF DateTime), mtime (the file's modification time)
@@ -468,6 +471,7 @@ class MonitorConfig:
             if getattr(self, name) != "auto":
                 _range(f"{key}.{name}", getattr(self, name), lo, hi)
         _range(f"{key}.threshold_floor", self.threshold_floor, 0, 100)
+        _range(f"{key}.static_window", self.static_window, 0, 10_000)
         _range(f"{key}.open_radius", self.open_radius, 0, 50)
         _range(f"{key}.max_area", self.max_area, 0, 1 << 30)
         _range(f"{key}.crop_margin", self.crop_margin, 0, 2)

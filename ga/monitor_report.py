@@ -101,7 +101,7 @@ class SizeWindows:
     the first and of the last `window` frames monitored (skipped frames aside), so a refresh
     costs the same at frame 10 and at frame 100,000 (reading particles.csv grew with the run)."""
 
-    COLUMNS = ("frame", "class", "edge")
+    COLUMNS = ("frame", "class", "edge", "static")
 
     def __init__(self, window: int, column: str):
         self.window, self.column = max(1, int(window)), column
@@ -158,13 +158,13 @@ def plot_sizes(frames: Sequence[dict], particles: Sequence[dict], state: dict, p
     column = _size_column(state)
     classes = state["classes"]
     fig, axes = pyplot().subplots(1, len(classes), figsize=(4.5 * len(classes), 3.8), squeeze=False)
-    d_all = np.array([_num(p[column]) for p in particles if p["edge"] == "0"])
+    particles = [p for p in particles if p["edge"] == "0" and p.get("static", "0") != "1"]  # cut or stuck: left out
+    d_all = np.array([_num(p[column]) for p in particles])
     d_all = d_all[np.isfinite(d_all) & (d_all > 0)]
     bins = np.geomspace(max(d_all.min(), 1e-3) * 0.9, d_all.max() * 1.1, 25) if len(d_all) else np.geomspace(1, 100, 25)
     for ax, c in zip(axes[0], classes):
         for frames_set, name, style in ((first, f"first {len(first)} frames", "-"), (last, f"last {len(last)} frames", "--")):
-            d = np.array([_num(p[column]) for p in particles
-                          if p["frame"] in frames_set and p["edge"] == "0" and c in p["class"].split(";")])
+            d = np.array([_num(p[column]) for p in particles if p["frame"] in frames_set and c in p["class"].split(";")])
             if len(d):
                 ax.hist(d, bins=bins, histtype="step", linestyle=style, lw=1.5, label=f"{name} (n={len(d)})")
         ax.set(xscale="log", title=c, xlabel=f"equivalent diameter ({'µm' if unit == 'um' else 'px'})",

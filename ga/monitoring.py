@@ -103,7 +103,8 @@ def frame_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
     """frames.csv's columns for a model's classes."""
     u = size_unit(cfg)
     sizes = lambda prefix: [f"{prefix}{w}{q}_{u}" for w in ("d", "dv") for q, _ in QUANTILES]  # noqa: E731
-    cols = ["frame", "time", "elapsed_s", "time_source", "flags", "skipped", "particles", "edge_particles"]
+    cols = ["frame", "time", "elapsed_s", "time_source", "flags", "skipped", "particles", "edge_particles",
+            "static_particles"]
     for c in classes:
         cols += [f"{c}_count", f"{c}_fraction", f"{c}_fraction_lo", f"{c}_fraction_hi"]
     cols += sizes("")
@@ -112,12 +113,17 @@ def frame_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
     return cols + ["source", "size", "mtime_ns", "key"]
 
 
-def particle_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
-    """particles.csv's columns for a model's classes."""
+def geometry_columns(cfg: MonitorConfig) -> list[str]:
+    """particles.csv's geometry columns (micrometre ones with monitor.pixel_size_um)."""
     geometry = list(GEOMETRY)
     if cfg.pixel_size_um:
         geometry += [f"{k}_um" for k in LENGTHS] + ["area_um2"]
-    return (["frame", "time", "particle", "class", *(f"p_{c}" for c in classes), *geometry]
+    return geometry
+
+
+def particle_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
+    """particles.csv's columns for a model's classes."""
+    return (["frame", "time", "particle", "class", *(f"p_{c}" for c in classes), *geometry_columns(cfg), "static"]
             + ["model_file", "model_sha256", "engine"])
 
 
@@ -148,7 +154,8 @@ class Monitor:
         self.classes = list(self.labels["classes"])
         self.frame_cols = frame_columns(self.classes, cfg)
         self.particle_cols = particle_columns(self.classes, cfg)
-        self.geometry_cols = self.particle_cols[4 + len(self.classes):-3]
+        self.geometry_cols = geometry_columns(cfg)
+        self.recent = deque(maxlen=max(1, cfg.static_window))  # the last frames' boxes (static deposits)
         self.rules = [parse_rule(r, self._numeric_columns()) for r in rules]
         self.on_alert, self.alert_hook = on_alert, alert_hook
         self.workers = workers or min(2, os.cpu_count() or 1)
@@ -314,14 +321,18 @@ class Monitor:
         on = self.task.decide(probs, self.classes, self.thresholds) if len(probs) else \
             np.zeros((0, len(self.classes)), bool)
         per_class = self.task.class_probabilities(probs) if len(probs) else np.zeros((0, len(self.classes)))
+        static = self._static(particles) if not problem else [False] * len(particles)
         rows = []
-        for i, (p, flags_on, pc) in enumerate(zip(particles, on, per_class), 1):
+        for i, (p, flags_on, pc, still) in enumerate(zip(particles, on, per_class, static), 1):
             geo = with_micrometres(p.geometry, self.cfg.pixel_size_um)
             named = ";".join(c for c, f in zip(self.classes, flags_on) if f)
             rows.append([frame.name, stamp, i, named, *(_fmt(float(v)) for v in pc),
                          *(_fmt(geo[k], 3) if isinstance(geo[k], float) else geo[k] for k in self.geometry_cols),
-                         self.provenance["model_file"], self.provenance["model_sha256"], self.provenance["engine"]])
-        row = self._frame_row(frame, stamp, flag, problem, particles, on)
+                         int(still), self.provenance["model_file"], self.provenance["model_sha256"],
+                         self.provenance["engine"]])
+        moving = [i for i, still in enumerate(static) if not still]  # counts, fractions and sizes leave deposits out
+        row = self._frame_row(frame, stamp, flag, problem, [particles[i] for i in moving], on[moving])
+        row["static_particles"] = sum(static)
         self.particles_log.write(rows)  # particle rows first: frames.csv's row commits the frame
         self.windows.add(frame.name, bool(problem), [dict(zip(self.particle_cols, map(str, r))) for r in rows])
         self.frames_log.write([[row[c] for c in self.frame_cols]])
@@ -333,6 +344,22 @@ class Monitor:
             log.warning("skipped frame %s: %s", frame.name, problem)
         self._alerts(row)
         self._since_refresh += 1
+
+    def _static(self, particles):
+        """Which particles sit where a particle sat in most of the last `monitor.static_window`
+        frames (a box at IoU >= 0.5 in at least 80% of them): a deposit on the probe's window,
+        not a particle in the flow. Nothing is static until the window has filled."""
+        from ga.truth import box_iou
+
+        window = self.cfg.static_window
+        boxes = [p.box for p in particles]
+        if not window or len(self.recent) < window:
+            flags = [False] * len(particles)
+        else:
+            need = math.ceil(0.8 * window)
+            flags = [sum(any(box_iou(b, o) >= 0.5 for o in before) for before in self.recent) >= need for b in boxes]
+        self.recent.append(boxes)
+        return flags
 
     def _frame_row(self, frame, stamp, flag, problem, particles, on):
         """frames.csv's row (strings and numbers) for one frame."""

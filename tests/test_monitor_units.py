@@ -652,3 +652,38 @@ def test_fill_holes_and_grey_match_their_slow_forms():
         assert (fill_holes(m) == ndimage.binary_fill_holes(m)).all()
     rgb = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
     np.testing.assert_allclose(grey(rgb), rgb.astype(np.float32).mean(axis=2), atol=1e-4)
+
+
+def test_a_deposit_on_the_window_is_static_and_left_out_of_the_counts(tmp_path, process):
+    """A crystal stuck on the probe's window (the same bright disc in every frame): once
+    monitor.static_window frames have passed it is flagged static in every frame, and each
+    frame's counts equal those of the same frames without it; frames.csv counts it."""
+    from ga.monitoring import monitor
+
+    names = sorted(n for n in os.listdir(process) if n.endswith(".png"))
+    # settings fixed as --calibrate writes them (per-frame auto ones would see the deposit as one
+    # more object to choose from)
+    cfg = load_config(None, ["monitor.static_window=4", "monitor.min_sharpness=0.15", "monitor.polarity=bright",
+                             "monitor.background_size=151"]).monitor
+    monitor(_fake_model(tmp_path), [process], str(tmp_path / "clean"), cfg)
+    # the deposit where no particle of any frame comes within 8 px of it (so none merges with it)
+    boxes = [tuple(int(p[k]) for k in ("x0", "y0", "x1", "y1")) for p in read_csv(tmp_path / "clean/particles.csv")]
+    cy, cx = next((y, x) for y in range(60, 720, 20) for x in range(60, 980, 20)
+                  if all(x + 26 < b[0] or b[2] < x - 26 or y + 26 < b[1] or b[3] < y - 26 for b in boxes))
+    stuck = tmp_path / "stuck"
+    stuck.mkdir()
+    yy, xx = np.mgrid[:768, :1024]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 < 18 ** 2
+    for n in names:
+        img = np.asarray(Image.open(os.path.join(process, n)).convert("L")).copy()
+        img[disc] = 230
+        Image.fromarray(img).save(stuck / n)
+    monitor(_fake_model(tmp_path), [str(stuck)], str(tmp_path / "dirty"), cfg)
+    clean, dirty = read_csv(tmp_path / "clean/frames.csv"), read_csv(tmp_path / "dirty/frames.csv")
+    assert [r["static_particles"] for r in dirty] == ["0"] * 4 + ["1"] * (len(names) - 4)
+    assert [r["particles"] for r in dirty[4:]] == [r["particles"] for r in clean[4:]]
+    assert [r["pg_fraction"] for r in dirty[4:]] == [r["pg_fraction"] for r in clean[4:]]
+    assert all(r["static_particles"] == "0" for r in clean)
+    static = [p for p in read_csv(tmp_path / "dirty/particles.csv") if p["static"] == "1"]
+    assert len(static) == len(names) - 4
+    assert all(abs(int(p["x0"]) - (cx - 18)) <= 2 and abs(int(p["y0"]) - (cy - 18)) <= 2 for p in static)
