@@ -80,31 +80,33 @@ def calibrate(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, frames: i
     Raises:
         GAError: no frame could be read, or the frames differ in size.
     """
-    from ga.particles import detect, focus_cut, frame_scale, preload, thresholded
+    from ga.particles import detect, focus_cut, frame_scale, objects, preload, thresholded
 
     if frames < 1:
         raise GAError(f"must be at least 1, got {frames}", arg="calibrate_frames")
     preload()
     sample, skipped = _read_sample(sample_paths(inputs, frames), cfg, max_pixels)
-    open_focus = dataclasses.replace(cfg, min_sharpness=0.0)
-    per_frame, objects = [], []
+    per_frame, found_all = [], []
     for name, pixels in sample:
-        used, _, _ = thresholded(pixels, cfg)
-        found = detect(pixels, open_focus, keep_dropped=True)
+        used, image, mask = thresholded(pixels, cfg)  # every auto setting resolved for this frame
+        found = objects(image, mask, dataclasses.replace(used, min_sharpness=0.0), keep_dropped=True)
         per_frame.append((name, pixels, used, found))
-        objects += [p for p in found if p.dropped != "small"]
+        found_all += [p for p in found if p.dropped != "small"]
     shape = np.shape(sample[0][1])[:2]
     scale = frame_scale(shape)
-    sharp = [p.geometry["sharpness"] for p in objects if not p.dropped]
+    sharp = [p.geometry["sharpness"] for p in found_all if not p.dropped]
     choices = _choices(cfg, per_frame, sharp, focus_cut(sharp, scale), scale)
     chosen = {k: v["value"] for k, v in choices.items()}
     final = dataclasses.replace(cfg, **chosen)
-    for i, (name, pixels, used, _) in enumerate(per_frame):
-        per_frame[i] = (name, pixels, used, detect(pixels, final, keep_dropped=True))
+    areas = [p.geometry["area_px"] for *_, found in per_frame for p in found]
+    # the frames the figure shows, detected again with the settings chosen
+    shown = [per_frame[int(round(i * (len(per_frame) - 1) / 2))] for i in range(3)] if len(per_frame) >= 3 \
+        else per_frame
+    shown = [(name, pixels, detect(pixels, final, keep_dropped=True)) for name, pixels, *_ in shown]
     doc = {"frames": [n for n, *_ in per_frame], "skipped": [{"frame": n, "reason": r} for n, r in skipped],
-           "frame_size": [int(shape[1]), int(shape[0])], "objects": len(objects), "settings": choices}
+           "frame_size": [int(shape[1]), int(shape[0])], "objects": len(found_all), "settings": choices}
     os.makedirs(out_dir, exist_ok=True)
-    _write(out_dir, doc, chosen, per_frame, sharp, final)
+    _write(out_dir, doc, chosen, (shown, sharp, areas), final)
     return doc
 
 
@@ -139,7 +141,7 @@ def _choices(cfg, per_frame, sharp, cut, scale):
     return out
 
 
-def _write(out_dir, doc, chosen, per_frame, sharp, final):
+def _write(out_dir, doc, chosen, figure, final):
     import yaml
 
     from ga.files import atomic_write_json, atomic_write_text
@@ -148,19 +150,19 @@ def _write(out_dir, doc, chosen, per_frame, sharp, final):
                       "# ga monitor --calibrate: detection settings chosen from the frames (calibration.json says how)\n"
                       + yaml.safe_dump({"monitor": chosen}, sort_keys=False))
     atomic_write_json(os.path.join(out_dir, "calibration.json"), doc)
-    _figure(os.path.join(out_dir, "calibration.png"), per_frame, sharp, final)
+    _figure(os.path.join(out_dir, "calibration.png"), *figure, final)
 
 
-def _figure(path: str, per_frame: Sequence[Any], sharp: Sequence[float], final: MonitorConfig) -> str:
-    """calibration.png: three sample frames with outlines, the sharpness and size histograms."""
+def _figure(path: str, shown: Sequence[Any], sharp: Sequence[float], areas: Sequence[float],
+            final: MonitorConfig) -> str:
+    """calibration.png: up to three sample frames (name, pixels, particles) with outlines, and
+    the sampled objects' sharpness and area histograms."""
     from ga.figures import pyplot, save_figure
     from ga.frames import rgb8
     from ga.monitor_report import DETECTION_COLOURS
 
-    shown = [per_frame[int(round(i * (len(per_frame) - 1) / 2))] for i in range(3)] if len(per_frame) >= 3 \
-        else list(per_frame)
     fig, axes = pyplot().subplots(2, 3, figsize=(15, 9), squeeze=False)
-    for ax, (name, pixels, _, found) in zip(axes[0], shown):
+    for ax, (name, pixels, found) in zip(axes[0], shown):
         ax.imshow(rgb8(pixels), cmap="gray")
         for p in found:
             kind = p.dropped or ("edge" if p.edge else "")
@@ -179,7 +181,6 @@ def _figure(path: str, per_frame: Sequence[Any], sharp: Sequence[float], final: 
     ax.set(xlabel="sharpness (≈ 1 / edge width, px⁻¹)", ylabel="objects", title="sharpness of the sampled objects")
     ax.legend(fontsize=8)
     ax = axes[1][1]
-    areas = [p.geometry["area_px"] for _, _, _, found in per_frame for p in found]
     if areas:
         ax.hist(areas, bins=np.geomspace(1, max(areas) * 1.1, 40), color="0.5")
         ax.set_xscale("log")

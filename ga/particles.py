@@ -293,10 +293,16 @@ def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) ->
         keep_dropped: also return the objects the filters dropped (with `dropped` set), for
             the detection figure.
     """
+    cfg, image, mask = thresholded(frame, cfg)
+    return objects(image, mask, cfg, keep_dropped)
+
+
+def objects(image: np.ndarray, mask: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) -> list[Particle]:
+    """Steps 4-7 of the module docstring on a frame `thresholded` gave: `cfg` is the settings
+    it resolved (min_sharpness may still be "auto")."""
     from scipy import ndimage
     from skimage import measure, morphology
 
-    cfg, image, mask = thresholded(frame, cfg)
     if cfg.open_radius:
         mask = ndimage.binary_opening(mask, morphology.disk(cfg.open_radius))
     if cfg.close_radius:
