@@ -8,7 +8,10 @@ stack's or a video's first frame) is detected with every `auto` setting resolved
 - background_size: the widest window a frame needed (a large crystal in one frame must not
   be cut in another);
 - close_radius, min_area: scaled from their reference values by the frames' size;
-- min_sharpness: focus judged on the sharpness of every object of every sample frame pooled
+- detection_scale: frames at least twice the reference frame's size are searched reduced
+  (`ga.particles.working_factor`);
+- min_sharpness (measured at the detection scale): focus judged on the sharpness of every
+  object of every sample frame pooled
   (`ga.particles.focus_cut`): with many frames' objects a blurred group is found where one
   frame holds too few to tell.
 
@@ -34,7 +37,7 @@ from ga.errors import GAError
 if TYPE_CHECKING:
     from ga.config import MonitorConfig
 
-AUTO_KEYS = ("polarity", "background_size", "close_radius", "min_area", "min_sharpness")
+AUTO_KEYS = ("polarity", "background_size", "close_radius", "min_area", "detection_scale", "min_sharpness")
 
 
 def sample_paths(inputs: Sequence[str], n: int) -> list[str]:
@@ -89,11 +92,11 @@ def calibrate(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, frames: i
     per_frame, found_all = [], []
     for name, pixels in sample:
         used, image, mask = thresholded(pixels, cfg)  # every auto setting resolved for this frame
-        found = objects(image, mask, dataclasses.replace(used, min_sharpness=0.0), keep_dropped=True)
+        found = objects(image, mask, dataclasses.replace(used, min_sharpness=0.0), True, np.shape(pixels))
         per_frame.append((name, pixels, used, found))
         found_all += [p for p in found if p.dropped != "small"]
     shape = np.shape(sample[0][1])[:2]
-    scale = frame_scale(shape)
+    scale = frame_scale(shape) * per_frame[0][2].detection_scale  # sharpness is measured at the detection scale
     sharp = [p.geometry["sharpness"] for p in found_all if not p.dropped]
     choices = _choices(cfg, per_frame, sharp, focus_cut(sharp, scale), scale)
     chosen = {k: v["value"] for k, v in choices.items()}
@@ -112,7 +115,7 @@ def calibrate(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, frames: i
 
 def _choices(cfg, per_frame, sharp, cut, scale):
     """{key: {value, from, why}} for the five auto keys."""
-    from ga.particles import scaled_sharpness
+    from ga.particles import frame_scale, scaled_sharpness
 
     out = {}
 
@@ -128,10 +131,15 @@ def _choices(cfg, per_frame, sharp, cut, scale):
     widest = max(used.background_size for _, _, used, _ in per_frame)
     put("background_size", int(widest), "the widest window a sampled frame needed",
         "a fifth of the frame's shorter side, widened where an object reached half the window")
-    put("close_radius", int(per_frame[0][2].close_radius), f"frame scale {scale:.3f}",
+    first = per_frame[0][2]
+    k = frame_scale(np.shape(per_frame[0][1]))
+    put("close_radius", int(first.close_radius), f"frame scale {k:.3f}",
         "2 px at the reference frame (768 px high), in proportion")
-    put("min_area", int(per_frame[0][2].min_area), f"frame scale {scale:.3f}",
+    put("min_area", int(first.min_area), f"frame scale {k:.3f}",
         "40 px at the reference frame (768 px high), in proportion to the area")
+    put("detection_scale", round(float(first.detection_scale), 6), f"frame scale {k:.3f}",
+        "objects searched at about the reference frame's scale" if first.detection_scale < 1 else
+        "the frame is not twice the reference frame's size: every pixel")
     prior = scaled_sharpness(0.15, scale)
     split = abs(cut - prior) > 1e-12
     put("min_sharpness", round(float(cut), 4), f"{len(sharp)} object(s) of {len(per_frame)} frame(s)",

@@ -439,6 +439,12 @@ class MonitorConfig:
     # ~1 / edge width in px: blurrier (out-of-focus) objects are dropped; auto: the gap between the frame's
     # sharp and blurred objects when they form two groups, else the frame-scaled default
     min_sharpness: Union[float, Literal["auto"]] = "auto"
+    # the scale objects are found at (1: every pixel; 0.5: every 2 x 2 pixels averaged), their sizes and crops
+    # always in the frame's own pixels; min_sharpness is measured at this scale. auto: 1 over the whole number
+    # of reference frames (768 px high) that fit the frame's height, so large frames are searched at about the
+    # reference scale, but never so coarse that the other size settings fall below a few pixels; 1 when
+    # min_sharpness is given (a cut given for every pixel)
+    detection_scale: Union[float, Literal["auto"]] = "auto"
     crop_margin: float = 0.15  # context around a particle's box in its crop, fraction of the box's longer side
     # frames: a particle where one sat in 80% of this many last frames is a deposit on the window (flagged
     # static, left out of counts, fractions and sizes); 0: off
@@ -467,7 +473,7 @@ class MonitorConfig:
                 raise ConfigError(f"{key}.threshold must be {', '.join(THRESHOLD_METHODS)} or a number of grey "
                                   f"levels, got {self.threshold!r}") from None
         for name, lo, hi in (("background_size", 15, 4095), ("close_radius", 0, 50), ("min_area", 1, 1 << 30),
-                             ("min_sharpness", 0, 10)):
+                             ("min_sharpness", 0, 10), ("detection_scale", 0.01, 1)):
             if getattr(self, name) != "auto":
                 _range(f"{key}.{name}", getattr(self, name), lo, hi)
         _range(f"{key}.threshold_floor", self.threshold_floor, 0, 100)

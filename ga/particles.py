@@ -151,7 +151,57 @@ def resolve(frame: np.ndarray, cfg: MonitorConfig) -> MonitorConfig:
         chosen["close_radius"] = max(1, int(round(DEFAULTS_AT_REFERENCE["close_radius"] * k)))
     if cfg.min_area == "auto":
         chosen["min_area"] = max(4, int(round(DEFAULTS_AT_REFERENCE["min_area"] * k * k)))
+    if cfg.detection_scale == "auto":
+        chosen["detection_scale"] = 1.0 / working_factor(dataclasses.replace(cfg, **chosen), np.shape(frame))
     return dataclasses.replace(cfg, **chosen) if chosen else cfg
+
+
+# Objects at least this many pixels in area at the detection scale (4 x 4): coarser, their
+# shape and edge are no longer measured.
+_LEAST_WORKING_AREA = 16
+
+
+def working_factor(cfg: MonitorConfig, shape: Sequence[int]) -> int:
+    """f: objects are found on the frame with every f x f pixels averaged (detection_scale 1 / f).
+    Given: 1 / detection_scale rounded. auto: the whole number of reference frames that fit
+    the frame's shorter side, limited so that the smallest area keeps `_LEAST_WORKING_AREA`
+    pixels and a closing or opening radius at least one; 1 when min_sharpness is given (a
+    cut measured at every pixel) or a size setting is still auto."""
+    if cfg.detection_scale != "auto":
+        return max(1, int(round(1.0 / cfg.detection_scale)))
+    sizes = (cfg.close_radius, cfg.open_radius, cfg.min_area)
+    if cfg.min_sharpness != "auto" or "auto" in sizes:
+        return 1
+    f = int(frame_scale(shape))
+    for radius in (cfg.close_radius, cfg.open_radius):
+        f = min(f, radius) if radius else f
+    return max(1, min(f, int(math.sqrt(cfg.min_area / _LEAST_WORKING_AREA))))
+
+
+def at_scale(cfg: MonitorConfig, f: int) -> MonitorConfig:
+    """The settings (resolved, in the frame's pixels) for the frame reduced f times."""
+    import dataclasses
+
+    if f == 1:
+        return cfg
+
+    def radius(r):
+        return max(1, int(round(r / f))) if r else 0
+
+    return dataclasses.replace(cfg, background_size=max(3, int(round(cfg.background_size / f)) | 1),
+                               close_radius=radius(cfg.close_radius), open_radius=radius(cfg.open_radius),
+                               min_area=max(1, int(round(cfg.min_area / f ** 2))),
+                               max_area=int(round(cfg.max_area / f ** 2)) if cfg.max_area else 0)
+
+
+def reduced(g: np.ndarray, f: int) -> np.ndarray:
+    """Grey levels with every f x f block averaged (the last row and column of blocks filled
+    by repeating the frame's edge)."""
+    if f == 1:
+        return g
+    h, w = g.shape
+    g = np.pad(g, ((0, -h % f), (0, -w % f)), mode="edge")
+    return g.reshape(g.shape[0] // f, f, g.shape[1] // f, f).mean(axis=(1, 3), dtype=np.float32)
 
 
 # The edge width (px) that the sharpness measure itself gives a perfect step: the Gaussian
@@ -206,12 +256,15 @@ def focus_cut(sharpness: Sequence[float], scale: float) -> float:
 
 def corrected(frame: np.ndarray, cfg: MonitorConfig) -> np.ndarray:
     """The frame's grey levels, particles bright, with the slowly varying background taken
-    away (steps 1-2 of the module docstring)."""
+    away (steps 1-2 of the module docstring), at the frame's own scale."""
+    return _corrected(grey(frame), resolve(frame, cfg))
+
+
+def _corrected(g, cfg):
+    """`corrected` of grey levels, with `cfg` resolved for them."""
     from PIL import Image
     from scipy import ndimage
 
-    cfg = resolve(frame, cfg)
-    g = grey(frame)
     if cfg.polarity == "dark":
         g = 255.0 - g
     if cfg.background == "none":
@@ -246,10 +299,11 @@ def threshold_of(image: np.ndarray, cfg: MonitorConfig) -> float:
 
 
 def thresholded(frame: np.ndarray, cfg: MonitorConfig) -> tuple[MonitorConfig, np.ndarray, np.ndarray]:
-    """(the settings resolved for this frame, the corrected frame, the thresholded mask):
-    steps 1-3 of the module docstring, with an `auto` background window widened while an
-    object found reaches half of it (else the object's interior is taken for background and
-    it is found as fragments), to three times its longer side, at most the frame's."""
+    """(the settings resolved for this frame, in its own pixels, the corrected frame and the
+    thresholded mask at the detection scale): steps 1-3 of the module docstring, with an
+    `auto` background window widened while an object found reaches half of it (else the
+    object's interior is taken for background and it is found as fragments), to three times
+    its longer side, at most the frame's."""
     import dataclasses
 
     from scipy import ndimage
@@ -257,18 +311,20 @@ def thresholded(frame: np.ndarray, cfg: MonitorConfig) -> tuple[MonitorConfig, n
 
     auto_window = cfg.background_size == "auto"
     cfg = resolve(frame, cfg)
-    image = corrected(frame, cfg)
+    f = working_factor(cfg, np.shape(frame))
+    g = reduced(grey(frame), f)
+    image = _corrected(g, at_scale(cfg, f))
     mask = image > threshold_of(image, cfg)
     if not auto_window or cfg.background == "none":
         return cfg, image, mask
-    limit = min(4095, max(mask.shape) | 1)
+    limit = min(4095, max(np.shape(frame)[:2]) | 1)
     for _ in range(3):
-        side = max((max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
-                    for sl in ndimage.find_objects(measure.label(mask, connectivity=2)) if sl), default=0)
+        side = f * max((max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start)
+                        for sl in ndimage.find_objects(measure.label(mask, connectivity=2)) if sl), default=0)
         if side <= cfg.background_size / 2 or cfg.background_size >= limit:
             break
         cfg = dataclasses.replace(cfg, background_size=min(limit, max(3 * side, 2 * cfg.background_size) | 1))
-        image = corrected(frame, cfg)
+        image = _corrected(g, at_scale(cfg, f))
         mask = image > threshold_of(image, cfg)
     return cfg, image, mask
 
@@ -276,12 +332,14 @@ def thresholded(frame: np.ndarray, cfg: MonitorConfig) -> tuple[MonitorConfig, n
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """The mask with its holes filled: the background regions (4-connected) that do not reach
     the frame's border. The same as scipy's binary_fill_holes, by one labelling instead of an
-    iterated dilation (0.12 s against 0.37 s on a 12-megapixel frame)."""
+    iterated dilation."""
     from scipy import ndimage
 
-    background, _ = ndimage.label(~mask)
-    outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
-    return mask | ~np.isin(background, outside[outside > 0]) & (background > 0)
+    background, n = ndimage.label(~mask)
+    hole = np.ones(n + 1, bool)  # a lookup table by label: 0.03 s where np.isin took 0.4 s
+    hole[0] = False
+    hole[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = False
+    return mask | hole[background]
 
 
 def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) -> list[Particle]:
@@ -294,22 +352,50 @@ def detect(frame: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) ->
             the detection figure.
     """
     cfg, image, mask = thresholded(frame, cfg)
-    return objects(image, mask, cfg, keep_dropped)
+    return objects(image, mask, cfg, keep_dropped, np.shape(frame))
 
 
-def objects(image: np.ndarray, mask: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False) -> list[Particle]:
+def objects(image: np.ndarray, mask: np.ndarray, cfg: MonitorConfig, keep_dropped: bool = False,
+            shape: Sequence[int] | None = None) -> list[Particle]:
     """Steps 4-7 of the module docstring on a frame `thresholded` gave: `cfg` is the settings
-    it resolved (min_sharpness may still be "auto")."""
-    from scipy import ndimage
-    from skimage import measure, morphology
+    it resolved (min_sharpness may still be "auto"), `shape` the frame's (h, w) when the
+    detection scale is below 1: the particles are returned in the frame's own pixels."""
+    f = working_factor(cfg, shape or np.shape(mask))
+    found = _objects(image, _morphology(mask, at_scale(cfg, f)), at_scale(cfg, f), keep_dropped)
+    if f > 1:
+        for p in found:
+            _enlarge(p, f, (shape or np.shape(mask))[:2])
+    return found
 
+
+def _morphology(mask, cfg):
+    """Step 4: opening, closing, holes filled."""
     if cfg.open_radius:
-        mask = ndimage.binary_opening(mask, morphology.disk(cfg.open_radius))
+        mask = _disk_pass(_disk_pass(mask, cfg.open_radius, "erosion"), cfg.open_radius, "dilation")
     if cfg.close_radius:
         # padded so that a closing does not treat the frame's border as a particle's
         r = cfg.close_radius
-        mask = ndimage.binary_closing(np.pad(mask, r), morphology.disk(r))[r:-r, r:-r]
-    mask = fill_holes(mask)
+        mask = _disk_pass(_disk_pass(np.pad(mask, r), r, "dilation"), r, "erosion")[r:-r, r:-r]
+    return fill_holes(mask)
+
+
+def _disk_pass(mask, r, how):
+    """A binary dilation or erosion by a disk of radius r, as scikit-image's sequence of
+    small crosses whose sum is that disk: the same pixels, at a third of the cost."""
+    from scipy import ndimage
+    from skimage import morphology
+
+    step = ndimage.binary_dilation if how == "dilation" else ndimage.binary_erosion
+    for footprint, times in morphology.disk(r, decomposition="crosses"):
+        for _ in range(times):
+            mask = step(mask, footprint)
+    return mask
+
+
+def _objects(image, mask, cfg, keep_dropped):
+    """Steps 5-7 at the detection scale."""
+    from skimage import measure
+
     labels = measure.label(mask, connectivity=2)
     grad = _gradient(image)
     h, w = mask.shape
@@ -321,6 +407,22 @@ def objects(image: np.ndarray, mask: np.ndarray, cfg: MonitorConfig, keep_droppe
         if not p.dropped and p.geometry["sharpness"] < cut:
             p.dropped = "out of focus"
     return [p for p in found if keep_dropped or not p.dropped]
+
+
+def _enlarge(p, f, shape):
+    """A particle found at the detection scale 1 / f, in the frame's own pixels."""
+    g = p.geometry
+    h, w = shape
+    x0, y0, x1, y1 = p.box
+    p.box = (x0 * f, y0 * f, min(w, x1 * f), min(h, y1 * f))
+    g.update(zip(("x0", "y0", "x1", "y1"), p.box))
+    g["centroid_x"], g["centroid_y"] = (g["centroid_x"] + 0.5) * f - 0.5, (g["centroid_y"] + 0.5) * f - 0.5
+    g["area_px"] = int(g["area_px"] * f * f)
+    for key in ("eq_diameter_px", "feret_max_px", "feret_min_px", "perimeter_px"):
+        if key in g:
+            g[key] *= f
+    if p.outline is not None:
+        p.outline = (p.outline * f + (f - 1) / 2).astype(np.float32)
 
 
 def _gradient(image):

@@ -11,7 +11,7 @@ import pytest
 from helpers import one_error_line, read_csv
 from test_commands import Workspace
 from ga.errors import GAError
-from ga.truth import Truth, match, read_truth, score_frame, summary
+from ga.truth import Truth, box_iou, match, read_truth, score_frame, summary
 
 
 def _coco(path, images, annotations, categories=(("cex", 1), ("pg", 2))):
@@ -160,6 +160,53 @@ def test_synth_process_at_triple_scale_from_a_shell(ws):
     assert (image["width"], image["height"]) == (3072, 2304)
     assert Image.open(ws / "data/process_x3" / image["file_name"]).size == (3072, 2304)
     assert max(a["bbox"][0] + a["bbox"][2] for a in coco["annotations"]) > 2048
+
+
+def test_a_large_frame_is_searched_reduced_and_measured_in_its_own_pixels(tmp_path):
+    """A frame three times the reference's pixels across is searched at a third of its scale
+    (auto detection_scale): the same particles as a search of every pixel (boxes at IoU >= 0.8,
+    areas within 10%), and as many truth boxes found (one fewer at most)."""
+    import numpy as np
+    from PIL import Image
+
+    from ga.config import load_config
+    from ga.particles import detect, resolve
+    from ga.synthetic import generate_process
+
+    frames = generate_process(str(tmp_path / "p"), frames=1, seed=3, scale=3.0)
+    name = read_csv(f"{frames}/truth/frames.csv")[0]["frame"]
+    img = np.asarray(Image.open(f"{frames}/{name}"))
+    auto = load_config(None).monitor
+    assert resolve(img, auto).detection_scale == pytest.approx(1 / 3)
+    reduced = detect(img, auto)
+    full = detect(img, load_config(None, ["monitor.detection_scale=1"]).monitor)
+    assert len(reduced) >= 10 and abs(len(reduced) - len(full)) <= max(1, len(full) // 10)
+    pairs = [(p, max(full, key=lambda q: box_iou(p.box, q.box))) for p in reduced]
+    close = [(p, q) for p, q in pairs if box_iou(p.box, q.box) >= 0.8]
+    assert len(close) >= 0.9 * len(reduced)
+    assert all(abs(p.geometry["area_px"] / q.geometry["area_px"] - 1) < 0.1 for p, q in close)
+    truth = [tuple(int(r[k]) for k in ("x0", "y0", "x1", "y1")) for r in read_csv(f"{frames}/truth/particles.csv")
+             if r["in_focus"] == "1"]
+    assert len(match([p.box for p in reduced], truth)) >= len(match([p.box for p in full], truth)) - 1
+
+
+@pytest.mark.parametrize("shape, sets, factor", [
+    ((768, 1024), [], 1), ((1536, 2048), [], 2), ((2848, 4288), [], 3),
+    ((2848, 4288), ["monitor.min_sharpness=0.1"], 1),  # a cut measured at every pixel
+    ((2848, 4288), ["monitor.close_radius=1"], 1),  # the closing would vanish
+    ((2848, 4288), ["monitor.min_area=40"], 1),  # the smallest particle would be a few pixels
+    ((768, 1024), ["monitor.detection_scale=0.25"], 4)])
+def test_the_detection_scale_rule(shape, sets, factor):
+    import numpy as np
+
+    from ga.config import load_config
+    from ga.particles import at_scale, resolve, working_factor
+
+    cfg = resolve(np.zeros(shape, np.uint8), load_config(None, sets).monitor)
+    assert working_factor(cfg, shape) == factor
+    small = at_scale(cfg, factor)
+    assert small.min_area == max(1, round(cfg.min_area / factor ** 2))
+    assert small.close_radius >= (1 if cfg.close_radius else 0)
 
 
 # ---------------------------------------------------------------------------- calibration
