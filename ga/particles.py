@@ -360,11 +360,13 @@ def objects(image: np.ndarray, mask: np.ndarray, cfg: MonitorConfig, keep_droppe
     """Steps 4-7 of the module docstring on a frame `thresholded` gave: `cfg` is the settings
     it resolved (min_sharpness may still be "auto"), `shape` the frame's (h, w) when the
     detection scale is below 1: the particles are returned in the frame's own pixels."""
-    f = working_factor(cfg, shape or np.shape(mask))
-    found = _objects(image, _morphology(mask, at_scale(cfg, f)), at_scale(cfg, f), keep_dropped)
+    shape = (shape or np.shape(mask))[:2]
+    f = working_factor(cfg, shape)
+    small = at_scale(cfg, f)
+    found = _objects(image, _morphology(mask, small), small, keep_dropped)
     if f > 1:
         for p in found:
-            _enlarge(p, f, (shape or np.shape(mask))[:2])
+            _enlarge(p, f, shape)
     return found
 
 
