@@ -445,6 +445,9 @@ class MonitorConfig:
     # reference scale, but never so coarse that the other size settings fall below a few pixels; 1 when
     # min_sharpness is given (a cut given for every pixel)
     detection_scale: Union[float, Literal["auto"]] = "auto"
+    # particles in contact found as one object are cut apart where the distance map's saddle (the neck's
+    # half-width) is under half of the thinner part's (ga.touching); off: one object, one particle
+    split_touching: Literal["auto", "on", "off"] = "auto"
     crop_margin: float = 0.15  # context around a particle's box in its crop, fraction of the box's longer side
     # frames: a particle where one sat in 80% of this many last frames is a deposit on the window (flagged
     # static, left out of counts, fractions and sizes); 0: off
@@ -849,7 +852,8 @@ def _coerce(value, tp, key):
         return _coerce_union(value, args, key)
     if origin is Literal:
         if isinstance(value, bool) and all(isinstance(a, str) for a in args):
-            value = "true" if value else "false"  # YAML reads `jit_compile: true` as a bool
+            # YAML reads `jit_compile: true` and `split_touching: off` as bools
+            value = ("on" if value else "off") if "on" in args else ("true" if value else "false")
         if value not in args:
             choices = ", ".join(str(a) for a in args)
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)

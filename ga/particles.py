@@ -20,7 +20,8 @@ over a sample of the frames instead. A value given in the configuration is used 
 4. morphology: an opening of `open_radius` px (removes noise and hairlines), a closing of
    `close_radius` px (joins a granular aggregate's beads; auto: 2 px at the reference
    frame, in proportion), holes filled;
-5. connected components (8-connected), each measured;
+5. connected components (8-connected), particles in contact cut apart at a narrow neck of
+   their distance map (`split_touching`, ga.touching), each measured;
 6. filters: area between `min_area` (auto: 40 px at the reference frame, in proportion to
    the area) and `max_area` px; sharpness at least `min_sharpness` (out-of-focus particles
    dropped). Sharpness is the mean gradient magnitude on a particle's outline divided by its
@@ -100,11 +101,14 @@ def preload() -> None:
     handing one thread a half-initialised module ("partially initialized module
     'skimage.morphology' has no attribute 'disk'"). Called before the threads start."""
     from scipy import ndimage, spatial  # noqa: F401
-    from skimage import filters, measure, morphology
+    from skimage import filters, measure, morphology, segmentation
     from sklearn import mixture  # noqa: F401
 
+    import ga.touching  # noqa: F401
+
     for module, names in ((filters, ("threshold_otsu", "threshold_li", "threshold_triangle")),
-                          (measure, ("label", "regionprops")), (morphology, ("disk",))):
+                          (measure, ("label", "regionprops")), (morphology, ("disk", "local_maxima")),
+                          (segmentation, ("watershed",))):
         for name in names:
             getattr(module, name)  # resolves the lazy attribute, importing its submodule
 
@@ -398,7 +402,9 @@ def _objects(image, mask, cfg, keep_dropped):
     """Steps 5-7 at the detection scale."""
     from skimage import measure
 
-    labels = measure.label(mask, connectivity=2)
+    from ga.touching import labelled
+
+    labels = labelled(mask, cfg)
     grad = _gradient(image)
     h, w = mask.shape
     found = [_measure(region, image, grad, labels, (h, w), cfg) for region in measure.regionprops(labels)]
@@ -441,6 +447,18 @@ def _outline(own):
     return own & ~inner
 
 
+def _open_edge(outline, own, win):
+    """The outline's pixels that face the background, not a touching particle (a cut
+    through one object has no edge to be sharp or soft)."""
+    other = (win != 0) & ~own
+    if not other.any():
+        return outline
+    from scipy import ndimage
+
+    facing = outline & ~ndimage.binary_dilation(other)
+    return facing if facing.any() else outline
+
+
 def _measure(region, image, grad, labels, shape, cfg):
     """A Particle from one labelled region: geometry, sharpness and the filter's verdict."""
     h, w = shape
@@ -458,7 +476,8 @@ def _measure(region, image, grad, labels, shape, cfg):
     # The outline, and the contrast: the particle's mean level above the corrected frame's
     # background (about 0 by construction).
     wy0, wx0, wy1, wx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
-    own = labels[wy0:wy1, wx0:wx1] == region.label
+    win = labels[wy0:wy1, wx0:wx1]
+    own = win == region.label
     outline = _outline(own)
     # The contrast at the rim (the object's pixels within `rim` px of its outline), so that a
     # large object's bright interior does not make its sharp edge look soft.
@@ -467,7 +486,7 @@ def _measure(region, image, grad, labels, shape, cfg):
     rim = max(1, int(round(2 * frame_scale(shape))))
     band = own & ~ndimage.binary_erosion(own, iterations=rim) if min(own.shape) > 2 * rim + 2 else own
     contrast = float(image[wy0:wy1, wx0:wx1][band if band.any() else own].mean())
-    sharp = float(grad[wy0:wy1, wx0:wx1][outline].mean() / contrast) if contrast > 0 else 0.0
+    sharp = float(grad[wy0:wy1, wx0:wx1][_open_edge(outline, own, win)].mean() / contrast) if contrast > 0 else 0.0
     fmax, fmin, hull_area = feret_diameters(outline)
     perimeter = float(region.perimeter_crofton) if area > 2 else float(4 * math.sqrt(area))
     perimeter = perimeter if perimeter > 0 else float(region.perimeter)

@@ -83,6 +83,9 @@ def test_set_is_typed_by_field():
     assert cfg.output.name == "001"  # text fields keep the text as written
     assert cfg.training.steps_per_epoch is None
     assert cfg.training.jit_compile == "false"
+    # YAML reads on/off as bools too: a key whose choices are on/off takes them back
+    assert load_config(None, ["monitor.split_touching=off"]).monitor.split_touching == "off"
+    assert load_config(None, ["monitor.split_touching=on"]).monitor.split_touching == "on"
 
 
 def test_set_wins_over_file(tmp_path):

@@ -209,6 +209,66 @@ def test_the_detection_scale_rule(shape, sets, factor):
     assert small.close_radius >= (1 if cfg.close_radius else 0)
 
 
+def _discs(k, gap):
+    """Two discs of radii 20k and 15k px whose centres are `gap` of the radii's sum apart."""
+    import numpy as np
+
+    r1, r2 = 20 * k, 15 * k
+    yy, xx = np.mgrid[0:60 * k, 0:100 * k]
+    c1 = 30 * k
+    c2 = c1 + gap * (r1 + r2)
+    return ((xx - c1) ** 2 + (yy - 30 * k) ** 2 <= r1 ** 2) | ((xx - c2) ** 2 + (yy - 30 * k) ** 2 <= r2 ** 2)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_touching_discs_are_cut_at_a_narrow_neck_at_any_scale(k):
+    """The neck rule reads widths as ratios: the same verdicts at 1x and 3x. A neck under half
+    the smaller disc's radius is cut (auto); a neck at 0.61 of it is cut only with `on`;
+    `off` never cuts. Each part holds its own disc."""
+    import numpy as np
+
+    from ga.config import load_config
+    from ga.touching import labelled
+
+    def parts(mask, mode):
+        cfg = load_config(None, [f"monitor.split_touching={mode}", f"monitor.min_area={40 * k * k}"]).monitor
+        return labelled(mask, cfg)
+
+    narrow, wide = _discs(k, 0.95), _discs(k, 0.85)
+    cut = parts(narrow, "auto")
+    assert cut.max() == 2 and parts(narrow, "off").max() == 1
+    areas = sorted(np.bincount(cut.ravel())[1:])
+    assert areas[0] == pytest.approx(np.pi * (15 * k) ** 2, rel=0.15)
+    assert areas[1] == pytest.approx(np.pi * (20 * k) ** 2, rel=0.15)
+    assert parts(wide, "auto").max() == 1 and parts(wide, "on").max() == 2
+
+
+def test_aggregates_and_needle_bundles_are_not_shattered():
+    """The synthetic process's granular PG aggregates and CEX needle bundles, each alone on a
+    frame: one particle each, with touching particles split (auto and on for aggregates)."""
+    import math
+
+    import numpy as np
+
+    from ga.config import load_config
+    from ga.particles import detect
+    from ga.synthetic import _cex_sprite, _pg_sprite, _place
+
+    rng = np.random.default_rng(5)
+    for i in range(24):
+        img = np.full((400, 400), 30.0, np.float32)
+        if i % 2:
+            value, alpha = _pg_sprite(rng, float(np.clip(rng.lognormal(math.log(35), 0.25), 12, 60)))
+        else:
+            value = _cex_sprite(rng, float(np.clip(rng.lognormal(math.log(60), 0.3), 14, 160)))[0]
+            alpha = np.ones_like(value)
+        _place(img, value, alpha, 200, 200, additive=not i % 2)
+        frame = np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+        for mode in ("auto", "on") if i % 2 else ("auto",):
+            found = detect(frame, load_config(None, [f"monitor.split_touching={mode}"]).monitor)
+            assert len(found) == 1, (i, mode, [p.box for p in found])
+
+
 # ---------------------------------------------------------------------------- calibration
 
 
