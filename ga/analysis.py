@@ -174,12 +174,12 @@ def update_metrics(run_dir: str, extra: dict) -> dict:
 def tune_thresholds(cfg: Config, run_dir: str, model: Any, data: Datasets) -> dict[str, float]:
     """Multi-label: per-class thresholds that maximise validation F1, into labels.json, and
     the sweep figure."""
-    from ga.runs import labels_document, write_labels
+    from ga.runs import read_labels, write_labels
 
     y_true, y_prob = predict_split(model, data.valid)
     grid, curves, best = threshold_sweep(data.classes, y_true, y_prob)
     plot_threshold_sweep(grid, curves, best, os.path.join(run_dir, f"{cfg.output.prefix}threshold_sweep.png"))
-    write_labels(run_dir, labels_document(cfg, data.classes, thresholds=best))
+    write_labels(run_dir, {**read_labels(run_dir), "thresholds": best})
     log.info("validation-tuned thresholds: %s", ", ".join(f"{c} {t:.2f}" for c, t in best.items()))
     return best
 

@@ -448,6 +448,9 @@ class MonitorConfig:
     # particles in contact found as one object are cut apart where the distance map's saddle (the neck's
     # half-width) is under half of the thinner part's (ga.touching); off: one object, one particle
     split_touching: Literal["auto", "on", "off"] = "auto"
+    # turn each crop over (255 - level) before the model: auto when the model's labels.json records that its
+    # training crops had particles the other way round from the frame's (a dark-field model on bright-field frames)
+    invert_crops: Literal["auto", "on", "off"] = "auto"
     crop_margin: float = 0.15  # context around a particle's box in its crop, fraction of the box's longer side
     # frames: a particle where one sat in 80% of this many last frames is a deposit on the window (flagged
     # static, left out of counts, fractions and sizes); 0: off

@@ -49,7 +49,7 @@ from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
 from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, left_out, read_frame,
                        rgb8, upgraded_key)
 from ga.images import ImageProblem
-from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, preload, with_micrometres
+from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, grey, polarity_of, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
 from ga.tasks import get_task
 
@@ -156,6 +156,7 @@ class Monitor:
         self.particle_cols = particle_columns(self.classes, cfg)
         self.geometry_cols = geometry_columns(cfg)
         self.recent = deque(maxlen=max(1, cfg.static_window))  # the last frames' boxes (static deposits)
+        self._told_inverted = False
         self.rules = [parse_rule(r, self._numeric_columns()) for r in rules]
         self.on_alert, self.alert_hook = on_alert, alert_hook
         self.workers = workers or min(2, os.cpu_count() or 1)
@@ -287,10 +288,29 @@ class Monitor:
         particles = detect(pixels, self.cfg)
         if particles:
             image = rgb8(pixels)
-            ready = prepare_arrays([crop(image, p.box, self.cfg.crop_margin) for p in particles], self.labels)
+            cut = [crop(image, p.box, self.cfg.crop_margin) for p in particles]
+            if self._inverted(pixels):
+                cut = [255 - c for c in cut]
+            ready = prepare_arrays(cut, self.labels)
             for p, c in zip(particles, ready):
                 p.crop = c
         return None, particles
+
+    def _inverted(self, pixels):
+        """Whether this frame's crops are turned over (255 - level) for the model
+        (`monitor.invert_crops`; auto: when the model's labels.json records that its training
+        crops had particles the other way round from this frame's)."""
+        mode, learned = self.cfg.invert_crops, self.labels.get("crop_polarity")
+        if mode != "auto":
+            return mode == "on"
+        if learned not in ("bright", "dark"):
+            return False
+        here = self.cfg.polarity if self.cfg.polarity != "auto" else polarity_of(grey(pixels))
+        if here != learned and not self._told_inverted:
+            self._told_inverted = True
+            log.info("the frames' particles are %s, the model learned from crops with %s ones: their crops are "
+                     "turned over for it (monitor.invert_crops)", here, learned)
+        return here != learned
 
     def _classify_and_write(self, batch, flags):
         """Classify the crops of a group of frames, `monitor.batch_size` a call, then write

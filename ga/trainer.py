@@ -146,6 +146,20 @@ def prebuild(model: Any, metrics: Sequence[Any] = (), units: int = 1) -> None:
         metric.reset_state()
 
 
+def _labels_with_polarity(cfg, classes, data):
+    """labels.json, with the polarity of the training crops (`ga.crops.crop_polarity`): the
+    monitor turns a frame's crops over when its particles are the other way round."""
+    from ga.crops import crop_polarity
+
+    doc = runs.labels_document(cfg, classes)
+    paths = list(getattr(data.train, "paths", None) or []) if classes else []
+    if paths:
+        doc["crop_polarity"], share = crop_polarity(paths)
+        log.info("training crops: particles %s (%.0f%% of a sample of %d agree)", doc["crop_polarity"]
+                 if doc["crop_polarity"] != "mixed" else "bright in some, dark in others", 100 * share, min(200, len(paths)))
+    return doc
+
+
 def train(cfg: Config | str | None = None, resume: str | None = None, overrides: Sequence[str] = (),
           device: str = "auto") -> str | None:
     """Train (or resume an interrupted run) and write every deliverable.
@@ -227,7 +241,7 @@ def _run(cfg, classes, resume):
                 log.info("removed %s, left by the interrupted run", name)
         if not resume:
             dump_config(cfg, os.path.join(run_dir, "config.yaml"))
-            runs.write_labels(run_dir, runs.labels_document(cfg, classes))
+            runs.write_labels(run_dir, _labels_with_polarity(cfg, classes, data))
         for p, reason in data.skipped():
             log.warning("skipped image %s: %s", p, reason)
         log.info("run folder %s; %s; %s; %d replica(s); precision %s (%s)", run_dir,

@@ -110,7 +110,23 @@ in-process default counterpart.
   $ python -m ga monitor data/other --truth data/other/truth/coco.json --config data/calibration/monitor.yaml --out-dir data/other_scores
       -> test_truth.py::test_calibrate_then_score_on_a_half_scale_bright_field_process
   $ python -m ga monitor data/frames --save-crops data/crops --cluster 2
-      -> test_truth.py::test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite
+      -> test_truth.py::test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite, test_chains.py::test_readme_labelling_loop
+  $ python -m ga synth process --out data/frames --frames 60 --seed 2
+      -> test_chains.py::test_readme_labelling_loop
+  $ mkdir data/classes
+      -> test_chains.py::test_readme_labelling_loop
+  $ mv data/crops/cluster_<k> data/classes/pg
+      -> test_chains.py::test_readme_labelling_loop
+  $ mv data/crops/cluster_<j> data/classes/cex
+      -> test_chains.py::test_readme_labelling_loop
+  $ python split_data.py --source data/classes --dest data/crops_split
+      -> test_chains.py::test_readme_labelling_loop
+  $ python main.py --config configs/demo.yaml --set data.split_root=data/crops_split
+      -> test_chains.py::test_readme_labelling_loop
+  $ python -m ga monitor data/frames --calibrate --out-dir data/calibration
+      -> test_chains.py::test_readme_labelling_loop
+  $ python -m ga monitor data/frames --model deliverables/<run> --config data/calibration/monitor.yaml --out-dir data/loop_monitor
+      -> test_chains.py::test_readme_labelling_loop
   $ python -m ga monitor incoming/ --model deliverables/<run> --watch --alert "pg_fraction > 0.10 over 5 frames" --on-alert 'echo "$GA_ALERT_RULE at $GA_ALERT_FRAME" >> alerts.log'
       -> test_monitor.py::test_watch_takes_every_frame_once_through_a_kill_and_restart
   $ python -m ga monitor stack.tif --model deliverables/<run> --out-dir stack_monitor

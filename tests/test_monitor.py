@@ -7,6 +7,7 @@ bad-input checks run in this one through the same entry function (`here=True`).
 The process's seed (90210) is not one the detector's defaults or the simulation were tuned
 on (0, 1, 11, 777)."""
 
+import json
 import os
 import shutil
 import signal
@@ -68,6 +69,9 @@ def test_pg_fraction_and_detection_against_the_truth(monitored):
     assert score["frames"] == FRAMES
     assert score["recall"] >= 0.90 and score["precision"] >= 0.90, score
     assert score["fraction_mae"] <= 0.05, score
+    # the synthetic crops' particles are bright: recorded for the monitor (monitor.invert_crops)
+    with open(ws / ws.model / "labels.json", encoding="utf-8") as fh:
+        assert json.load(fh)["crop_polarity"] == "bright"
     frames = read_csv(ws / "data/monitor/frames.csv")
     assert [r["frame"] for r in frames] == sorted(os.listdir(ws / "data/process"))[:FRAMES]  # time order = name order
     particles = read_csv(ws / "data/monitor/particles.csv")

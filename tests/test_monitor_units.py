@@ -687,3 +687,61 @@ def test_a_deposit_on_the_window_is_static_and_left_out_of_the_counts(tmp_path, 
     static = [p for p in read_csv(tmp_path / "dirty/particles.csv") if p["static"] == "1"]
     assert len(static) == len(names) - 4
     assert all(abs(int(p["x0"]) - (cx - 18)) <= 2 and abs(int(p["y0"]) - (cy - 18)) <= 2 for p in static)
+
+
+def _brightness_model(tmp_path, polarity):
+    """A binary model whose pg probability is its crop's mean level / 255, trained (says its
+    labels.json) on crops with `polarity` particles."""
+    from ga.predict import LoadedModel
+
+    source = tmp_path / "bright.onnx"
+    source.write_bytes(b"brightness")
+    labels = {"task": "binary", "classes": ["cex", "pg"], "positive_class": "pg", "thresholds": {"pg": 0.5},
+              "input_size": [32, 32], "resize": [32, 32], "center_crop": None, "crop_polarity": polarity}
+    return LoadedModel(labels, "onnx", str(source),
+                       lambda x: (np.asarray(x).reshape(len(x), -1).mean(1, keepdims=True) / 255).astype(np.float32))
+
+
+def test_crops_are_turned_over_for_a_model_that_learned_the_other_polarity(tmp_path):
+    """The same frame drawn dark-field and bright-field (inverted): a model that learned from
+    bright particles sees the same crops in both (auto), the inverted ones with `off`; a model
+    whose crops were mixed is given the frame as it is."""
+    from ga.monitoring import monitor
+    from ga.synthetic import generate_process
+
+    def levels(polarity, learned, mode):
+        frames = generate_process(str(tmp_path / f"p_{polarity}"), frames=1, seed=8, polarity=polarity)
+        out = tmp_path / f"m_{polarity}_{learned}_{mode}"
+        monitor(_brightness_model(tmp_path, learned), [frames], str(out),
+                load_config(None, [f"monitor.invert_crops={mode}"]).monitor)
+        rows = read_csv(out / "particles.csv")
+        assert len(rows) >= 10
+        return np.array([float(r["p_pg"]) for r in sorted(rows, key=lambda r: (int(r["y0"]), int(r["x0"])))])
+
+    bright = levels("bright", "bright", "auto")
+    assert np.allclose(levels("dark", "bright", "auto"), bright, atol=0.01)
+    assert np.allclose(levels("dark", "bright", "off"), 1 - bright, atol=0.01)
+    assert np.allclose(levels("dark", "mixed", "auto"), 1 - bright, atol=0.01)
+    assert np.allclose(levels("bright", "dark", "auto"), 1 - bright, atol=0.01)
+    assert np.allclose(levels("bright", "bright", "on"), 1 - bright, atol=0.01)
+
+
+def test_training_crops_polarity(tmp_path):
+    from PIL import Image
+
+    from ga.crops import crop_polarity
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(30):
+        img = np.full((60, 50), 40, np.uint8)
+        img[18:42, 15:35] = 200 + rng.integers(0, 40)  # a bright particle in the middle
+        paths.append(str(tmp_path / f"b{i}.png"))
+        Image.fromarray(img).save(paths[-1])
+        Image.fromarray(255 - img).save(tmp_path / f"d{i}.png")
+    dark = [p.replace("/b", "/d") for p in paths]
+    assert crop_polarity(paths) == ("bright", 1.0)
+    assert crop_polarity(dark) == ("dark", 1.0)
+    assert crop_polarity(paths + dark)[0] == "mixed"
+    assert crop_polarity(paths[:28] + dark[:2])[0] == "bright"  # 93% agree
+    assert crop_polarity([]) == ("mixed", 0.0)
