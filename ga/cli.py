@@ -903,7 +903,7 @@ def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
                         "labelling; no model needed")
     p.add_argument("--cluster", type=int, metavar="K",
                    help="with --save-crops: group the crops into DIR/cluster_<k>/ by k-means on simple image "
-                        "features")
+                        "features, or with --model on the model's backbone features")
     p.add_argument("--truth", metavar="FILE",
                    help="score the detection against annotated frames (COCO JSON, or a CSV of frame,count) and write "
                         "<out-dir>/detection_scores.csv; no model needed")
@@ -928,6 +928,8 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
         parser.error("--cluster goes with --save-crops")
     if args.cluster is not None and args.cluster < 2:
         parser.error("--cluster must be at least 2")
+    if args.save_crops and args.model and args.cluster is None:
+        parser.error("--model with --save-crops is for --cluster's features: add --cluster K")
     if args.save_crops and (args.watch or args.show_detection or args.truth or args.calibrate):
         parser.error("--save-crops goes with frames given at once, without --watch, --show-detection, --truth or "
                      "--calibrate")
@@ -959,7 +961,11 @@ def _monitoring(args):
     if args.save_crops:
         from ga.crops import save_crops
 
-        done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress)
+        from ga.predict import load_model
+
+        model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe) \
+            if args.model and args.cluster else None
+        done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress, model)
         for frame, reason in done["skipped"]:
             print(f"skipped {printable(frame)}: {printable(reason)}", file=sys.stderr)
         groups = f" in {len(done['clusters'])} clusters ({', '.join(f'{k}: {n}' for k, n in done['clusters'].items())})" \

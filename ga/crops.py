@@ -10,7 +10,9 @@ are appended, so nothing is overwritten.
 With `--cluster K` the new crops are grouped by k-means (scikit-learn, 10 starts, seeded) on
 simple image features, standardised: the log area, aspect ratio, circularity, solidity and
 sharpness of the particle, and the mean, spread and 8-bin histogram of its crop's grey
-levels; each crop goes into `DIR/cluster_<k>/`, so that a person can rename or merge the
+levels; with `--model RUN`, on the model's backbone features of each crop instead, as they
+are (as inference's --cluster: its pooled last feature map, the crop prepared as the monitor prepares it, turned over too when
+the model learned the other polarity: `turned_over`); each crop goes into `DIR/cluster_<k>/`, so that a person can rename or merge the
 cluster folders into class folders that `split_data.py` reads (the original study sorted its
 crops by clustering too).
 """
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -80,22 +82,47 @@ def _features(image: np.ndarray, geometry: dict) -> np.ndarray:
     return np.concatenate([shape, [g.mean() / 255, g.std() / 255], hist]).astype(np.float64)
 
 
-def clusters(features: np.ndarray, k: int) -> np.ndarray:
-    """k-means labels (0..k-1) of standardised feature rows; k at most the number of rows."""
+def turned_over(cfg: MonitorConfig, labels: dict, pixels: np.ndarray) -> bool:
+    """Whether a frame's crops are turned over (255 - level) for a model with these labels
+    (`monitor.invert_crops`; auto: when labels.json's crop_polarity is bright or dark and the
+    frame's particles are the other way round)."""
+    from ga.particles import grey, polarity_of
+
+    mode, learned = cfg.invert_crops, labels.get("crop_polarity")
+    if mode != "auto":
+        return mode == "on"
+    if learned not in ("bright", "dark"):
+        return False
+    return (cfg.polarity if cfg.polarity != "auto" else polarity_of(grey(pixels))) != learned
+
+
+def model_features(model: Any, crops: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
+    """(n, d) the model's pooled backbone features of each crop (needs its Keras file)."""
+    from ga.predict import features_and_probs_fn, prepare_arrays
+
+    run = features_and_probs_fn(model.keras())
+    return np.concatenate([run(prepare_arrays(crops[i:i + batch], model.labels).astype(np.float32))[0]
+                           for i in range(0, len(crops), batch)])
+
+
+def clusters(features: np.ndarray, k: int, standardise: bool = True) -> np.ndarray:
+    """k-means labels (0..k-1) of feature rows, standardised first (features of different
+    units) or not (a model's features, as inference's --cluster); k at most the number of rows."""
     from sklearn.cluster import KMeans
     from sklearn.preprocessing import StandardScaler
 
     k = min(k, len(features))
     if k < 2:
         return np.zeros(len(features), int)
-    x = StandardScaler().fit_transform(features)
+    x = StandardScaler().fit_transform(features) if standardise else features
     return KMeans(k, n_init=10, random_state=0).fit_predict(np.nan_to_num(x))
 
 
 def save_crops(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, cluster: int | None = None,
-               max_pixels: int = 100_000_000, progress: bool = False) -> dict:
-    """Write every kept particle's crop (module docstring). Returns {"crops": n, "frames": n,
-    "skipped": [(frame, reason)], "clusters": {k: n} or None}."""
+               max_pixels: int = 100_000_000, progress: bool = False, model: Any = None) -> dict:
+    """Write every kept particle's crop (module docstring); `model` (a LoadedModel) gives the
+    features --cluster groups by. Returns {"crops": n, "frames": n, "skipped": [(frame,
+    reason)], "clusters": {k: n} or None}."""
     import sys
 
     from PIL import Image
@@ -121,14 +148,18 @@ def save_crops(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, cluster:
                 pixels = read_frame(frame, max_pixels)
                 frames += 1
                 image = rgb8(pixels)
+                over = model is not None and turned_over(cfg, model.labels, pixels)
                 for k, p in enumerate(detect(pixels, cfg), 1):
-                    items.append((frame.name, k, p, crop(image, p.box, cfg.crop_margin)))
+                    items.append((frame.name, k, p, crop(image, p.box, cfg.crop_margin), over))
         except ImageProblem as exc:
             skipped.append((os.path.basename(path), str(exc)))
-    labels = clusters(np.stack([_features(c, p.geometry) for _, _, p, c in items]), cluster) \
-        if cluster and items else None
+    labels = None
+    if cluster and items:
+        features = model_features(model, [255 - c if over else c for *_, c, over in items]) if model is not None \
+            else np.stack([_features(c, p.geometry) for _, _, p, c, _ in items])
+        labels = clusters(features, cluster, standardise=model is None)
     rows = []
-    for i, (frame, k, p, image) in enumerate(items):
+    for i, (frame, k, p, image, _) in enumerate(items):
         sub = f"cluster_{labels[i]}" if labels is not None else ""
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
         stem = os.path.splitext(frame.replace("#", "_"))[0] + f"_p{k}"

@@ -49,7 +49,7 @@ from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
 from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, left_out, read_frame,
                        rgb8, upgraded_key)
 from ga.images import ImageProblem
-from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, grey, polarity_of, preload, with_micrometres
+from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
 from ga.tasks import get_task
 
@@ -297,20 +297,16 @@ class Monitor:
         return None, particles
 
     def _inverted(self, pixels):
-        """Whether this frame's crops are turned over (255 - level) for the model
-        (`monitor.invert_crops`; auto: when the model's labels.json records that its training
-        crops had particles the other way round from this frame's)."""
-        mode, learned = self.cfg.invert_crops, self.labels.get("crop_polarity")
-        if mode != "auto":
-            return mode == "on"
-        if learned not in ("bright", "dark"):
-            return False
-        here = self.cfg.polarity if self.cfg.polarity != "auto" else polarity_of(grey(pixels))
-        if here != learned and not self._told_inverted:
+        """Whether this frame's crops are turned over for the model (ga.crops.turned_over);
+        said once in the log."""
+        from ga.crops import turned_over
+
+        over = turned_over(self.cfg, self.labels, pixels)
+        if over and not self._told_inverted and self.cfg.invert_crops == "auto":
             self._told_inverted = True
-            log.info("the frames' particles are %s, the model learned from crops with %s ones: their crops are "
-                     "turned over for it (monitor.invert_crops)", here, learned)
-        return here != learned
+            log.info("the frames' particles are the other way round from the model's training crops (%s): their "
+                     "crops are turned over for it (monitor.invert_crops)", self.labels.get("crop_polarity"))
+        return over
 
     def _classify_and_write(self, batch, flags):
         """Classify the crops of a group of frames, `monitor.batch_size` a call, then write

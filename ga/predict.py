@@ -17,7 +17,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -424,7 +424,7 @@ def predict_files(model: LoadedModel, files: Sequence[str], batch_size: int = 64
     labels = model.labels
     out = Prediction(labels, decision_thresholds(labels, threshold), model=model.provenance())
     # With --cluster, one Keras pass gives both the features and the probabilities.
-    both_fn = _features_and_probs_fn(model.keras(), "pooled" if features is True else features) if features else None
+    both_fn = features_and_probs_fn(model.keras(), "pooled" if features is True else features) if features else None
     show = progress if progress is not None else len(files) > 200
     bar = tqdm(total=len(files), unit="img", desc="inference", disable=not show, file=sys.stderr)
     with cf.ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
@@ -510,7 +510,7 @@ def _safe_read(path, labels, max_pixels):
         return str(exc) if str(exc) else type(exc).__name__
 
 
-def _features_and_probs_fn(keras_model, kind="pooled"):
+def features_and_probs_fn(keras_model: Any, kind: str = "pooled") -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """One traced pass returning (backbone features, output probabilities); features are
     the pooled vector ("pooled") or the flattened last feature map ("map")."""
     import keras

@@ -289,13 +289,15 @@ LOOP = ["python -m ga synth process --out data/frames --frames 60 --seed 2",
         "python main.py --config configs/demo.yaml --set data.split_root=data/crops_split",
         "python -m ga monitor data/frames --calibrate --out-dir data/calibration",
         "python -m ga monitor data/frames --model deliverables/<run> --config data/calibration/monitor.yaml "
-        "--out-dir data/loop_monitor"]
+        "--out-dir data/loop_monitor",
+        "python -m ga monitor data/frames --save-crops data/crops_by_model --cluster 2 --model deliverables/<run>"]
 
 
 def test_readme_labelling_loop(tmp_path):
     """Frames -> crops in two clusters -> class folders -> split -> train -> calibrate ->
-    monitor, from a shell (12 frames, a small model). The person who looks at the clusters
-    is stood in for by the truth: the cluster holding more PG crops becomes pg."""
+    monitor, from a shell (12 frames, a small model), then the crops clustered again by the
+    model's features. The person who looks at the clusters is stood in for by the truth: the
+    cluster holding more PG crops becomes pg."""
     from ga.monitor_report import score_against_truth
     from ga.truth import box_iou
 
@@ -328,3 +330,17 @@ def test_readme_labelling_loop(tmp_path):
     assert score["frames"] == 12 and score["recall"] >= 0.9 and score["precision"] >= 0.9, score
     # on the frames its crops came from (measured: 0.996 and 0.005)
     assert score["class_accuracy"] >= 0.95 and score["fraction_mae"] <= 0.05, score
+    # the model's features sort the crops by class: each cluster at least 90% one class (measured:
+    # 452 cex + 2 pg, 3 cex + 58 pg)
+    proc = ws.run(LOOP[9], subs={"deliverables/<run>": run})
+    assert "in 2 clusters" in proc.stdout
+    by = {}
+    for c in read_csv(ws / "data/crops_by_model/crops.csv"):
+        box = tuple(int(c[k]) for k in ("x0", "y0", "x1", "y1"))
+        best = max(truth.get(c["frame"], []), key=lambda t: box_iou(box, t[0]))
+        if box_iou(box, best[0]) >= 0.5:
+            by.setdefault(c["cluster"], []).append(best[1])
+    assert sorted(by) == ["0", "1"]
+    assert {max(set(v), key=v.count) for v in by.values()} == {"cex", "pg"}
+    assert all(max(v.count("cex"), v.count("pg")) >= 0.9 * len(v) for v in by.values()), \
+        {k: (v.count("cex"), v.count("pg")) for k, v in by.items()}

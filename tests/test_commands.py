@@ -127,6 +127,8 @@ in-process default counterpart.
       -> test_chains.py::test_readme_labelling_loop
   $ python -m ga monitor data/frames --model deliverables/<run> --config data/calibration/monitor.yaml --out-dir data/loop_monitor
       -> test_chains.py::test_readme_labelling_loop
+  $ python -m ga monitor data/frames --save-crops data/crops_by_model --cluster 2 --model deliverables/<run>
+      -> test_chains.py::test_readme_labelling_loop
   $ python -m ga monitor incoming/ --model deliverables/<run> --watch --alert "pg_fraction > 0.10 over 5 frames" --on-alert 'echo "$GA_ALERT_RULE at $GA_ALERT_FRAME" >> alerts.log'
       -> test_monitor.py::test_watch_takes_every_frame_once_through_a_kill_and_restart
   $ python -m ga monitor stack.tif --model deliverables/<run> --out-dir stack_monitor

@@ -379,6 +379,7 @@ def test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite(tmp_
     (["--cluster", "2"], "--cluster goes with --save-crops"),
     (["--save-crops", "c", "--cluster", "1"], "--cluster must be at least 2"),
     (["--save-crops", "c", "--truth", "t.json"], "--save-crops goes with frames given at once"),
+    (["--save-crops", "c", "--model", "m"], "--model with --save-crops is for --cluster's features"),
 ])
 def test_save_crops_usage_errors(ws, extra, message):
     proc = ws.run("python -m ga monitor data/process", *extra, expect=2, here=True)
