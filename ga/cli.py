@@ -943,6 +943,23 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
                                     "inputs": "PATH", "truth": "--truth"})
 
 
+def _saved_crops(args, cfg):
+    """--save-crops [--cluster K [--model RUN]]: the crops written, one line of what."""
+    from ga.crops import save_crops
+    from ga.predict import load_model
+
+    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe) \
+        if args.model and args.cluster else None
+    done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress, model)
+    for frame, reason in done["skipped"]:
+        print(f"skipped {printable(frame)}: {printable(reason)}", file=sys.stderr)
+    groups = f" in {len(done['clusters'])} clusters ({', '.join(f'{k}: {n}' for k, n in done['clusters'].items())})" \
+        if done["clusters"] else ""
+    print(f"{done['crops']} crop(s) of {done['frames']} frame(s){groups}")
+    print(os.path.join(args.save_crops, "crops.csv"))
+    return 1 if done["skipped"] else 0
+
+
 def _monitoring(args):
     from ga.config import load_config
 
@@ -959,20 +976,7 @@ def _monitoring(args):
     if args.truth:
         return _scored(args, cfg)
     if args.save_crops:
-        from ga.crops import save_crops
-
-        from ga.predict import load_model
-
-        model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe) \
-            if args.model and args.cluster else None
-        done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress, model)
-        for frame, reason in done["skipped"]:
-            print(f"skipped {printable(frame)}: {printable(reason)}", file=sys.stderr)
-        groups = f" in {len(done['clusters'])} clusters ({', '.join(f'{k}: {n}' for k, n in done['clusters'].items())})" \
-            if done["clusters"] else ""
-        print(f"{done['crops']} crop(s) of {done['frames']} frame(s){groups}")
-        print(os.path.join(args.save_crops, "crops.csv"))
-        return 1 if done["skipped"] else 0
+        return _saved_crops(args, cfg)
     if args.calibrate:
         from ga.calibration import calibrate, summary_lines
 
