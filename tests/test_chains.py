@@ -330,6 +330,15 @@ def test_readme_labelling_loop(tmp_path):
     assert score["frames"] == 12 and score["recall"] >= 0.9 and score["precision"] >= 0.9, score
     # on the frames its crops came from (measured: 0.996 and 0.005)
     assert score["class_accuracy"] >= 0.95 and score["fraction_mae"] <= 0.05, score
+    # the same model on another run drawn bright-field at half scale: calibrated, its crops
+    # turned over for the model (it learned bright particles), the fraction as close
+    ws.run("python -m ga synth process --out data/other --frames 8 --seed 5 --scale 0.5 --polarity dark")
+    ws.run("python -m ga monitor data/other --calibrate --out-dir data/other_cal")
+    proc = ws.run("python -m ga monitor data/other --model deliverables/<run> --config data/other_cal/monitor.yaml "
+                  "--out-dir data/other_monitor", subs={"deliverables/<run>": run})
+    assert "turned over" in proc.stderr
+    other = score_against_truth(str(ws / "data/other"), str(ws / "data/other_monitor"))
+    assert other["recall"] >= 0.85 and other["class_accuracy"] >= 0.95 and other["fraction_mae"] <= 0.05, other
     # the model's features sort the crops by class: each cluster at least 90% one class (measured:
     # 452 cex + 2 pg, 3 cex + 58 pg)
     proc = ws.run(LOOP[9], subs={"deliverables/<run>": run})
