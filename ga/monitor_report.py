@@ -7,6 +7,9 @@ alerts.csv, monitor.json), so they can be rebuilt at any time and by anyone.
 - monitor_sizes.png: the number-weighted distribution of equivalent diameters per class in
   the first and the last `monitor.window` frames monitored (a running monitor keeps their
   particle rows in memory; rebuilt from the files, particles.csv is read once).
+- monitor_latest.png: the last frame monitored, each particle's box in its class's colour,
+  deposits on the window (static) in their own (magenta), particles cut by the edge dashed;
+  drawn by the running monitor only (frames are not kept).
 - monitor.html: self-contained (figures as data URIs): the source, the model, the counts,
   the last frame's fractions, the alerts, the skipped frames and the detection settings.
 """
@@ -27,6 +30,8 @@ from ga.report import STYLE, embedded_figures, html_table
 from ga.truth import box_iou
 
 TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
+LATEST = "monitor_latest.png"
+STATIC_COLOUR = "magenta"  # a deposit on the probe's window, in monitor_latest.png
 # The outline colours of --show-detection and calibration.png: kept, cut by the edge, dropped by reason.
 DETECTION_COLOURS = {"": "lime", "edge": "cyan", "small": "0.6", "out of focus": "orange", "large": "red"}
 
@@ -194,7 +199,7 @@ def build_page(out_dir: str, state: dict, frames: Sequence[dict] | None = None) 
     model = state["model"]
     skipped = [(r["frame"], r["skipped"]) for r in frames if r["skipped"]]
     flagged = [(r["frame"], r["flags"]) for r in frames if r["flags"]]
-    figures = [f for f in (TREND, SIZES) if os.path.isfile(os.path.join(out_dir, f))]
+    figures = [f for f in (TREND, SIZES, LATEST) if os.path.isfile(os.path.join(out_dir, f))]
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>monitor: {html.escape(out_dir)}</title>"
         f"<style>{STYLE}</style></head><body>",
@@ -254,6 +259,32 @@ def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str =
     names = {"": "kept", "edge": "kept, cut by the edge"}
     found = ", ".join(f"{names.get(k, k)} {n}" for k, n in sorted(counts.items())) or "nothing found"
     ax.set_title((title + ": " if title else "") + found, fontsize=9)
+    ax.set_axis_off()
+    return save_figure(fig, path)
+
+
+def draw_latest(view: np.ndarray, step: int, boxes: Sequence[tuple], classes: Sequence[str], path: str,
+                title: str) -> str:
+    """monitor_latest.png: `view`, a frame taken every `step` pixels, with each particle's
+    box (frame pixels) in its class's colour, static ones (deposits) in STATIC_COLOUR and
+    those cut by the edge dashed. `boxes`: (box, class names ";"-joined, static, edge)."""
+    plt = pyplot()
+    h, w = view.shape[:2]
+    fig, ax = plt.subplots(figsize=(min(14, max(6, w / 90)), min(11, max(4, h / 90)) + 0.6))
+    ax.imshow(view, cmap="gray")
+    colours = {c: plt.get_cmap("tab10")(i % 10) for i, c in enumerate(classes)}
+    counts: dict = {}
+    for (x0, y0, x1, y1), named, still, edge in boxes:
+        key = "static" if still else (named or "none")
+        counts[key] = counts.get(key, 0) + 1
+        colour = STATIC_COLOUR if still else colours.get(named.split(";")[0], "white")
+        ax.add_patch(plt.Rectangle((x0 / step - 0.5, y0 / step - 0.5), (x1 - x0) / step, (y1 - y0) / step, fill=False,
+                                   lw=0.9, ec=colour, ls="--" if edge else "-"))
+    handles = [plt.Line2D([], [], color=colours[c], lw=2, label=f"{c} ({counts.get(c, 0)})") for c in classes]
+    if counts.get("static"):
+        handles.append(plt.Line2D([], [], color=STATIC_COLOUR, lw=2, label=f"static deposit ({counts['static']})"))
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.7)
+    ax.set_title(title, fontsize=9)
     ax.set_axis_off()
     return save_figure(fig, path)
 

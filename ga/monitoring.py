@@ -16,7 +16,8 @@ monitor folder (`--out-dir`, default monitor_out/):
 - alerts.csv, one row per alert fired (`ga.alerts`);
 - monitor_trend.png (fractions with their bands, counts, d50 per class over time),
   monitor_sizes.png (the size distribution of the first and the last `monitor.window`
-  frames), monitor.json and a self-contained monitor.html.
+  frames), monitor_latest.png (the last frame with its particles by class, deposits in their
+  own colour), monitor.json and a self-contained monitor.html.
 
 Without `watch`, every frame there is is processed in time order and the call returns;
 with it, the folder's listing is polled (`monitor.poll_seconds`: polling, since inotify
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from ga.predict import LoadedModel
 
 log = logging.getLogger(__name__)
+VIEW_SIDE = 1400  # px: monitor_latest.png's frame is taken every n pixels to be at most this wide
 
 PARTICLES, FRAMES, ALERTS, STATE = "particles.csv", "frames.csv", "alerts.csv", "monitor.json"
 QUANTILES = (("10", 0.1), ("50", 0.5), ("90", 0.9))
@@ -157,6 +159,7 @@ class Monitor:
         self.geometry_cols = geometry_columns(cfg)
         self.recent = deque(maxlen=max(1, cfg.static_window))  # the last frames' boxes (static deposits)
         self._told_inverted = False
+        self.latest = None  # the last frame monitored, drawn at each refresh (monitor_latest.png)
         self.rules = [parse_rule(r, self._numeric_columns()) for r in rules]
         self.on_alert, self.alert_hook = on_alert, alert_hook
         self.workers = workers or min(2, os.cpu_count() or 1)
@@ -286,8 +289,10 @@ class Monitor:
             return one_line(exc), []
         frame.pixels = None  # a video frame's pixels are not kept beyond this
         particles = detect(pixels, self.cfg)
+        image = rgb8(pixels)
+        step = max(1, math.ceil(max(image.shape[:2]) / VIEW_SIDE))
+        frame.view = (np.ascontiguousarray(image[::step, ::step]), step)  # for monitor_latest.png
         if particles:
-            image = rgb8(pixels)
             cut = [crop(image, p.box, self.cfg.crop_margin) for p in particles]
             if self._inverted(pixels):
                 cut = [255 - c for c in cut]
@@ -360,6 +365,12 @@ class Monitor:
             log.warning("skipped frame %s: %s", frame.name, problem)
         self._alerts(row)
         self._since_refresh += 1
+        view = getattr(frame, "view", None)
+        frame.view = None
+        if view is not None and not problem:
+            named = [r[3] for r in rows]
+            self.latest = (frame.name, stamp, view, [(p.box, c, still, p.edge)
+                                                     for p, c, still in zip(particles, named, static)])
 
     def _static(self, particles):
         """Which particles sit where a particle sat in most of the last `monitor.static_window`
@@ -444,6 +455,12 @@ class Monitor:
                  "classes": self.classes, "thresholds": self.thresholds, "monitor": _config_dict(self.cfg), "rules": [r.text for r in self.rules],
                  "updated": dt.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(os.path.join(self.out_dir, STATE), state)
+        if self.latest is not None:
+            from ga.monitor_report import LATEST, draw_latest
+
+            name, stamp, (view, step), boxes = self.latest
+            draw_latest(view, step, boxes, self.classes, os.path.join(self.out_dir, LATEST),
+                        f"{name} ({stamp or 'no time'}): {len(boxes)} particle(s)")
         write_outputs(self.out_dir, state, self.windows)
 
     def close(self) -> None:

@@ -417,12 +417,12 @@ def test_make_demo_chain(demo):
     assert {r["engine"] for r in rows} == {"onnx"}
     assert len([l for l in infer.stdout.splitlines() if l.startswith("File ")]) == len(test_images)
     # A short simulated process watched with the new model (the newest run): a row per frame,
-    # the page with both figures (tests/test_monitor.py checks what the rows say).
+    # the page with the three figures (tests/test_monitor.py checks what the rows say).
     frames = read_csv(ws / "data/monitor/frames.csv")
     assert [r["frame"] for r in frames] == sorted(f for f in os.listdir(ws / "data/process") if f.endswith(".png"))
     assert {r["model_file"] for r in read_csv(ws / "data/monitor/particles.csv")} <= {
         os.path.join(run, f) for f in ("GAweights.onnx", "GAweights_int8.onnx")}
-    assert open(ws / "data/monitor/monitor.html").read().count("data:image/png;base64,") == 2
+    assert open(ws / "data/monitor/monitor.html").read().count("data:image/png;base64,") == 3
     assert "-> data/monitor/monitor.html" in monitoring.stdout
 
 

@@ -86,10 +86,10 @@ def test_pg_fraction_and_detection_against_the_truth(monitored):
     fired = [r["frame"] for r in frames].index(alert["frame"])
     assert abs(fired - _truth_crossing(ws)) <= 2
     assert "ALERT" in proc.stderr and alert["frame"] in proc.stderr
-    # the page embeds both figures
+    # the page embeds the three figures
     page = open(ws / "data/monitor/monitor.html", encoding="utf-8").read()
-    assert page.count("data:image/png;base64,") == 2 and "pg_fraction &gt; 0.10 over 5 frames" in page
-    for name in ("monitor_trend.png", "monitor_sizes.png"):
+    assert page.count("data:image/png;base64,") == 3 and "pg_fraction &gt; 0.10 over 5 frames" in page
+    for name in ("monitor_trend.png", "monitor_sizes.png", "monitor_latest.png"):
         assert Image.open(ws / "data/monitor" / name).size[0] > 300
 
 

@@ -687,6 +687,12 @@ def test_a_deposit_on_the_window_is_static_and_left_out_of_the_counts(tmp_path, 
     static = [p for p in read_csv(tmp_path / "dirty/particles.csv") if p["static"] == "1"]
     assert len(static) == len(names) - 4
     assert all(abs(int(p["x0"]) - (cx - 18)) <= 2 and abs(int(p["y0"]) - (cy - 18)) <= 2 for p in static)
+    # monitor_latest.png draws the last frame: the deposit's box in magenta, none without it
+    def magenta(folder):
+        img = np.asarray(Image.open(tmp_path / folder / "monitor_latest.png").convert("RGB")).astype(int)
+        return int(((img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] > 200)).sum())
+
+    assert magenta("dirty") > 20 and magenta("clean") < 5
 
 
 def _brightness_model(tmp_path, polarity):
