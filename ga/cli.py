@@ -755,16 +755,6 @@ def _importing(args):
     return 0
 
 
-def study_main(argv: Sequence[str] | None = None) -> int:
-    """`python -m ga.georgia import ...`, the study module's own command line."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] != ["import"]:
-        stream = sys.stdout if argv[:1] in (["-h"], ["--help"]) else sys.stderr
-        print("usage: python -m ga.georgia import H5 --out RUN  (python -m ga.georgia import --help)", file=stream)
-        return 0 if stream is sys.stdout else 2
-    return import_main(argv[1:], prog="python -m ga.georgia import")
-
-
 def report_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog or "ga report", description="(Re)build a complete run folder's report.html")
     p.add_argument("run", help="a run folder (with metrics.json)")

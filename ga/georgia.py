@@ -155,7 +155,10 @@ def _card(out, source, size):
     ])
 
 
-if __name__ == "__main__":  # the command line lives in ga.cli (`ga import` is the same command)
-    from ga.cli import study_main
+if __name__ == "__main__":
+    # `python -m ga.georgia import ...` is `python -m ga import ...`, run in a process of its own: the
+    # command line (ga.cli) sits above every library module, and none imports it
+    import subprocess
 
-    sys.exit(study_main())
+    args = sys.argv[2:] if sys.argv[1:2] == ["import"] else sys.argv[1:]
+    sys.exit(subprocess.call([sys.executable, "-m", "ga", "import", *args]))

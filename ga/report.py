@@ -216,7 +216,9 @@ def write_report(run_dir: str) -> str:
     return path
 
 
-if __name__ == "__main__":  # the command line lives in ga.cli (`ga report` is the same command)
-    from ga.cli import report_main
+if __name__ == "__main__":
+    # `python -m ga.report ...` is `python -m ga report ...`, run in a process of its own: the
+    # command line (ga.cli) sits above every library module, and none imports it
+    import subprocess
 
-    sys.exit(report_main(prog="python -m ga.report"))
+    sys.exit(subprocess.call([sys.executable, "-m", "ga", "report", *sys.argv[1:]]))

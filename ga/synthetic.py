@@ -771,7 +771,9 @@ def process_coco(part_rows: Sequence[Sequence], names: Sequence[str], size: Sequ
             "annotations": anns, "categories": [{"id": i, "name": n} for n, i in cats.items()]}
 
 
-if __name__ == "__main__":  # the command line lives in ga.cli (`ga synth` is the same command)
-    from ga.cli import synth_main
+if __name__ == "__main__":
+    # `python -m ga.synthetic ...` is `python -m ga synth ...`, run in a process of its own: the
+    # command line (ga.cli) sits above every library module, and none imports it
+    import subprocess
 
-    sys.exit(synth_main(prog="python -m ga.synthetic"))
+    sys.exit(subprocess.call([sys.executable, "-m", "ga", "synth", *sys.argv[1:]]))

@@ -12,13 +12,16 @@ from conftest import ROOT
 
 PACKAGE = os.path.join(ROOT, "ga")
 MODULES = sorted(f[:-3] for f in os.listdir(PACKAGE) if f.endswith(".py") and f != "__init__.py")
+# Every module of the package, subpackages too, dotted below ga ("cli", "monitor.loop", ...).
+ALL_MODULES = sorted(os.path.relpath(os.path.join(d, f), PACKAGE)[:-3].replace(os.sep, ".")
+                     for d, _, files in os.walk(PACKAGE) for f in files if f.endswith(".py"))
 # Modules that must import without TensorFlow (the split, the generators, the CLI's start).
 LIGHT = ["__main__", "cli", "config", "errors", "figures", "files", "images", "layouts", "log", "predict", "report", "runs",
          "scan", "splitting", "synthetic", "tasks"]
 
 
 def _tree(name):
-    with open(os.path.join(PACKAGE, f"{name}.py"), encoding="utf-8") as fh:
+    with open(os.path.join(PACKAGE, *name.split(".")) + ".py", encoding="utf-8") as fh:
         return ast.parse(fh.read())
 
 
@@ -30,12 +33,12 @@ def _script_blocks(tree):
             and isinstance(n.test.left, ast.Name) and n.test.left.id == "__name__"]
 
 
-def _imports(name):
+def _imports(name, scripts=False):
     """(module imported, names imported) for every `ga` import in a module, at any depth,
-    outside its script block."""
+    outside its script block (in it too with `scripts`)."""
     out = []
     tree = _tree(name)
-    skip = {id(n) for block in _script_blocks(tree) for n in ast.walk(block)}
+    skip = set() if scripts else {id(n) for block in _script_blocks(tree) for n in ast.walk(block)}
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
@@ -49,8 +52,19 @@ def _imports(name):
     return out
 
 
+def test_no_library_module_imports_the_command_line():
+    """ga.cli is the top: only the `python -m ga` entry imports it (script blocks included;
+    `python -m ga.synthetic` and the like hand over to `python -m ga` in a new process)."""
+    front = [m for m in ALL_MODULES if m == "cli" or m.startswith("cli.")]
+    assert front, "no ga.cli"
+    bad = [(m, t) for m in ALL_MODULES if m not in front and m != "__main__"
+           for t, _ in _imports(m, scripts=True) if t == "cli" or t.startswith("cli.")]
+    assert not bad, bad
+
+
 def test_no_import_cycle():
-    graph = {m: {t for t, _ in _imports(m) if t in MODULES and t != m} for m in MODULES}
+    """Script blocks included: `python -m ga.x` must not close a loop either."""
+    graph = {m: {t for t, _ in _imports(m, scripts=True) if t in MODULES and t != m} for m in MODULES}
     state = {}
 
     def visit(m, path):
