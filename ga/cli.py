@@ -382,16 +382,29 @@ def inference_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def _load_model(args, which="model"):
+    """The model named by `args.<which>` with the shared model options: the one place the
+    commands load a model."""
+    from ga.predict import load_model
+
+    return load_model(getattr(args, which), args.engine, args.runs_root, args.threads, args.unsafe)
+
+
+def _check_numbers(parser, args):
+    """--batch-size and --threshold, where a command has them (the same rule everywhere)."""
+    if getattr(args, "batch_size", None) is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if getattr(args, "threshold", None) is not None and not 0 < args.threshold < 1:
+        parser.error("--threshold must be between 0 and 1")
+
+
 def _check_inference(parser, args):
     """The rules between inference options that argparse cannot say."""
-    if args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    _check_numbers(parser, args)
     if len(args.tile) > 2 or min(args.tile) < 1:
         parser.error("--tile takes a width and an optional height, each at least 1")
     if args.overlap is not None and not 0 <= args.overlap < min(args.tile):
         parser.error("--overlap must be at least 0 and less than the tile's smaller side")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        parser.error("--threshold must be between 0 and 1")
     if args.cluster is not None and args.cluster < 1:
         parser.error("--cluster must be at least 1")
     if args.evaluate and (len(args.inputs) != 1 or args.scan or args.cluster is not None):
@@ -468,7 +481,6 @@ def _inference(args):
     from ga.predict import (
         cluster,
         input_files,
-        load_model,
         predict_files,
         result_lines,
         write_table,
@@ -481,7 +493,7 @@ def _inference(args):
     if args.evaluate:
         return _evaluation(args)
     files = input_files(args.inputs, args.recursive)
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    model = _load_model(args)
     if args.print_format == "study" and not get_task(model.labels).study_line:
         raise GAError("--print-format study is the binary study's line; this model is " + model.labels["task"])
     if args.scan:
@@ -528,9 +540,9 @@ def _explain(args, model, pred):
 def _evaluation(args):
     """inference.py FOLDER --evaluate: reports into --out-dir; accuracy and F1 printed."""
     from ga.analysis import test_summary
-    from ga.predict import evaluate_folder, load_model, run_prefix
+    from ga.predict import evaluate_folder, run_prefix
 
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    model = _load_model(args)
     out_dir = args.out_dir or "inference_out"
     m, pred = evaluate_folder(model, args.inputs[0], out_dir, run_prefix(model.source), args.threshold,
                               batch_size=args.batch_size, max_pixels=args.max_pixels,
@@ -543,11 +555,10 @@ def _evaluation(args):
 def _comparison(args):
     """inference.py FOLDER --evaluate --model A --compare B (and `ga compare A B FOLDER`)."""
     from ga.comparison import compare_models, summary_line
-    from ga.predict import load_model
 
-    a = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    a = _load_model(args)
     try:
-        b = load_model(args.compare, args.engine, args.runs_root, args.threads, args.unsafe)
+        b = _load_model(args, "compare")
     except GAError as exc:
         raise GAError(exc.message, arg="compare") from None
     out_dir = args.out_dir or "inference_out"
@@ -592,9 +603,8 @@ def review_main(argv: Sequence[str] | None = None, prog: str | None = None) -> i
 
 def _reviewing(args):
     from ga.curation import review_folder
-    from ga.predict import load_model
 
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    model = _load_model(args)
     # inference.py --review has ga review's defaults
     top, gradcam, min_conf = (getattr(args, k, _INFER_DEFAULTS[k]) for k in ("top", "gradcam", "min_confidence"))
     r = review_folder(model, args.inputs[0], args.out_dir or "review", top=top, gradcam=gradcam,
@@ -641,8 +651,7 @@ def compare_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
     """`ga compare A B FOLDER`: inference.py FOLDER --evaluate --model A --compare B."""
     args = compare_parser(prog).parse_args(argv)
     args.model, args.compare = args.model_a, args.model_b
-    if args.batch_size < 1:
-        compare_parser(prog).error("--batch-size must be at least 1")
+    _check_numbers(compare_parser(prog), args)
     return _run(_comparison, args, {"model": "A", "compare": "B", "folder": "FOLDER"})
 
 
@@ -923,12 +932,9 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
     if args.save_crops and (args.watch or args.show_detection or args.truth or args.calibrate):
         parser.error("--save-crops goes with frames given at once, without --watch, --show-detection, --truth or "
                      "--calibrate")
-    if args.batch_size is not None and args.batch_size < 1:
-        parser.error("--batch-size must be at least 1")
+    _check_numbers(parser, args)
     if args.idle_exit is not None and not args.watch:
         parser.error("--idle-exit goes with --watch")
-    if args.threshold is not None and not 0 < args.threshold < 1:
-        parser.error("--threshold must be between 0 and 1")
     return _run(_monitoring, args, {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert",
                                     "inputs": "PATH", "truth": "--truth"})
 
@@ -936,9 +942,8 @@ def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> 
 def _saved_crops(args, cfg):
     """--save-crops [--cluster K [--model RUN]]: the crops written, one line of what."""
     from ga.crops import save_crops
-    from ga.predict import load_model
 
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe) \
+    model = _load_model(args) \
         if args.model and args.cluster else None
     done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress, model)
     for frame, reason in done["skipped"]:
@@ -981,9 +986,7 @@ def _monitoring(args):
     import ga
 
     ga.register()
-    from ga.predict import load_model
-
-    model = load_model(args.model, args.engine, args.runs_root, args.threads, args.unsafe)
+    model = _load_model(args)
 
     def alert(a):
         print(f"ALERT {printable(a.time or a.frame)}: {printable(a.rule)} (value {a.value:.4g} on frame "
