@@ -220,3 +220,10 @@ def test_every_public_function_is_typed():
                 untyped.append(f"{m}.{name}")
     assert untyped == []
     assert os.path.isfile(os.path.join(PACKAGE, "py.typed"))
+
+
+def test_the_command_line_loads_a_model_in_one_place():
+    front = [m for m in ALL_MODULES if m == "cli" or m.startswith("cli.")]
+    calls = [m for m in front for node in ast.walk(_tree(m)) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", getattr(node.func, "attr", None)) == "load_model"]
+    assert len(calls) == 1, calls
