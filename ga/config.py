@@ -456,6 +456,9 @@ class MonitorConfig:
     # static, left out of counts, fractions and sizes); 0: off
     static_window: int = 10
     pixel_size_um: Optional[float] = None  # micrometres per pixel: sizes in um too
+    # edges of equivalent-diameter bins (um with pixel_size_um, else px; .inf allowed last): frames.csv gains
+    # count_<lo>_<hi>_<unit> per bin, for all particles and per class, and monitor_bins.png; [] (default): none
+    size_bins: list[float] = field(default_factory=list)
     # Frame times, from the first of these that gives one: name (time_pattern in the file name),
     # tags (EXIF/TIFF DateTime), mtime (the file's modification time)
     time_sources: list[str] = field(default_factory=lambda: ["name", "tags", "mtime"])
@@ -496,6 +499,9 @@ class MonitorConfig:
             raise ConfigError(f"{key}.ci_level must be in (0, 1), got {self.ci_level}")
         if self.pixel_size_um is not None and not self.pixel_size_um > 0:
             raise ConfigError(f"{key}.pixel_size_um must be positive, got {self.pixel_size_um}")
+        edges = self.size_bins
+        if edges and (len(edges) < 2 or edges[0] < 0 or any(b <= a for a, b in zip(edges, edges[1:]))):
+            raise ConfigError(f"{key}.size_bins must be at least two increasing edges, from 0 up, got {edges}")
         bad = [s for s in self.time_sources if s not in ("name", "tags", "mtime")]
         if bad or not self.time_sources:
             raise ConfigError(f"{key}.time_sources takes name, tags and mtime in the order to try, got "

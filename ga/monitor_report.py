@@ -7,6 +7,8 @@ alerts.csv, monitor.json), so they can be rebuilt at any time and by anyone.
 - monitor_sizes.png: the number-weighted distribution of equivalent diameters per class in
   the first and the last `monitor.window` frames monitored (a running monitor keeps their
   particle rows in memory; rebuilt from the files, particles.csv is read once).
+- monitor_bins.png (with `monitor.size_bins`): each size bin's count over time, for all
+  particles and per class (the "fines" and "coarse" counts an FBRM user reads).
 - monitor_latest.png: the last frame monitored, each particle's box in its class's colour,
   deposits on the window (static) in their own (magenta), particles cut by the edge dashed;
   drawn by the running monitor only (frames are not kept).
@@ -31,6 +33,7 @@ from ga.truth import box_iou
 
 TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
 LATEST = "monitor_latest.png"
+BINS = "monitor_bins.png"
 STATIC_COLOUR = "magenta"  # a deposit on the probe's window, in monitor_latest.png
 # The outline colours of --show-detection and calibration.png: kept, cut by the edge, dropped by reason.
 DETECTION_COLOURS = {"": "lime", "edge": "cyan", "small": "0.6", "out of focus": "orange", "large": "red"}
@@ -199,7 +202,7 @@ def build_page(out_dir: str, state: dict, frames: Sequence[dict] | None = None) 
     model = state["model"]
     skipped = [(r["frame"], r["skipped"]) for r in frames if r["skipped"]]
     flagged = [(r["frame"], r["flags"]) for r in frames if r["flags"]]
-    figures = [f for f in (TREND, SIZES, LATEST) if os.path.isfile(os.path.join(out_dir, f))]
+    figures = [f for f in (TREND, SIZES, BINS, LATEST) if os.path.isfile(os.path.join(out_dir, f))]
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>monitor: {html.escape(out_dir)}</title>"
         f"<style>{STYLE}</style></head><body>",
@@ -231,6 +234,8 @@ def write_outputs(out_dir: str, state: dict, windows: SizeWindows | None = None)
             windows = SizeWindows.from_folder(out_dir, frames, int(state["monitor"].get("window", 10)),
                                               _size_column(state))
         written.append(plot_sizes(frames, windows.rows(), state, os.path.join(out_dir, SIZES)))
+        if any(k.startswith("count_") for k in frames[0]):
+            written.append(plot_bins(frames, state, os.path.join(out_dir, BINS)))
     page = os.path.join(out_dir, PAGE)
     atomic_write_text(page, build_page(out_dir, state, frames))
     return written + [page]
@@ -260,6 +265,27 @@ def draw_detection(frame: Any, particles: Sequence[Any], path: str, title: str =
     found = ", ".join(f"{names.get(k, k)} {n}" for k, n in sorted(counts.items())) or "nothing found"
     ax.set_title((title + ": " if title else "") + found, fontsize=9)
     ax.set_axis_off()
+    return save_figure(fig, path)
+
+
+def plot_bins(frames: Sequence[dict], state: dict, path: str) -> str:
+    """monitor_bins.png from frames.csv's `count_<lo>_<hi>_<unit>` columns (module docstring)."""
+    frames = sorted((r for r in frames if not r["skipped"]), key=lambda r: _num(r["elapsed_s"]))
+    names = [k for k in frames[0] if k.startswith("count_")] if frames else []
+    x, xlabel = _time_axis(frames)
+    groups = [("all particles", "")] + [(c, f"{c}_") for c in state["classes"]]
+    fig, axes = pyplot().subplots(len(groups), 1, figsize=(9, 2.6 * len(groups) + 0.6), sharex=True, squeeze=False)
+    for ax, (title, prefix) in zip(axes[:, 0], groups):
+        for name in names:
+            lo, hi, unit = name.split("_")[1:4]
+            unit = "µm" if unit == "um" else unit
+            ax.plot(x, [_num(r.get(prefix + name)) for r in frames], marker=".", ms=3, lw=1,
+                    label=f"≥ {lo} {unit}" if hi == "inf" else f"{lo}–{hi} {unit}")
+        ax.set(ylabel="particles", title=f"{title}: count per size bin (equivalent diameter)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=min(4, max(1, len(names))))
+    axes[-1, 0].set_xlabel(xlabel)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 

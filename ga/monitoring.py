@@ -112,7 +112,18 @@ def frame_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
     cols += sizes("")
     for c in classes:
         cols += sizes(f"{c}_")
+    for prefix in ["", *(f"{c}_" for c in classes)]:
+        cols += [f"{prefix}{name}" for name in bin_columns(cfg)]
     return cols + ["source", "size", "mtime_ns", "key"]
+
+
+def bin_columns(cfg: MonitorConfig) -> list[str]:
+    """`count_<lo>_<hi>_<unit>` for each size bin of `monitor.size_bins` (none without)."""
+    def edge(v):
+        return "inf" if math.isinf(v) else f"{v:g}"
+
+    e = cfg.size_bins
+    return [f"count_{edge(a)}_{edge(b)}_{size_unit(cfg)}" for a, b in zip(e, e[1:])]
 
 
 def geometry_columns(cfg: MonitorConfig) -> list[str]:
@@ -413,6 +424,10 @@ class Monitor:
                 qs = weighted_percentiles(values, w, [q for _, q in QUANTILES])
                 for (name, _), v in zip(QUANTILES, qs):
                     row[f"{prefix}{weight}{name}_{u}"] = _fmt(v, 3)
+            if cfg.size_bins:  # [lo, hi) per bin, the particles cut by the edge left out as above
+                edges = cfg.size_bins
+                row.update({f"{prefix}{name}": int(np.sum((values >= a) & (values < b)))
+                            for name, a, b in zip(bin_columns(cfg), edges, edges[1:])})
         return row
 
     def _alerts(self, row):

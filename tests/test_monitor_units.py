@@ -751,3 +751,31 @@ def test_training_crops_polarity(tmp_path):
     assert crop_polarity(paths + dark)[0] == "mixed"
     assert crop_polarity(paths[:28] + dark[:2])[0] == "bright"  # 93% agree
     assert crop_polarity([]) == ("mixed", 0.0)
+
+
+def test_size_bins_count_each_frames_particles_per_bin(tmp_path, process):
+    """monitor.size_bins [0, 20, 40, .inf] px: frames.csv counts each frame's particles (those
+    cut by the edge and deposits left out, as the sizes) per bin, for all and per class, as
+    particles.csv's diameters say; monitor_bins.png is drawn and on the page; bad edges are
+    one line."""
+    from ga.errors import ConfigError
+    from ga.monitoring import monitor
+
+    cfg = load_config(None, ["monitor.size_bins=[0, 20, 40, .inf]"]).monitor
+    monitor(_fake_model(tmp_path), [process], str(tmp_path / "m"), cfg)
+    frames = read_csv(tmp_path / "m/frames.csv")
+    particles = read_csv(tmp_path / "m/particles.csv")
+    bins = [("count_0_20_px", 0, 20), ("count_20_40_px", 20, 40), ("count_40_inf_px", 40, np.inf)]
+    assert sum(int(r["count_40_inf_px"]) for r in frames) > 0 and sum(int(r["count_0_20_px"]) for r in frames) > 0
+    for r in frames:
+        d = [float(p["eq_diameter_px"]) for p in particles if p["frame"] == r["frame"] and p["edge"] == "0"
+             and p["static"] == "0"]
+        for name, lo, hi in bins:
+            assert int(r[name]) == sum(lo <= v < hi for v in d), (r["frame"], name)
+            assert int(r[f"pg_{name}"]) == int(r[name]) and int(r[f"cex_{name}"]) == 0  # the fake model says pg
+        assert sum(int(r[name]) for name, _, _ in bins) == int(r["particles"]) - int(r["edge_particles"])
+    assert Image.open(tmp_path / "m/monitor_bins.png").size[0] > 300
+    assert open(tmp_path / "m/monitor.html", encoding="utf-8").read().count("data:image/png;base64,") == 4
+    for edges in ("[10]", "[0, 20, 20]", "[-1, 5]"):
+        with pytest.raises(ConfigError, match="size_bins must be at least two increasing edges"):
+            load_config(None, [f"monitor.size_bins={edges}"])
