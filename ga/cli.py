@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import datetime
 import logging
 import os
 import shlex
@@ -911,8 +912,49 @@ def monitor_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def note_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog or "ga monitor note", description="Add an operator's note to a monitor folder: "
+                "notes.csv, a dotted line on the trend figure and a row on the page")
+    p.add_argument("dir", metavar="DIR", help="the monitor folder (--out-dir of ga monitor)")
+    p.add_argument("text", metavar="TEXT", help='the note, e.g. "seeded at 10:32"')
+    p.add_argument("--time", metavar="ISO", help="when it happened (e.g. 2026-12-01T10:32:00); default: now")
+    _common(p)
+    return p
+
+
+def note_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """`ga monitor note DIR TEXT [--time ISO]`."""
+    parser = note_parser(prog)
+    args = parser.parse_args(argv)
+    when = None
+    if args.time:
+        try:
+            when = datetime.datetime.fromisoformat(args.time)
+        except ValueError:
+            parser.error(f"--time takes an ISO time such as 2026-12-01T10:32:00, got {args.time!r}")
+    args.when = when
+    return _run(_noting, args, {"dir": "DIR", "text": "TEXT"})
+
+
+def _noting(args):
+    import json
+
+    from ga.monitor_report import add_note, write_outputs
+
+    time, text = add_note(args.dir, args.text, args.when)
+    state = os.path.join(args.dir, "monitor.json")
+    if os.path.isfile(state):  # the figures and page show it now (a running monitor at its next refresh)
+        with open(state, encoding="utf-8") as fh:
+            write_outputs(args.dir, json.load(fh))
+    print(f"{time} {text}")
+    return 0
+
+
 def monitor_main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """`ga monitor FOLDER --model RUN [--watch] [--alert RULE]`."""
+    """`ga monitor FOLDER --model RUN [--watch] [--alert RULE]` (and `ga monitor note DIR TEXT`)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["note"]:
+        return note_main(argv[1:], prog=f"{prog or 'ga monitor'} note")
     parser = monitor_parser(prog)
     args = parser.parse_args(argv)
     if not args.inputs and not args.show_detection:

@@ -32,6 +32,7 @@ from ga.report import STYLE, embedded_figures, html_table
 from ga.truth import box_iou
 
 TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
+NOTES = "notes.csv"  # operator notes: time, note (`ga monitor note DIR TEXT`)
 LATEST = "monitor_latest.png"
 BINS = "monitor_bins.png"
 STATIC_COLOUR = "magenta"  # a deposit on the probe's window, in monitor_latest.png
@@ -72,8 +73,48 @@ def _time_axis(frames):
     return t, "time since the first frame (s)"
 
 
-def plot_trend(frames: Sequence[dict], state: dict, path: str) -> str:
-    """monitor_trend.png from frames.csv's rows (module docstring)."""
+def add_note(out_dir: str, text: str, when: Any = None) -> list[str]:
+    """Append an operator's note to a monitor folder's notes.csv (time: `when`, a datetime,
+    or now). Returns the row written."""
+    import datetime as dt
+
+    from ga.errors import GAError
+
+    if not os.path.isfile(os.path.join(out_dir, "frames.csv")):
+        raise GAError(f"{out_dir}: not a monitor folder (no frames.csv)")
+    if not text.strip():
+        raise GAError("the note is empty", arg="TEXT")
+    path = os.path.join(out_dir, NOTES)
+    row = [(when or dt.datetime.now()).isoformat(timespec="seconds"), " ".join(text.split())]
+    fresh = not os.path.isfile(path) or os.path.getsize(path) == 0
+    with open(path, "a", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        if fresh:
+            w.writerow(["time", "note"])
+        w.writerow(row)
+    return row
+
+
+def events(out_dir: str, frames: Sequence[dict]) -> list[tuple[float, str, str]]:
+    """(seconds since the first frame, "alert" or "note", text) of the folder's alerts (at
+    their frame) and notes (at their time, against the frames' clock); undatable ones left out."""
+    import datetime as dt
+
+    elapsed = {r["frame"]: _num(r["elapsed_s"]) for r in frames}
+    out = [(elapsed.get(a["frame"], float("nan")), "alert", a["rule"]) for a in _read(os.path.join(out_dir, "alerts.csv"))]
+    start = next((dt.datetime.fromisoformat(r["time"]) - dt.timedelta(seconds=_num(r["elapsed_s"]))
+                  for r in frames if r["time"] and r["elapsed_s"]), None)
+    for n in _read(os.path.join(out_dir, NOTES)):
+        try:
+            out.append(((dt.datetime.fromisoformat(n["time"]) - start).total_seconds(), "note", n["note"]))
+        except (TypeError, ValueError):
+            continue
+    return [e for e in out if e[0] == e[0]]
+
+
+def plot_trend(frames: Sequence[dict], state: dict, path: str, marks: Sequence[tuple[float, str, str]] = ()) -> str:
+    """monitor_trend.png from frames.csv's rows (module docstring); `marks` (`events`): alerts
+    (red dashed) and operator notes (grey, labelled) as vertical lines."""
     frames = sorted((r for r in frames if not r["skipped"]), key=lambda r: _num(r["elapsed_s"]))
     unit = "um" if state["monitor"].get("pixel_size_um") else "px"
     x, xlabel = _time_axis(frames)
@@ -96,7 +137,14 @@ def plot_trend(frames: Sequence[dict], state: dict, path: str) -> str:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7, loc="best")
-    axes[0].set_title(f"{len(frames)} frames")
+    per = 60.0 if xlabel.endswith("(min)") else 1.0
+    for t, kind, text in marks:
+        for ax in axes:
+            ax.axvline(t / per, color="red" if kind == "alert" else "0.35", ls="--" if kind == "alert" else ":", lw=0.9)
+        if kind == "note":
+            axes[0].annotate(text[:40], (t / per, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
+                             va="top", ha="right", color="0.25")
+    axes[0].set_title(f"{len(frames)} frames" + (" (red dashed: alerts; dotted: notes)" if marks else ""))
     return save_figure(fig, path)
 
 
@@ -199,6 +247,7 @@ def build_page(out_dir: str, state: dict, frames: Sequence[dict] | None = None) 
     """monitor.html's text; `frames`: frames.csv's rows when the caller has read them."""
     frames = _read(os.path.join(out_dir, "frames.csv")) if frames is None else frames
     alerts = _read(os.path.join(out_dir, "alerts.csv"))
+    notes = _read(os.path.join(out_dir, NOTES))
     model = state["model"]
     skipped = [(r["frame"], r["skipped"]) for r in frames if r["skipped"]]
     flagged = [(r["frame"], r["flags"]) for r in frames if r["flags"]]
@@ -215,6 +264,7 @@ def build_page(out_dir: str, state: dict, frames: Sequence[dict] | None = None) 
         (html_table([(a["time"], a["frame"], a["rule"], a["value"]) for a in alerts], ("time", "frame", "rule", "value"))
          if alerts else f"<p>None fired. Rules: {html.escape('; '.join(state['rules']) or 'none given')}.</p>"),
         "<h2>Figures</h2>", embedded_figures(out_dir, figures),
+        *(["<h2>Notes</h2>", html_table([(n["time"], n["note"]) for n in notes], ("time", "note"))] if notes else []),
         *(["<h2>Skipped frames</h2>", html_table(skipped, ("frame", "reason"))] if skipped else []),
         *(["<h2>Flagged frames</h2>", html_table(flagged, ("frame", "flag"))] if flagged else []),
         "<h2>Detection settings (monitor.*)</h2>", html_table(sorted(state["monitor"].items()), ("key", "value")),
@@ -229,7 +279,7 @@ def write_outputs(out_dir: str, state: dict, windows: SizeWindows | None = None)
     frames = _read(os.path.join(out_dir, "frames.csv"))
     written = []
     if any(not r["skipped"] for r in frames):
-        written.append(plot_trend(frames, state, os.path.join(out_dir, TREND)))
+        written.append(plot_trend(frames, state, os.path.join(out_dir, TREND), events(out_dir, frames)))
         if windows is None:
             windows = SizeWindows.from_folder(out_dir, frames, int(state["monitor"].get("window", 10)),
                                               _size_column(state))

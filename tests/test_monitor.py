@@ -93,6 +93,35 @@ def test_pg_fraction_and_detection_against_the_truth(monitored):
         assert Image.open(ws / "data/monitor" / name).size[0] > 300
 
 
+NOTE = 'python -m ga monitor note data/monitor "seeded at 10:32" --time 2026-12-01T10:32:00'
+
+
+def test_an_operators_note_lands_on_the_figures_and_the_page(monitored):
+    """`ga monitor note` from a shell: notes.csv gains the row, the page a Notes section, the
+    trend figure its line (events() places it on the frames' clock, the alert at its frame);
+    a folder that is no monitor folder and a bad time are one line, exit 2."""
+    from ga.monitor_report import events
+
+    ws, _ = monitored
+    shutil.copytree(ws / "data/monitor", ws / "data/noted")
+    frames = read_csv(ws / "data/noted/frames.csv")
+    third = frames[2]["time"]
+    proc = ws.run(NOTE.replace("data/monitor", "data/noted").replace("2026-12-01T10:32:00", third))
+    assert proc.stdout.strip() == f"{third} seeded at 10:32"
+    assert read_csv(ws / "data/noted/notes.csv") == [{"time": third, "note": "seeded at 10:32"}]
+    assert "<h2>Notes</h2>" in open(ws / "data/noted/monitor.html", encoding="utf-8").read()
+    marks = events(str(ws / "data/noted"), frames)
+    assert ("note", "seeded at 10:32") in [(k, t) for _, k, t in marks]
+    note_at = next(t for t, k, _ in marks if k == "note")
+    assert note_at == pytest.approx(float(frames[2]["elapsed_s"]))
+    (alert,) = read_csv(ws / "data/noted/alerts.csv")
+    assert [t for t, k, _ in marks if k == "alert"] == [float(r["elapsed_s"]) for r in frames if r["frame"] == alert["frame"]]
+    bad = ws.run("python -m ga monitor note data/process x", expect=2)
+    assert "not a monitor folder" in one_error_line(bad)
+    bad = ws.run("python -m ga monitor note data/noted x --time yesterday", expect=2)
+    assert "--time takes an ISO time" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_show_detection_draws_the_outlines(ws):
     frame = "data/process/frame_00012_20261201T100022.png"
     proc = ws.run("python -m ga monitor data/process --show-detection data/process/frame_00060_20261201T100158.png "
