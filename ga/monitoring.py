@@ -355,9 +355,9 @@ class Monitor:
         per_class = self.task.class_probabilities(probs) if len(probs) else np.zeros((0, len(self.classes)))
         static = self._static(particles) if not problem else [False] * len(particles)
         rows = []
-        for i, (p, flags_on, pc, still) in enumerate(zip(particles, on, per_class, static), 1):
+        names = [";".join(c for c, f in zip(self.classes, flags_on) if f) for flags_on in on]
+        for i, (p, named, pc, still) in enumerate(zip(particles, names, per_class, static), 1):
             geo = with_micrometres(p.geometry, self.cfg.pixel_size_um)
-            named = ";".join(c for c, f in zip(self.classes, flags_on) if f)
             rows.append([frame.name, stamp, i, named, *(_fmt(float(v)) for v in pc),
                          *(_fmt(geo[k], 3) if isinstance(geo[k], float) else geo[k] for k in self.geometry_cols),
                          int(still), self.provenance["model_file"], self.provenance["model_sha256"],
@@ -379,9 +379,8 @@ class Monitor:
         view = getattr(frame, "view", None)
         frame.view = None
         if view is not None and not problem:
-            named = [r[3] for r in rows]
             self.latest = (frame.name, stamp, view, [(p.box, c, still, p.edge)
-                                                     for p, c, still in zip(particles, named, static)])
+                                                     for p, c, still in zip(particles, names, static)])
 
     def _static(self, particles):
         """Which particles sit where a particle sat in most of the last `monitor.static_window`
