@@ -39,18 +39,23 @@ from ga.api import (  # noqa: E402  (after the env set-up)
     Predictions,
     Predictor,
     Run,
+    calibrate,
     compare,
     cross_validate,
     evaluate,
+    find_learning_rate,
     load,
     monitor,
+    monitor_settings,
     review,
+    scan_frames,
     split,
     train,
 )
 
-__all__ = ["train", "cross_validate", "load", "evaluate", "compare", "review", "split", "monitor", "Run", "Predictor",
-           "Predictions", "register", "lean_keras", "__version__"]
+__all__ = ["train", "cross_validate", "find_learning_rate", "load", "evaluate", "compare", "review", "split",
+           "scan_frames", "monitor", "monitor_settings", "calibrate", "Run", "Predictor", "Predictions", "register",
+           "lean_keras", "__version__"]
 
 # Keras's optional integrations, which it imports on start-up when they are installed: pandas
 # (DataFrame input to fit), scikit-learn (keras.wrappers) and pyplot (an image-gallery plot).

@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from ga.config import Config
+    from ga.config import Config, MonitorConfig
     from ga.monitoring import MonitorResult
     from ga.predict import LoadedModel, Prediction
     from ga.splitting import SplitResult
@@ -171,8 +171,8 @@ def _arrays(inputs: Any) -> bool:
     return bool(items) and not isinstance(items[0], (str, os.PathLike))
 
 
-def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLike] = None, device: str = "auto",
-          **overrides: dict) -> Optional[Run]:
+def train(config: Union[PathLike, "Config", None] = "demo", *, resume: Optional[PathLike] = None, device: str = "auto",
+          sets: Sequence[str] = (), **overrides: dict) -> Optional[Run]:
     """Train a model and write its run folder (what `ga train` / main.py do).
 
     Args:
@@ -180,6 +180,7 @@ def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLi
             `ga.config.Config`.
         resume: an interrupted run folder to continue instead (its own config.yaml is used).
         device: "auto", or "cpu" to hide every GPU.
+        sets: single values to change, as `ga train --set` takes them: "training.epochs=3".
         **overrides: sections of the configuration to change, as mappings:
             `training={"epochs": 3}`, `data={"image_size": [64, 64], "augment": {"enabled": False}}`.
 
@@ -190,26 +191,36 @@ def train(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLi
         >>> run = ga.train("demo", training={"epochs": 2})   # doctest: +SKIP
         >>> run.metrics["accuracy"]                          # doctest: +SKIP
     """
-    from ga.config import Config, load_config, section_overrides
+    from ga.config import section_overrides
     from ga.trainer import train as train_run
 
-    sets = section_overrides(overrides)
-    import ga
-
-    ga.register()
+    changes = [*section_overrides(overrides), *sets]
+    _register()
     if resume is not None:
-        out = train_run(None, resume=os.fspath(resume), overrides=sets, device=device)
+        out = train_run(None, resume=os.fspath(resume), overrides=changes, device=device)
     else:
-        if not isinstance(config, Config):
-            config = load_config(os.fspath(config), sets)
-        elif sets:
-            config = load_config(None, sets, data=config.to_dict())
-        out = train_run(config, device=device)
+        out = train_run(_config(config, changes), device=device)
     return Run(out) if out is not None else None
 
 
-def cross_validate(config: Union[PathLike, "Config"] = "demo", *, resume: Optional[PathLike] = None,
-                   device: str = "auto", **overrides: dict) -> Optional[str]:
+def _config(config: Union[PathLike, "Config", None], changes: Sequence[str]) -> "Config":
+    """The resolved configuration: a file or shipped name (None: the defaults), or a Config,
+    with `changes` ("key=value") applied: the one place the front end resolves one."""
+    from ga.config import Config, load_config
+
+    if not isinstance(config, Config):
+        return load_config(None if config is None else os.fspath(config), changes)
+    return load_config(None, changes, data=config.to_dict()) if changes else config
+
+
+def _register() -> None:
+    import ga
+
+    ga.register()
+
+
+def cross_validate(config: Union[PathLike, "Config", None] = "demo", *, resume: Optional[PathLike] = None,
+                   device: str = "auto", sets: Sequence[str] = (), **overrides: dict) -> Optional[str]:
     """Train one run per cross-validation fold of the split (made with `ga.split(...,
     folds=K)`) and write the summary across folds (what `main.py --cv` does).
 
@@ -221,20 +232,34 @@ def cross_validate(config: Union[PathLike, "Config"] = "demo", *, resume: Option
         >>> cv = ga.cross_validate("demo", training={"epochs": 2})                # doctest: +SKIP
         >>> json.load(open(f"{cv}/cv_summary.json"))["test_figures"]["accuracy"]  # doctest: +SKIP
     """
-    from ga.config import Config, load_config, section_overrides
+    from ga.config import section_overrides
     from ga.crossval import cross_validate as run_cv
 
-    sets = section_overrides(overrides)
-    import ga
-
-    ga.register()
+    changes = [*section_overrides(overrides), *sets]
+    _register()
     if resume is not None:
-        return run_cv(None, resume=os.fspath(resume), overrides=sets, device=device)
-    if not isinstance(config, Config):
-        config = load_config(os.fspath(config), sets)
-    elif sets:
-        config = load_config(None, sets, data=config.to_dict())
-    return run_cv(config, device=device)
+        return run_cv(None, resume=os.fspath(resume), overrides=changes, device=device)
+    return run_cv(_config(config, changes), device=device)
+
+
+def find_learning_rate(config: Union[PathLike, "Config", None] = "demo", *, sets: Sequence[str] = (),
+                       steps: int = 100, low: float = 1e-7, high: float = 10.0, device: str = "auto",
+                       progress: bool = False, **overrides: dict) -> Any:
+    """The learning-rate range test (what `ga train --lr-find` does): the rate rises
+    exponentially over `steps` batches of the config's data and model until the loss
+    diverges; lr_find.png and lr_find.csv are written to a <prefix>_<time>_lr_find folder.
+
+    Returns:
+        ga.lrfind.RangeTest: `rates`, `losses`, `suggested`, `minimum`, `steepest`, `folder`.
+
+    Example:
+        >>> ga.find_learning_rate("demo", steps=50).suggested   # doctest: +SKIP
+    """
+    from ga.config import section_overrides
+    from ga.lrfind import find_learning_rate as range_test
+
+    return range_test(_config(config, [*section_overrides(overrides), *sets]), steps=steps, low=low, high=high,
+                      progress=progress, device=device)
 
 
 def compare(a: Union[PathLike, Run, "Predictor"], b: Union[PathLike, Run, "Predictor"], folder: PathLike, *,
@@ -316,13 +341,16 @@ def evaluate(folder: PathLike, model: Optional[Union[PathLike, Run, Predictor]] 
     return metrics
 
 
-def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[float] = (0.70, 0.25, 0.05),
-          seed: int = 42, mode: str = "copy", order: str = "random", dry_run: bool = False, overwrite: bool = False,
-          class_names: Optional[Sequence[str]] = None, folds: Optional[int] = None,
-          progress: bool = False) -> "SplitResult":
+def split(source: Optional[PathLike] = None, dest: Optional[PathLike] = None, *,
+          ratios: Optional[Sequence[float]] = None, seed: Optional[int] = None, mode: Optional[str] = None,
+          order: Optional[str] = None, tolerance: Optional[int] = None, dry_run: bool = False,
+          overwrite: bool = False, class_names: Optional[Sequence[str]] = None, folds: Optional[int] = None,
+          progress: bool = False, config: Optional[PathLike] = None, sets: Sequence[str] = ()) -> "SplitResult":
     """Split a labelled folder into dest/{train,valid,test} and dest/manifest.csv, never
     touching the source (what `ga split` does). Rotated/flipped copies of one crop share a
-    split.
+    split. Every argument left as None takes the configuration's value (`config`, a file or
+    shipped name, with `sets` such as "split.seed=7" applied; the defaults: `split.*`,
+    `data.split_root`, `data.class_names`).
 
     Args:
         source: class folders, images with a labels.csv, or the graphene study's dataset folder.
@@ -330,6 +358,7 @@ def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[f
         ratios: train, valid, test fractions (sum 1).
         mode: "copy", "link" or "move".
         order: "random" (seeded) or "sorted" (the original study's sequential cut).
+        tolerance: Hamming distance (of 64 bits) up to which two images count as copies.
         class_names: names of class folders named 0, 1, ... (the study's layout).
         folds: also deal train and valid into this many cross-validation folds (each copy
             group in one fold; the manifest's `fold` column), for `cross_validate`.
@@ -337,18 +366,60 @@ def split(source: PathLike, dest: PathLike = "data/split", *, ratios: Sequence[f
     Returns:
         SplitResult: `counts` {class: {split: n}}, `files` (the manifest rows), `exit_code`
         (1 when some files were not usable: see `unused`).
+
+    Example:
+        >>> ga.split("data/archive/cropped/cropped", "data/split", seed=7).counts   # doctest: +SKIP
     """
+    from ga.config import load_config
     from ga.splitting import split_dataset
 
-    return split_dataset(os.fspath(source), os.fspath(dest), ratios=list(ratios), seed=seed, mode=mode, order=order,
-                         dry_run=dry_run, overwrite=overwrite, progress=progress, class_names=class_names,
-                         folds=folds)
+    cfg = load_config(None if config is None else os.fspath(config), sets)
+    s = cfg.split
+    return split_dataset(os.fspath(source) if source is not None else s.source,
+                         os.fspath(dest) if dest is not None else cfg.data.split_root,
+                         ratios=list(ratios) if ratios is not None else s.ratios,
+                         seed=s.seed if seed is None else seed, mode=mode or s.mode, order=order or s.order,
+                         tolerance=s.group_tolerance if tolerance is None else tolerance, dry_run=dry_run,
+                         overwrite=overwrite, progress=progress,
+                         class_names=cfg.data.class_names if class_names is None else class_names, folds=folds)
+
+
+def monitor_settings(config: Optional[PathLike] = None, *, sets: Sequence[str] = (),
+                     **settings: Any) -> "MonitorConfig":
+    """The monitor's settings: the `monitor` section of `config` (a file or shipped name;
+    None: the defaults) with `sets` ("monitor.min_area=60") and `settings` (`min_area=60`;
+    a None value leaves the key as it is) applied.
+
+    Example:
+        >>> ga.monitor_settings("monitor_out/monitor.yaml", pixel_size_um=1.2).min_area   # doctest: +SKIP
+    """
+    from ga.config import load_config, section_overrides
+
+    given = {k: v for k, v in settings.items() if v is not None}
+    changes = [*sets, *section_overrides({"monitor": given})] if given else list(sets)
+    return load_config(None if config is None else os.fspath(config), changes).monitor
+
+
+def _paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[str]:
+    return [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(p) for p in inputs]
+
+
+def _loaded(model: Any) -> "LoadedModel":
+    """A loaded model from a Predictor, a LoadedModel, or what `load` takes."""
+    from ga.predict import LoadedModel
+
+    if isinstance(model, Predictor):
+        return model.model
+    return model if isinstance(model, LoadedModel) else load(model).model
 
 
 def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[PathLike, Run, Predictor]] = None, *,
             out_dir: PathLike = "monitor_out", alerts: Sequence[str] = (), on_alert: Optional[str] = None,
             watch: bool = False, idle_exit: Optional[float] = None, threshold: Optional[float] = None,
-            config: Optional[PathLike] = None, progress: bool = False, **settings: Any) -> "MonitorResult":
+            config: Optional[PathLike] = None, sets: Sequence[str] = (), progress: bool = False,
+            max_pixels: int = 100_000_000, alert_hook: Optional[Callable[[Any], None]] = None,
+            on_progress: Optional[Callable[["MonitorResult"], None]] = None,
+            stop: Optional[Callable[[], bool]] = None, **settings: Any) -> "MonitorResult":
     """Watch a process: find the particles in every frame, classify each and write
     particles.csv, frames.csv, alerts.csv, the trend figures and monitor.html into `out_dir`
     (what `ga monitor` does; resumed when `out_dir` holds earlier frames of these inputs).
@@ -359,8 +430,10 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
         alerts: rules such as "pg_fraction > 0.10 over 5 frames" (`ga.alerts`).
         on_alert: a shell command run on each alert (GA_ALERT_* in its environment).
         watch: keep polling the folder for new frames; `idle_exit` seconds without one end it.
-        config: a config file whose `monitor` section to use (default: the defaults).
-        **settings: `monitor` keys to change, e.g. `min_area=60, pixel_size_um=1.2`.
+        config: a config file whose `monitor` section to use (default: the defaults); `sets`
+            and `**settings` change it (`monitor_settings`), e.g. `min_area=60, pixel_size_um=1.2`.
+        alert_hook: called with each `ga.alerts.Alert` as it fires; `on_progress` with the
+            MonitorResult after every group of frames; `stop` polled between frames (True ends it).
 
     Returns:
         MonitorResult: frames, skipped, particles, alerts (and `exit_code`).
@@ -369,11 +442,58 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
         >>> result = ga.monitor("data/process", "deliverables/GA_2026-12-01_10-00-00")   # doctest: +SKIP
         >>> result.frames, [a.frame for a in result.alerts]                            # doctest: +SKIP
     """
-    from ga.config import load_config, section_overrides
+    from ga.alerts import parse_rule
+    from ga.monitoring import check_inputs
     from ga.monitoring import monitor as run_monitor
 
-    cfg = load_config(None if config is None else os.fspath(config), section_overrides({"monitor": settings})).monitor
-    paths = [os.fspath(inputs)] if isinstance(inputs, (str, os.PathLike)) else [os.fspath(p) for p in inputs]
-    predictor = model if isinstance(model, Predictor) else load(model)
-    return run_monitor(predictor.model, paths, os.fspath(out_dir), cfg, list(alerts), on_alert, watch, idle_exit,
-                       threshold=threshold, bar=progress)
+    cfg = monitor_settings(config, sets=sets, **settings)
+    paths = _paths(inputs)
+    check_inputs(paths, watch)  # the quick checks first: loading a model takes seconds
+    for rule in alerts:
+        parse_rule(rule)
+    _register()
+    return run_monitor(_loaded(model), paths, os.fspath(out_dir), cfg, list(alerts), on_alert, watch, idle_exit,
+                       max_pixels, alert_hook, on_progress, stop=stop, threshold=threshold, bar=progress)
+
+
+def calibrate(inputs: Union[PathLike, Sequence[PathLike]], *, out_dir: PathLike = "monitor_out", frames: int = 20,
+              config: Optional[PathLike] = None, sets: Sequence[str] = (), max_pixels: int = 100_000_000,
+              **settings: Any) -> dict:
+    """Choose the detection settings from a sample of `frames` frames spread over the run
+    (what `ga monitor --calibrate` does): monitor.yaml (use it as `config`), calibration.json
+    and calibration.png in `out_dir`. No model needed.
+
+    Returns:
+        calibration.json's content: the settings chosen, what they rest on, frames skipped.
+
+    Example:
+        >>> ga.calibrate("frames/", out_dir="cal")["settings"]   # doctest: +SKIP
+    """
+    from ga.calibration import calibrate as choose
+    from ga.monitoring import check_inputs
+
+    paths = _paths(inputs)
+    check_inputs(paths, False)
+    return choose(paths, monitor_settings(config, sets=sets, **settings), os.fspath(out_dir), frames, max_pixels)
+
+
+def scan_frames(frames: Union[PathLike, Sequence[PathLike]], model: Optional[Union[PathLike, Run, Predictor]] = None, *,
+         tile: Union[int, Sequence[int]] = 300, out_dir: PathLike = "inference_out", recursive: bool = False,
+         batch_size: int = 64, threshold: Optional[float] = None, overlap: Optional[int] = None,
+         rule: str = "classes", max_pixels: int = 100_000_000) -> Iterator[tuple[str, Union[dict, str]]]:
+    """Tile whole frames and mark the tiles where a class fires (what `ga scan` does):
+    <stem>_scan.jpg, <stem>_tiles.csv and the marked tiles in `out_dir`.
+
+    Returns:
+        An iterator of (frame path, result) as each frame is done: a dict (tiles, fired,
+        image, ...), or the reason a frame could not be read.
+
+    Example:
+        >>> [r["fired"] for _, r in ga.scan_frames("data/wafer.png", run, tile=300)]   # doctest: +SKIP
+    """
+    from ga.predict import input_files
+    from ga.scan import scan_frames as scan_each
+
+    files = input_files(_paths(frames), recursive)
+    return scan_each(_loaded(model), files, tile, os.fspath(out_dir), batch_size=batch_size,
+                       threshold=threshold, max_pixels=max_pixels, overlap=overlap, rule=rule)

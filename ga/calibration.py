@@ -211,3 +211,26 @@ def summary_lines(doc: dict) -> list[str]:
         lines.append(f"  {key}: {value if not isinstance(value, float) or math.isnan(value) else f'{value:g}'}"
                      f"  ({c['why']}; {c['from']})")
     return lines
+
+
+def show_detection(path: str, cfg: MonitorConfig, out_dir: str, max_pixels: int = 100_000_000) -> str:
+    """`ga monitor --show-detection FRAME`: the outlines found (and those dropped, and why)
+    drawn over one frame, as <out_dir>/<stem>_detection.png; returns its path. No model."""
+    from ga.frames import frames_of, read_frame
+    from ga.images import ImageProblem
+    from ga.monitor_report import draw_detection
+    from ga.particles import detect, threshold_of, thresholded
+
+    if not os.path.isfile(path):
+        raise GAError(f"not found: {path}", arg="show_detection")
+    try:
+        frame = next(frames_of(path, cfg.time_sources, cfg.time_pattern))
+        pixels = read_frame(frame, max_pixels)
+    except ImageProblem as exc:
+        raise GAError(f"{path}: {exc}", arg="show_detection") from None
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    used, image, _ = thresholded(pixels, cfg)
+    level = threshold_of(image, used)
+    return draw_detection(pixels, detect(pixels, cfg, keep_dropped=True), os.path.join(out_dir, f"{stem}_detection.png"),
+                          f"{frame.name} (threshold {level:.1f} grey levels above the background)")

@@ -185,3 +185,20 @@ def explain_images(model: Any, labels: dict, images: np.ndarray, names: Sequence
         save_figure(fig, path)
         paths.append(path)
     return paths
+
+
+def explain_files(model: Any, paths: Sequence[str], out_dir: str, thresholds: Mapping[str, float], *,
+                  batch_size: int = 64, max_pixels: int = 100_000_000, unsafe: bool = False) -> int:
+    """`ga infer --explain`: a Grad-CAM figure per image file (`model`: a loaded model,
+    ga.predict.LoadedModel; its Keras form is used), read and explained in batches;
+    a/x.png and b/x.png become a/x_gradcam.png and b/x_gradcam.png. Returns how many."""
+    from ga.images import output_stems
+    from ga.predict import read_image
+
+    keras_model = model.keras(unsafe)
+    stems = output_stems(paths)
+    for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        images = np.stack([read_image(p, model.labels, max_pixels) for p in chunk]).astype(np.float32)
+        explain_images(keras_model, model.labels, images, chunk, out_dir, thresholds, [stems[p] for p in chunk])
+    return len(paths)

@@ -400,3 +400,15 @@ def score_against_truth(process_dir: str, out_dir: str, positive: str = "pg", mi
             "fraction_mae": float(np.mean(errors)) if errors else float("nan"),
             "fraction_max_error": max(errors) if errors else float("nan"), "frames": len(pairs),
             "matched": tp, "missed": fn, "spurious": fp, "pairs": pairs}
+
+
+def refresh(out_dir: str) -> list[str]:
+    """Redraw a monitor folder's figures and page from its files (monitor.json, frames.csv,
+    particles.csv, notes.csv); nothing when it has no monitor.json yet. Returns the files written."""
+    import json
+
+    state = os.path.join(out_dir, "monitor.json")
+    if not os.path.isfile(state):
+        return []
+    with open(state, encoding="utf-8") as fh:
+        return write_outputs(out_dir, json.load(fh))

@@ -40,17 +40,17 @@ import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ga.alerts import Rule, parse_rule
+from ga.alerts import parse_rule
 from ga.errors import GAError, one_line
-from ga.files import CsvLog, atomic_write_csv, atomic_write_json, keep_rows
+from ga.files import CsvLog, atomic_write_json, keep_rows
 from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, left_out, read_frame,
                        rgb8, upgraded_key)
 from ga.images import ImageProblem
-from ga.particles import GEOMETRY, LENGTHS, Particle, crop, detect, preload, with_micrometres
+from ga.particles import GEOMETRY, LENGTHS, crop, detect, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
 from ga.tasks import get_task
 

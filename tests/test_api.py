@@ -89,7 +89,12 @@ def test_every_api_function_is_typed():
 
     assert ga.train is ga.api.train and ga.split is ga.api.split and ga.load is ga.api.load
 
-    for fn in (ga.train, ga.load, ga.evaluate, ga.split, ga.Predictor.predict):
+    import ga.calibration  # noqa: F401
+    import ga.scan  # noqa: F401
+
+    assert ga.scan_frames is ga.api.scan_frames and ga.calibrate is ga.api.calibrate
+    for fn in (ga.train, ga.cross_validate, ga.find_learning_rate, ga.load, ga.evaluate, ga.compare, ga.review,
+               ga.split, ga.scan_frames, ga.monitor, ga.monitor_settings, ga.calibrate, ga.Predictor.predict):
         sig = inspect.signature(fn)
         assert sig.return_annotation is not inspect.Signature.empty, fn
         assert all(p.annotation is not inspect.Parameter.empty for n, p in sig.parameters.items() if n != "self"), fn
@@ -111,3 +116,32 @@ def test_commands_load_keras_without_its_extras():
     proc = subprocess.run([sys.executable, "-c", "import ga\n" + code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["2", "True", "True", "False", "False", "False", "1.0"], proc.stderr[-2000:]
+
+
+def test_the_split_has_one_set_of_defaults(tmp_path, monkeypatch):
+    """ga.split and `ga split` resolve their defaults from the config (split.*), the library
+    function's own defaults are the same values, and the copy tolerance is passed on."""
+    import inspect
+
+    import ga.splitting
+    from ga.cli import split_main
+    from ga.config import SplitConfig
+
+    library = inspect.signature(ga.splitting.split_dataset).parameters
+    d = SplitConfig()
+    assert [library[k].default for k in ("seed", "mode", "order", "tolerance")] == \
+        [d.seed, d.mode, d.order, d.group_tolerance] and list(library["ratios"].default) == d.ratios
+    import types
+
+    seen = []
+    done = types.SimpleNamespace(state="unchanged", dest="out", files=[], folds=None, dry_run=False, exit_code=0)
+    monkeypatch.setattr(ga.splitting, "split_dataset", lambda source, dest, **kw: seen.append((source, dest, kw)) or done)
+    ga.split("src", sets=["split.group_tolerance=7", "split.seed=3"])
+    ga.split("src", "out", tolerance=0, ratios=(0.5, 0.25, 0.25))
+    assert split_main(["--source", "src", "--set", "split.group_tolerance=7", "--set", "split.seed=3",
+                       "--no-progress"]) == 0
+    first, second, cli = seen
+    assert first[:2] == ("src", "data/split") and first[2]["tolerance"] == 7 and first[2]["seed"] == 3
+    assert first[2]["progress"] is False
+    assert second[2]["tolerance"] == 0 and second[2]["ratios"] == [0.5, 0.25, 0.25] and second[2]["mode"] == "copy"
+    assert cli == first

@@ -20,7 +20,7 @@ import pytest
 
 import ga.synthetic as syn
 from conftest import ROOT, make_separable_split, tiny_config
-from helpers import one_error_line, read_csv, run_here, run_script
+from helpers import one_error_line, read_csv, run_here
 from ga.distributed import SLURM_PORT_BASE, is_chief, shard_rows
 from ga.splitting import split_dataset
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tiny_config
 from ga.config import load_config
 from ga.hardware import bf16_units, choose_precision, cpu_flags, describe, int8_units
-from helpers import read_csv, run_here, run_script
+from helpers import read_csv, run_here
 
 
 def test_cpu_flags_can_be_faked(monkeypatch):

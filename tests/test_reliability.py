@@ -104,4 +104,4 @@ def test_yaml_only_safe_load_and_no_code_from_data():
                     if pattern.search(line):
                         hits.append(f"{f}:{n}: {line.strip()}")
     assert hits == []
-    assert "safe_load" in open(os.path.join(ROOT, "ga", "config.py")).read()
+    assert "yaml.SafeLoader" in open(os.path.join(ROOT, "ga", "typed_yaml.py")).read()
