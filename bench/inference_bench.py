@@ -31,7 +31,9 @@ def main():
     from ga.config import load_config
     from ga.export import onnx_session, to_onnx
     from ga.model import build_model
-    from ga.predict import list_inputs, load_model, predict_files
+    from ga.inputs import list_inputs
+    from ga.loading import load_model
+    from ga.predict import predict_files
 
     folder = crystal_folder(os.path.join(args.workdir, "crops"), args.count)
     files = list_inputs([folder])[0][: args.count]
@@ -60,7 +62,7 @@ def main():
     m.labels, m.predict = labels, (lambda x: np.zeros((len(x), 1), np.float32))
     predict_files(m, files, args.batch_size, progress=False)
     decode_s = time.perf_counter() - t
-    from ga.predict import read_image
+    from ga.inputs import read_image
 
     images = np.stack([read_image(f, labels) for f in files]).astype(np.float32)
     results = {}

@@ -97,7 +97,7 @@ def detection_rate(folder):
     from PIL import Image
 
     from ga.config import load_config
-    from ga.particles import detect
+    from ga.monitoring.detection import detect
 
     cfg = load_config(None).monitor
     names = sorted(os.listdir(folder))
@@ -112,7 +112,7 @@ def large_frame_seconds(work, scale=4.0, n=3, detection_scale="auto"):
     from PIL import Image
 
     from ga.config import load_config
-    from ga.particles import detect, preload
+    from ga.monitoring.detection import detect, preload
     from ga.synthetic import generate_process
 
     folder = os.path.join(work, "large")
@@ -140,8 +140,8 @@ def large(result, work, scale):
 
 def monitor_rate(model_path, folder, out):
     from ga.config import load_config
-    from ga.monitoring import monitor
-    from ga.predict import load_model
+    from ga.monitoring.loop import monitor
+    from ga.loading import load_model
 
     model = load_model(model_path)
     t = time.perf_counter()
@@ -183,9 +183,9 @@ def refresh_cost(model_path, folder, out, n):
     import json as json_
 
     from ga.config import load_config
-    from ga.monitor_report import write_outputs
-    from ga.monitoring import STATE, Monitor, monitor
-    from ga.predict import load_model
+    from ga.monitoring.outputs import write_outputs
+    from ga.monitoring.loop import STATE, Monitor, monitor
+    from ga.loading import load_model
 
     model = load_model(model_path)
     monitor(model, [folder], out, load_config(None).monitor)

@@ -28,7 +28,7 @@ def main():
     p.add_argument("--threshold", type=float, help="one threshold for every class (default: the model's)")
     args = p.parse_args()
 
-    from ga.predict import load_model
+    from ga.loading import load_model
     from ga.scan import scan_frame
     from ga.synthetic import generate_wafer
 

@@ -25,8 +25,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     from ga.config import Config, MonitorConfig
-    from ga.monitoring import MonitorResult
-    from ga.predict import LoadedModel, Prediction
+    from ga.monitoring.loop import MonitorResult
+    from ga.loading import LoadedModel
+    from ga.predict import Prediction
     from ga.splitting import SplitResult
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -150,7 +151,8 @@ class Predictor:
             Predictions (a list of row dicts; `.to_frame()` for pandas). A file that cannot be
             read is a row with its `error`, never dropped.
         """
-        from ga.predict import input_files, predict_arrays, predict_files, rows
+        from ga.inputs import input_files
+        from ga.predict import predict_arrays, predict_files, rows
 
         if isinstance(inputs, np.ndarray):  # one image, or a batch (n, h, w, c)
             pred = predict_arrays(self.model, list(inputs) if inputs.ndim == 4 else [inputs], batch_size, threshold)
@@ -317,7 +319,7 @@ def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] 
         >>> model.predict(["a.png", "b.png"])[0]["predicted"]        # doctest: +SKIP
         'pg'
     """
-    from ga.predict import load_model
+    from ga.loading import load_model
 
     target = None if model is None else os.fspath(model)
     return Predictor(load_model(target, engine, os.fspath(runs_root), threads, unsafe))
@@ -332,7 +334,7 @@ def evaluate(folder: PathLike, model: Optional[Union[PathLike, Run, Predictor]] 
     Returns:
         The metrics dict (as metrics.json): accuracy, per-class precision/recall/F1, AUC, ...
     """
-    from ga.predict import evaluate_folder, run_prefix
+    from ga.evaluation import evaluate_folder, run_prefix
 
     predictor = model if isinstance(model, Predictor) else load(model)
     metrics, _ = evaluate_folder(predictor.model, os.fspath(folder), os.fspath(out_dir),
@@ -406,7 +408,7 @@ def _paths(inputs: Union[PathLike, Sequence[PathLike]]) -> list[str]:
 
 def _loaded(model: Any) -> "LoadedModel":
     """A loaded model from a Predictor, a LoadedModel, or what `load` takes."""
-    from ga.predict import LoadedModel
+    from ga.loading import LoadedModel
 
     if isinstance(model, Predictor):
         return model.model
@@ -427,12 +429,12 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
     Args:
         inputs: a folder of frames, a TIFF stack, a video, or a list of them (`watch`: one folder).
         model: a run folder, model file or Predictor; None: the newest run under deliverables/.
-        alerts: rules such as "pg_fraction > 0.10 over 5 frames" (`ga.alerts`).
+        alerts: rules such as "pg_fraction > 0.10 over 5 frames" (`ga.monitoring.alerts`).
         on_alert: a shell command run on each alert (GA_ALERT_* in its environment).
         watch: keep polling the folder for new frames; `idle_exit` seconds without one end it.
         config: a config file whose `monitor` section to use (default: the defaults); `sets`
             and `**settings` change it (`monitor_settings`), e.g. `min_area=60, pixel_size_um=1.2`.
-        alert_hook: called with each `ga.alerts.Alert` as it fires; `on_progress` with the
+        alert_hook: called with each `ga.monitoring.alerts.Alert` as it fires; `on_progress` with the
             MonitorResult after every group of frames; `stop` polled between frames (True ends it).
 
     Returns:
@@ -442,9 +444,9 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
         >>> result = ga.monitor("data/process", "deliverables/GA_2026-12-01_10-00-00")   # doctest: +SKIP
         >>> result.frames, [a.frame for a in result.alerts]                            # doctest: +SKIP
     """
-    from ga.alerts import parse_rule
-    from ga.monitoring import check_inputs
-    from ga.monitoring import monitor as run_monitor
+    from ga.monitoring.alerts import parse_rule
+    from ga.monitoring.loop import check_inputs
+    from ga.monitoring.loop import monitor as run_monitor
 
     cfg = monitor_settings(config, sets=sets, **settings)
     paths = _paths(inputs)
@@ -469,8 +471,8 @@ def calibrate(inputs: Union[PathLike, Sequence[PathLike]], *, out_dir: PathLike 
     Example:
         >>> ga.calibrate("frames/", out_dir="cal")["settings"]   # doctest: +SKIP
     """
-    from ga.calibration import calibrate as choose
-    from ga.monitoring import check_inputs
+    from ga.monitoring.calibration import calibrate as choose
+    from ga.monitoring.loop import check_inputs
 
     paths = _paths(inputs)
     check_inputs(paths, False)
@@ -491,7 +493,7 @@ def scan_frames(frames: Union[PathLike, Sequence[PathLike]], model: Optional[Uni
     Example:
         >>> [r["fired"] for _, r in ga.scan_frames("data/wafer.png", run, tile=300)]   # doctest: +SKIP
     """
-    from ga.predict import input_files
+    from ga.inputs import input_files
     from ga.scan import scan_frames as scan_each
 
     files = input_files(_paths(frames), recursive)

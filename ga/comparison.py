@@ -22,7 +22,7 @@ from ga.tasks import get_task
 from ga.uncertainty import Settings, bootstrap_weights, figure_values, group_index, strata_of, truth_and_decisions
 
 if TYPE_CHECKING:
-    from ga.predict import LoadedModel
+    from ga.loading import LoadedModel
 
 DIFFERENCES = {"accuracy": ("accuracy",), "macro_f1": ("macro_avg", "f1")}
 
@@ -50,7 +50,8 @@ def compare_models(a: LoadedModel, b: LoadedModel, folder: str, out_dir: str, se
         GAError: the models name different classes or tasks, or no image is readable.
     """
     from ga.analysis import compute_metrics
-    from ga.predict import labelled_files, predict_files
+    from ga.evaluation import labelled_files
+    from ga.predict import predict_files
 
     if (a.labels["classes"], a.labels["task"]) != (b.labels["classes"], b.labels["task"]):
         raise GAError(f"the models decide different things: {a.source} {a.labels['task']} {a.labels['classes']}, "

@@ -416,11 +416,11 @@ THRESHOLD_METHODS = ("otsu", "li", "triangle")
 
 @dataclass
 class MonitorConfig:
-    """Watching a process: particle detection in whole frames (ga.particles), frame times,
-    statistics and live polling (ga.monitoring). Defaults suit dark-field probe frames
+    """Watching a process: particle detection in whole frames (ga.monitoring.detection), frame times,
+    statistics and live polling (ga.monitoring.loop). Defaults suit dark-field probe frames
     (bright particles on a dark background) and `ga synth process`."""
 
-    # "auto" (the default of each size-like key) chooses the value from each frame (ga.particles.resolve):
+    # "auto" (the default of each size-like key) chooses the value from each frame (ga.monitoring.detection.resolve):
     # particles brighter (dark field) or darker than the background; auto: the frame's larger tail
     polarity: Literal["auto", "bright", "dark"] = "auto"
     background: Literal["median", "none"] = "median"  # subtract a median-filtered background, or only the median
@@ -444,7 +444,7 @@ class MonitorConfig:
     # min_sharpness is given (a cut given for every pixel)
     detection_scale: Union[float, Literal["auto"]] = "auto"
     # particles in contact found as one object are cut apart where the distance map's saddle (the neck's
-    # half-width) is under half of the thinner part's (ga.touching); off: one object, one particle
+    # half-width) is under half of the thinner part's (ga.monitoring.touching); off: one object, one particle
     split_touching: Literal["auto", "on", "off"] = "auto"
     # turn each crop over (255 - level) before the model: auto when the model's labels.json records that its
     # training crops had particles the other way round from the frame's (a dark-field model on bright-field frames)

@@ -184,7 +184,8 @@ def out_of_fold(cv_dir: str, cfg: Config, folds: Sequence[dict]) -> dict:
     reports of a labelled set in <cv_dir>/oof/ (metrics.json with intervals, predictions.csv)."""
     from ga.analysis import write_evaluation
     from ga.data import fold_files, read_classes
-    from ga.predict import load_model, predict_files
+    from ga.loading import load_model
+    from ga.predict import predict_files
     from ga.tasks import get_task
 
     classes = read_classes(cfg)

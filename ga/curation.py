@@ -77,7 +77,7 @@ def labelled_sets(folder: str, classes: Sequence[str]) -> list[tuple[str, str]]:
 
 def review_folder(model: Any, folder: str, out_dir: str, top: int = 48, gradcam: int = 16,
                   min_confidence: float = 0.9, tolerance: int = 4, progress: bool | None = None) -> Review:
-    """Rank, flag and write the review of `folder` with `model` (a ga.predict.LoadedModel);
+    """Rank, flag and write the review of `folder` with `model` (a ga.loading.LoadedModel);
     see the module docstring.
 
     Raises:
@@ -125,7 +125,7 @@ def review_folder(model: Any, folder: str, out_dir: str, top: int = 48, gradcam:
 
 def _read_sets(sets, labels):
     """(paths, y_true, split of each, folder of each) of the labelled sets."""
-    from ga.predict import labelled_files
+    from ga.evaluation import labelled_files
 
     paths, y, split_of, base_of = [], [], [], []
     for split, sub in sets:
@@ -200,7 +200,7 @@ def _labels_csv(out_dir, base, task, classes, paths, y):
 def _gradcams(model, labels, pred, paths, picked, decided, probs):
     """{path: (image, heat map)} of the decision for the images `picked` (the run's Keras model)."""
     from ga.explain import grad_cam
-    from ga.predict import read_image
+    from ga.inputs import read_image
 
     if not picked:
         return {}

@@ -190,10 +190,10 @@ def explain_images(model: Any, labels: dict, images: np.ndarray, names: Sequence
 def explain_files(model: Any, paths: Sequence[str], out_dir: str, thresholds: Mapping[str, float], *,
                   batch_size: int = 64, max_pixels: int = 100_000_000, unsafe: bool = False) -> int:
     """`ga infer --explain`: a Grad-CAM figure per image file (`model`: a loaded model,
-    ga.predict.LoadedModel; its Keras form is used), read and explained in batches;
+    ga.loading.LoadedModel; its Keras form is used), read and explained in batches;
     a/x.png and b/x.png become a/x_gradcam.png and b/x_gradcam.png. Returns how many."""
     from ga.images import output_stems
-    from ga.predict import read_image
+    from ga.inputs import read_image
 
     keras_model = model.keras(unsafe)
     stems = output_stems(paths)

@@ -350,7 +350,7 @@ def _tiff_page(path, index, max_pixels):
 
 
 def rgb8(pixels: np.ndarray) -> np.ndarray:
-    """uint8 RGB (h, w, 3) of any frame's pixels (16-bit and floats scaled as `ga.particles.grey`)."""
+    """uint8 RGB (h, w, 3) of any frame's pixels (16-bit and floats scaled as `ga.monitoring.detection.grey`)."""
     a = np.asarray(pixels)
     if a.ndim == 2:
         a = a[:, :, None]

@@ -31,7 +31,7 @@ from ga.images import allow_pixels, output_stems, resize_uint8
 from ga.tasks import get_task
 
 if TYPE_CHECKING:
-    from ga.predict import LoadedModel
+    from ga.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 

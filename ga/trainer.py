@@ -147,9 +147,9 @@ def prebuild(model: Any, metrics: Sequence[Any] = (), units: int = 1) -> None:
 
 
 def _labels_with_polarity(cfg, classes, data):
-    """labels.json, with the polarity of the training crops (`ga.crops.crop_polarity`): the
+    """labels.json, with the polarity of the training crops (`ga.monitoring.crops.crop_polarity`): the
     monitor turns a frame's crops over when its particles are the other way round."""
-    from ga.crops import crop_polarity
+    from ga.monitoring.crops import crop_polarity
 
     doc = runs.labels_document(cfg, classes)
     paths = list(getattr(data.train, "paths", None) or []) if classes else []
@@ -732,7 +732,7 @@ def _calibration_images(cfg, run_dir, data):
     them (resized and centre-cropped as labels.json says; no augmentation)."""
     import numpy as np
 
-    from ga.predict import read_image
+    from ga.inputs import read_image
 
     labels = runs.read_labels(run_dir)
     paths = data.train.paths

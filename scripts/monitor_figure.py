@@ -19,9 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import ga  # noqa: E402
 from ga.config import load_config  # noqa: E402
 from ga.figures import pyplot, save_figure  # noqa: E402
-from ga.monitoring import monitor  # noqa: E402
-from ga.monitor_report import score_against_truth  # noqa: E402
-from ga.predict import load_model  # noqa: E402
+from ga.monitoring.loop import monitor  # noqa: E402
+from ga.monitoring.outputs import score_against_truth  # noqa: E402
+from ga.loading import load_model  # noqa: E402
 from ga.synthetic import generate_process  # noqa: E402
 
 

@@ -89,7 +89,7 @@ def test_every_api_function_is_typed():
 
     assert ga.train is ga.api.train and ga.split is ga.api.split and ga.load is ga.api.load
 
-    import ga.calibration  # noqa: F401
+    import ga.monitoring.calibration  # noqa: F401
     import ga.scan  # noqa: F401
 
     assert ga.scan_frames is ga.api.scan_frames and ga.calibrate is ga.api.calibrate

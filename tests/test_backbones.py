@@ -45,7 +45,8 @@ def test_the_config_offers_every_family():
 @pytest.mark.parametrize("backbone", FAST + [pytest.param(b, marks=pytest.mark.long) for b in LONG])
 def test_every_family_trains_exports_and_explains(backbone, tmp_path, separable_split):
     import ga
-    from ga.predict import load_model, predict_files
+    from ga.loading import load_model
+    from ga.predict import predict_files
     from ga.trainer import train
 
     ga.register()

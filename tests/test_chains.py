@@ -298,8 +298,8 @@ def test_readme_labelling_loop(tmp_path):
     monitor, from a shell (12 frames, a small model), then the crops clustered again by the
     model's features. The person who looks at the clusters is stood in for by the truth: the
     cluster holding more PG crops becomes pg."""
-    from ga.monitor_report import score_against_truth
-    from ga.truth import box_iou
+    from ga.monitoring.outputs import score_against_truth
+    from ga.monitoring.truth import box_iou
 
     ws = Workspace(tmp_path)
     ws.run(LOOP[0], "--frames", "12")

@@ -484,7 +484,8 @@ def test_cluster_the_study_way(demo):
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
-    from ga.predict import load_model, predict_files
+    from ga.loading import load_model
+    from ga.predict import predict_files
 
     ws, run, _ = demo
     ws.run("python inference.py data/split/test --recursive", "--model", run, "--cluster", "--cluster-features", "map",

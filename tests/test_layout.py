@@ -21,7 +21,7 @@ ALL_MODULES = MODULES + ["__init__"]
 FRONT = [m for m in MODULES if m == "cli" or m.startswith("cli.")]
 # Modules that must import without TensorFlow (the split, the generators, the CLI's start).
 LIGHT = ["__main__", "cli", "cli.monitor", "cli.infer", "config", "errors", "figures", "files", "images", "layouts",
-         "log", "predict", "report", "runs", "scan", "splitting", "synthetic", "tasks"]
+         "loading", "inputs", "log", "predict", "report", "runs", "scan", "splitting", "synthetic", "tasks"]
 
 
 def _path(name):
@@ -237,7 +237,7 @@ def test_every_public_function_is_typed():
 
 def test_the_command_line_loads_a_model_in_one_place():
     """The commands load models through ModelCommand.load alone, which calls ga.api.load,
-    the front end's one caller of ga.predict.load_model."""
+    the front end's one caller of ga.loading.load_model."""
     def calls(modules, names):
         return [m for m in modules for node in ast.walk(_tree(m)) if isinstance(node, ast.Call)
                 and getattr(node.func, "id", None) in names]

@@ -62,7 +62,7 @@ def _truth_crossing(ws, window=5, level=0.10, folder="data/process"):
 
 
 def test_pg_fraction_and_detection_against_the_truth(monitored):
-    from ga.monitor_report import score_against_truth
+    from ga.monitoring.outputs import score_against_truth
 
     ws, proc = monitored
     score = score_against_truth(str(ws / "data/process"), str(ws / "data/monitor"))
@@ -100,7 +100,7 @@ def test_an_operators_note_lands_on_the_figures_and_the_page(monitored):
     """`ga monitor note` from a shell: notes.csv gains the row, the page a Notes section, the
     trend figure its line (events() places it on the frames' clock, the alert at its frame);
     a folder that is no monitor folder and a bad time are one line, exit 2."""
-    from ga.monitor_report import events
+    from ga.monitoring.outputs import events
 
     ws, _ = monitored
     shutil.copytree(ws / "data/monitor", ws / "data/noted")
@@ -325,9 +325,9 @@ def test_monitor_bench_command(tmp_path):
 
 def test_python_api_monitor_in_a_fresh_interpreter(ws, tmp_path):
     """ga.monitor as the README shows it: settings as keywords, a MonitorResult back; the
-    module ga.monitoring loaded does not replace the function (as ga.train once was)."""
+    module ga.monitoring.loop loaded does not replace the function (as ga.train once was)."""
     frame = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))[12]
-    code = ("import ga, ga.monitoring\n"
+    code = ("import ga, ga.monitoring.loop\n"
             f"r = ga.monitor({str(ws / 'data/process' / frame)!r}, {ws.model!r}, out_dir={str(tmp_path / 'api')!r},"
             " alerts=['particles > 1'], min_area=60)\n"
             "print(r.frames, r.particles, len(r.alerts), r.exit_code, callable(ga.monitor))\n")

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ga.alerts import parse_rule
+from ga.monitoring.alerts import parse_rule
 from ga.config import load_config
 from ga.errors import GAError
 from ga.files import CsvLog, keep_rows
 from ga.frames import frames_of, read_frame, rgb8, time_from_name
-from ga.particles import crop, detect, feret_diameters, grey
+from ga.monitoring.detection import crop, detect, feret_diameters, grey
 from ga.stats import weighted_percentiles, wilson_interval
 from helpers import read_csv
 
@@ -25,7 +25,7 @@ CFG = load_config(None).monitor
 
 def match(found, truth):
     """(true positives, false positives, false negatives) of boxes at IoU >= 0.5, greedy."""
-    from ga.monitor_report import box_iou
+    from ga.monitoring.outputs import box_iou
 
     used, tp = set(), 0
     for box in found:
@@ -47,7 +47,7 @@ def match(found, truth):
     ((3, 3, 3, 3), (3, 3, 3, 3), 0.0),  # empty boxes
 ])
 def test_box_iou_by_hand(a, b, iou):
-    from ga.monitor_report import box_iou
+    from ga.monitoring.outputs import box_iou
 
     assert box_iou(a, b) == pytest.approx(iou) and box_iou(b, a) == pytest.approx(iou)
 
@@ -58,7 +58,7 @@ def test_score_against_truth_on_known_matches(tmp_path):
     box far away (spurious), so B is missed; frame 2 finds its one truth box exactly but calls it
     cex (matched, wrong class); an out-of-focus truth particle never counts. Fractions: truth
     0.5 and 0.0 against 0.2 and 0.25."""
-    from ga.monitor_report import score_against_truth
+    from ga.monitoring.outputs import score_against_truth
 
     proc, out = tmp_path / "process", tmp_path / "monitor"
     (proc / "truth").mkdir(parents=True)
@@ -273,7 +273,7 @@ def test_keep_rows_drops_a_half_written_line_and_extra_rows(tmp_path):
 
 def _fake_model(tmp_path, content=b"not a model"):
     """A binary model that calls every particle pg (probability 0.9), with a file to hash."""
-    from ga.predict import LoadedModel
+    from ga.loading import LoadedModel
 
     source = tmp_path / "fake.onnx"
     source.write_bytes(content)
@@ -288,7 +288,7 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
     import threading
     import time
 
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     folder, out = tmp_path / "incoming", tmp_path / "out"
     folder.mkdir()
@@ -306,10 +306,10 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
                 missing.set()
 
     seen = Seen()
-    logging.getLogger("ga.monitoring").addHandler(seen)
+    logging.getLogger("ga.monitoring.loop").addHandler(seen)
     watcher = threading.Thread(target=lambda: results.append(
         monitor(_fake_model(tmp_path), [str(folder)], str(out), cfg, watch=True, stop=stop.is_set)))
-    caplog.set_level(logging.INFO, logger="ga.monitoring")
+    caplog.set_level(logging.INFO, logger="ga.monitoring.loop")
     watcher.start()
 
     def rows(n, timeout=60):
@@ -336,7 +336,7 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
     finally:
         stop.set()
         watcher.join(timeout=60)
-        logging.getLogger("ga.monitoring").removeHandler(seen)
+        logging.getLogger("ga.monitoring.loop").removeHandler(seen)
     assert [r["frame"] for r in got] == names and not any(r["skipped"] for r in got)
     assert all(r["pg_fraction"] == "1" for r in got)
     assert results[0].frames == 3
@@ -346,7 +346,7 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
 def test_sizes_in_micrometres_and_edge_particles_left_out(tmp_path):
     """With monitor.pixel_size_um the lengths are also in micrometres (px x size) and the
     size statistics are in um; a particle cut by the frame's edge is counted but not sized."""
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     img = np.full((300, 400), 25, np.uint8)
     img[50:90, 60:100] = 200  # 40 x 40 px, inside
@@ -374,15 +374,15 @@ def test_the_page_is_rewritten_every_refresh_every_frames_while_watching(tmp_pat
     page is written after them and again when the watch ends; with 10 only when it ends."""
     import shutil
 
-    import ga.monitor_report
-    from ga.monitoring import monitor
+    import ga.monitoring.outputs
+    from ga.monitoring.loop import monitor
 
     folder = tmp_path / "incoming"
     folder.mkdir()
     for n in sorted(n for n in os.listdir(process) if n.endswith(".png"))[:5]:
         shutil.copyfile(os.path.join(process, n), folder / n)
-    real, calls = ga.monitor_report.write_outputs, []
-    monkeypatch.setattr(ga.monitor_report, "write_outputs",
+    real, calls = ga.monitoring.outputs.write_outputs, []
+    monkeypatch.setattr(ga.monitoring.outputs, "write_outputs",
                         lambda out, state, *rest: calls.append(len(read_csv(os.path.join(out, "frames.csv")))) or
                         real(out, state, *rest))
     cfg = load_config(None, ["monitor.poll_seconds=0.05", "monitor.settle_seconds=0.1",
@@ -398,9 +398,9 @@ def test_a_refresh_reads_no_particle_rows_and_keeps_the_first_and_last_windows(t
     frames aside."""
     import shutil
 
-    import ga.monitor_report
-    from ga.monitor_report import SizeWindows
-    from ga.monitoring import Monitor, _all_at_once
+    import ga.monitoring.outputs
+    from ga.monitoring.outputs import SizeWindows
+    from ga.monitoring.loop import Monitor, _all_at_once
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -408,8 +408,8 @@ def test_a_refresh_reads_no_particle_rows_and_keeps_the_first_and_last_windows(t
     for n in names:
         shutil.copyfile(os.path.join(process, n), folder / n)
     (folder / "zz_broken.png").write_bytes(b"not a png")  # a skipped frame, last
-    read, real = [], ga.monitor_report._read
-    monkeypatch.setattr(ga.monitor_report, "_read", lambda path, *a: read.append(os.path.basename(path)) or real(path, *a))
+    read, real = [], ga.monitoring.outputs._read
+    monkeypatch.setattr(ga.monitoring.outputs, "_read", lambda path, *a: read.append(os.path.basename(path)) or real(path, *a))
     cfg = load_config(None, ["monitor.window=2"]).monitor
     m = Monitor(_fake_model(tmp_path), str(tmp_path / "out"), cfg, [str(folder)])
     _all_at_once(m, [str(folder)], cfg, False, None)
@@ -465,7 +465,7 @@ def test_files_of_one_name_size_and_time_in_two_folders_are_two_frames(tmp_path,
     import csv as _csv
     import shutil
 
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     name = sorted(n for n in os.listdir(process) if n.endswith(".png"))[0]
     for sub in ("a", "b"):
@@ -497,7 +497,7 @@ def test_a_frame_written_again_in_place_is_a_new_frame_with_a_name_of_its_own(tm
     import threading
     import time
 
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     names = sorted(n for n in os.listdir(process) if n.endswith(".png"))[:2]
     folder, out = tmp_path / "incoming", tmp_path / "out"
@@ -535,7 +535,7 @@ def test_what_a_folder_listing_leaves_out_is_logged(tmp_path, process, caplog):
     import logging
     import shutil
 
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     name = sorted(n for n in os.listdir(process) if n.endswith(".png"))[0]
     (tmp_path / "in" / "sub").mkdir(parents=True)
@@ -553,7 +553,7 @@ def test_what_a_folder_listing_leaves_out_is_logged(tmp_path, process, caplog):
 def test_on_alert_gets_all_seven_variables_of_each_alert(tmp_path):
     """--on-alert's command sees GA_ALERT_RULE, _COLUMN, _VALUE, _THRESHOLD, _FRAME, _TIME and
     GA_MONITOR_DIR, equal to the alert's row in alerts.csv; one call per alert."""
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -579,7 +579,7 @@ def test_on_alert_gets_all_seven_variables_of_each_alert(tmp_path):
 
 
 def test_a_monitor_folder_resumes_and_belongs_to_one_model_and_source(tmp_path, process):
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     cfg = load_config(None).monitor
     frames = tmp_path / "frames"
@@ -609,7 +609,7 @@ def test_detection_imports_nothing_after_preload():
     code = (
         "import sys, numpy as np\n"
         "from ga.config import load_config\n"
-        "from ga.particles import detect, preload\n"
+        "from ga.monitoring.detection import detect, preload\n"
         "preload()\n"
         "before = set(sys.modules)\n"
         "img = np.full((120, 120), 30, np.uint8); img[40:80, 30:90] = 200\n"
@@ -624,12 +624,12 @@ def test_monitor_batch_size_flag_wins_over_the_config(tmp_path, monkeypatch):
     """`--batch-size 64` (the former default value) is honoured when a config sets
     monitor.batch_size; without the flag the config's value holds."""
     import ga.cli
-    import ga.monitoring
+    import ga.monitoring.loop
 
     seen = []
-    monkeypatch.setattr(ga.monitoring, "monitor", lambda model, inputs, out, cfg, *a, **k:
-                        seen.append(cfg.batch_size) or ga.monitoring.MonitorResult(out))
-    monkeypatch.setattr("ga.predict.load_model", lambda *a, **k: _fake_model(tmp_path))
+    monkeypatch.setattr(ga.monitoring.loop, "monitor", lambda model, inputs, out, cfg, *a, **k:
+                        seen.append(cfg.batch_size) or ga.monitoring.loop.MonitorResult(out))
+    monkeypatch.setattr("ga.loading.load_model", lambda *a, **k: _fake_model(tmp_path))
     cfg = tmp_path / "m.yaml"
     cfg.write_text("monitor:\n  batch_size: 8\n")
     frames = tmp_path / "frames"
@@ -644,7 +644,7 @@ def test_fill_holes_and_grey_match_their_slow_forms():
     and a float mean give."""
     from scipy import ndimage
 
-    from ga.particles import fill_holes, grey
+    from ga.monitoring.detection import fill_holes, grey
 
     rng = np.random.default_rng(0)
     for density in (0.2, 0.45, 0.7):
@@ -658,7 +658,7 @@ def test_a_deposit_on_the_window_is_static_and_left_out_of_the_counts(tmp_path, 
     """A crystal stuck on the probe's window (the same bright disc in every frame): once
     monitor.static_window frames have passed it is flagged static in every frame, and each
     frame's counts equal those of the same frames without it; frames.csv counts it."""
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     names = sorted(n for n in os.listdir(process) if n.endswith(".png"))
     # settings fixed as --calibrate writes them (per-frame auto ones would see the deposit as one
@@ -698,7 +698,7 @@ def test_a_deposit_on_the_window_is_static_and_left_out_of_the_counts(tmp_path, 
 def _brightness_model(tmp_path, polarity):
     """A binary model whose pg probability is its crop's mean level / 255, trained (says its
     labels.json) on crops with `polarity` particles."""
-    from ga.predict import LoadedModel
+    from ga.loading import LoadedModel
 
     source = tmp_path / "bright.onnx"
     source.write_bytes(b"brightness")
@@ -712,7 +712,7 @@ def test_crops_are_turned_over_for_a_model_that_learned_the_other_polarity(tmp_p
     """The same frame drawn dark-field and bright-field (inverted): a model that learned from
     bright particles sees the same crops in both (auto), the inverted ones with `off`; a model
     whose crops were mixed is given the frame as it is."""
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
     from ga.synthetic import generate_process
 
     def levels(polarity, learned, mode):
@@ -735,7 +735,7 @@ def test_crops_are_turned_over_for_a_model_that_learned_the_other_polarity(tmp_p
 def test_training_crops_polarity(tmp_path):
     from PIL import Image
 
-    from ga.crops import crop_polarity
+    from ga.monitoring.crops import crop_polarity
 
     rng = np.random.default_rng(0)
     paths = []
@@ -759,7 +759,7 @@ def test_size_bins_count_each_frames_particles_per_bin(tmp_path, process):
     particles.csv's diameters say; monitor_bins.png is drawn and on the page; bad edges are
     one line."""
     from ga.errors import ConfigError
-    from ga.monitoring import monitor
+    from ga.monitoring.loop import monitor
 
     cfg = load_config(None, ["monitor.size_bins=[0, 20, 40, .inf]"]).monitor
     monitor(_fake_model(tmp_path), [process], str(tmp_path / "m"), cfg)

@@ -14,7 +14,7 @@ from conftest import separable_image
 from helpers import read_csv
 from ga.cli import inference_main
 from ga.errors import ModelError
-from ga.predict import load_keras, load_model
+from ga.loading import load_keras, load_model
 
 
 def _out_lines(capsys):
@@ -245,7 +245,7 @@ def test_tiff_stacks_are_scanned_and_evaluated_page_by_page(trained_run, tmp_pat
 
 
 def test_a_list_file_naming_a_list_is_not_followed(tmp_path, monkeypatch):
-    from ga.predict import list_inputs
+    from ga.inputs import list_inputs
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a.png").write_bytes(b"")

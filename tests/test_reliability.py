@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import ROOT
 from ga.config import ConfigError, load_config
 from ga.data import prescan
-from ga.predict import read_image
+from ga.inputs import read_image
 
 LABELS = {"task": "binary", "classes": ["cex", "pg"], "thresholds": {"pg": 0.5}, "input_size": [16, 16],
           "preprocessing": "scale_01"}

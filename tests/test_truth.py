@@ -11,7 +11,7 @@ import pytest
 from helpers import one_error_line, read_csv
 from test_commands import Workspace
 from ga.errors import GAError
-from ga.truth import Truth, box_iou, match, read_truth, score_frame, summary
+from ga.monitoring.truth import Truth, box_iou, match, read_truth, score_frame, summary
 
 
 def _coco(path, images, annotations, categories=(("cex", 1), ("pg", 2))):
@@ -170,7 +170,7 @@ def test_a_large_frame_is_searched_reduced_and_measured_in_its_own_pixels(tmp_pa
     from PIL import Image
 
     from ga.config import load_config
-    from ga.particles import detect, resolve
+    from ga.monitoring.detection import detect, resolve
     from ga.synthetic import generate_process
 
     frames = generate_process(str(tmp_path / "p"), frames=1, seed=3, scale=3.0)
@@ -200,7 +200,7 @@ def test_the_detection_scale_rule(shape, sets, factor):
     import numpy as np
 
     from ga.config import load_config
-    from ga.particles import at_scale, resolve, working_factor
+    from ga.monitoring.detection import at_scale, resolve, working_factor
 
     cfg = resolve(np.zeros(shape, np.uint8), load_config(None, sets).monitor)
     assert working_factor(cfg, shape) == factor
@@ -228,7 +228,7 @@ def test_touching_discs_are_cut_at_a_narrow_neck_at_any_scale(k):
     import numpy as np
 
     from ga.config import load_config
-    from ga.touching import labelled
+    from ga.monitoring.touching import labelled
 
     def parts(mask, mode):
         cfg = load_config(None, [f"monitor.split_touching={mode}", f"monitor.min_area={40 * k * k}"]).monitor
@@ -251,7 +251,7 @@ def test_aggregates_and_needle_bundles_are_not_shattered():
     import numpy as np
 
     from ga.config import load_config
-    from ga.particles import detect
+    from ga.monitoring.detection import detect
     from ga.synthetic import _cex_sprite, _pg_sprite, _place
 
     rng = np.random.default_rng(5)
@@ -296,10 +296,10 @@ def test_calibrate_then_score_on_a_half_scale_bright_field_process(ws):
 def test_calibrated_detection_at_other_scales_and_polarity(tmp_path, scale, polarity):
     """The synthetic process at half and triple scale and inverted (12 frames, seed 0), after
     --calibrate: recall and precision >= 0.90, as at the generator's own scale."""
-    from ga.calibration import calibrate
+    from ga.monitoring.calibration import calibrate
     from ga.config import load_config
     from ga.synthetic import generate_process
-    from ga.truth import score_detection
+    from ga.monitoring.truth import score_detection
 
     frames = generate_process(str(tmp_path / "p"), frames=12, seed=0, scale=scale, polarity=polarity)
     calibrate([frames], load_config(None).monitor, str(tmp_path / "cal"))
@@ -345,7 +345,7 @@ def test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite(tmp_
     import shutil
 
     from ga.synthetic import generate_process
-    from ga.truth import box_iou
+    from ga.monitoring.truth import box_iou
 
     ws = Workspace(tmp_path)
     process = generate_process(str(ws / "all"), frames=11, seed=9)

@@ -24,7 +24,7 @@ class Evaluate(ModelCommand):
     def run(self, args: argparse.Namespace) -> int:
         """Reports into --out-dir; accuracy and F1 printed."""
         from ga.analysis import test_summary
-        from ga.predict import evaluate_folder, run_prefix
+        from ga.evaluation import evaluate_folder, run_prefix
 
         model = self.load(args)
         out_dir = args.out_dir or "inference_out"

@@ -89,7 +89,9 @@ class Infer(ModelCommand):
         return self.label(args)
 
     def label(self, args: argparse.Namespace) -> int:
-        from ga.predict import cluster, input_files, predict_files, result_lines, write_table
+        from ga.clustering import cluster
+        from ga.inputs import input_files
+        from ga.predict import predict_files, result_lines, write_table
         from ga.tasks import get_task
 
         files = input_files(args.inputs, args.recursive)

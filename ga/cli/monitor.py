@@ -96,12 +96,12 @@ class Monitor(ModelCommand):
 
         cfg = monitor_settings(args.config, sets=args.overrides, batch_size=args.batch_size)  # the flag wins
         if args.show_detection:
-            from ga.calibration import show_detection
+            from ga.monitoring.calibration import show_detection
 
             print(show_detection(args.show_detection, cfg, args.out_dir, args.max_pixels))
             return 0
         if args.truth or args.save_crops or args.calibrate:
-            from ga.monitoring import check_inputs
+            from ga.monitoring.loop import check_inputs
 
             check_inputs(args.inputs, False)
             return _scored(args, cfg) if args.truth else _saved_crops(self, args, cfg) if args.save_crops \
@@ -122,8 +122,8 @@ class Monitor(ModelCommand):
 
 def _quick_checks(args):
     """The inputs and alert rules, before the model loads (which takes seconds)."""
-    from ga.alerts import parse_rule
-    from ga.monitoring import check_inputs
+    from ga.monitoring.alerts import parse_rule
+    from ga.monitoring.loop import check_inputs
 
     check_inputs(args.inputs, args.watch)
     for rule in args.alert:
@@ -143,7 +143,7 @@ def _log_progress(r):
 def _calibrated(args):
     """--calibrate: the settings chosen, and the monitor.yaml that holds them."""
     from ga.api import calibrate
-    from ga.calibration import summary_lines
+    from ga.monitoring.calibration import summary_lines
 
     doc = calibrate(args.inputs, out_dir=args.out_dir, frames=args.calibrate_frames, config=args.config,
                     sets=args.overrides, max_pixels=args.max_pixels, batch_size=args.batch_size)
@@ -156,7 +156,7 @@ def _calibrated(args):
 
 def _saved_crops(command, args, cfg):
     """--save-crops [--cluster K [--model RUN]]: the crops written, one line of what."""
-    from ga.crops import save_crops
+    from ga.monitoring.crops import save_crops
 
     model = command.load(args) if args.model and args.cluster else None
     done = save_crops(args.inputs, cfg, args.save_crops, args.cluster, args.max_pixels, not args.no_progress, model)
@@ -170,9 +170,9 @@ def _saved_crops(command, args, cfg):
 
 
 def _scored(args, cfg):
-    """--truth FILE: detection scored against annotations (ga.truth); exit 1 when a frame
+    """--truth FILE: detection scored against annotations (ga.monitoring.truth); exit 1 when a frame
     could not be read."""
-    from ga.truth import score_detection, summary_line
+    from ga.monitoring.truth import score_detection, summary_line
 
     result = score_detection(args.inputs, args.truth, cfg, args.out_dir, args.max_pixels,
                              progress=not args.no_progress)

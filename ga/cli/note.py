@@ -28,7 +28,7 @@ class Note(Command):
                 parser.error(f"--time takes an ISO time such as 2026-12-01T10:32:00, got {args.time!r}")
 
     def run(self, args: argparse.Namespace) -> int:
-        from ga.monitor_report import add_note, refresh
+        from ga.monitoring.outputs import add_note, refresh
 
         time, text = add_note(args.dir, args.text, args.when)
         refresh(args.dir)  # the figures and page show it now (a running monitor at its next refresh)

@@ -27,7 +27,7 @@ class Scan(ModelCommand):
     def run(self, args: argparse.Namespace) -> int:
         """A line per frame; exit 1 if some frames could not be read."""
         from ga.api import scan_frames
-        from ga.predict import input_files
+        from ga.inputs import input_files
 
         input_files(args.inputs, args.recursive)  # a bad path is reported before the model loads
         failed = 0

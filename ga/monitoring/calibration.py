@@ -2,17 +2,17 @@
 
 A sample of the frames (`--calibrate-frames N`, spread evenly over the files in name order; a
 stack's or a video's first frame) is detected with every `auto` setting resolved per frame
-(ga.particles) and the out-of-focus filter off. Then, over the whole sample:
+(ga.monitoring.detection) and the out-of-focus filter off. Then, over the whole sample:
 
 - polarity: the side most frames' tails chose;
 - background_size: the widest window a frame needed (a large crystal in one frame must not
   be cut in another);
 - close_radius, min_area: scaled from their reference values by the frames' size;
 - detection_scale: frames at least twice the reference frame's size are searched reduced
-  (`ga.particles.working_factor`);
+  (`ga.monitoring.detection.working_factor`);
 - min_sharpness (measured at the detection scale): focus judged on the sharpness of every
   object of every sample frame pooled
-  (`ga.particles.focus_cut`): with many frames' objects a blurred group is found where one
+  (`ga.monitoring.detection.focus_cut`): with many frames' objects a blurred group is found where one
   frame holds too few to tell.
 
 Values given in the configuration (not `auto`) are kept and reported as given. Written to the
@@ -83,7 +83,7 @@ def calibrate(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, frames: i
     Raises:
         GAError: no frame could be read, or the frames differ in size.
     """
-    from ga.particles import detect, focus_cut, frame_scale, objects, preload, thresholded
+    from ga.monitoring.detection import detect, focus_cut, frame_scale, objects, preload, thresholded
 
     if frames < 1:
         raise GAError(f"must be at least 1, got {frames}", arg="calibrate_frames")
@@ -115,7 +115,7 @@ def calibrate(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, frames: i
 
 def _choices(cfg, per_frame, sharp, cut, scale):
     """{key: {value, from, why}} for the five auto keys."""
-    from ga.particles import frame_scale, scaled_sharpness
+    from ga.monitoring.detection import frame_scale, scaled_sharpness
 
     out = {}
 
@@ -167,7 +167,7 @@ def _figure(path: str, shown: Sequence[Any], sharp: Sequence[float], areas: Sequ
     the sampled objects' sharpness and area histograms."""
     from ga.figures import pyplot, save_figure
     from ga.frames import rgb8
-    from ga.monitor_report import DETECTION_COLOURS
+    from ga.monitoring.outputs import DETECTION_COLOURS
 
     fig, axes = pyplot().subplots(2, 3, figsize=(15, 9), squeeze=False)
     for ax, (name, pixels, found) in zip(axes[0], shown):
@@ -218,8 +218,8 @@ def show_detection(path: str, cfg: MonitorConfig, out_dir: str, max_pixels: int 
     drawn over one frame, as <out_dir>/<stem>_detection.png; returns its path. No model."""
     from ga.frames import frames_of, read_frame
     from ga.images import ImageProblem
-    from ga.monitor_report import draw_detection
-    from ga.particles import detect, threshold_of, thresholded
+    from ga.monitoring.outputs import draw_detection
+    from ga.monitoring.detection import detect, threshold_of, thresholded
 
     if not os.path.isfile(path):
         raise GAError(f"not found: {path}", arg="show_detection")

@@ -29,7 +29,7 @@ import numpy as np
 from ga.files import atomic_write_text
 from ga.figures import pyplot, save_figure
 from ga.report import STYLE, embedded_figures, html_table
-from ga.truth import box_iou
+from ga.monitoring.truth import box_iou
 
 TREND, SIZES, PAGE = "monitor_trend.png", "monitor_sizes.png", "monitor.html"
 NOTES = "notes.csv"  # operator notes: time, note (`ga monitor note DIR TEXT`)

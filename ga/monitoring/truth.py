@@ -210,7 +210,7 @@ def score_detection(inputs: Sequence[str], truth_path: str, cfg: MonitorConfig, 
     from ga.files import atomic_write_csv, atomic_write_json
     from ga.frames import frames_of, iter_sources, read_frame
     from ga.images import ImageProblem
-    from ga.particles import detect, preload
+    from ga.monitoring.detection import detect, preload
 
     truth = read_truth(truth_path)
     frames, problems = {}, []

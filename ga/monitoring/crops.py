@@ -1,7 +1,7 @@
 """Crops for labelling: `ga monitor FRAMES --save-crops DIR [--cluster K]`.
 
 Every kept particle of every frame is written as the square crop the model sees (the
-particle's box plus `monitor.crop_margin`, reflected at the frame's edge: `ga.particles.crop`)
+particle's box plus `monitor.crop_margin`, reflected at the frame's edge: `ga.monitoring.detection.crop`)
 to `DIR/<frame>_p<k>.png`, and listed in `DIR/crops.csv` (crop, frame, particle, box,
 equivalent diameter, aspect ratio, circularity, solidity, sharpness, cluster). A folder that
 already holds crops gains the new ones: a name already taken gets `-2`, `-3`, ... and the rows
@@ -86,7 +86,7 @@ def turned_over(cfg: MonitorConfig, labels: dict, pixels: np.ndarray) -> bool:
     """Whether a frame's crops are turned over (255 - level) for a model with these labels
     (`monitor.invert_crops`; auto: when labels.json's crop_polarity is bright or dark and the
     frame's particles are the other way round)."""
-    from ga.particles import grey, polarity_of
+    from ga.monitoring.detection import grey, polarity_of
 
     mode, learned = cfg.invert_crops, labels.get("crop_polarity")
     if mode != "auto":
@@ -98,7 +98,8 @@ def turned_over(cfg: MonitorConfig, labels: dict, pixels: np.ndarray) -> bool:
 
 def model_features(model: Any, crops: Sequence[np.ndarray], batch: int = 64) -> np.ndarray:
     """(n, d) the model's pooled backbone features of each crop (needs its Keras file)."""
-    from ga.predict import features_and_probs_fn, prepare_arrays
+    from ga.inputs import prepare_arrays
+    from ga.predict import features_and_probs_fn
 
     run = features_and_probs_fn(model.keras())
     return np.concatenate([run(prepare_arrays(crops[i:i + batch], model.labels).astype(np.float32))[0]
@@ -130,7 +131,7 @@ def save_crops(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, cluster:
 
     from ga.frames import frames_of, iter_sources, read_frame, rgb8
     from ga.images import ImageProblem
-    from ga.particles import crop, detect, preload
+    from ga.monitoring.detection import crop, detect, preload
 
     if cluster is not None and cluster < 2:
         raise GAError(f"must be at least 2, got {cluster}", arg="cluster")

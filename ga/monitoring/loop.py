@@ -1,7 +1,7 @@
 """Watching a crystallization: frames over time -> particles -> classes, sizes and fractions.
 
 `ga monitor FOLDER --model RUN` takes every frame (`ga.frames`: a folder of images, a
-TIFF stack, a video), finds its particles (`ga.particles`), classifies every particle's
+TIFF stack, a video), finds its particles (`ga.monitoring.detection`), classifies every particle's
 crop with the run's model (batched across frames, any engine), and writes into the
 monitor folder (`--out-dir`, default monitor_out/):
 
@@ -13,7 +13,7 @@ monitor folder (`--out-dir`, default monitor_out/):
   skipped, the particle count, and per class its count, fraction and Wilson interval
   (`monitor.ci_level`), and number- and volume-weighted d10/d50/d90 of the equivalent
   diameter, all particles and per class (particles cut by the frame's edge left out);
-- alerts.csv, one row per alert fired (`ga.alerts`);
+- alerts.csv, one row per alert fired (`ga.monitoring.alerts`);
 - monitor_trend.png (fractions with their bands, counts, d50 per class over time),
   monitor_sizes.png (the size distribution of the first and the last `monitor.window`
   frames), monitor_latest.png (the last frame with its particles by class, deposits in their
@@ -44,19 +44,19 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ga.alerts import parse_rule
+from ga.monitoring.alerts import parse_rule
 from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_json, keep_rows
 from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, left_out, read_frame,
                        rgb8, upgraded_key)
 from ga.images import ImageProblem
-from ga.particles import GEOMETRY, LENGTHS, crop, detect, preload, with_micrometres
+from ga.monitoring.detection import GEOMETRY, LENGTHS, crop, detect, preload, with_micrometres
 from ga.stats import weighted_percentiles, wilson_interval
 from ga.tasks import get_task
 
 if TYPE_CHECKING:
     from ga.config import MonitorConfig
-    from ga.predict import LoadedModel
+    from ga.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 VIEW_SIDE = 1400  # px: monitor_latest.png's frame is taken every n pixels to be at most this wide
@@ -185,7 +185,7 @@ class Monitor:
         self.alerts_log = CsvLog(os.path.join(out_dir, ALERTS), ALERT_COLUMNS)
         self.result = MonitorResult(out_dir, resumed=len(self.done))
         self._since_refresh = 0
-        from ga.monitor_report import SizeWindows
+        from ga.monitoring.outputs import SizeWindows
 
         self.size_column = f"eq_diameter_{size_unit(cfg)}"
         self.windows = SizeWindows.from_folder(out_dir, self.rows_done, cfg.window, self.size_column)
@@ -273,7 +273,7 @@ class Monitor:
 
     def _detected(self, frames):
         """(frame, RGB pixels or reason, particles) in order, a few frames ahead on threads."""
-        from ga.predict import prepare_arrays  # noqa: F401  (imported here, not on the threads)
+        from ga.inputs import prepare_arrays  # noqa: F401  (imported here, not on the threads)
 
         preload()
         with cf.ThreadPoolExecutor(self.workers) as pool:
@@ -290,7 +290,7 @@ class Monitor:
     def _detect_one(self, frame):
         """(reason or None, particles): the frame read, its particles found and their crops
         prepared for the model (resized as inference resizes), on a worker thread."""
-        from ga.predict import prepare_arrays
+        from ga.inputs import prepare_arrays
 
         try:
             pixels = read_frame(frame, self.max_pixels)
@@ -313,9 +313,9 @@ class Monitor:
         return None, particles
 
     def _inverted(self, pixels):
-        """Whether this frame's crops are turned over for the model (ga.crops.turned_over);
+        """Whether this frame's crops are turned over for the model (ga.monitoring.crops.turned_over);
         said once in the log."""
-        from ga.crops import turned_over
+        from ga.monitoring.crops import turned_over
 
         over = turned_over(self.cfg, self.labels, pixels)
         if over and not self._told_inverted and self.cfg.invert_crops == "auto":
@@ -386,7 +386,7 @@ class Monitor:
         """Which particles sit where a particle sat in most of the last `monitor.static_window`
         frames (a box at IoU >= 0.5 in at least 80% of them): a deposit on the probe's window,
         not a particle in the flow. Nothing is static until the window has filled."""
-        from ga.truth import box_iou
+        from ga.monitoring.truth import box_iou
 
         window = self.cfg.static_window
         boxes = [p.box for p in particles]
@@ -462,7 +462,7 @@ class Monitor:
         `monitor.refresh_every` frames, or now with `force`)."""
         if not force and self._since_refresh < self.cfg.refresh_every:
             return
-        from ga.monitor_report import write_outputs
+        from ga.monitoring.outputs import write_outputs
 
         self._since_refresh = 0
         state = {"sources": self.sources, "model": self.provenance, "task": self.labels["task"],
@@ -470,7 +470,7 @@ class Monitor:
                  "updated": dt.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(os.path.join(self.out_dir, STATE), state)
         if self.latest is not None:
-            from ga.monitor_report import LATEST, draw_latest
+            from ga.monitoring.outputs import LATEST, draw_latest
 
             name, stamp, (view, step), boxes = self.latest
             draw_latest(view, step, boxes, self.classes, os.path.join(self.out_dir, LATEST),
@@ -535,11 +535,11 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
     """Monitor frames (module docstring). Returns what was done.
 
     Args:
-        model: a loaded model (`ga.predict.load_model`).
+        model: a loaded model (`ga.loading.load_model`).
         inputs: folders, image files, TIFF stacks, videos; with `watch`, one folder.
         out_dir: the monitor folder (resumed when it holds earlier frames of these inputs).
         cfg: the config's `monitor` section.
-        rules: alert rules (`ga.alerts`).
+        rules: alert rules (`ga.monitoring.alerts`).
         on_alert: a shell command run on each alert, given GA_ALERT_* environment variables.
         watch: keep polling the folder for new frames.
         idle_exit: with `watch`, stop after this many seconds without a new frame (None: never).

@@ -4,7 +4,7 @@ The steps (scikit-image and SciPy do each), every parameter in the config's `mon
 section (`ga.config.MonitorConfig`). The size-like ones default to `auto`: chosen for each
 frame by `resolve` (from the frame's size relative to the 1024 x 768 reference frame the
 defaults were chosen on, and from its grey levels), by `thresholded` and by `focus_cut`
-(from the frame's own objects); `ga monitor --calibrate` (ga.calibration) chooses them once
+(from the frame's own objects); `ga monitor --calibrate` (ga.monitoring.calibration) chooses them once
 over a sample of the frames instead. A value given in the configuration is used as given.
 
 1. grey levels 0-255 (RGB averaged; 16-bit scaled), turned so that particles are bright
@@ -21,7 +21,7 @@ over a sample of the frames instead. A value given in the configuration is used 
    `close_radius` px (joins a granular aggregate's beads; auto: 2 px at the reference
    frame, in proportion), holes filled;
 5. connected components (8-connected), particles in contact cut apart at a narrow neck of
-   their distance map (`split_touching`, ga.touching), each measured;
+   their distance map (`split_touching`, ga.monitoring.touching), each measured;
 6. filters: area between `min_area` (auto: 40 px at the reference frame, in proportion to
    the area) and `max_area` px; sharpness at least `min_sharpness` (out-of-focus particles
    dropped). Sharpness is the mean gradient magnitude on a particle's outline divided by its
@@ -41,7 +41,7 @@ squares), bounding box, centroid.
 
 The crop for the model is the square window around the box, `crop_margin` of the box's
 longer side on each side, taken from the frame itself (reflected where it leaves the
-frame), resized later with the model's own resize (`ga.predict.prepare_arrays`).
+frame), resized later with the model's own resize (`ga.inputs.prepare_arrays`).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def preload() -> None:
     from skimage import filters, measure, morphology, segmentation
     from sklearn import mixture  # noqa: F401
 
-    import ga.touching  # noqa: F401
+    import ga.monitoring.touching  # noqa: F401
 
     for module, names in ((filters, ("threshold_otsu", "threshold_li", "threshold_triangle")),
                           (measure, ("label", "regionprops")), (morphology, ("disk", "local_maxima")),
@@ -402,7 +402,7 @@ def _objects(image, mask, cfg, keep_dropped):
     """Steps 5-7 at the detection scale."""
     from skimage import measure
 
-    from ga.touching import labelled
+    from ga.monitoring.touching import labelled
 
     labels = labelled(mask, cfg)
     grad = _gradient(image)
