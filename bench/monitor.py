@@ -140,8 +140,8 @@ def large(result, work, scale):
 
 def monitor_rate(model_path, folder, out):
     from ga.config import load_config
-    from ga.monitoring.loop import monitor
     from ga.loading import load_model
+    from ga.monitoring.loop import monitor
 
     model = load_model(model_path)
     t = time.perf_counter()
@@ -183,9 +183,10 @@ def refresh_cost(model_path, folder, out, n):
     import json as json_
 
     from ga.config import load_config
-    from ga.monitoring.outputs import write_outputs
-    from ga.monitoring.loop import STATE, Monitor, monitor
     from ga.loading import load_model
+    from ga.monitoring.columns import STATE
+    from ga.monitoring.loop import Monitor, monitor
+    from ga.monitoring.outputs import write_outputs
 
     model = load_model(model_path)
     monitor(model, [folder], out, load_config(None).monitor)

@@ -421,7 +421,8 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
             config: Optional[PathLike] = None, sets: Sequence[str] = (), progress: bool = False,
             max_pixels: int = 100_000_000, alert_hook: Optional[Callable[[Any], None]] = None,
             on_progress: Optional[Callable[["MonitorResult"], None]] = None,
-            stop: Optional[Callable[[], bool]] = None, **settings: Any) -> "MonitorResult":
+            stop: Optional[Callable[[], bool]] = None, hooks: Sequence[Callable[[Any], None]] = (),
+            **settings: Any) -> "MonitorResult":
     """Watch a process: find the particles in every frame, classify each and write
     particles.csv, frames.csv, alerts.csv, the trend figures and monitor.html into `out_dir`
     (what `ga monitor` does; resumed when `out_dir` holds earlier frames of these inputs).
@@ -436,6 +437,9 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
             and `**settings` change it (`monitor_settings`), e.g. `min_area=60, pixel_size_um=1.2`.
         alert_hook: called with each `ga.monitoring.alerts.Alert` as it fires; `on_progress` with the
             MonitorResult after every group of frames; `stop` polled between frames (True ends it).
+        hooks: called with each frame's `ga.monitoring.loop.FrameRecord` once its rows are
+            written (its frames.csv row and particle rows by column name); one that raises is
+            logged and the monitor goes on.
 
     Returns:
         MonitorResult: frames, skipped, particles, alerts (and `exit_code`).
@@ -445,7 +449,7 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
         >>> result.frames, [a.frame for a in result.alerts]                            # doctest: +SKIP
     """
     from ga.monitoring.alerts import parse_rule
-    from ga.monitoring.loop import check_inputs
+    from ga.monitoring.feed import check_inputs
     from ga.monitoring.loop import monitor as run_monitor
 
     cfg = monitor_settings(config, sets=sets, **settings)
@@ -454,8 +458,9 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
     for rule in alerts:
         parse_rule(rule)
     _register()
-    return run_monitor(_loaded(model), paths, os.fspath(out_dir), cfg, list(alerts), on_alert, watch, idle_exit,
-                       max_pixels, alert_hook, on_progress, stop=stop, threshold=threshold, bar=progress)
+    return run_monitor(_loaded(model), paths, os.fspath(out_dir), cfg, rules=list(alerts), on_alert=on_alert,
+                       watch=watch, idle_exit=idle_exit, max_pixels=max_pixels, alert_hook=alert_hook,
+                       progress=on_progress, stop=stop, threshold=threshold, bar=progress, hooks=hooks)
 
 
 def calibrate(inputs: Union[PathLike, Sequence[PathLike]], *, out_dir: PathLike = "monitor_out", frames: int = 20,
@@ -472,7 +477,7 @@ def calibrate(inputs: Union[PathLike, Sequence[PathLike]], *, out_dir: PathLike 
         >>> ga.calibrate("frames/", out_dir="cal")["settings"]   # doctest: +SKIP
     """
     from ga.monitoring.calibration import calibrate as choose
-    from ga.monitoring.loop import check_inputs
+    from ga.monitoring.feed import check_inputs
 
     paths = _paths(inputs)
     check_inputs(paths, False)

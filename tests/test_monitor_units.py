@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ga.monitoring.alerts import parse_rule
 from ga.config import load_config
 from ga.errors import GAError
 from ga.files import CsvLog, keep_rows
 from ga.frames import frames_of, read_frame, rgb8, time_from_name
+from ga.monitoring.alerts import parse_rule
 from ga.monitoring.detection import crop, detect, feret_diameters, grey
 from ga.stats import weighted_percentiles, wilson_interval
 from helpers import read_csv
@@ -306,10 +306,10 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
                 missing.set()
 
     seen = Seen()
-    logging.getLogger("ga.monitoring.loop").addHandler(seen)
+    logging.getLogger("ga.monitoring").addHandler(seen)
     watcher = threading.Thread(target=lambda: results.append(
         monitor(_fake_model(tmp_path), [str(folder)], str(out), cfg, watch=True, stop=stop.is_set)))
-    caplog.set_level(logging.INFO, logger="ga.monitoring.loop")
+    caplog.set_level(logging.INFO, logger="ga.monitoring")
     watcher.start()
 
     def rows(n, timeout=60):
@@ -336,7 +336,7 @@ def test_watch_survives_the_folder_vanishing_and_takes_frames_once_settled(tmp_p
     finally:
         stop.set()
         watcher.join(timeout=60)
-        logging.getLogger("ga.monitoring.loop").removeHandler(seen)
+        logging.getLogger("ga.monitoring").removeHandler(seen)
     assert [r["frame"] for r in got] == names and not any(r["skipped"] for r in got)
     assert all(r["pg_fraction"] == "1" for r in got)
     assert results[0].frames == 3
@@ -365,6 +365,42 @@ def test_sizes_in_micrometres_and_edge_particles_left_out(tmp_path):
     inside = next(p for p in read_csv(tmp_path / "out/particles.csv") if p["edge"] == "0")
     assert float(inside["feret_max_um"]) == pytest.approx(2.5 * float(inside["feret_max_px"]), rel=1e-3)
     assert float(inside["area_um2"]) == pytest.approx(6.25 * 1600)
+
+
+def test_frames_pass_the_named_stages_and_a_failing_publisher_stops_nothing(tmp_path, caplog):
+    """Each frame's record reaches the publish hooks after its rows are written, its rows by
+    column name equal to the files'; a skipped frame goes through the same stages; a hook
+    that raises is logged once and every frame is still written."""
+    import logging
+
+    from ga.monitoring.loop import STAGES, FrameRecord, Monitor, monitor
+
+    assert STAGES == ("read", "detect", "classify", "measure", "write", "publish")
+    assert all(callable(getattr(Monitor, s)) for s in STAGES)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(3):
+        img = np.full((120, 160), 25, np.uint8)
+        img[20:50, 30 + 20 * k:60 + 20 * k] = 200
+        Image.fromarray(img).save(folder / f"f_20261201T10000{k}.png")
+    (folder / "f_20261201T100009.png").write_bytes(b"not a png")
+    seen = []
+
+    def broken(record):
+        raise ConnectionError("broker down")
+
+    def record_it(record):
+        assert isinstance(record, FrameRecord)
+        seen.append((record.frame.name, dict(record.row), [dict(r) for r in record.particle_rows], record.problem))
+
+    caplog.set_level(logging.WARNING, logger="ga.monitoring")
+    result = monitor(_fake_model(tmp_path), [str(folder)], str(tmp_path / "out"), CFG, hooks=[broken, record_it])
+    assert (result.frames, result.skipped) == (4, 1)
+    frames, particles = read_csv(tmp_path / "out/frames.csv"), read_csv(tmp_path / "out/particles.csv")
+    assert [s[0] for s in seen] == [r["frame"] for r in frames] and seen[-1][3]
+    assert [{k: str(v) for k, v in s[1].items()} for s in seen] == frames
+    assert [{k: str(v) for k, v in r.items()} for s in seen for r in s[2]] == particles and len(particles) == 3
+    assert sum("broker down" in m for m in caplog.messages) == 1
 
 
 @pytest.mark.parametrize("every, writes", [(2, 2), (10, 1)])
@@ -399,8 +435,9 @@ def test_a_refresh_reads_no_particle_rows_and_keeps_the_first_and_last_windows(t
     import shutil
 
     import ga.monitoring.outputs
+    from ga.monitoring.feed import all_at_once
+    from ga.monitoring.loop import Monitor
     from ga.monitoring.outputs import SizeWindows
-    from ga.monitoring.loop import Monitor, _all_at_once
 
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -412,7 +449,7 @@ def test_a_refresh_reads_no_particle_rows_and_keeps_the_first_and_last_windows(t
     monkeypatch.setattr(ga.monitoring.outputs, "_read", lambda path, *a: read.append(os.path.basename(path)) or real(path, *a))
     cfg = load_config(None, ["monitor.window=2"]).monitor
     m = Monitor(_fake_model(tmp_path), str(tmp_path / "out"), cfg, [str(folder)])
-    _all_at_once(m, [str(folder)], cfg, False, None)
+    all_at_once(m, [str(folder)], cfg, False, None)
     m.refresh(force=True)
     assert "particles.csv" not in read and "frames.csv" in read
     kept = {r["frame"] for r in m.windows.rows()}

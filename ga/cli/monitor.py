@@ -101,7 +101,7 @@ class Monitor(ModelCommand):
             print(show_detection(args.show_detection, cfg, args.out_dir, args.max_pixels))
             return 0
         if args.truth or args.save_crops or args.calibrate:
-            from ga.monitoring.loop import check_inputs
+            from ga.monitoring.feed import check_inputs
 
             check_inputs(args.inputs, False)
             return _scored(args, cfg) if args.truth else _saved_crops(self, args, cfg) if args.save_crops \
@@ -123,7 +123,7 @@ class Monitor(ModelCommand):
 def _quick_checks(args):
     """The inputs and alert rules, before the model loads (which takes seconds)."""
     from ga.monitoring.alerts import parse_rule
-    from ga.monitoring.loop import check_inputs
+    from ga.monitoring.feed import check_inputs
 
     check_inputs(args.inputs, args.watch)
     for rule in args.alert:

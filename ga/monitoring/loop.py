@@ -26,31 +26,51 @@ its size and mtime stayed unchanged for `monitor.settle_seconds`, and the figure
 are refreshed every `monitor.refresh_every` frames. Either way a monitor folder resumes: the
 frames in frames.csv are never done again, and the particle rows of a frame a kill
 interrupted (written before its frames.csv row) are dropped and the frame done again.
+
+Each frame goes through named stages, carried by a `FrameRecord` that each stage adds to:
+read -> detect (both on worker threads, a few frames ahead) -> classify (the crops of several
+frames in one call) -> measure (the frames.csv and particles.csv rows, by column name) ->
+write -> publish (the hooks: alert rules, the latest frame's view, the refresh count, and
+any the caller adds with `Monitor.add_hook`). `ga.monitoring.feed` brings the frames.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
 import datetime as dt
 import json
 import logging
 import math
 import os
 import subprocess
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from ga.monitoring.alerts import parse_rule
 from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_json, keep_rows
-from ga.frames import (Frame, file_time, folder_files, frame_kind, frames_of, iter_sources, left_out, read_frame,
-                       rgb8, upgraded_key)
+from ga.frames import Frame, read_frame, rgb8, upgraded_key
 from ga.images import ImageProblem
-from ga.monitoring.detection import GEOMETRY, LENGTHS, crop, detect, preload, with_micrometres
+from ga.monitoring import detection, feed
+from ga.monitoring.alerts import parse_rule
+from ga.monitoring.columns import (
+    ALERT_COLUMNS,
+    ALERTS,
+    FRAMES,
+    PARTICLES,
+    QUANTILES,
+    STATE,
+    bin_columns,
+    cell,
+    frame_columns,
+    geometry_columns,
+    numeric_columns,
+    particle_columns,
+    size_unit,
+)
 from ga.stats import weighted_percentiles, wilson_interval
 from ga.tasks import get_task
 
@@ -60,10 +80,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 VIEW_SIDE = 1400  # px: monitor_latest.png's frame is taken every n pixels to be at most this wide
-
-PARTICLES, FRAMES, ALERTS, STATE = "particles.csv", "frames.csv", "alerts.csv", "monitor.json"
-QUANTILES = (("10", 0.1), ("50", 0.5), ("90", 0.9))
-ALERT_COLUMNS = ["time", "frame", "rule", "column", "value", "threshold"]
+STAGES = ("read", "detect", "classify", "measure", "write", "publish")
 
 
 @dataclass
@@ -94,61 +111,22 @@ class MonitorResult:
         return 1 if self.skipped else 0
 
 
-# ---------------------------------------------------------------------------- columns
+@dataclass
+class FrameRecord:
+    """One frame on its way through the stages; each stage fills its part."""
 
-
-def size_unit(cfg: MonitorConfig) -> str:
-    return "um" if cfg.pixel_size_um else "px"
-
-
-def frame_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
-    """frames.csv's columns for a model's classes."""
-    u = size_unit(cfg)
-    sizes = lambda prefix: [f"{prefix}{w}{q}_{u}" for w in ("d", "dv") for q, _ in QUANTILES]  # noqa: E731
-    cols = ["frame", "time", "elapsed_s", "time_source", "flags", "skipped", "particles", "edge_particles",
-            "static_particles"]
-    for c in classes:
-        cols += [f"{c}_count", f"{c}_fraction", f"{c}_fraction_lo", f"{c}_fraction_hi"]
-    cols += sizes("")
-    for c in classes:
-        cols += sizes(f"{c}_")
-    for prefix in ["", *(f"{c}_" for c in classes)]:
-        cols += [f"{prefix}{name}" for name in bin_columns(cfg)]
-    return cols + ["source", "size", "mtime_ns", "key"]
-
-
-def bin_columns(cfg: MonitorConfig) -> list[str]:
-    """`count_<lo>_<hi>_<unit>` for each size bin of `monitor.size_bins` (none without)."""
-    def edge(v):
-        return "inf" if math.isinf(v) else f"{v:g}"
-
-    e = cfg.size_bins
-    return [f"count_{edge(a)}_{edge(b)}_{size_unit(cfg)}" for a, b in zip(e, e[1:])]
-
-
-def geometry_columns(cfg: MonitorConfig) -> list[str]:
-    """particles.csv's geometry columns (micrometre ones with monitor.pixel_size_um)."""
-    geometry = list(GEOMETRY)
-    if cfg.pixel_size_um:
-        geometry += [f"{k}_um" for k in LENGTHS] + ["area_um2"]
-    return geometry
-
-
-def particle_columns(classes: Sequence[str], cfg: MonitorConfig) -> list[str]:
-    """particles.csv's columns for a model's classes."""
-    return (["frame", "time", "particle", "class", *(f"p_{c}" for c in classes), *geometry_columns(cfg), "static"]
-            + ["model_file", "model_sha256", "engine"])
-
-
-def _fmt(v, digits=6):
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:.{digits}f}".rstrip("0").rstrip(".") if digits else str(round(v))
-    return v
-
-
-# ---------------------------------------------------------------------------- the monitor
+    frame: Frame
+    flag: str = ""  # time_backwards: earlier than a frame before it (given at once, or found at measure)
+    problem: str = ""  # read: why the frame could not be used ("" when it was)
+    view: tuple | None = None  # read: (the frame taken every `step` pixels, step), for monitor_latest.png
+    particles: list = field(default_factory=list)  # detect: Particle, each with its prepared crop
+    probs: np.ndarray | None = None  # classify: the model's outputs, a row per particle
+    on: np.ndarray | None = None  # classify: the classes named, a row of flags per particle
+    names: list = field(default_factory=list)  # classify: each particle's class names, ";"-joined
+    static: list = field(default_factory=list)  # measure: which particles are deposits
+    stamp: str = ""  # measure: the frame's time, ISO
+    row: dict = field(default_factory=dict)  # measure: the frames.csv row, by column
+    particle_rows: list = field(default_factory=list)  # measure: the particles.csv rows, by column
 
 
 class Monitor:
@@ -158,6 +136,7 @@ class Monitor:
                  rules: Sequence[str] = (), on_alert: str | None = None, max_pixels: int = 100_000_000,
                  alert_hook: Callable[[Alert], None] | None = None, workers: int | None = None,
                  threshold: float | None = None):
+        from ga.monitoring.outputs import SizeWindows
         from ga.predict import decision_thresholds
 
         self.model, self.cfg, self.out_dir, self.max_pixels = model, cfg, out_dir, max_pixels
@@ -171,8 +150,9 @@ class Monitor:
         self.recent = deque(maxlen=max(1, cfg.static_window))  # the last frames' boxes (static deposits)
         self._told_inverted = False
         self.latest = None  # the last frame monitored, drawn at each refresh (monitor_latest.png)
-        self.rules = [parse_rule(r, self._numeric_columns()) for r in rules]
+        self.rules = [parse_rule(r, numeric_columns(self.frame_cols)) for r in rules]
         self.on_alert, self.alert_hook = on_alert, alert_hook
+        self.hooks: list[Callable[[FrameRecord], None]] = [self._alerts, self._keep_latest, self._count]
         self.workers = workers or min(2, os.cpu_count() or 1)
         self.sources = [os.path.abspath(s) for s in sources]
         self.provenance = model.provenance()
@@ -185,14 +165,26 @@ class Monitor:
         self.alerts_log = CsvLog(os.path.join(out_dir, ALERTS), ALERT_COLUMNS)
         self.result = MonitorResult(out_dir, resumed=len(self.done))
         self._since_refresh = 0
-        from ga.monitoring.outputs import SizeWindows
-
         self.size_column = f"eq_diameter_{size_unit(cfg)}"
         self.windows = SizeWindows.from_folder(out_dir, self.rows_done, cfg.window, self.size_column)
 
-    def _numeric_columns(self):
-        return [c for c in self.frame_cols if c not in ("frame", "time", "time_source", "flags", "skipped", "source",
-                                                         "key")]
+    def add_hook(self, hook: Callable[[FrameRecord], None]) -> None:
+        """Call `hook(record)` at the publish stage of every frame, after its rows are written
+        (`record.row` is its frames.csv row, `record.particle_rows` its particles). A hook that
+        raises is logged (once) and the monitor goes on: publishing never stops it."""
+        name = getattr(hook, "__qualname__", repr(hook))
+        failed = []
+
+        def guarded(record):
+            try:
+                hook(record)
+            except Exception as exc:  # noqa: BLE001  (whatever a publisher raises, the frames go on)
+                if not failed:
+                    log.warning("publishing hook %s failed on frame %s (said once; it is still called): %s",
+                                name, record.frame.name, one_line(exc))
+                failed.append(record.frame.name)
+
+        self.hooks.append(guarded)
 
     # ------------------------------------------------------------------ resuming
 
@@ -234,9 +226,8 @@ class Monitor:
                 rule.observe(r)
         if table:
             log.info("resuming %s: %d frame(s) done", self.out_dir, len(table))
-        return ({upgraded_key(r["key"], r["source"]) for r in table}, min(times) if times else None, times[-1] if times else None, table)
-
-    # ------------------------------------------------------------------ processing
+        return ({upgraded_key(r["key"], r["source"]) for r in table}, min(times) if times else None,
+                times[-1] if times else None, table)
 
     def pending(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """The frames not done yet. A file rewritten in place after it was done (same name, new
@@ -254,63 +245,85 @@ class Monitor:
             self.names.add(f.name)
             yield f
 
+    # ------------------------------------------------------------------ the stages
+
     def process(self, frames: Iterable[Frame], flags: dict | None = None) -> int:
-        """Detect, classify and write every frame given, in order; returns how many.
+        """Every frame given, in order, through the stages (module docstring); returns how many.
 
-        Frames are read and their particles found on `workers` threads; crops of several
+        read and detect run on `workers` threads, a few frames ahead; the crops of several
         frames go to the model together (at least `monitor.batch_size` a call)."""
-        n = 0
-        batch, crops = [], 0
-        for item in self._detected(frames):
-            batch.append(item)
-            crops += len(item[2])
+        n, group, crops = 0, [], 0
+        for record in self._prepared(frames, flags or {}):
+            group.append(record)
+            crops += len(record.particles)
             if crops >= self.cfg.batch_size:
-                n += self._classify_and_write(batch, flags or {})
-                batch, crops = [], 0
-        if batch:
-            n += self._classify_and_write(batch, flags or {})
-        return n
+                n += self._finish(group)
+                group, crops = [], 0
+        return n + (self._finish(group) if group else 0)
 
-    def _detected(self, frames):
-        """(frame, RGB pixels or reason, particles) in order, a few frames ahead on threads."""
+    def skip(self, frame: Frame, reason: str) -> None:
+        """A frame that could not be opened, written as a skipped frame (unless done before)."""
+        for f in self.pending([frame]):  # a rewritten file's row under a name of its own
+            self._finish([FrameRecord(f, problem=reason)])
+
+    def _finish(self, records):
+        self.classify(records)
+        for record in records:
+            self.measure(record)
+            self.write(record)
+            self.publish(record)
+        return len(records)
+
+    def _prepared(self, frames, flags):
+        """FrameRecords read and detected, in order, a few frames ahead on threads."""
         from ga.inputs import prepare_arrays  # noqa: F401  (imported here, not on the threads)
 
-        preload()
+        detection.preload()
         with cf.ThreadPoolExecutor(self.workers) as pool:
             ahead = deque()
             for f in frames:
-                ahead.append((f, pool.submit(self._detect_one, f)))
+                ahead.append(pool.submit(self._read_and_detect, FrameRecord(f, flags.get(f.key, ""))))
                 if len(ahead) > 2 * self.workers:
-                    f0, fut = ahead.popleft()
-                    yield (f0, *fut.result())
+                    yield ahead.popleft().result()
             while ahead:
-                f0, fut = ahead.popleft()
-                yield (f0, *fut.result())
+                yield ahead.popleft().result()
 
-    def _detect_one(self, frame):
-        """(reason or None, particles): the frame read, its particles found and their crops
-        prepared for the model (resized as inference resizes), on a worker thread."""
+    def _read_and_detect(self, record):
+        pixels = self.read(record)
+        if pixels is not None:
+            self.detect(record, pixels)
+        return record
+
+    def read(self, record: FrameRecord) -> np.ndarray | None:
+        """Stage read: the frame's pixels (None, with `record.problem`, when they cannot be
+        read) and `record.view`, the frame made small for monitor_latest.png."""
+        try:
+            pixels = read_frame(record.frame, self.max_pixels)
+        except ImageProblem as exc:
+            record.problem = str(exc)
+            return None
+        except (OSError, ValueError) as exc:
+            record.problem = one_line(exc)
+            return None
+        record.frame.pixels = None  # a video frame's pixels are not kept beyond this
+        return pixels
+
+    def detect(self, record: FrameRecord, pixels: np.ndarray) -> None:
+        """Stage detect: the frame's particles, each with its crop prepared for the model
+        (resized as inference resizes; turned over when the model's crops are the other way)."""
         from ga.inputs import prepare_arrays
 
-        try:
-            pixels = read_frame(frame, self.max_pixels)
-        except ImageProblem as exc:
-            return str(exc), []
-        except (OSError, ValueError) as exc:
-            return one_line(exc), []
-        frame.pixels = None  # a video frame's pixels are not kept beyond this
-        particles = detect(pixels, self.cfg)
+        particles = detection.detect(pixels, self.cfg)
         image = rgb8(pixels)
         step = max(1, math.ceil(max(image.shape[:2]) / VIEW_SIDE))
-        frame.view = (np.ascontiguousarray(image[::step, ::step]), step)  # for monitor_latest.png
+        record.view = (np.ascontiguousarray(image[::step, ::step]), step)
         if particles:
-            cut = [crop(image, p.box, self.cfg.crop_margin) for p in particles]
+            cut = [detection.crop(image, p.box, self.cfg.crop_margin) for p in particles]
             if self._inverted(pixels):
                 cut = [255 - c for c in cut]
-            ready = prepare_arrays(cut, self.labels)
-            for p, c in zip(particles, ready):
+            for p, c in zip(particles, prepare_arrays(cut, self.labels)):
                 p.crop = c
-        return None, particles
+        record.particles = particles
 
     def _inverted(self, pixels):
         """Whether this frame's crops are turned over for the model (ga.monitoring.crops.turned_over);
@@ -324,63 +337,71 @@ class Monitor:
                      "crops are turned over for it (monitor.invert_crops)", self.labels.get("crop_polarity"))
         return over
 
-    def _classify_and_write(self, batch, flags):
-        """Classify the crops of a group of frames, `monitor.batch_size` a call, then write
-        each frame's rows."""
-        crops = [p.crop for _, _, ps in batch for p in ps]
+    def classify(self, records: Sequence[FrameRecord]) -> None:
+        """Stage classify: the crops of a group of frames, `monitor.batch_size` a call; each
+        record's outputs, decisions and class names (its crops are let go)."""
+        crops = [p.crop for r in records for p in r.particles]
         size = self.cfg.batch_size
         probs = np.concatenate([np.asarray(self.model.predict(np.stack(crops[i:i + size]).astype(np.float32)))
                                 for i in range(0, len(crops), size)]) if crops else \
             np.zeros((0, self.task.units(self.classes)), np.float32)
         start = 0
-        for frame, problem, particles in batch:
-            p = probs[start:start + len(particles)]
-            start += len(particles)
-            for particle in particles:
-                particle.crop = None
-            self._write_frame(frame, problem, particles, p, flags.get(frame.key, ""))
-        return len(batch)
+        for r in records:
+            r.probs = probs[start:start + len(r.particles)]
+            start += len(r.particles)
+            for p in r.particles:
+                p.crop = None
+            r.on = self.task.decide(r.probs, self.classes, self.thresholds) if len(r.probs) else \
+                np.zeros((0, len(self.classes)), bool)
+            r.names = [";".join(c for c, f in zip(self.classes, flags_on) if f) for flags_on in r.on]
 
-    def _write_frame(self, frame, problem, particles, probs, flag):
-        t = frame.time
+    def measure(self, record: FrameRecord) -> None:
+        """Stage measure: the frame's time and flags, deposits, and its rows by column name
+        (counts, fractions and sizes leave deposits out)."""
+        t = record.frame.time
         if self.first_time is None:
             self.first_time = t
-        if t is not None and self.last_time is not None and t < self.last_time and not flag:
-            flag = "time_backwards"
+        if t is not None and self.last_time is not None and t < self.last_time and not record.flag:
+            record.flag = "time_backwards"
         if t is not None and (self.last_time is None or t > self.last_time):
             self.last_time = t
-        stamp = t.isoformat() if t is not None else ""
-        on = self.task.decide(probs, self.classes, self.thresholds) if len(probs) else \
-            np.zeros((0, len(self.classes)), bool)
-        per_class = self.task.class_probabilities(probs) if len(probs) else np.zeros((0, len(self.classes)))
-        static = self._static(particles) if not problem else [False] * len(particles)
-        rows = []
-        names = [";".join(c for c, f in zip(self.classes, flags_on) if f) for flags_on in on]
-        for i, (p, named, pc, still) in enumerate(zip(particles, names, per_class, static), 1):
-            geo = with_micrometres(p.geometry, self.cfg.pixel_size_um)
-            rows.append([frame.name, stamp, i, named, *(_fmt(float(v)) for v in pc),
-                         *(_fmt(geo[k], 3) if isinstance(geo[k], float) else geo[k] for k in self.geometry_cols),
-                         int(still), self.provenance["model_file"], self.provenance["model_sha256"],
-                         self.provenance["engine"]])
-        moving = [i for i, still in enumerate(static) if not still]  # counts, fractions and sizes leave deposits out
-        row = self._frame_row(frame, stamp, flag, problem, [particles[i] for i in moving], on[moving])
-        row["static_particles"] = sum(static)
-        self.particles_log.write(rows)  # particle rows first: frames.csv's row commits the frame
-        self.windows.add(frame.name, bool(problem), [dict(zip(self.particle_cols, map(str, r))) for r in rows])
-        self.frames_log.write([[row[c] for c in self.frame_cols]])
-        self.done.add(frame.key)
+        record.stamp = t.isoformat() if t is not None else ""
+        particles = record.particles
+        record.static = self._static(particles) if not record.problem else [False] * len(particles)
+        per_class = self.task.class_probabilities(record.probs) if len(record.probs) else \
+            np.zeros((0, len(self.classes)))
+        record.particle_rows = [self._particle_row(record, i, p, pc)
+                                for i, (p, pc) in enumerate(zip(particles, per_class), 1)]
+        moving = [i for i, still in enumerate(record.static) if not still]
+        record.row = self._frame_row(record, [particles[i] for i in moving], record.on[moving])
+        record.row["static_particles"] = sum(record.static)
+
+    def _particle_row(self, record, i, p, per_class):
+        geo = detection.with_micrometres(p.geometry, self.cfg.pixel_size_um)
+        return {"frame": record.frame.name, "time": record.stamp, "particle": i, "class": record.names[i - 1],
+                **{f"p_{c}": cell(float(v)) for c, v in zip(self.classes, per_class)},
+                **{k: cell(geo[k], 3) if isinstance(geo[k], float) else geo[k] for k in self.geometry_cols},
+                "static": int(record.static[i - 1]), **{k: self.provenance[k] for k in
+                                                        ("model_file", "model_sha256", "engine")}}
+
+    def write(self, record: FrameRecord) -> None:
+        """Stage write: the particle rows first, then the frame's row, which commits it."""
+        self.particles_log.write([[r[c] for c in self.particle_cols] for r in record.particle_rows])
+        self.windows.add(record.frame.name, bool(record.problem),
+                         [{c: str(r[c]) for c in self.particle_cols} for r in record.particle_rows])
+        self.frames_log.write([[record.row[c] for c in self.frame_cols]])
+        self.done.add(record.frame.key)
         self.result.frames += 1
-        self.result.particles += len(particles)
-        if problem:
+        self.result.particles += len(record.particles)
+        if record.problem:
             self.result.skipped += 1
-            log.warning("skipped frame %s: %s", frame.name, problem)
-        self._alerts(row)
-        self._since_refresh += 1
-        view = getattr(frame, "view", None)
-        frame.view = None
-        if view is not None and not problem:
-            self.latest = (frame.name, stamp, view, [(p.box, c, still, p.edge)
-                                                     for p, c, still in zip(particles, names, static)])
+            log.warning("skipped frame %s: %s", record.frame.name, record.problem)
+
+    def publish(self, record: FrameRecord) -> None:
+        """Stage publish: every hook, in order (alerts, the latest view, the refresh count,
+        then those added with `add_hook`)."""
+        for hook in self.hooks:
+            hook(record)
 
     def _static(self, particles):
         """Which particles sit where a particle sat in most of the last `monitor.static_window`
@@ -398,20 +419,20 @@ class Monitor:
         self.recent.append(boxes)
         return flags
 
-    def _frame_row(self, frame, stamp, flag, problem, particles, on):
+    def _frame_row(self, record, particles, on):
         """frames.csv's row (strings and numbers) for one frame."""
-        cfg, u = self.cfg, size_unit(self.cfg)
+        cfg, u, frame = self.cfg, size_unit(self.cfg), record.frame
         n = len(particles)
         elapsed = (frame.time - self.first_time).total_seconds() if frame.time and self.first_time else ""
-        row = {"frame": frame.name, "time": stamp, "elapsed_s": _fmt(elapsed, 3) if elapsed != "" else "",
-               "time_source": frame.time_source, "flags": flag, "skipped": problem or "", "particles": n,
+        row = {"frame": frame.name, "time": record.stamp, "elapsed_s": cell(elapsed, 3) if elapsed != "" else "",
+               "time_source": frame.time_source, "flags": record.flag, "skipped": record.problem, "particles": n,
                "edge_particles": sum(p.edge for p in particles), "source": frame.path, "size": frame.size,
                "mtime_ns": frame.mtime_ns, "key": frame.key}
         for j, c in enumerate(self.classes):
             k = int(on[:, j].sum()) if n else 0
             lo, hi = wilson_interval(k, n, cfg.ci_level)
-            row.update({f"{c}_count": k, f"{c}_fraction": _fmt(k / n) if n else "", f"{c}_fraction_lo": _fmt(lo),
-                        f"{c}_fraction_hi": _fmt(hi)})
+            row.update({f"{c}_count": k, f"{c}_fraction": cell(k / n) if n else "", f"{c}_fraction_lo": cell(lo),
+                        f"{c}_fraction_hi": cell(hi)})
         scale = cfg.pixel_size_um or 1.0
         inside = [i for i, p in enumerate(particles) if not p.edge]
         d = np.array([particles[i].geometry["eq_diameter_px"] * scale for i in inside])
@@ -422,21 +443,24 @@ class Monitor:
             for weight, w in (("d", None), ("dv", values ** 3)):
                 qs = weighted_percentiles(values, w, [q for _, q in QUANTILES])
                 for (name, _), v in zip(QUANTILES, qs):
-                    row[f"{prefix}{weight}{name}_{u}"] = _fmt(v, 3)
+                    row[f"{prefix}{weight}{name}_{u}"] = cell(v, 3)
             if cfg.size_bins:  # [lo, hi) per bin, the particles cut by the edge left out as above
                 edges = cfg.size_bins
                 row.update({f"{prefix}{name}": int(np.sum((values >= a) & (values < b)))
                             for name, a, b in zip(bin_columns(cfg), edges, edges[1:])})
         return row
 
-    def _alerts(self, row):
+    # ------------------------------------------------------------------ the hooks
+
+    def _alerts(self, record):
+        row = record.row
         for rule in self.rules:
             value = rule.observe(row)
             if value is None:
                 continue
             alert = Alert(rule.text, rule.column, value, rule.value, row["frame"], row["time"])
             self.result.alerts.append(alert)
-            self.alerts_log.write([[alert.time, alert.frame, alert.rule, alert.column, _fmt(value), _fmt(rule.value)]])
+            self.alerts_log.write([[alert.time, alert.frame, alert.rule, alert.column, cell(value), cell(rule.value)]])
             if self.alert_hook:
                 self.alert_hook(alert)
             if self.on_alert:
@@ -455,6 +479,17 @@ class Monitor:
         if done.returncode:
             log.warning("--on-alert command exited %d: %s", done.returncode, (done.stderr or "").strip()[:200])
 
+    def _keep_latest(self, record):
+        """The last frame read, with its particles by class, for monitor_latest.png."""
+        if record.view is not None and not record.problem:
+            self.latest = (record.frame.name, record.stamp, record.view,
+                           [(p.box, c, still, p.edge) for p, c, still in zip(record.particles, record.names,
+                                                                              record.static)])
+        record.view = None
+
+    def _count(self, record):
+        self._since_refresh += 1
+
     # ------------------------------------------------------------------ outputs
 
     def refresh(self, force: bool = False) -> None:
@@ -462,16 +497,14 @@ class Monitor:
         `monitor.refresh_every` frames, or now with `force`)."""
         if not force and self._since_refresh < self.cfg.refresh_every:
             return
-        from ga.monitoring.outputs import write_outputs
+        from ga.monitoring.outputs import LATEST, draw_latest, write_outputs
 
         self._since_refresh = 0
         state = {"sources": self.sources, "model": self.provenance, "task": self.labels["task"],
-                 "classes": self.classes, "thresholds": self.thresholds, "monitor": _config_dict(self.cfg), "rules": [r.text for r in self.rules],
-                 "updated": dt.datetime.now().isoformat(timespec="seconds")}
+                 "classes": self.classes, "thresholds": self.thresholds, "monitor": dataclasses.asdict(self.cfg),
+                 "rules": [r.text for r in self.rules], "updated": dt.datetime.now().isoformat(timespec="seconds")}
         atomic_write_json(os.path.join(self.out_dir, STATE), state)
         if self.latest is not None:
-            from ga.monitoring.outputs import LATEST, draw_latest
-
             name, stamp, (view, step), boxes = self.latest
             draw_latest(view, step, boxes, self.classes, os.path.join(self.out_dir, LATEST),
                         f"{name} ({stamp or 'no time'}): {len(boxes)} particle(s)")
@@ -483,55 +516,12 @@ class Monitor:
             f.close()
 
 
-def _config_dict(cfg):
-    import dataclasses
-
-    return dataclasses.asdict(cfg)
-
-
-# ---------------------------------------------------------------------------- sources
-
-
-def ordered_frames(paths: Sequence[str], cfg: MonitorConfig, errors: list) -> tuple[list, dict]:
-    """(frame groups in time order, {key: flag}) for files given at once: each file's
-    frames in their own order, files by time (ties by name); a file whose time is earlier
-    than a file before it by name is flagged `time_backwards`. A file that cannot be opened
-    becomes (Frame, reason) in `errors`."""
-    entries = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            errors.append((Frame(os.path.basename(path), path, 0, 0), exc.strerror or str(exc)))
-            continue
-        t, _ = file_time(path, st.st_mtime_ns, cfg.time_sources, cfg.time_pattern)
-        entries.append((os.path.basename(path), t, path, st))
-    flags, latest = {}, None
-    for name, t, path, st in sorted(entries, key=lambda e: e[0]):
-        if latest is not None and t < latest:
-            flags[path] = "time_backwards"
-        latest = t if latest is None or t > latest else latest
-    ordered = sorted(entries, key=lambda e: (e[1], e[0]))
-    return [(path, st) for _, _, path, st in ordered], flags
-
-
-def _frames(groups, cfg, errors, flags_by_path, flags):
-    """Every frame of the files in order; a file that cannot be opened becomes an error row."""
-    for path, st in groups:
-        try:
-            for f in frames_of(path, cfg.time_sources, cfg.time_pattern, st):
-                if path in flags_by_path:
-                    flags[f.key] = flags_by_path[path]
-                yield f
-        except ImageProblem as exc:
-            errors.append((Frame(os.path.basename(path), path, st.st_size, st.st_mtime_ns), str(exc)))
-
-
-def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: MonitorConfig, rules: Sequence[str] = (),
+def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: MonitorConfig, *, rules: Sequence[str] = (),
             on_alert: str | None = None, watch: bool = False, idle_exit: float | None = None,
             max_pixels: int = 100_000_000, alert_hook: Callable[[Alert], None] | None = None,
             progress: Callable[[MonitorResult], None] | None = None, stop: Callable[[], bool] | None = None,
-            threshold: float | None = None, bar: bool = False) -> MonitorResult:
+            threshold: float | None = None, bar: bool = False,
+            hooks: Sequence[Callable[[FrameRecord], None]] = ()) -> MonitorResult:
     """Monitor frames (module docstring). Returns what was done.
 
     Args:
@@ -541,109 +531,26 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
         cfg: the config's `monitor` section.
         rules: alert rules (`ga.monitoring.alerts`).
         on_alert: a shell command run on each alert, given GA_ALERT_* environment variables.
-        watch: keep polling the folder for new frames.
+        watch: keep polling the folder for new frames (`ga monitor --watch`).
         idle_exit: with `watch`, stop after this many seconds without a new frame (None: never).
         alert_hook: called with each Alert as it fires.
         progress: called after every group of frames written.
         stop: polled between frames (and listings); True ends the monitoring there.
         threshold: a decision threshold for every class instead of labels.json's.
         bar: a progress bar on stderr (without `watch`).
+        hooks: called with each frame's FrameRecord at the publish stage (`Monitor.add_hook`).
     """
-    check_inputs(inputs, watch)
+    feed.check_inputs(inputs, watch)
     m = Monitor(model, out_dir, cfg, inputs, rules, on_alert, max_pixels, alert_hook, threshold=threshold)
+    for hook in hooks:
+        m.add_hook(hook)
     try:
         if watch:
-            _watch(m, inputs[0], cfg, idle_exit, progress, stop)
+            feed.watch(m, inputs[0], cfg, idle_exit, progress, stop)
         else:
-            _all_at_once(m, inputs, cfg, bar, stop)
+            feed.all_at_once(m, inputs, cfg, bar, stop)
             if progress:
                 progress(m.result)
     finally:
         m.close()
     return m.result
-
-
-def check_inputs(inputs: Sequence[str], watch: bool = False) -> None:
-    """A GAError when an input is missing, or `watch` is not given exactly one folder."""
-    missing = [i for i in inputs if not os.path.exists(i)]
-    if missing:
-        raise GAError(f"not found: {', '.join(missing)}", arg="inputs")
-    if watch and (len(inputs) != 1 or not os.path.isdir(inputs[0])):
-        raise GAError("takes one folder", arg="watch")
-
-
-def _all_at_once(m, inputs, cfg, bar, stop):
-    """Every frame of the inputs not done yet, in time order, with a progress bar."""
-    import sys
-
-    from tqdm import tqdm
-
-    errors, flags = [], {}
-    groups, by_path = ordered_frames(list(iter_sources(inputs)), cfg, errors)
-    videos = any(frame_kind(p) == "video" for p, _ in groups)
-    todo = list(m.pending(_frames(groups, cfg, errors, by_path, flags))) if not videos else None
-    frames = todo if todo is not None else m.pending(_frames(groups, cfg, errors, by_path, flags))
-    with tqdm(total=len(todo) if todo is not None else None, unit="frame", desc="monitor", file=sys.stderr,
-              disable=not bar) as progress_bar:
-        def counted(items):
-            for f in items:
-                if stop and stop():
-                    return
-                yield f
-                progress_bar.update(1)
-
-        m.process(counted(frames), flags)
-    _write_errors(m, errors)
-
-
-def _write_errors(m, errors):
-    for frame, reason in errors:
-        for f in m.pending([frame]):  # not done yet; a rewritten file's row under a name of its own
-            m._write_frame(f, reason, [], np.zeros((0, 1)), "")
-    errors.clear()
-
-
-def _watch(m, folder, cfg, idle_exit, progress, stop):
-    """Poll the folder: take settled files in time order, until stopped or idle."""
-    seen: dict[str, list] = {}  # path -> [(size, mtime_ns), when first seen so, handled (size, mtime_ns)]
-    last_new = time.monotonic()
-    gone = False
-    log.info("watching %s: looked at every %g s, a file taken once unchanged for %g s", folder, cfg.poll_seconds,
-             cfg.settle_seconds)
-    for why in left_out(folder):  # said once: the listing leaves them out at every look
-        log.warning("%s", why)
-    while not (stop and stop()):
-        now = time.monotonic()
-        there = os.path.isdir(folder)
-        if not there and not gone:
-            log.warning("%s is not there (unmounted?); waiting for it to come back", folder)
-        elif there and gone:
-            log.info("%s is back", folder)
-        gone = not there
-        ready = []
-        for path in folder_files(folder):
-            try:
-                st = os.stat(path)
-            except OSError:  # gone between the listing and now
-                continue
-            sig = (st.st_size, st.st_mtime_ns)
-            entry = seen.get(path)
-            if entry is None or entry[0] != sig:
-                seen[path] = [sig, now, entry[2] if entry else None]
-            elif now - entry[1] >= cfg.settle_seconds and entry[2] != sig:
-                ready.append(path)
-        if ready:
-            errors, flags = [], {}
-            groups, by_path = ordered_frames(ready, cfg, errors)
-            n = m.process(m.pending(_frames(groups, cfg, errors, by_path, flags)), flags)
-            _write_errors(m, errors)
-            for path in ready:  # handled: looked at again only when it changes
-                seen[path][2] = seen[path][0]
-            if n:
-                last_new = time.monotonic()
-                m.refresh()
-                if progress:
-                    progress(m.result)
-        if idle_exit is not None and time.monotonic() - last_new >= idle_exit:
-            break
-        time.sleep(cfg.poll_seconds)
