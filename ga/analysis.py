@@ -21,6 +21,7 @@ from ga.model import batch_predictor
 from ga.runs import LABELS, read_history, read_labels
 from ga.splitting import manifest_groups
 from ga.stats import shown
+from ga.task_text import text_of
 from ga.tasks import get_task
 from ga.uncertainty import Settings, attach, intervals, level_text
 
@@ -74,13 +75,13 @@ def _results_text(title, m, report_text):
     lines = [title,
              f"test images: {m['test_images']}",
              "classes (index order): " + ", ".join(f"{c}={i}" for i, c in enumerate(m["classes"])),
-             task.decision_line(m),
+             text_of(task).decision_line(m),
              "", report_text.rstrip(), "", f"accuracy: {shown(m, 'accuracy')}"]
     if "balanced_accuracy" in m:
         lines.append(f"balanced accuracy: {shown(m, 'balanced_accuracy')}")
     if m.get("loss") is not None:
         lines.append(f"test loss ({task.loss_kind} cross-entropy): {m['loss']:.4f}")
-    return "\n".join(lines + task.report_lines(m) + _interval_lines(m)) + "\n"
+    return "\n".join(lines + text_of(task).report_lines(m) + _interval_lines(m)) + "\n"
 
 
 def _interval_lines(m):
@@ -319,7 +320,7 @@ def plot_roc_pr(task: Task, classes: Sequence[str], y_true: np.ndarray, y_prob: 
         for ax in (ax_roc, ax_pr):
             ax.text(0.5, 0.5, "undefined: the test split holds one class only", ha="center", va="center")
     ax_roc.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax_roc.set(title=task.roc_title, xlabel="false positive rate", ylabel="true positive rate")
+    ax_roc.set(title=text_of(task).roc_title, xlabel="false positive rate", ylabel="true positive rate")
     ax_pr.set(title="Precision-recall (test)", xlabel="recall", ylabel="precision")
     save_figure(fig, out)
 
@@ -334,7 +335,7 @@ def write_model_card(run_dir: str, cfg: Config, data: Datasets, metrics: dict) -
         f"# Model card: {os.path.basename(os.path.abspath(run_dir))}",
         "",
         "## Intended use",
-        task.intended_use(classes),
+        text_of(task).intended_use(classes),
         "Not for: images from other instruments, magnifications or materials without re-validation.",
         "",
         "## Model",
@@ -356,7 +357,7 @@ def write_model_card(run_dir: str, cfg: Config, data: Datasets, metrics: dict) -
         f"- accuracy {shown(metrics, 'accuracy')}",
         *([f"- balanced accuracy {shown(metrics, 'balanced_accuracy')}"] if "balanced_accuracy" in metrics else []),
     ]
-    lines += task.card_lines(metrics, classes)
+    lines += text_of(task).card_lines(metrics, classes)
     if "harmonic_mean_f1" in metrics:
         lines.append(f"- harmonic mean of per-class F1 {shown(metrics, 'harmonic_mean_f1')}")
     for c, v in metrics["per_class"].items():

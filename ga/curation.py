@@ -41,6 +41,7 @@ from ga.files import atomic_write_csv, atomic_write_text
 from ga.frames import page_of
 from ga.images import ImageProblem, checked, read_bytes
 from ga.layouts import LABELS_CSV
+from ga.task_text import text_of
 from ga.tasks import get_task
 
 SPLITS = ("train", "valid", "test")
@@ -100,9 +101,9 @@ def review_folder(model: Any, folder: str, out_dir: str, top: int = 48, gradcam:
         probs[ok] = np.stack([r.probs for r in pred.results if not r.error])
     decided = task.decide(probs, classes, pred.thresholds)
     loss = task.row_losses(y_true, probs)
-    given = task.label_texts(classes, y_true)
+    given = text_of(task).label_texts(classes, y_true)
     named_y = task.decided_labels(decided, classes)
-    named = task.label_texts(classes, named_y)
+    named = text_of(task).label_texts(classes, named_y)
     conf = np.array([task.confidence(probs[i], decided[i], classes) for i in range(len(paths))])
     p_label = np.exp(-loss)  # exclusive tasks: the label's probability; multi-label: its geometric mean per output
     mislabel = ok & ~task.right(y_true, decided) & (conf >= min_confidence)
@@ -188,7 +189,7 @@ def _labels_csv(out_dir, base, task, classes, paths, y):
     path = os.path.join(out_dir, LABELS_CSV)
     keep = [(os.path.relpath(p, base).replace(os.sep, "/"), row) for p, row in zip(paths, y) if page_of(p)[1] is None]
     if task.exclusive:
-        texts = task.label_texts(classes, np.asarray([row for _, row in keep]).reshape(len(keep), -1))
+        texts = text_of(task).label_texts(classes, np.asarray([row for _, row in keep]).reshape(len(keep), -1))
         atomic_write_csv(path, ["filename", "label"], ([n, t] for (n, _), t in zip(keep, texts)))
     else:
         columns = [c for c in classes if c != "any"] if classes and classes[-1] == "any" else list(classes)

@@ -137,7 +137,9 @@ def _names(classes, flags):
 
 
 def _title(classes, task, y_true, y_prob, decided, tag):
-    truth, probs = task.example_title(classes, y_true, y_prob)
+    from ga.task_text import text_of
+
+    truth, probs = text_of(task).example_title(classes, y_true, y_prob)
     return f"{tag}\ntrue {truth} / said {_names(classes, decided)}\n{probs}"
 
 

@@ -17,6 +17,7 @@ from ga.files import atomic_write_csv, atomic_write_text
 from ga.images import MAX_PIXELS
 from ga.inputs import input_files, prepare_arrays, read_image
 from ga.loading import LoadedModel
+from ga.task_text import text_of
 from ga.tasks import get_task
 
 
@@ -218,5 +219,5 @@ def result_lines(pred: Prediction, fmt: str = "ga") -> list[str]:
         if fmt == "study":
             lines.append(f"File {name} prediction: {names[0].upper()} with confidence {100 * float(r.probs[0]):.2f}%")
         else:
-            lines.append(get_task(pred.labels).result_line(name, pred.labels["classes"], r.probs, names, conf))
+            lines.append(text_of(pred.labels).result_line(name, pred.labels["classes"], r.probs, names, conf))
     return lines

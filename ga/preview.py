@@ -16,6 +16,7 @@ import numpy as np
 
 from ga.config import Config
 from ga.figures import pyplot, save_figure
+from ga.task_text import text_of
 from ga.tasks import get_task
 
 MAX_TILES = 32
@@ -45,7 +46,7 @@ def write_train_batch(cfg: Config, data: Any, run_dir: str) -> str | None:
         ax.axis("off")
     for ax, img, label in zip(axes.ravel(), x, y):
         ax.imshow(np.clip(img, 0, 255).astype(np.uint8))
-        ax.set_title(task.example_title(classes, label, label)[0], fontsize=8)
+        ax.set_title(text_of(task).example_title(classes, label, label)[0], fontsize=8)
     aug = cfg.data.augment
     h, w = x.shape[1:3]
     fig.suptitle(f"one training batch as the model sees it: {len(x)} images, {w}x{h} px, augmentation "

@@ -3,9 +3,9 @@ multi-label and contrastive models, in one place.
 
 A task is chosen once (`get_task(cfg)`, `get_task(labels)` or `get_task("binary")`) and the
 other modules ask it: how many outputs and which activation, the loss and compile metrics,
-how labels are encoded, the decision rule, the tables and figures of its reports, the
-inference columns and printed line, the Grad-CAM target, the scan rules it allows and the
-configuration keys it refuses.
+how labels are encoded, the decision rule, the metrics and tables of its reports, the
+inference columns, the Grad-CAM target, the scan rules it allows and the configuration keys
+it refuses. What the reports and printed lines say about each task is `ga.task_text`.
 
 Conventions every task keeps (DESIGN's contracts):
 - `classes` is the run's class list (labels.json); output column i is classes[i], except
@@ -29,7 +29,6 @@ from typing import Any, Callable, Mapping, Sequence, Union
 import numpy as np
 
 from ga.errors import ConfigError, DataError, GAError, ModelError
-from ga.stats import shown, with_ci
 
 TASK_NAMES = ("binary", "multiclass", "multilabel", "contrastive")
 
@@ -43,10 +42,8 @@ class Task:
     activation: str = "sigmoid"  # of the output layer
     loss_kind: str = "binary"  # "binary" or "categorical" cross-entropy (reports name it)
     tunes_thresholds: bool = False  # per-class thresholds tuned on the validation split after training
-    study_line: bool = False  # inference.py --print-format study (the Georgia study's binary line) applies
     min_classes: int = 2
     max_classes: int | None = None
-    decision_text: str = ""
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
@@ -173,9 +170,6 @@ class Task:
             raise ConfigError("data.balance applies to model.task: multilabel only (binary and multiclass: "
                               "training.class_weight)")
 
-    def imbalance_hint(self, cfg: Any, weighted: bool) -> str:
-        return "" if weighted else "; consider training.class_weight: balanced"
-
     # ------------------------------------------------------------------ reports
 
     def cross_entropy(self, y_true: np.ndarray, y_prob: np.ndarray, eps: float = 1e-7) -> float | None:
@@ -191,10 +185,6 @@ class Task:
         p = np.clip(np.asarray(y_prob, np.float64), eps, 1 - eps)
         y = np.asarray(y_true, np.float64)
         return np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)), axis=1)
-
-    def label_texts(self, classes: Sequence[str], y: np.ndarray) -> list[str]:
-        """Each label row as text: its class, or the classes it holds joined by "+"."""
-        return [self.example_title(classes, row, row)[0] for row in np.asarray(y)]
 
     def decided_labels(self, decided: np.ndarray, classes: Sequence[str]) -> np.ndarray:
         """Decisions (bool (n, classes), `decide`) as label rows, the layout of y_true."""
@@ -229,25 +219,6 @@ class Task:
     def _auc(self, classes: Sequence[str], t: np.ndarray, y_prob: np.ndarray) -> dict:
         raise NotImplementedError
 
-    def decision_line(self, m: Mapping) -> str:
-        """How the decision is taken, for FinalTestResults.txt."""
-        return "decision thresholds: " + ", ".join(f"{c} {v}" for c, v in m["thresholds"].items())
-
-    def report_lines(self, m: Mapping) -> list[str]:
-        """FinalTestResults.txt's lines after the loss: AUC and the confusion matrix."""
-        classes = m["classes"]
-        lines = self.auc_lines(m)
-        w = max(len(c) for c in classes) + 6
-        lines += ["", "confusion matrix (rows: true class, columns: predicted class)",
-                  " " * w + "".join(f"{'pred ' + c:>{w}}" for c in classes)]
-        for c, row in zip(classes, m["confusion_matrix"]):
-            lines.append(f"{'true ' + c:<{w}}" + "".join(f"{v:>{w}}" for v in row))
-        return lines
-
-    def auc_lines(self, m: Mapping) -> list[str]:
-        return [f"ROC AUC ({c} vs rest): {_auc_text(m, c)}" for c in m["roc_auc"]] + \
-            [f"ROC AUC macro {shown(m, 'roc_auc_macro')}, micro {shown(m, 'roc_auc_micro')}"]
-
     def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
                         y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
         """predictions.csv of a labelled set: (header, rows)."""
@@ -260,22 +231,7 @@ class Task:
         """(name, truth 0/1, score) of every ROC/PR curve drawn."""
         return [(c, y_true[:, i], y_prob[:, i]) for i, c in enumerate(classes)]
 
-    roc_title = "ROC (test)"
-
-    def intended_use(self, classes: Sequence[str]) -> str:
-        """The model card's intended-use sentence."""
-        raise NotImplementedError
-
-    def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
-        """The model card's AUC lines."""
-        return []
-
     # ------------------------------------------------------------------ inference
-
-    def result_line(self, name: str, classes: Sequence[str], probs_row: np.ndarray, named: list[str],
-                    confidence: float) -> str:
-        """inference.py's printed line for one image."""
-        return f"File {name} prediction {named[0]} confidence {confidence:.4f}"
 
     def gradcam_columns(self, decided: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """The output column Grad-CAM explains for each image: the class the model named
@@ -289,10 +245,6 @@ class Task:
     def panel_value(self, probs_row: np.ndarray) -> float:
         """The probability shown on a one-panel Grad-CAM figure."""
         return float(np.max(probs_row))
-
-    def example_title(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> tuple[str, str]:
-        """(true class text, probability text) of one image in a gallery figure."""
-        return classes[int(self.true_index(y_true[None, :])[0])], f"p={float(np.max(y_prob)):.3f}"
 
     def scan_marker(self, classes: Sequence[str], thresholds: Mapping[str, float], rule: str,
                     threshold: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -310,7 +262,6 @@ class BinaryTask(Task):
 
     name = "binary"
     min_classes = max_classes = 2
-    study_line = True
 
     def units(self, classes: Sequence[str]) -> int:
         return 1
@@ -348,14 +299,6 @@ class BinaryTask(Task):
 
         return {"roc_auc": float(skm.roc_auc_score(t, y_prob[:, 0])) if len(set(t)) == 2 else None}
 
-    def decision_line(self, m: Mapping) -> str:
-        pos = m["positive_class"]
-        return f"positive class: {pos}; decision: p({pos}) > {m['thresholds'][pos]}"
-
-    def auc_lines(self, m: Mapping) -> list[str]:
-        auc = m["roc_auc"]
-        return [f"ROC AUC ({m['positive_class']}): " + (shown(m, "roc_auc") if auc is not None else "undefined (one class in test)")]
-
     def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
                         y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
         pred = self.predicted(y_prob, classes, thresholds)
@@ -366,22 +309,11 @@ class BinaryTask(Task):
     def roc_pairs(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> list:
         return [(classes[1], y_true[:, 0], y_prob[:, 0])]
 
-    def intended_use(self, classes: Sequence[str]) -> str:
-        return ("Classify in-situ microscope crops of a crystallization as " + " or ".join(classes)
-                + f" (positive class: {classes[1]}), for process monitoring. Input: an image crop, RGB or grey, any "
-                  "size (resized to the model's input).")
-
-    def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
-        return [f"- ROC AUC ({classes[1]}) {shown(m, 'roc_auc')}"] if m.get("roc_auc") is not None else []
-
     def gradcam_columns(self, decided: np.ndarray, probs: np.ndarray) -> np.ndarray:
         return np.where(decided[:, 1], 0, -1)
 
     def panel_value(self, probs_row: np.ndarray) -> float:
         return float(probs_row[0])
-
-    def example_title(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> tuple[str, str]:
-        return classes[int(y_true[0] > 0.5)], f"p({classes[1]})={y_prob[0]:.3f}"
 
     def scan_marker(self, classes: Sequence[str], thresholds: Mapping[str, float], rule: str,
                     threshold: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -400,8 +332,6 @@ class MulticlassTask(Task):
     name = "multiclass"
     activation = "softmax"
     loss_kind = "categorical"
-    decision_text = "decision: the most probable class (softmax)"
-    roc_title = "ROC (test, one class vs the rest)"
 
     def encode(self, index: Sequence[int], n_classes: int) -> np.ndarray:
         return np.eye(n_classes, dtype=np.float32)[np.asarray(index, int)]
@@ -438,16 +368,6 @@ class MulticlassTask(Task):
 
     def _auc(self, classes: Sequence[str], t: np.ndarray, y_prob: np.ndarray) -> dict:
         return one_vs_rest_auc(classes, t, y_prob)
-
-    def decision_line(self, m: Mapping) -> str:
-        return self.decision_text
-
-    def intended_use(self, classes: Sequence[str]) -> str:
-        return ("Classify microscope crops as one of " + ", ".join(classes) + " (exclusive classes; the most "
-                "probable is named).")
-
-    def card_lines(self, m: Mapping, classes: Sequence[str]) -> list[str]:
-        return [f"- ROC AUC one-vs-rest: macro {shown(m, 'roc_auc_macro')}, micro {shown(m, 'roc_auc_micro')}"]
 
 
 class MultilabelTask(Task):
@@ -492,9 +412,6 @@ class MultilabelTask(Task):
             raise ConfigError("training.class_weight applies to model.task binary and multiclass, not multilabel "
                               "(use data.balance)")
 
-    def imbalance_hint(self, cfg: Any, weighted: bool) -> str:
-        return "" if weighted or cfg.data.balance else "; consider data.balance: true"
-
     def metrics(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray,
                 thresholds: Mapping[str, float]) -> tuple[dict, str]:
         from sklearn import metrics as skm
@@ -512,13 +429,6 @@ class MultilabelTask(Task):
         out["harmonic_mean_f1"] = float(len(f1s) / sum(1 / f for f in f1s)) if all(f > 0 for f in f1s) else 0.0
         return self._with_per_class(out, rep, classes), skm.classification_report(t, y_pred, **kw)
 
-    def report_lines(self, m: Mapping) -> list[str]:
-        classes = m["classes"]
-        lines = [f"harmonic mean of per-class F1: {shown(m, 'harmonic_mean_f1')}"]
-        lines += [f"ROC AUC ({c}): {_auc_text(m, c)}" for c in classes]
-        lines += ["", "confusion matrices per class [[TN, FP], [FN, TP]]"]
-        return lines + [f"  {c}: {m['confusion_matrix'][c]}" for c in classes]
-
     def prediction_rows(self, paths: Sequence[str], classes: Sequence[str], y_true: np.ndarray,
                         y_prob: np.ndarray, thresholds: Mapping[str, float]) -> tuple[list[str], list[list]]:
         pred = self.predicted(y_prob, classes, thresholds)
@@ -530,24 +440,12 @@ class MultilabelTask(Task):
                 [[p, names(t.astype(int)), names(d), *(f"{x:.6f}" for x in pr)]
                  for p, t, d, pr in zip(paths, y_true, pred, y_prob)])
 
-    def intended_use(self, classes: Sequence[str]) -> str:
-        return ("Flag microscope crops that hold flakes of each class (" + ", ".join(classes) + "); labels are not "
-                "exclusive.")
-
-    def result_line(self, name: str, classes: Sequence[str], probs_row: np.ndarray, named: list[str],
-                    confidence: float) -> str:
-        probs = dict(zip(classes, probs_row))
-        return f"File {name} prediction " + (", ".join(f"{c} {probs[c]:.4f}" for c in named) or "none")
-
     def gradcam_columns(self, decided: np.ndarray, probs: np.ndarray) -> np.ndarray:
         named = np.where(decided, probs, -1.0)
         return np.where(decided.any(axis=1), np.argmax(named, axis=1), np.argmax(probs, axis=1))
 
     def gradcam_panels(self, classes: Sequence[str]) -> list:
         return list(range(len(classes)))
-
-    def example_title(self, classes: Sequence[str], y_true: np.ndarray, y_prob: np.ndarray) -> tuple[str, str]:
-        return "+".join(c for c, f in zip(classes, y_true > 0.5) if f) or "none", " ".join(f"{p:.2f}" for p in y_prob)
 
     def scan_marker(self, classes: Sequence[str], thresholds: Mapping[str, float], rule: str,
                     threshold: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
@@ -640,6 +538,3 @@ def _balanced_accuracy(t: np.ndarray, y_pred: np.ndarray) -> float | None:
         return float(skm.balanced_accuracy_score(t, y_pred))
 
 
-def _auc_text(m: Mapping, c: str) -> str:
-    """A per-class AUC with its interval (metrics.json's roc_auc_ci), or "undefined"."""
-    return with_ci(m["roc_auc"][c], (m.get("roc_auc_ci") or {}).get(c))

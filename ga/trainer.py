@@ -46,6 +46,7 @@ from ga.distributed import (
 )
 from ga.errors import ConfigError, DataError, TrainingError, one_line
 from ga.files import remove_temporaries
+from ga.task_text import text_of
 from ga.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -596,7 +597,7 @@ def _log_class_counts(cfg, data, weights):
         big, small = max(train, key=train.get), min(train, key=train.get)
         log.warning("imbalanced training split: %s has %d images, %s only %d (more than %g:1)%s", big, train[big],
                     small, train[small], cfg.data.imbalance_warning,
-                    data.task.imbalance_hint(cfg, bool(weights)))
+                    text_of(data.task).imbalance_hint(cfg, bool(weights)))
     if weights:
         log.info("class weights: %s", ", ".join(f"{c} {w:.4g}" for c, w in weights.items()))
 

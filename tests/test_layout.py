@@ -21,7 +21,7 @@ ALL_MODULES = MODULES + ["__init__"]
 FRONT = [m for m in MODULES if m == "cli" or m.startswith("cli.")]
 # Modules that must import without TensorFlow (the split, the generators, the CLI's start).
 LIGHT = ["__main__", "cli", "cli.monitor", "cli.infer", "config", "errors", "figures", "files", "images", "layouts",
-         "loading", "inputs", "log", "predict", "report", "runs", "scan", "splitting", "synthetic", "tasks"]
+         "loading", "inputs", "log", "predict", "report", "runs", "scan", "splitting", "synthetic", "task_text", "tasks"]
 
 
 def _path(name):

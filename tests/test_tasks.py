@@ -5,6 +5,7 @@ import pytest
 
 from ga.config import load_config
 from ga.errors import ConfigError, DataError, GAError, ModelError
+from ga.task_text import text_of
 from ga.tasks import TASK_NAMES, TASKS, get_task
 
 BIN = ["cex", "pg"]
@@ -84,12 +85,12 @@ def test_confidence_and_printed_lines():
     assert b.confidence(np.array([0.9]), np.array([False, True]), BIN) == pytest.approx(0.9)
     assert ml.confidence(np.array([0.9, 0.6, 0.7]), np.array([True, True, False]), ML) == pytest.approx(0.6)
     assert ml.confidence(np.array([0.1, 0.3, 0.2]), np.array([False] * 3), ML) == pytest.approx(0.7)
-    assert b.result_line("a.png", BIN, np.array([0.9]), ["pg"], 0.9) == "File a.png prediction pg confidence 0.9000"
-    assert ml.result_line("a.png", ML, np.array([0.9, 0.1, 0.9]), ["class1", "any"], 0.9) == \
+    assert text_of(b).result_line("a.png", BIN, np.array([0.9]), ["pg"], 0.9) == "File a.png prediction pg confidence 0.9000"
+    assert text_of(ml).result_line("a.png", ML, np.array([0.9, 0.1, 0.9]), ["class1", "any"], 0.9) == \
         "File a.png prediction class1 0.9000, any 0.9000"
-    assert ml.result_line("a.png", ML, np.array([0.1, 0.1, 0.1]), [], 0.9) == "File a.png prediction none"
+    assert text_of(ml).result_line("a.png", ML, np.array([0.1, 0.1, 0.1]), [], 0.9) == "File a.png prediction none"
     assert b.class_probabilities(np.array([[0.25]])).tolist() == [[0.75, 0.25]]
-    assert b.study_line and not get_task("multiclass").study_line
+    assert text_of(b).study_line and not text_of("multiclass").study_line
 
 
 @pytest.mark.parametrize("name, classes, smoothing", [("binary", BIN, 0.0), ("multiclass", MC, 0.1),
@@ -132,8 +133,8 @@ def test_metrics_and_report_lines_per_task():
     assert m["accuracy"] == 0.75 and m["confusion_matrix"] == [[1, 1], [0, 2]] and m["roc_auc"] == 1.0
     assert m["per_class"]["pg"]["support"] == 2 and "macro avg" in text
     m.update({"classes": BIN, "thresholds": {"pg": 0.5}})
-    assert b.decision_line(m) == "positive class: pg; decision: p(pg) > 0.5"
-    assert b.report_lines(m)[0] == "ROC AUC (pg): 1.0000" and "pred pg" in b.report_lines(m)[3]
+    assert text_of(b).decision_line(m) == "positive class: pg; decision: p(pg) > 0.5"
+    assert text_of(b).report_lines(m)[0] == "ROC AUC (pg): 1.0000" and "pred pg" in text_of(b).report_lines(m)[3]
     ml = get_task("multilabel")
     yl = np.array([[1, 0, 1], [0, 1, 1], [0, 0, 0]], np.float32)
     pl = np.array([[0.9, 0.2, 0.8], [0.2, 0.7, 0.9], [0.1, 0.1, 0.2]], np.float32)
@@ -141,7 +142,7 @@ def test_metrics_and_report_lines_per_task():
     assert ml_m["accuracy"] == 1.0 and ml_m["harmonic_mean_f1"] == 1.0
     assert ml_m["confusion_matrix"]["class1"] == [[2, 0], [0, 1]]
     ml_m.update({"classes": ML})
-    assert ml.report_lines(ml_m)[0] == "harmonic mean of per-class F1: 1.0000"
+    assert text_of(ml).report_lines(ml_m)[0] == "harmonic mean of per-class F1: 1.0000"
     header, rows = ml.prediction_rows(["a", "b", "c"], ML, yl, pl, {c: 0.5 for c in ML})
     assert header == ["path", "true", "predicted", "p_class1", "p_class2", "p_any"]
     assert rows[0][:3] == ["a", "class1;any", "class1;any"] and rows[2][1:3] == ["", ""]
@@ -158,8 +159,8 @@ def test_gradcam_targets_and_gallery_titles():
     assert ml.gradcam_columns(named, probs).tolist() == [2, 1]
     assert mc.gradcam_columns(np.array([[False, False, True]]), probs[:1]).tolist() == [2]
     assert ml.gradcam_panels(ML) == [0, 1, 2] and b.gradcam_panels(BIN) == [None]
-    assert b.example_title(BIN, np.array([1.0]), np.array([0.8])) == ("pg", "p(pg)=0.800")
-    assert ml.example_title(ML, np.array([1, 0, 1]), np.array([0.9, 0.1, 0.9])) == ("class1+any", "0.90 0.10 0.90")
+    assert text_of(b).example_title(BIN, np.array([1.0]), np.array([0.8])) == ("pg", "p(pg)=0.800")
+    assert text_of(ml).example_title(ML, np.array([1, 0, 1]), np.array([0.9, 0.1, 0.9])) == ("class1+any", "0.90 0.10 0.90")
     right = ml.right(np.array([[1, 0, 1]]), np.array([[True, False, True]]))
     assert right.tolist() == [True]
 
@@ -196,8 +197,24 @@ def test_config_keys_each_task_refuses(sets, message):
 
 def test_imbalance_hints_name_a_key_the_task_accepts():
     cfg = load_config(None)
-    assert get_task("binary").imbalance_hint(cfg, False) == "; consider training.class_weight: balanced"
-    assert get_task("binary").imbalance_hint(cfg, True) == ""
-    assert get_task("multilabel").imbalance_hint(cfg, False) == "; consider data.balance: true"
+    assert text_of("binary").imbalance_hint(cfg, False) == "; consider training.class_weight: balanced"
+    assert text_of("binary").imbalance_hint(cfg, True) == ""
+    assert text_of("multilabel").imbalance_hint(cfg, False) == "; consider data.balance: true"
     assert get_task("multilabel").tunes_thresholds and not get_task("binary").tunes_thresholds
     assert not get_task("contrastive").classifier
+
+
+def test_tasks_hold_no_prose():
+    """A task is model concerns only (outputs, loss, metrics, decisions); its words for
+    reports and printed lines are ga.task_text's, one class per task."""
+    import inspect
+
+    from ga.task_text import TEXTS
+    from ga.tasks import TASKS
+
+    words = {"decision_line", "report_lines", "auc_lines", "intended_use", "card_lines", "result_line",
+             "example_title", "label_texts", "imbalance_hint", "study_line", "roc_title"}
+    assert not [(n, w) for n, t in TASKS.items() for w in words if hasattr(t, w)]
+    assert set(TEXTS) == set(TASKS) and all(w in dir(TEXTS["binary"]) for w in words)
+    assert "print(" not in inspect.getsource(inspect.getmodule(get_task))
+    assert text_of("multiclass").decision_line({}) == "decision: the most probable class (softmax)"

@@ -92,11 +92,11 @@ class Infer(ModelCommand):
         from ga.clustering import cluster
         from ga.inputs import input_files
         from ga.predict import predict_files, result_lines, write_table
-        from ga.tasks import get_task
+        from ga.task_text import text_of
 
         files = input_files(args.inputs, args.recursive)
         model = self.load(args)
-        if args.print_format == "study" and not get_task(model.labels).study_line:
+        if args.print_format == "study" and not text_of(model.labels).study_line:
             raise GAError("--print-format study is the binary study's line; this model is " + model.labels["task"])
         pred = predict_files(model, files, args.batch_size, args.max_pixels, args.threshold,
                              progress=progress_flag(args),
