@@ -460,7 +460,25 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
     _register()
     return run_monitor(_loaded(model), paths, os.fspath(out_dir), cfg, rules=list(alerts), on_alert=on_alert,
                        watch=watch, idle_exit=idle_exit, max_pixels=max_pixels, alert_hook=alert_hook,
-                       progress=on_progress, stop=stop, threshold=threshold, bar=progress, hooks=hooks)
+                       progress=on_progress, stop=stop, threshold=threshold, bar=progress, hooks=hooks,
+                       about=_settings_source(config, sets, settings))
+
+
+def _settings_source(config: Optional[PathLike], sets: Sequence[str], settings: dict) -> dict:
+    """Where a monitor's settings came from, for its audit trail: the config file and its
+    sha256, the calibration.json beside it (a `ga monitor --calibrate` folder) and its
+    sha256, the --set changes and keyword settings."""
+    from ga.config import resolve_config
+    from ga.files import sha256_file
+
+    out: dict[str, Any] = {"sets": list(sets), "settings": {k: v for k, v in settings.items() if v is not None}}
+    if config is not None:
+        path = resolve_config(os.fspath(config))
+        out.update(config_file=os.path.abspath(path), config_sha256=sha256_file(path))
+        calibration = os.path.join(os.path.dirname(path), "calibration.json")
+        if os.path.isfile(calibration):
+            out.update(calibration_file=os.path.abspath(calibration), calibration_sha256=sha256_file(calibration))
+    return out
 
 
 def calibrate(inputs: Union[PathLike, Sequence[PathLike]], *, out_dir: PathLike = "monitor_out", frames: int = 20,

@@ -107,6 +107,8 @@ in-process default counterpart.
       -> test_truth.py::test_synth_process_at_triple_scale_from_a_shell
   $ python -m ga monitor note data/monitor "seeded at 10:32" --time 2026-12-01T10:32:00
       -> test_monitor.py::test_an_operators_note_lands_on_the_figures_and_the_page
+  $ python -m ga monitor verify data/monitor
+      -> test_monitor.py::test_the_audit_trail_records_the_run_and_verify_finds_an_edited_line
   $ python -m ga monitor data/other --calibrate --out-dir data/calibration
       -> test_truth.py::test_calibrate_then_score_on_a_half_scale_bright_field_process
   $ python -m ga monitor data/other --truth data/other/truth/coco.json --config data/calibration/monitor.yaml --out-dir data/other_scores

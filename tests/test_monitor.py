@@ -122,6 +122,45 @@ def test_an_operators_note_lands_on_the_figures_and_the_page(monitored):
     assert "--time takes an ISO time" in bad.stderr and "Traceback" not in bad.stderr
 
 
+VERIFY = "python -m ga monitor verify data/monitor"
+
+
+def test_the_audit_trail_records_the_run_and_verify_finds_an_edited_line(monitored, tmp_path):
+    """audit.jsonl holds the run's start (command, settings, model and its sha256, version,
+    host), one entry per alert, its stop and a note added after; `ga monitor verify` from a
+    shell passes the chain (exit 0) and names an edited line (exit 1); a removed line and a
+    torn last line are found too, and a folder without a trail is one line, exit 2."""
+    from ga.cli import main
+    from ga.monitoring.audit import verify
+
+    ws, _ = monitored
+    shutil.copytree(ws / "data/monitor", ws / "data/audited")
+    ws.run(NOTE.replace("data/monitor", "data/audited"))
+    trail = ws / "data/audited/audit.jsonl"
+    lines = trail.read_text(encoding="utf-8").splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert [e["event"] for e in entries][0] == "start" and [e["event"] for e in entries][-2:] == ["stop", "note"]
+    start, stop = entries[0], entries[-2]
+    alerts = read_csv(ws / "data/audited/alerts.csv")
+    assert [e["frame"] for e in entries if e["event"] == "alert"] == [a["frame"] for a in alerts] and alerts
+    assert start["model"]["model_sha256"] == read_csv(ws / "data/audited/particles.csv")[0]["model_sha256"]
+    assert "monitor" in start["command"] and start["ga_version"] and start["host"] and start["monitor"]["min_area"]
+    assert stop["frames"] == len(read_csv(ws / "data/audited/frames.csv")) and stop["ending"] == "finished"
+    ok = ws.run(VERIFY.replace("data/monitor", "data/audited"))
+    assert ok.stdout.strip().endswith(f"{len(lines)} entries, the chain is intact")
+    edited = [*lines]
+    alert_line = next(i for i, e in enumerate(entries) if e["event"] == "alert")
+    edited[alert_line] = json.dumps({**entries[alert_line], "value": 0.01})
+    trail.write_text("\n".join(edited) + "\n", encoding="utf-8")
+    bad = ws.run(VERIFY.replace("data/monitor", "data/audited"), expect=1)
+    assert f"line {alert_line + 1}: its content does not match its hash" in bad.stderr and "broken" in bad.stdout
+    trail.write_text("\n".join(lines[:1] + lines[2:]) + "\n", encoding="utf-8")
+    assert any(p.startswith("line 2: does not follow") for p in verify(str(ws / "data/audited"))[1])
+    trail.write_text("\n".join(lines) + "\n" + lines[-1][:20], encoding="utf-8")
+    assert any("incomplete" in p for p in verify(str(ws / "data/audited"))[1])
+    assert main(["monitor", "verify", str(tmp_path)]) == 2
+
+
 def test_show_detection_draws_the_outlines(ws):
     frame = "data/process/frame_00012_20261201T100022.png"
     proc = ws.run("python -m ga monitor data/process --show-detection data/process/frame_00060_20261201T100158.png "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ from ga.cli._base import ModelCommand, Parser, print_error, stop_on_signals
 from ga.errors import printable
 
 log = logging.getLogger(__name__)
+SUBCOMMANDS = ("note", "verify")  # modules of ga.cli
 
 
 class Monitor(ModelCommand):
@@ -21,7 +23,8 @@ class Monitor(ModelCommand):
     description = ("Find the particles in every frame (a folder of images, a TIFF stack, a video), classify each "
                    "with a trained model and write particles.csv, frames.csv (counts, class fractions with "
                    "intervals, d10/d50/d90), trend figures and monitor.html; --watch keeps taking new frames as they "
-                   "arrive.")
+                   "arrive. `ga monitor note DIR TEXT` adds an operator's note; `ga monitor verify DIR` checks the "
+                   "folder's audit trail.")
     flags = {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert", "inputs": "PATH", "truth": "--truth"}
 
     def add_arguments(self, p: Parser) -> None:
@@ -63,10 +66,9 @@ class Monitor(ModelCommand):
 
     def main(self, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
-        if argv[:1] == ["note"]:
-            from ga.cli.note import Note
-
-            return Note().main(argv[1:], prog=f"{prog or 'ga monitor'} note")
+        if argv[:1] and argv[0] in SUBCOMMANDS:  # ga monitor note ..., ga monitor verify ...
+            module = importlib.import_module(f"ga.cli.{argv[0]}")
+            return module.main(argv[1:], prog=f"{prog or 'ga monitor'} {argv[0]}")
         return super().main(argv, prog)
 
     def check(self, parser: Parser, args: argparse.Namespace) -> None:

@@ -54,7 +54,7 @@ from ga.errors import GAError, one_line
 from ga.files import CsvLog, atomic_write_json, keep_rows
 from ga.frames import Frame, read_frame, rgb8, upgraded_key
 from ga.images import ImageProblem
-from ga.monitoring import detection, feed
+from ga.monitoring import audit, detection, feed
 from ga.monitoring.alerts import parse_rule
 from ga.monitoring.columns import (
     ALERT_COLUMNS,
@@ -461,6 +461,8 @@ class Monitor:
             alert = Alert(rule.text, rule.column, value, rule.value, row["frame"], row["time"])
             self.result.alerts.append(alert)
             self.alerts_log.write([[alert.time, alert.frame, alert.rule, alert.column, cell(value), cell(rule.value)]])
+            audit.append(self.out_dir, "alert", rule=alert.rule, column=alert.column, value=value,
+                         threshold=rule.value, frame=alert.frame, frame_time=alert.time)
             if self.alert_hook:
                 self.alert_hook(alert)
             if self.on_alert:
@@ -521,7 +523,7 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
             max_pixels: int = 100_000_000, alert_hook: Callable[[Alert], None] | None = None,
             progress: Callable[[MonitorResult], None] | None = None, stop: Callable[[], bool] | None = None,
             threshold: float | None = None, bar: bool = False,
-            hooks: Sequence[Callable[[FrameRecord], None]] = ()) -> MonitorResult:
+            hooks: Sequence[Callable[[FrameRecord], None]] = (), about: dict | None = None) -> MonitorResult:
     """Monitor frames (module docstring). Returns what was done.
 
     Args:
@@ -539,11 +541,15 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
         threshold: a decision threshold for every class instead of labels.json's.
         bar: a progress bar on stderr (without `watch`).
         hooks: called with each frame's FrameRecord at the publish stage (`Monitor.add_hook`).
+        about: where the settings came from, for the audit trail's start entry (config file,
+            calibration; `ga.monitoring.audit`).
     """
     feed.check_inputs(inputs, watch)
     m = Monitor(model, out_dir, cfg, inputs, rules, on_alert, max_pixels, alert_hook, threshold=threshold)
     for hook in hooks:
         m.add_hook(hook)
+    _audit_start(m, watch, about or {})
+    ending = "finished"
     try:
         if watch:
             feed.watch(m, inputs[0], cfg, idle_exit, progress, stop)
@@ -551,6 +557,28 @@ def monitor(model: LoadedModel, inputs: Sequence[str], out_dir: str, cfg: Monito
             feed.all_at_once(m, inputs, cfg, bar, stop)
             if progress:
                 progress(m.result)
+        ending = "stopped" if stop and stop() else ending
+    except BaseException as exc:
+        ending = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {one_line(exc) or type(exc).__name__}"
+        raise
     finally:
         m.close()
+        r = m.result
+        audit.append(out_dir, "stop", ending=ending, frames=r.frames, skipped=r.skipped, particles=r.particles,
+                     alerts=len(r.alerts))
     return m.result
+
+
+def _audit_start(m, watch, about):
+    """The audit trail's start entry: the command, the settings and where they came from, the
+    model, the software and the host."""
+    import platform
+    import shlex
+    import sys
+
+    from ga import __version__
+
+    audit.append(m.out_dir, "start", command=shlex.join(sys.argv), sources=m.sources, watch=watch,
+                 resumed=m.result.resumed, monitor=dataclasses.asdict(m.cfg), rules=[r.text for r in m.rules],
+                 model=m.provenance, thresholds=m.thresholds, **about, ga_version=__version__,
+                 python=platform.python_version(), host=platform.node())

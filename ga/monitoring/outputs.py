@@ -92,6 +92,9 @@ def add_note(out_dir: str, text: str, when: Any = None) -> list[str]:
         if fresh:
             w.writerow(["time", "note"])
         w.writerow(row)
+    from ga.monitoring import audit
+
+    audit.append(out_dir, "note", note_time=row[0], note=row[1])
     return row
 
 
