@@ -321,6 +321,7 @@ def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] 
     """
     from ga.loading import load_model
 
+    _register()  # Keras quietly first: loading (ONNX too) imports TensorFlow for the model's resize
     target = None if model is None else os.fspath(model)
     return Predictor(load_model(target, engine, os.fspath(runs_root), threads, unsafe))
 

@@ -89,6 +89,18 @@ class Command:
     def flags_for(self, args: argparse.Namespace) -> dict[str, str]:
         return self.flags
 
+    def needs_keras(self, args: argparse.Namespace) -> bool:
+        """Whether this run loads a model: then Keras is imported (quietly, its objects
+        registered) before anything else can import TensorFlow on its own."""
+        return False
+
+    def _start(self, args: argparse.Namespace) -> int:
+        if self.needs_keras(args):
+            import ga
+
+            ga.register()
+        return self.run(args)
+
     def parser(self, prog: str | None = None) -> Parser:
         p = Parser(prog=prog or (script_name(self.script) if self.script else f"ga {self.name}"),
                    description=self.description)
@@ -105,7 +117,7 @@ class Command:
         parser = self.parser(prog)
         args = parser.parse_args(argv)
         self.check(parser, args)
-        return call(self.run, args, self.flags_for(args), self.errors)
+        return call(self._start, args, self.flags_for(args), self.errors)
 
 
 @contextlib.contextmanager
@@ -136,6 +148,9 @@ def stop_on_signals() -> Iterator[list[int]]:
 
 class ModelCommand(Command):
     """A command that loads trained models (the shared model options, `ga.cli._options.MODEL`)."""
+
+    def needs_keras(self, args: argparse.Namespace) -> bool:
+        return True
 
     def load(self, args: argparse.Namespace, which: str = "model") -> Any:
         """The model named by `args.<which>` with the shared model options: the one place the

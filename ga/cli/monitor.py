@@ -71,6 +71,10 @@ class Monitor(ModelCommand):
             return module.main(argv[1:], prog=f"{prog or 'ga monitor'} {argv[0]}")
         return super().main(argv, prog)
 
+    def needs_keras(self, args: argparse.Namespace) -> bool:
+        """The tuning modes need no model (--save-crops only with --cluster's --model)."""
+        return not (args.show_detection or args.truth or args.calibrate or (args.save_crops and not args.model))
+
     def check(self, parser: Parser, args: argparse.Namespace) -> None:
         alone = "goes with frames given at once, without --watch"
         rules = [
