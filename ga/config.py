@@ -465,6 +465,7 @@ class MonitorConfig:
     refresh_every: int = 10  # frames: --watch redraws the figures and monitor.html this often
     poll_seconds: float = 1.0  # --watch: seconds between listings of the folder
     settle_seconds: float = 2.0  # --watch: a file is read once its size and mtime stayed unchanged this long
+    stale_seconds: float = 60.0  # the live dashboard (--serve) shows "stale" after this long without a frame
     batch_size: int = 64  # particle crops per prediction call
     ci_level: float = 0.95  # the Wilson interval of each class fraction
 
@@ -492,6 +493,7 @@ class MonitorConfig:
         _range(f"{key}.refresh_every", self.refresh_every, 1, 1 << 20)
         _range(f"{key}.poll_seconds", self.poll_seconds, 0.01, 3600)
         _range(f"{key}.settle_seconds", self.settle_seconds, 0, 3600)
+        _range(f"{key}.stale_seconds", self.stale_seconds, 1, 1 << 20)
         _range(f"{key}.batch_size", self.batch_size, 1, 1 << 16)
         if not 0 < self.ci_level < 1:
             raise ConfigError(f"{key}.ci_level must be in (0, 1), got {self.ci_level}")

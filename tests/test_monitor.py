@@ -7,14 +7,18 @@ bad-input checks run in this one through the same entry function (`here=True`).
 The process's seed (90210) is not one the detector's defaults or the simulation were tuned
 on (0, 1, 11, 777)."""
 
+import datetime as dt
 import json
+import math
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -376,3 +380,160 @@ def test_python_api_monitor_in_a_fresh_interpreter(ws, tmp_path):
     import json
 
     assert json.load(open(tmp_path / "api/monitor.json"))["monitor"]["min_area"] == 60
+
+
+PLANT = ("python -m ga monitor incoming/ --model deliverables/<run> --watch --serve 8050 "
+         "--opcua opc.tcp://127.0.0.1:4840 --mqtt mqtt://127.0.0.1:1883/ga/reactor1")
+
+
+@pytest.fixture(scope="module")
+def plant(ws, tmp_path_factory):
+    """The README's plant command from a shell, with real peers (tests/plant_peers.py): a
+    mosquitto broker, a paho subscriber, an asyncua client subscribed to the variables, an
+    HTTP client. A writer process drops frames in; on the way: the dashboard's port is taken
+    when the monitor starts (freed after the third frame), an HTTP client drops its connection
+    mid-request, the broker is killed after the third frame (two frames arrive meanwhile, one
+    unreadable and one whose time runs backwards) and started again; then two more frames and
+    SIGTERM. What each peer saw is returned for the tests below."""
+    from plant_peers import MOSQUITTO, NO_BROKER, Broker, OpcUaWatcher, Subscriber, free_port, wait_for
+
+    if not MOSQUITTO:
+        pytest.skip(NO_BROKER)
+    pytest.importorskip("asyncua", reason="asyncua is in the test extra")
+    tmp = tmp_path_factory.mktemp("plant")
+    incoming, out = tmp / "incoming", tmp / "out"
+    incoming.mkdir()
+    http_port, opc_port, mqtt_port = free_port(), free_port(), free_port()
+    broker = Broker(str(tmp), mqtt_port).start()
+    sub = Subscriber(mqtt_port, "ga/reactor1")
+    wait_for(lambda: sub.connects == 1, 10, "the subscriber to connect")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", http_port))
+    taken.listen()
+    command = PLANT.replace("incoming/", str(incoming)).replace("8050", str(http_port)).replace(
+        "4840", str(opc_port)).replace("1883", str(mqtt_port))
+    proc = _popen(ws, command, "--out-dir", out, *FAST_WATCH[:4])
+    said = []
+    threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True).start()
+    opc = OpcUaWatcher(f"opc.tcp://127.0.0.1:{opc_port}", "out", ["ParticleCount", "pgFraction", "AcquisitionCounter"])
+    seen = {"said": said, "sub": sub, "opc": opc, "out": out, "json": []}
+    try:
+        assert opc.subscribed.wait(300) and opc.error is None, (opc.error, "".join(said)[-3000:])
+        names = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))
+
+        def drop(*files):  # a writer process, as a camera's software would be
+            subprocess.run([sys.executable, "-c", "import shutil, sys\nfor s, d in zip(sys.argv[1::2], sys.argv[2::2]): "
+                            "shutil.copyfile(s, d)", *[str(a) for pair in files for a in pair]], check=True)
+
+        def frames_done(n):
+            wait_for(lambda: len(_rows(out / "frames.csv")) >= n or proc.poll() is not None, 120, f"{n} frames")
+            assert proc.poll() is None, "".join(said)[-3000:]
+
+        def state():
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/state.json", timeout=5) as r:
+                seen["json"].append(json.loads(r.read()))
+            return seen["json"][-1]
+
+        for name in names[:3]:
+            drop((ws / "data/process" / name, incoming / name))
+            frames_done(names.index(name) + 1)
+        taken.close()
+        wait_for(lambda: _answers(http_port), 40, "the dashboard to bind once its port is free")
+        assert state()["frames"] == 3
+        _drop_mid_request(http_port)
+        broker.kill()
+        drop((ws / "data/process" / names[3], incoming / names[3]))
+        frames_done(4)
+        (incoming / "frame_00091_20261201T100007.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+        drop((ws / "data/process" / names[0], incoming / "frame_00092_20261201T095000.png"))  # before the others
+        frames_done(6)
+        assert state()["frames"] == 6  # the page's JSON moved on, nothing restarted
+        broker.start()
+        wait_for(lambda: sub.connects == 2, 20, "the subscriber to reconnect")
+        wait_for(lambda: sub.status().count(("online", False)) + sub.status().count(("online", True)) >= 2, 60,
+                 "the monitor to reconnect (its status online again)")
+        for name in names[4:6]:
+            drop((ws / "data/process" / name, incoming / name))
+        frames_done(8)
+        wait_for(lambda: set(names[4:6]) <= set(sub.frames()), 30, "the last frames' messages")
+        assert state()["frames"] == 8
+        assert opc.error is None, opc.error
+        opc.close()  # the client leaves first (a server stopping under it is the client's noise, not ours)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        seen["returncode"] = proc.returncode
+        late = Subscriber(mqtt_port, "ga/reactor1")  # a client that comes after the stop: the retained status
+        wait_for(lambda: late.status(), 10, "the retained status")
+        seen["retained"] = late.status()
+        late.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        opc.close()
+        sub.close()
+        broker.kill()
+        taken.close()
+    return seen
+
+
+def _answers(port):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/state.json", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _drop_mid_request(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET /state.json HTTP/1.1\r\nHo")
+    s.close()
+
+
+def test_plant_opcua_client_sees_every_frame_with_its_time_and_status(plant):
+    from ga.monitoring.publish import utc
+
+    frames = read_csv(plant["out"] / "frames.csv")
+    seen = plant["opc"].seen["ParticleCount"]
+    stamps = [utc(r["time"]) for r in frames]
+    got = [(s.replace(tzinfo=dt.timezone.utc) if s.tzinfo is None else s) for _, _, s in seen]
+    assert got[-len(frames):] == stamps, (got, stamps)  # after the value it had when subscribed
+    want = {"": 0, "time_backwards": 0x40000000}
+    for (value, code, _), r in zip(seen[-len(frames):], frames):
+        if r["skipped"]:
+            assert code == 0x80000000 and (value is None or math.isnan(value)), r  # Bad: no value
+        else:
+            assert code == want[r["flags"]] and value == float(r["particles"]), (value, code, r)
+    assert [v for v, _, _ in plant["opc"].seen["AcquisitionCounter"]][-len(frames):] == list(range(1, len(frames) + 1))
+    assert {r["frame"] for r in frames if r["skipped"]} == {"frame_00091_20261201T100007.png"}
+    assert [r["flags"] for r in frames].count("time_backwards") == 1
+
+
+def test_plant_mqtt_message_per_frame_through_a_broker_restart_and_offline_retained(plant):
+    frames = [r["frame"] for r in read_csv(plant["out"] / "frames.csv")]
+    got = plant["sub"].frames()
+    assert len(got) == len(set(got)) and set(got) <= set(frames)  # none twice, none made up
+    before, meanwhile, after = frames[:3], frames[3:6], frames[6:]
+    assert got[:3] == before and set(after) <= set(got), got  # published before the kill, and again after
+    # while the broker was away paho kept the messages and sent them once it was back: said, not required
+    print(f"frames published while the broker was down and delivered after: {len(set(meanwhile) & set(got))} of 3")
+    assert plant["retained"] == [("offline", True)]
+    assert plant["sub"].status()[0] == ("online", False)
+    said = "".join(plant["said"])
+    assert said.count("MQTT broker") == 2 and "publishing again" in said, said[-3000:]  # down once, back once
+
+
+def test_plant_dashboard_json_follows_the_frames_and_no_row_is_lost(plant, ws):
+    frames = read_csv(plant["out"] / "frames.csv")
+    assert len(frames) == 8 and plant["returncode"] == 1  # one unreadable frame: exit 1, as without publishing
+    assert [s["frames"] for s in plant["json"]] == [3, 6, 8] and plant["json"][-1]["state"] == "running"
+    assert plant["json"][-1]["latest"]["frame"] == frames[-1]["frame"]
+    particles = read_csv(plant["out"] / "particles.csv")
+    assert len(particles) == sum(int(r["particles"]) for r in frames)
+    said = "".join(plant["said"])
+    assert said.count("cannot listen") == 1 and "Traceback" not in said, said[-3000:]
+    assert "dashboard: http://127.0.0.1:" in said
+    from ga.monitoring.audit import verify
+
+    n, problems = verify(str(plant["out"]))
+    assert not problems and n >= 2

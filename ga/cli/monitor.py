@@ -10,12 +10,12 @@ import os
 import sys
 from typing import Sequence
 
-from ga.cli import _options
+from ga.cli import _options, _plant
 from ga.cli._base import ModelCommand, Parser, print_error, stop_on_signals
 from ga.errors import printable
 
 log = logging.getLogger(__name__)
-SUBCOMMANDS = ("note", "verify")  # modules of ga.cli
+SUBCOMMANDS = ("note", "verify", "serve")  # modules of ga.cli
 
 
 class Monitor(ModelCommand):
@@ -24,8 +24,9 @@ class Monitor(ModelCommand):
                    "with a trained model and write particles.csv, frames.csv (counts, class fractions with "
                    "intervals, d10/d50/d90), trend figures and monitor.html; --watch keeps taking new frames as they "
                    "arrive. `ga monitor note DIR TEXT` adds an operator's note; `ga monitor verify DIR` checks the "
-                   "folder's audit trail.")
-    flags = {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert", "inputs": "PATH", "truth": "--truth"}
+                   "folder's audit trail; `ga monitor serve DIR` serves a folder's live dashboard.")
+    flags = {"out_dir": "--out-dir", "watch": "--watch", "alert": "--alert", "inputs": "PATH", "truth": "--truth",
+             "serve": "--serve", "opcua": "--opcua", "mqtt": "--mqtt"}
 
     def add_arguments(self, p: Parser) -> None:
         p.add_argument("inputs", nargs="*", metavar="PATH", help="a folder of frames, TIFF stacks or videos (--watch: "
@@ -63,6 +64,7 @@ class Monitor(ModelCommand):
                        help="score the detection against annotated frames (COCO JSON, or a CSV of frame,count) and "
                             "write <out-dir>/detection_scores.csv; no model needed")
         _options.add(p, *_options.CONFIG)
+        _plant.add_arguments(p)
 
     def main(self, argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
@@ -96,6 +98,7 @@ class Monitor(ModelCommand):
         _options.check_numbers(parser, args)
         if args.idle_exit is not None and not args.watch:
             parser.error("--idle-exit goes with --watch")
+        _plant.check(parser, args)
 
     def run(self, args: argparse.Namespace) -> int:
         from ga.api import monitor, monitor_settings
@@ -114,12 +117,13 @@ class Monitor(ModelCommand):
                 else _calibrated(args)
         _quick_checks(args)
         model = self.load(args)
-        with stop_on_signals() as stopping:
+        with stop_on_signals() as stopping, _plant.publishing(args, cfg.stale_seconds) as hooks:
             result = monitor(args.inputs, model, out_dir=args.out_dir,
                              alerts=args.alert, on_alert=args.on_alert, watch=args.watch, idle_exit=args.idle_exit,
                              threshold=args.threshold, config=args.config, sets=args.overrides,
                              progress=not args.no_progress, max_pixels=args.max_pixels, alert_hook=_print_alert,
-                             on_progress=_log_progress, stop=lambda: bool(stopping), batch_size=args.batch_size)
+                             on_progress=_log_progress, stop=lambda: bool(stopping), batch_size=args.batch_size,
+                             hooks=hooks)
         print(f"{result.frames} frame(s) monitored ({result.resumed} done before), {result.particles} particle(s), "
               f"{result.skipped} skipped, {len(result.alerts)} alert(s) -> "
               f"{os.path.join(args.out_dir, 'monitor.html')}")

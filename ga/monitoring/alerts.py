@@ -43,6 +43,11 @@ class Rule:
     _recent: deque = field(default_factory=deque, repr=False)
     _active: bool = False
 
+    @property
+    def active(self) -> bool:
+        """Whether the rule held on the last frame observed."""
+        return self._active
+
     def observe(self, row: Mapping[str, object]) -> float | None:
         """Take one frame's row; the value that made the rule fire on it, or None."""
         self._recent.append(_number(row.get(self.column)))

@@ -127,6 +127,8 @@ class FrameRecord:
     stamp: str = ""  # measure: the frame's time, ISO
     row: dict = field(default_factory=dict)  # measure: the frames.csv row, by column
     particle_rows: list = field(default_factory=list)  # measure: the particles.csv rows, by column
+    alerts: list = field(default_factory=list)  # publish: the Alerts that fired on this frame
+    message: dict = field(default_factory=dict)  # publish: what the publishers send (ga.monitoring.publish)
 
 
 class Monitor:
@@ -152,7 +154,7 @@ class Monitor:
         self.latest = None  # the last frame monitored, drawn at each refresh (monitor_latest.png)
         self.rules = [parse_rule(r, numeric_columns(self.frame_cols)) for r in rules]
         self.on_alert, self.alert_hook = on_alert, alert_hook
-        self.hooks: list[Callable[[FrameRecord], None]] = [self._alerts, self._keep_latest, self._count]
+        self.hooks: list[Callable[[FrameRecord], None]] = [self._alerts, self._message, self._keep_latest, self._count]
         self.workers = workers or min(2, os.cpu_count() or 1)
         self.sources = [os.path.abspath(s) for s in sources]
         self.provenance = model.provenance()
@@ -171,9 +173,18 @@ class Monitor:
     def add_hook(self, hook: Callable[[FrameRecord], None]) -> None:
         """Call `hook(record)` at the publish stage of every frame, after its rows are written
         (`record.row` is its frames.csv row, `record.particle_rows` its particles). A hook that
-        raises is logged (once) and the monitor goes on: publishing never stops it."""
-        name = getattr(hook, "__qualname__", repr(hook))
+        raises is logged (once) and the monitor goes on: publishing never stops it. A hook with a
+        `start(layout)` method is given `self.layout()` first (a publisher that lays out its
+        variables before the first frame)."""
+        name = getattr(hook, "__qualname__", type(hook).__name__)
         failed = []
+        start = getattr(hook, "start", None)
+        if callable(start):
+            try:
+                start(self.layout())
+            except Exception as exc:  # noqa: BLE001
+                log.warning("publishing hook %s could not start (its frames are still written): %s", name,
+                            one_line(exc))
 
         def guarded(record):
             try:
@@ -185,6 +196,13 @@ class Monitor:
                 failed.append(record.frame.name)
 
         self.hooks.append(guarded)
+
+    def layout(self) -> dict:
+        """What a publisher lays out before the first frame: the folder's name, classes, size
+        unit and bins, alert rules, and the frames done before."""
+        return {"name": os.path.basename(os.path.abspath(self.out_dir)), "out_dir": os.path.abspath(self.out_dir),
+                "classes": list(self.classes), "unit": size_unit(self.cfg), "size_bins": list(self.cfg.size_bins),
+                "rules": [r.text for r in self.rules], "resumed": len(self.done)}
 
     # ------------------------------------------------------------------ resuming
 
@@ -460,6 +478,7 @@ class Monitor:
                 continue
             alert = Alert(rule.text, rule.column, value, rule.value, row["frame"], row["time"])
             self.result.alerts.append(alert)
+            record.alerts.append(alert)
             self.alerts_log.write([[alert.time, alert.frame, alert.rule, alert.column, cell(value), cell(rule.value)]])
             audit.append(self.out_dir, "alert", rule=alert.rule, column=alert.column, value=value,
                          threshold=rule.value, frame=alert.frame, frame_time=alert.time)
@@ -480,6 +499,11 @@ class Monitor:
             return
         if done.returncode:
             log.warning("--on-alert command exited %d: %s", done.returncode, (done.stderr or "").strip()[:200])
+
+    def _message(self, record):
+        from ga.monitoring.publish import message
+
+        record.message = message(record, self.classes, self.cfg, self.rules, self.result.resumed + self.result.frames)
 
     def _keep_latest(self, record):
         """The last frame read, with its particles by class, for monitor_latest.png."""
