@@ -139,6 +139,10 @@ in-process default counterpart.
       -> test_monitor.py::test_a_tiff_stack_and_a_video
   $ python -m ga monitor run.mp4 --model deliverables/<run> --out-dir video_monitor
       -> test_monitor.py::test_a_tiff_stack_and_a_video
+  $ python -m ga monitor incoming/ --model deliverables/<run> --watch --serve 8050 --opcua opc.tcp://127.0.0.1:4840 --mqtt mqtt://127.0.0.1:1883/ga/reactor1
+      -> test_monitor.py::test_plant_opcua_client_sees_every_frame_with_its_time_and_status, test_monitor.py::test_plant_mqtt_message_per_frame_through_a_broker_restart_and_offline_retained, test_monitor.py::test_plant_dashboard_json_follows_the_frames_and_no_row_is_lost
+  $ python -m ga monitor serve data/monitor --address 8050
+      -> test_plant.py::test_ga_monitor_serve_from_a_shell_until_sigterm
   $ python scripts/monitor_figure.py --model deliverables/<run>
       -> test_monitor.py::test_monitor_figure_script
   $ python bench/monitor.py

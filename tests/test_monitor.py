@@ -7,6 +7,7 @@ bad-input checks run in this one through the same entry function (`here=True`).
 The process's seed (90210) is not one the detector's defaults or the simulation were tuned
 on (0, 1, 11, 777)."""
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -469,10 +470,9 @@ def plant(ws, tmp_path_factory):
     finally:
         if proc.poll() is None:
             proc.kill()
-        opc.close()
-        sub.close()
-        broker.kill()
-        taken.close()
+        with contextlib.ExitStack() as stack:  # each one closed, whatever the others raise
+            for close in (taken.close, broker.kill, sub.close, opc.close):
+                stack.callback(close)
     return seen
 
 

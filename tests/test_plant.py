@@ -220,3 +220,36 @@ def test_opcua_lays_out_one_object_per_monitor_with_each_class_and_rule():
     assert {"Running", "AcquisitionCounter", "ParticleCount", "StaticDeposits", "pgFraction", "pgFraction_Lo",
             "pgFraction_Hi", "cexCount", "D50", "SizeDistribution", "SizeBinEdges"} <= set(names)
     assert "AlertActive/pg_fraction > 0.1 over 5 frames" in names and len(names) == len(set(names))
+
+
+def test_ga_monitor_serve_from_a_shell_until_sigterm(folder, tmp_path):
+    """`python -m ga monitor serve DIR --address PORT` as typed: it serves a finished folder,
+    stops on SIGTERM with exit 0, and refuses a folder that is not a monitor's (one line, exit 2)."""
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ga", "monitor", "serve", str(folder), "--address", str(port)],
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                body = _get(f"http://127.0.0.1:{port}/state.json", timeout=2)[2]
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.2)
+        assert json.loads(body)["frames"] == 4
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert f"dashboard: http://127.0.0.1:{port}/" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = subprocess.run([sys.executable, "-m", "ga", "monitor", "serve", str(tmp_path), "--address", str(port)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and "not a monitor folder" in err[0], done.stderr
