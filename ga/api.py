@@ -309,9 +309,11 @@ def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] 
     Args:
         model: a run folder (or Run), an .onnx, .keras or .h5 file (labels.json beside it),
             or None for the newest complete run under `runs_root`.
-        engine: "onnx" (float32), "onnx-int8" or "keras"; default: the run's INT8 model on a
-            CPU with INT8 units (VNNI, AMX), else the float32 ONNX when there is one.
-        threads: ONNX Runtime threads (0: all cores).
+        engine: "onnx" (float32), "onnx-int8", "openvino", "openvino-int8" (the same files
+            through OpenVINO, the `openvino` extra) or "keras"; default: OpenVINO on a CPU with
+            AMX when installed and checked by the run, else the run's INT8 model on a CPU with
+            INT8 units (VNNI, AMX), else the float32 ONNX when there is one.
+        threads: ONNX Runtime or OpenVINO threads (0: all cores).
         unsafe: allow Keras files that hold code (Lambda layers); only for files you trust.
 
     Example:

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -318,6 +318,38 @@ def int8_agreement(task: Any, classes: Sequence[str], thresholds: dict, float_pr
             "max_prob_diff": float(np.max(np.abs(float_probs - int8_probs))) if len(same) else None}
 
 
+def _session_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
+    session = onnx_session(path)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def _openvino_engines(float_path: str, int8_file: str) -> dict[str, Any]:
+    """{"openvino": ga.ov_engine.Compiled, "openvino-int8": ...} when the openvino package is
+    installed (ga.ov_engine), else {}."""
+    from ga import ov_engine
+
+    if not ov_engine.available():
+        log.info("OpenVINO engine not checked: the openvino package is not installed (%s)", ov_engine.EXTRA)
+        return {}
+    return {name: ov_engine.compile_onnx(file) for name, file in (("openvino", float_path), ("openvino-int8", int8_file))}
+
+
+def _probabilities(runners: dict, batches: Any, units: int) -> dict[str, np.ndarray]:
+    """{name: outputs of runners[name] over all `batches`}, each batch read once."""
+    outs: dict[str, list] = {name: [] for name in runners}
+    for x in batches:
+        for name, run in runners.items():
+            outs[name].append(run(np.asarray(x, np.float32)))
+    return {name: np.concatenate(o) if o else np.zeros((0, units), np.float32) for name, o in outs.items()}
+
+
+def _agreement(task: Any, classes: Sequence[str], thresholds: dict, float_probs: np.ndarray, probs: np.ndarray,
+               cfg: Config) -> dict:
+    agree = int8_agreement(task, classes, thresholds, float_probs, probs)
+    return {**agree, "kept": agree["agreement"] is not None and agree["agreement"] >= cfg.output.int8_min_agreement}
+
+
 def export_int8(run_dir: str, cfg: Config, calibration: np.ndarray, test_batches: Any, y_true: np.ndarray) -> dict:
     """Write <prefix>weights_int8.onnx from the run's float32 ONNX (calibrated on
     `calibration`) and compare the two on the test split (`test_batches`: float32 image
@@ -334,18 +366,21 @@ def export_int8(run_dir: str, cfg: Config, calibration: np.ndarray, test_batches
     float_path = os.path.join(run_dir, f"{cfg.output.prefix}weights.onnx")
     path = int8_path(run_dir, cfg.output.prefix)
     quantize_int8(float_path, path, np.asarray(calibration, np.float32))
-    sessions = [onnx_session(float_path), onnx_session(path)]
-    outs = [[], []]
-    for x in test_batches:
-        for s, out in zip(sessions, outs):
-            out.append(s.run(None, {s.get_inputs()[0].name: np.asarray(x, np.float32)})[0])
-    f32, i8 = (np.concatenate(o) if o else np.zeros((0, task.units(classes)), np.float32) for o in outs)
+    openvino_engines = _openvino_engines(float_path, path)
+    runners = {"float32": _session_runner(float_path), "int8": _session_runner(path),
+               **{name: engine.predict for name, engine in openvino_engines.items()}}
+    probs = _probabilities(runners, test_batches, task.units(classes))
+    f32, i8 = probs["float32"], probs["int8"]
     info = {"file": os.path.basename(path), "calibration_images": int(len(calibration)), "test_images": int(len(f32)),
             **int8_agreement(task, classes, thr, f32, i8), "min_agreement": cfg.output.int8_min_agreement}
-    for name, probs in (("float32", f32), ("int8", i8)):
-        if len(probs):
-            m, _ = task.metrics(classes, y_true, probs, thr)
+    for name, p in (("float32", f32), ("int8", i8)):
+        if len(p):
+            m, _ = task.metrics(classes, y_true, p, thr)
             info[f"test_{name}"] = {"accuracy": m["accuracy"], "macro_f1": m.get("macro_avg", {}).get("f1")}
+    if openvino_engines:  # the same checks for OpenVINO on both files, each against float32 ONNX Runtime
+        info["openvino"] = {name: {"file": os.path.basename(float_path if name == "openvino" else path),
+                                   "precision": engine.precision, **_agreement(task, classes, thr, f32, probs[name], cfg)}
+                            for name, engine in openvino_engines.items()}
     info["kept"] = info["agreement"] is not None and info["agreement"] >= cfg.output.int8_min_agreement
     if info["kept"]:
         log.info("INT8 export %s: decisions agree with float32 on %.4f of %d test images (max |p| diff %.3g), "
@@ -354,6 +389,7 @@ def export_int8(run_dir: str, cfg: Config, calibration: np.ndarray, test_batches
     else:
         os.remove(path)
         info["file"] = None
+        info.get("openvino", {}).pop("openvino-int8", None)
         info["why"] = (f"decisions agreed with float32 on {info['agreement']} of the test split, below "
                        f"output.int8_min_agreement {cfg.output.int8_min_agreement}")
         log.warning("INT8 model not kept: %s", info["why"])

@@ -25,7 +25,7 @@ class LoadedModel:
     """A model ready to predict batches, with its labels document."""
 
     labels: dict
-    engine: str  # "onnx" or "keras"
+    engine: str  # one of ENGINES
     source: str  # file the model came from
     predict: object = None  # callable: float32 (n, h, w, 3) -> (n, outputs)
     keras_model: object = None
@@ -83,7 +83,7 @@ def _run_files(run_dir):
 
 
 INT8_SUFFIX = "_int8.onnx"  # <prefix>weights_int8.onnx (ga.export)
-ENGINES = ("onnx", "onnx-int8", "keras")
+ENGINES = ("onnx", "onnx-int8", "openvino", "openvino-int8", "keras")
 
 
 def load_model(model: str | None = None, engine: str | None = None, runs_root: str = "deliverables", threads: int = 0,
@@ -93,9 +93,11 @@ def load_model(model: str | None = None, engine: str | None = None, runs_root: s
     Args:
         model: run folder, .onnx, .keras or .h5 (with labels.json beside it), or None for
             the newest complete run under `runs_root`.
-        engine: "onnx" (float32), "onnx-int8" (the run's INT8 model), "keras", or None: the
-            INT8 model when the run has one and the CPU has INT8 units (VNNI, AMX), else the
-            float32 ONNX when there is one, else Keras.
+        engine: "onnx" (float32), "onnx-int8" (the run's INT8 model), "openvino" and
+            "openvino-int8" (the same files through OpenVINO, ga.ov_engine), "keras", or None:
+            OpenVINO on a CPU with AMX when it is installed and the run recorded its agreement
+            (metrics.json), else the INT8 model when the run has one and the CPU has INT8 units
+            (VNNI, AMX), else the float32 ONNX when there is one, else Keras.
         threads: ONNX Runtime intra-op threads (0: its default).
         unsafe: allow Keras models that hold arbitrary code.
     """
@@ -111,15 +113,23 @@ def load_model(model: str | None = None, engine: str | None = None, runs_root: s
         out_dim = km.output_shape[-1]
         loaded = LoadedModel(labels, "keras", files["keras"], batch_predictor(km), km, files["keras"])
     else:
-        path = files["onnx_int8" if engine == "onnx-int8" else "onnx"]
+        int8 = engine.endswith("-int8")
+        path = files["onnx_int8" if int8 else "onnx"]
         if not path:
-            what = "INT8 model (output.int8 was off, or it fell below output.int8_min_agreement)" if \
-                engine == "onnx-int8" else ".onnx model"
+            what = "INT8 model (output.int8 was off, or it fell below output.int8_min_agreement)" if int8 \
+                else ".onnx model"
             raise GAError(f"{engine}: no {what} at {target}", arg="engine")
-        sess = _onnx_session(path, threads)
-        name = sess.get_inputs()[0].name
-        predict = lambda x: sess.run(None, {name: np.asarray(x, np.float32)})[0]  # noqa: E731
-        out_dim = sess.get_outputs()[0].shape[-1]
+        if engine.startswith("openvino"):
+            from ga.ov_engine import compile_onnx
+
+            compiled = compile_onnx(path, threads)
+            predict, out_dim = compiled.predict, compiled.outputs
+            why += f"; OpenVINO in {compiled.precision}"
+        else:
+            sess = _onnx_session(path, threads)
+            name = sess.get_inputs()[0].name
+            predict = lambda x: sess.run(None, {name: np.asarray(x, np.float32)})[0]  # noqa: E731
+            out_dim = sess.get_outputs()[0].shape[-1]
         loaded = LoadedModel(labels, engine, path, predict, _keras_path=files["keras"] or "")
     want = get_task(labels).units(labels["classes"])
     if isinstance(out_dim, int) and out_dim != want:
@@ -149,7 +159,7 @@ def _model_files(target, engine):
     files = {"onnx": None, "onnx_int8": None, "keras": target if ext != ".onnx" else sibling["keras"]}
     if ext == ".onnx":  # the file given is the one used
         files["onnx_int8" if target.endswith(INT8_SUFFIX) else "onnx"] = target
-    elif engine in ("onnx", "onnx-int8"):
+    elif engine and engine != "keras":
         files.update(onnx=sibling["onnx"], onnx_int8=sibling["onnx_int8"])
     return labels, files
 
@@ -158,6 +168,9 @@ def _choose_engine(engine, files):
     """(engine, why) for the `engine` asked for (None: automatic) and the files there are."""
     if engine:
         return engine, "asked for"
+    openvino = _openvino_choice(files)
+    if openvino:
+        return openvino
     if files["onnx_int8"] and not files["onnx"]:
         return "onnx-int8", "the INT8 model was given"
     if files["onnx_int8"]:
@@ -170,6 +183,28 @@ def _choose_engine(engine, files):
     if files["onnx"]:
         return "onnx", "the float32 ONNX model"
     return "keras", "no ONNX model"
+
+
+def _openvino_choice(files):
+    """(engine, why) for OpenVINO where it was measured faster (a CPU with AMX), is installed,
+    and the run's metrics.json records its agreement with float32 at or above the floor;
+    else None."""
+    from ga import ov_engine
+
+    source = files["onnx_int8"] or files["onnx"]
+    if not (source and ov_engine.faster_here() and ov_engine.available()):
+        return None
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(source)), "metrics.json"), encoding="utf-8") as fh:
+            record = json.load(fh).get("openvino") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for engine, key in (("openvino-int8", "onnx_int8"), ("openvino", "onnx")):
+        check = record.get(engine)
+        if files[key] and isinstance(check, dict) and check.get("kept"):
+            return engine, (f"a CPU with AMX, where OpenVINO is faster; its decisions agreed with float32 on "
+                            f"{check.get('agreement')} of the test split")
+    return None
 
 
 def _onnx_session(path, threads):

@@ -274,9 +274,12 @@ def test_precision_bench_command(tmp_path):
     doc = json.load(open(ws / "p.json"))
     assert proc.stdout.startswith("CPU low-precision units: bfloat16 ")
     assert set(doc["keras"]) == {"float32", "mixed_bfloat16"} and all(v > 0 for v in doc["matmul_gflops"].values())
-    assert {"onnx_float32", "onnx_int8", "keras_one_per_call"} <= set(doc["onnx"])
-    assert set(doc["ratios"]) == {"train_bf16_vs_f32", "forward_bf16_vs_f32", "onnx_int8_vs_f32",
-                                  "onnx_int8_vs_one_per_call"}
+    assert all(set(k) == {"train", "train_folded", "forward", "forward_folded"} for k in doc["keras"].values())
+    assert set(doc["matmul_gflops"]) == {"float32", "bfloat16", "int8"}  # INT8: ONNX Runtime at least
+    assert {"onnx_float32", "onnx_int8", "keras_one_per_call", "openvino", "openvino_int8"} <= set(doc["onnx"])
+    assert {"train_bf16_vs_f32", "train_bf16_folded_vs_f32", "forward_bf16_vs_f32", "onnx_int8_vs_f32",
+            "onnx_int8_vs_one_per_call", "best_int8_vs_onnx_f32"} <= set(doc["ratios"])
+    assert doc["forward_gflop_per_image"] > 0 and 0 < doc["flops_fraction"]["onnx_float32"]
 
 
 # README's loop from a probe's frames to a model that monitors them, as written there.

@@ -150,6 +150,75 @@ def test_a_run_folder_without_its_int8_file_says_so(trained_run, separable_split
     assert "(onnx engine: the float32 ONNX model)" in _engine_line(auto)
 
 
+def test_openvino_precision_follows_the_cpu_flags_and_openvinos_own_view():
+    from ga.ov_engine import faster_here, precision_hint
+
+    assert precision_hint({"avx2", "avx512_bf16"}, ["FP32", "BF16", "INT8"]) == "bf16"
+    assert precision_hint({"avx2", "amx_bf16"}, ["FP32", "INT8"]) == "f32"  # OpenVINO cannot: no bfloat16
+    assert precision_hint({"avx2", "avx512_vnni"}, ["FP32", "BF16"]) == "f32"  # GA_CPU_FLAGS can force float32
+    assert faster_here({"avx2", "amx_int8"}) and faster_here({"amx_bf16"})
+    assert not faster_here({"avx2", "avx512_bf16", "avx512_vnni"})  # not measured faster there: not chosen
+
+
+def test_the_openvino_check_of_a_run(trained_run):
+    """Training checks OpenVINO on both ONNX files as it checks the INT8 file: decisions and the
+    largest probability difference against float32 on the test split."""
+    pytest.importorskip("openvino")
+    m = json.load(open(os.path.join(trained_run, "metrics.json")))["openvino"]
+    assert set(m) == {"openvino", "openvino-int8"}
+    assert m["openvino"]["file"] == "GAweights.onnx" and m["openvino-int8"]["file"] == "GAweights_int8.onnx"
+    for check in m.values():
+        assert check["kept"] and check["agreement"] >= 0.99 and 0 <= check["max_prob_diff"] < 0.5
+        assert check["precision"] in ("bf16", "f32")
+    assert m["openvino"]["max_prob_diff"] < 0.02  # float32 (or bfloat16) against float32: close
+
+
+def test_engine_openvino_and_the_automatic_choice(trained_run, separable_split, tmp_path, monkeypatch):
+    pytest.importorskip("openvino")
+    import ga
+    from ga import loading
+
+    test = os.path.join(separable_split, "test")
+    onnx_rows = ga.load(trained_run, engine="onnx").predict(test, recursive=True)
+    for engine in ("openvino", "openvino-int8"):
+        model = ga.load(trained_run, engine=engine)
+        assert model.engine == engine
+        assert [r["predicted"] for r in model.predict(test, recursive=True)] == [r["predicted"] for r in onnx_rows]
+    assert model.source.endswith("GAweights_int8.onnx")
+    # Automatic: OpenVINO only on a CPU with AMX, and only when the run's check passed.
+    files = loading._run_files(trained_run)
+    monkeypatch.setenv("GA_CPU_FLAGS", "avx2 avx512_bf16 avx512_vnni amx_bf16 amx_int8")
+    engine, why = loading._choose_engine(None, files)
+    assert engine == "openvino-int8" and "AMX" in why
+    monkeypatch.setenv("GA_CPU_FLAGS", "avx2 avx512_bf16 avx512_vnni")
+    assert loading._choose_engine(None, files)[0] == "onnx-int8"
+    run = str(tmp_path / "failed_check")
+    shutil.copytree(trained_run, run)
+    metrics = json.load(open(os.path.join(run, "metrics.json")))
+    metrics["openvino"]["openvino-int8"]["kept"] = False
+    json.dump(metrics, open(os.path.join(run, "metrics.json"), "w"))
+    monkeypatch.setenv("GA_CPU_FLAGS", "avx2 amx_bf16 amx_int8")
+    assert loading._choose_engine(None, loading._run_files(run))[0] == "openvino"  # the float32 file's check passed
+    # From a shell: the engine named in every row.
+    run_here("inference.py", test, "--recursive", "--model", trained_run, "--engine", "openvino-int8", "--output",
+             tmp_path / "ov.csv")
+    assert {r["engine"] for r in read_csv(tmp_path / "ov.csv")} == {"openvino-int8"}
+
+
+def test_the_openvino_engine_without_the_package_is_one_line(trained_run, monkeypatch):
+    import ga
+    from ga import ov_engine
+    from ga.errors import ModelError
+
+    monkeypatch.setattr(ov_engine, "available", lambda: False)
+    with pytest.raises(ModelError, match=r"pip install 'ga-crystals\[openvino\]'"):
+        ga.load(trained_run, engine="openvino")
+    monkeypatch.setenv("GA_CPU_FLAGS", "amx_bf16 amx_int8")
+    from ga import loading
+
+    assert loading._choose_engine(None, loading._run_files(trained_run))[0] == "onnx-int8"
+
+
 @pytest.mark.long  # about 50 s; the engine choice with an INT8 model: the test above
 def test_a_run_without_an_int8_model_says_so(separable_split, tmp_path):
     cfg = tiny_config(tmp_path / "c.yaml", separable_split, str(tmp_path / "runs"), training={"epochs": 1})

@@ -11,14 +11,16 @@ from typing import Any
 
 _MODEL_HELP = ("run folder, .onnx, .keras or .h5 (with labels.json beside it); default: the newest complete run "
                "under deliverables/")
-_ENGINE_HELP = ("onnx (float32), onnx-int8 (the run's INT8 model) or keras; default: onnx-int8 when the run has it "
-                "and the CPU has INT8 units (VNNI, AMX), else onnx when there is one")
+_ENGINE_HELP = ("onnx (float32), onnx-int8 (the run's INT8 model), openvino, openvino-int8 (the same files through "
+                "OpenVINO: pip install 'ga-crystals[openvino]') or keras; default: OpenVINO on a CPU with AMX when "
+                "installed and checked by the run, else onnx-int8 when the run has it and the CPU has INT8 units "
+                "(VNNI, AMX), else onnx when there is one")
 
 OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "model": (("--model",), {"help": _MODEL_HELP}),
     "runs_root": (("--runs-root",), {"default": "deliverables",
                                      "help": "where to look for the newest run; default: %(default)s"}),
-    "engine": (("--engine",), {"choices": ["onnx", "onnx-int8", "keras"], "default": None, "help": _ENGINE_HELP}),
+    "engine": (("--engine",), {"choices": ["onnx", "onnx-int8", "openvino", "openvino-int8", "keras"], "default": None, "help": _ENGINE_HELP}),
     "batch_size": (("--batch-size",), {"type": int, "default": 64,
                                        "help": "images per prediction call; default: %(default)s"}),
     "threads": (("--threads",), {"type": int, "default": 0, "help": "ONNX Runtime intra-op threads (0: all cores)"}),
