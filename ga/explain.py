@@ -44,13 +44,14 @@ def grad_cam(model: Any, images: np.ndarray, column: int | np.ndarray) -> np.nda
     base = backbone_of(model)
     cols = np.broadcast_to(np.asarray(column), (images.shape[0],))
     last = model.layers[-1]
-    with tf.GradientTape() as tape:
-        x, fmap = images, None
-        for layer in model.layers[1:-1]:
+    layers = model.layers[1:-1]
+    cut = layers.index(base) + 1
+    fmap = _feature_map(layers[:cut])(images)
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(fmap)
+        x = fmap
+        for layer in layers[cut:]:
             x = layer(x, training=False)
-            if layer is base:
-                fmap = x
-                tape.watch(fmap)
         # The class score before the output's sigmoid/softmax, as Grad-CAM prescribes: a
         # saturated probability (p = 1.000) has no gradient left to show.
         logits = tf.cast(tf.matmul(tf.cast(x, last.kernel.dtype), last.kernel) + last.bias, tf.float32)
@@ -62,6 +63,19 @@ def grad_cam(model: Any, images: np.ndarray, column: int | np.ndarray) -> np.nda
     cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-12)
     cam = tf.image.resize(cam[..., None], images.shape[1:3], method="bilinear")[..., 0]
     return np.clip(cam.numpy(), 0.0, 1.0)
+
+
+def _feature_map(layers: Sequence[Any]) -> Any:
+    """The layers up to the backbone's output as one traced function. Not on the gradient tape
+    (no gradient is needed there, and the tape would keep every activation) and not eager:
+    run op by op, ResNet-101 kept 3.6 GB resident after 16 images (TensorFlow's eager kernels
+    and their oneDNN caches), traced 0.3 GB."""
+    def run(x: Any) -> Any:
+        for layer in layers:
+            x = layer(x, training=False)
+        return x
+
+    return tf.function(run)
 
 
 def overlay(ax: Any, image: np.ndarray, heat: np.ndarray, title: str) -> None:

@@ -294,7 +294,12 @@ def prepare(cfg: Config, device: str = "auto") -> tuple[Built, Any, list[str]]:
 def _deliver_run(cfg, run_dir, built, data, fit_info, classes, strategy, precision):
     """Every deliverable of a finished run, from a float32 copy of the trained model; then
     run.json, and the RUNNING marker goes."""
+    from ga.export import release_memory
+
     t = time.perf_counter()
+    for name in ("train_function", "test_function", "predict_function"):  # the fit's traced graphs
+        setattr(built.fit_model, name, None)
+    release_memory()
     model = _float32_model(cfg, built.model, classes)
     paths = (_deliver if get_task(cfg).classifier else _deliver_contrastive)(cfg, run_dir, model, data, fit_info)
     runs.write_run_json(run_dir, cfg, data, precision[0], strategy, fit_info, worker_count(strategy), precision[1])
@@ -720,9 +725,11 @@ def _deliver(cfg, run_dir, model, data, fit_info):
     if cfg.output.onnx:
         report = analysis.update_metrics(run_dir, {"onnx": export.export_onnx(model, run_dir, cfg, sample)})
     if cfg.output.saved_model:
+        export.release_memory()
         report = analysis.update_metrics(run_dir, {"saved_model": export.export_saved_model(model, run_dir, cfg,
                                                                                              sample)})
     if cfg.output.onnx and cfg.output.int8:
+        export.release_memory()
         int8 = export.export_int8(run_dir, cfg, _calibration_images(cfg, run_dir, data),
                                   (x for x, *_ in data.test.dataset), y_true)
         openvino = int8.pop("openvino", None)  # the OpenVINO engine's agreement, when the package is installed
