@@ -153,8 +153,8 @@ in-process default counterpart.
       -> test_inference_flat_folder_newest_run
   $ python main.py --config configs/resnet50.yaml --set training.epochs=3 --set model.weights=none
       -> test_resnet50_command (in-process: the same argv with smaller sizes)
-  $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|keras] [--batch-size 64] [--output results.csv|.json] [--print-format ga|study] [--cluster [K]] [--cluster-features pooled|map] [--cluster-space full|pca2]
-      -> test_inference_keras_engine_json, test_inference_cluster (in-process: the same argv), test_inference_model_files_given_directly (--long), test_make_demo_chain, test_inference_study_print_format (in-process: the same argv), test_cluster_the_study_way (in-process: the same argv)
+  $ python inference.py folder/ [--recursive] [--model deliverables/<run> | model.onnx | model.keras] [--engine onnx|onnx-int8|openvino|openvino-int8|keras] [--batch-size 64] [--output results.csv|.json] [--print-format ga|study] [--cluster [K]] [--cluster-features pooled|map] [--cluster-space full|pca2]
+      -> test_inference_keras_engine_json, test_inference_cluster (in-process: the same argv), test_inference_model_files_given_directly (--long), test_make_demo_chain, test_inference_study_print_format (in-process: the same argv), test_cluster_the_study_way (in-process: the same argv), test_precision.py::test_engine_openvino_and_the_automatic_choice (--engine openvino-int8 from a shell)
   $ python inference.py data/split/test --evaluate --model deliverables/<run> --out-dir eval
       -> test_evaluate_reproduces_the_runs_test_report, test_evaluate_multilabel
   $ python -m ga.georgia import GAweights_<ts>.h5 --out deliverables/<name>
