@@ -15,6 +15,9 @@ timed too, to show where the time goes. Models (weights none: speed does not dep
 - resnet101_int8: its static INT8 model (ga.export's recipe, calibrated on 32 crops). On a
   CPU without VNNI/AMX INT8 runs on plain AVX2 kernels; the first line says which units exist.
 
+With the openvino package installed each model is also run through OpenVINO (`<model>_openvino`:
+the openvino engine on the float32 file, openvino-int8 on the INT8 one).
+
 `--refresh-frames N` (default 10,000; 0: not measured): the cost of one page-and-figures
 refresh in a long run. The demo model's monitor folder is grown to N frames (its rows
 repeated under new names and times), then one refresh is timed as a running monitor does it
@@ -138,12 +141,12 @@ def large(result, work, scale):
         print(f"  detection of a {size[0]}x{size[1]} frame, detection_scale {setting}: {seconds:.2f} s", flush=True)
 
 
-def monitor_rate(model_path, folder, out):
+def monitor_rate(model_path, folder, out, engine=None):
     from ga.config import load_config
     from ga.loading import load_model
     from ga.monitoring.loop import monitor
 
-    model = load_model(model_path)
+    model = load_model(model_path, engine)
     t = time.perf_counter()
     result = monitor(model, [folder], out, load_config(None).monitor)
     seconds = time.perf_counter() - t
@@ -237,11 +240,17 @@ def main():
             rate, per_frame = detection_rate(folder)
             result["detection_only"] = {"frames_per_s": round(rate, 3), "particles_per_frame": round(per_frame, 1)}
             print(f"  detection alone: {rate:.2f} frames/s ({per_frame:.1f} particles per frame)", flush=True)
+        from ga import ov_engine
+
         for name in args.models:
-            r = monitor_rate(model_file(name, work), folder, os.path.join(work, f"out_{name}"))
-            result[name] = r
-            print(f"  {name} ({r['engine']}): {r['frames_per_s']} frames/s, {r['particles_per_s']} particles/s",
-                  flush=True)
+            engines = [(name, None)]
+            if ov_engine.available():
+                engines.append((f"{name}_openvino", "openvino-int8" if name.endswith("_int8") else "openvino"))
+            for key, engine in engines:
+                r = monitor_rate(model_file(name, work), folder, os.path.join(work, f"out_{key}"), engine)
+                result[key] = r
+                print(f"  {key} ({r['engine']}): {r['frames_per_s']} frames/s, {r['particles_per_s']} particles/s",
+                      flush=True)
         if args.refresh_frames:
             name = "demo"
             r = result["refresh"] = refresh_cost(model_file(name, work), folder, os.path.join(work, "out_refresh"),

@@ -340,15 +340,31 @@ def _session_runner(path: str) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def _openvino_engines(float_path: str, int8_file: str) -> dict[str, Any]:
-    """{"openvino": ga.ov_engine.Compiled, "openvino-int8": ...} when the openvino package is
-    installed (ga.ov_engine), else {}."""
+def _openvino_probabilities(float_path: str, int8_file: str, images: np.ndarray) -> dict[str, tuple[np.ndarray, str]]:
+    """{"openvino": (outputs, precision), "openvino-int8": ...} of `images` when the openvino
+    package is installed, else {}. Run in a child interpreter (ga.ov_engine's command line):
+    OpenVINO loaded into a process that holds TensorFlow crashed it later (a segmentation
+    fault on the next signal, seen in the test suite)."""
+    import subprocess
+    import sys
+    import tempfile
+
     from ga import ov_engine
 
     if not ov_engine.available():
         log.info("OpenVINO engine not checked: the openvino package is not installed (%s)", ov_engine.EXTRA)
         return {}
-    return {name: ov_engine.compile_onnx(file) for name, file in (("openvino", float_path), ("openvino-int8", int8_file))}
+    with tempfile.TemporaryDirectory(prefix="ga_openvino_") as tmp:
+        source, result = os.path.join(tmp, "images.npy"), os.path.join(tmp, "outputs.npz")
+        np.save(source, np.asarray(images, np.float32))
+        proc = subprocess.run([sys.executable, "-m", "ga.ov_engine", float_path, int8_file, source, result],
+                              capture_output=True, text=True)
+        if proc.returncode != 0 or not os.path.isfile(result):
+            lines = proc.stderr.strip().splitlines()
+            log.warning("OpenVINO engine not checked: %s", lines[-1] if lines else f"exit {proc.returncode}")
+            return {}
+        with np.load(result) as out:
+            return {name: (out[f"{name}:outputs"], str(out[f"{name}:precision"])) for name in ("openvino", "openvino-int8")}
 
 
 def _probabilities(runners: dict, batches: Any, units: int) -> dict[str, np.ndarray]:
@@ -382,10 +398,10 @@ def export_int8(run_dir: str, cfg: Config, calibration: np.ndarray, test_batches
     float_path = os.path.join(run_dir, f"{cfg.output.prefix}weights.onnx")
     path = int8_path(run_dir, cfg.output.prefix)
     quantize_int8(float_path, path, np.asarray(calibration, np.float32))
-    openvino_engines = _openvino_engines(float_path, path)
-    runners = {"float32": _session_runner(float_path), "int8": _session_runner(path),
-               **{name: engine.predict for name, engine in openvino_engines.items()}}
+    runners = {"float32": _session_runner(float_path), "int8": _session_runner(path), "images": np.asarray}
     probs = _probabilities(runners, test_batches, task.units(classes))
+    images = probs.pop("images")
+    openvino = _openvino_probabilities(float_path, path, images) if len(images) else {}
     f32, i8 = probs["float32"], probs["int8"]
     info = {"file": os.path.basename(path), "calibration_images": int(len(calibration)), "test_images": int(len(f32)),
             **int8_agreement(task, classes, thr, f32, i8), "min_agreement": cfg.output.int8_min_agreement}
@@ -393,10 +409,10 @@ def export_int8(run_dir: str, cfg: Config, calibration: np.ndarray, test_batches
         if len(p):
             m, _ = task.metrics(classes, y_true, p, thr)
             info[f"test_{name}"] = {"accuracy": m["accuracy"], "macro_f1": m.get("macro_avg", {}).get("f1")}
-    if openvino_engines:  # the same checks for OpenVINO on both files, each against float32 ONNX Runtime
+    if openvino:  # the same checks for OpenVINO on both files, each against float32 ONNX Runtime
         info["openvino"] = {name: {"file": os.path.basename(float_path if name == "openvino" else path),
-                                   "precision": engine.precision, **_agreement(task, classes, thr, f32, probs[name], cfg)}
-                            for name, engine in openvino_engines.items()}
+                                   "precision": precision, **_agreement(task, classes, thr, f32, outputs, cfg)}
+                            for name, (outputs, precision) in openvino.items()}
     info["kept"] = info["agreement"] is not None and info["agreement"] >= cfg.output.int8_min_agreement
     if info["kept"]:
         log.info("INT8 export %s: decisions agree with float32 on %.4f of %d test images (max |p| diff %.3g), "

@@ -81,3 +81,23 @@ def _reason(exc: BaseException) -> str:
     """The last line of OpenVINO's message (the earlier ones name its source files)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return first_line(lines[-1] if lines else type(exc).__name__)
+
+
+def main(argv: Optional[list] = None) -> int:
+    """python -m ga.ov_engine FLOAT.onnx INT8.onnx IMAGES.npy OUT.npz: both files' outputs on
+    the images (batches of 32) and their precisions, for training's check (ga.export)."""
+    import sys
+
+    float_path, int8_path, images_path, out_path = (sys.argv[1:] if argv is None else argv)
+    images = np.load(images_path)
+    out: dict[str, Any] = {}
+    for name, path in (("openvino", float_path), ("openvino-int8", int8_path)):
+        engine = compile_onnx(path)
+        out[f"{name}:outputs"] = np.concatenate([engine.predict(images[i:i + 32]) for i in range(0, len(images), 32)])
+        out[f"{name}:precision"] = np.array(engine.precision)
+    np.savez(out_path, **out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -362,6 +362,8 @@ def test_monitor_bench_command(tmp_path):
     assert doc["demo"]["frames_per_s"] > 0 and doc["demo"]["particles_per_frame"] > 20
     assert doc["demo"]["particles_per_s"] == pytest.approx(doc["demo"]["frames_per_s"] * doc["demo"]["particles_per_frame"],
                                                            rel=0.02)
+    assert doc["demo_openvino"]["engine"] == "openvino" and doc["demo_openvino"]["particles_per_frame"] == \
+        doc["demo"]["particles_per_frame"]  # the same frames through the OpenVINO engine (the package is a test extra)
     assert doc["refresh"]["frames"] == 200 and 0 < doc["refresh"]["refresh_running_s"] < 60
     assert doc["large_frame"]["size"] == [2144, 1424]
     assert doc["large_frame"]["detection_s_scale_auto"] > 0 and doc["large_frame"]["detection_s_scale_1"] > 0
