@@ -460,6 +460,10 @@ def plant(ws, tmp_path_factory):
         frames_done(8)
         wait_for(lambda: set(names[4:6]) <= set(sub.frames()), 30, "the last frames' messages")
         assert state()["frames"] == 8
+        # every frame's notification (and the value it had when subscribed) in before the client leaves:
+        # on a loaded machine the last one can arrive after the page has moved on
+        wait_for(lambda: len(opc.seen["ParticleCount"]) >= len(_rows(out / "frames.csv")) + 1, 30,
+                 "the OPC UA client to see every frame")
         assert opc.error is None, opc.error
         opc.close()  # the client leaves first (a server stopping under it is the client's noise, not ours)
         proc.send_signal(signal.SIGTERM)
