@@ -38,3 +38,14 @@ def crystal_folder(folder, count=1000, seed=0):
 
 def machine():
     return {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
+
+
+def forward_flops(fn, x):
+    """FLOPs of one call of the tf.function `fn` on `x` (TensorFlow's own count of the frozen graph)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.profiler import model_analyzer, option_builder
+
+    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(x))
+    opts = option_builder.ProfileOptionBuilder.float_operation()
+    opts["output"] = "none"
+    return float(model_analyzer.profile(graph=frozen.graph, options=opts).total_float_ops)

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from common import machine
+from common import forward_flops, machine
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -165,15 +165,10 @@ def keras_rates(args):
 def forward_gflops(args):
     """GFLOP of one forward pass of the float32 model (TensorFlow's own count of the graph)."""
     import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-    from tensorflow.python.profiler import model_analyzer, option_builder
 
     model = _model(_config(args, "float32"), "float32")
     fn = tf.function(lambda x: model(x, training=False))
-    frozen = convert_variables_to_constants_v2(fn.get_concrete_function(tf.TensorSpec((1, args.size, args.size, 3))))
-    opts = option_builder.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    return model_analyzer.profile(graph=frozen.graph, options=opts).total_float_ops / 1e9
+    return forward_flops(fn, tf.TensorSpec((1, args.size, args.size, 3))) / 1e9
 
 
 def onnx_rates(args, work):

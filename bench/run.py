@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from common import crystal_split, machine
+from common import crystal_split, forward_flops, machine
 
 NAMES = ("pipeline_aug", "pipeline_noaug", "epoch", "eval", "inference", "flops_fraction", "train_bf16",
          "inference_int8")
@@ -216,7 +216,7 @@ def bench_flops(size, batch):
     model, _ = _model(size, batch)
     fn = tf.function(lambda x: model(x, training=False))
     x = tf.random.uniform((batch, size, size, 3), 0, 255)
-    flops = _forward_flops(fn, x)
+    flops = forward_flops(fn, x)
     fn(x)
     t = time.perf_counter()
     reps = 3
@@ -233,18 +233,6 @@ def bench_flops(size, batch):
         mm(a, b).numpy()
     ceiling = 2 * n**3 * 5 / (time.perf_counter() - t) / 1e9
     return _result(ours, ceiling, "GFLOP/s (reference: float32 matmul ceiling)", higher_is_better=True)
-
-
-def _forward_flops(fn, x):
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-    from tensorflow.python.profiler import model_analyzer, option_builder
-
-    concrete = fn.get_concrete_function(x)
-    frozen = convert_variables_to_constants_v2(concrete)
-    opts = option_builder.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    info = model_analyzer.profile(graph=frozen.graph, options=opts)
-    return float(info.total_float_ops)
 
 
 def bench_precision(name, size, quick):
