@@ -228,9 +228,19 @@ def plot_sizes(frames: Sequence[dict], particles: Sequence[dict], state: dict, p
                 ax.hist(d, bins=bins, histtype="step", linestyle=style, lw=1.5, label=f"{name} (n={len(d)})")
         ax.set(xscale="log", title=c, xlabel=f"equivalent diameter ({'µm' if unit == 'um' else 'px'})",
                ylabel="particles")
+        _plain_log_ticks(ax.xaxis)
         if ax.patches:
             ax.legend(fontsize=7)
     return save_figure(fig, path)
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-axis labels as plain numbers (20, not 2×10¹), the minor ones at 2 and 5 only, so
+    that a range inside one or two decades is labelled without the labels running together."""
+    from matplotlib.ticker import FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
 
 
 def _summary(frames, state):
