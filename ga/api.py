@@ -35,9 +35,18 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 @dataclass(frozen=True)
 class Run:
-    """A finished run folder (deliverables/<prefix>_<time>[_<name>]/): its files, read on demand.
+    """A finished run folder (`deliverables/<prefix>_<time>[_<name>]/`): its files, read on demand.
 
-    A Run is a path (`os.fspath(run)`), so it goes wherever a run folder does.
+    A Run is a path (`os.fspath(run)`), so it goes wherever a run folder does. `ga.train`
+    returns one; `Run(path)` wraps an existing folder.
+
+    Args:
+        path: the run folder.
+
+    Examples:
+        >>> run = ga.Run("deliverables/GA_2026-12-01_10-00-00")            # doctest: +SKIP
+        >>> run.labels["classes"], run.metrics["accuracy"], len(run.history)  # doctest: +SKIP
+        (['cex', 'pg'], 0.9975, 12)
     """
 
     path: str
@@ -77,13 +86,31 @@ class Run:
         return read_history(os.path.join(self.path, "history.csv"))
 
     def load(self, engine: Optional[str] = None) -> "Predictor":
-        """This run's model, ready to predict (see `ga.load`)."""
+        """This run's model, ready to predict (see `ga.load`, which raises the same errors).
+
+        Args:
+            engine: as `ga.load`'s (None: the best for this CPU).
+
+        Returns:
+            A Predictor.
+        """
         return load(self.path, engine=engine)
 
 
 class Predictions(list):
     """Rows of predictions, one dict per image: `path`, `predicted` (';'-joined for
-    multi-label), `p_<class>` for each class and `error` ("" when the image was used)."""
+    multi-label), `p_<class>` for each class and `error` ("" when the image was used).
+    `Predictor.predict` returns them; `prediction` keeps the arrays behind the rows.
+
+    Args:
+        rows: the row dicts.
+        prediction: the `ga.predict.Prediction` they were made from (probabilities,
+            thresholds, the model's provenance).
+
+    Examples:
+        >>> rows = ga.load().predict("data/split/test", recursive=True)   # doctest: +SKIP
+        >>> rows.errors, rows.to_frame().groupby("predicted").size()     # doctest: +SKIP
+    """
 
     def __init__(self, rows: Iterable[dict], prediction: "Prediction"):
         super().__init__(rows)
@@ -95,7 +122,11 @@ class Predictions(list):
         return [r for r in self if r["error"]]
 
     def to_frame(self) -> Any:
-        """The rows as a pandas DataFrame (pandas must be installed)."""
+        """The rows as a pandas DataFrame.
+
+        Raises:
+            GAError: pandas is not installed.
+        """
         try:
             import pandas as pd
         except ImportError:
@@ -106,7 +137,18 @@ class Predictions(list):
 
 
 class Predictor:
-    """A loaded model (ONNX Runtime or Keras) with its labels.json."""
+    """A loaded model (ONNX Runtime, OpenVINO or Keras) with its labels.json: what `ga.load`
+    returns. `labels`, `classes`, `task`, `engine` and `source` (the file it came from)
+    describe it; `predict` labels images.
+
+    Args:
+        loaded: the `ga.loading.LoadedModel` to wrap.
+
+    Examples:
+        >>> model = ga.load("deliverables/GA_2026-12-01_10-00-00", engine="onnx")   # doctest: +SKIP
+        >>> model.classes, model.engine                                            # doctest: +SKIP
+        (['cex', 'pg'], 'onnx')
+    """
 
     def __init__(self, loaded: "LoadedModel"):
         self.model = loaded
@@ -150,6 +192,14 @@ class Predictor:
         Returns:
             Predictions (a list of row dicts; `.to_frame()` for pandas). A file that cannot be
             read is a row with its `error`, never dropped.
+
+        Raises:
+            GAError: a path that does not exist, or an array that is not an image.
+
+        Examples:
+            >>> model.predict("data/split/test", recursive=True)[0]["predicted"]   # doctest: +SKIP
+            'pg'
+            >>> model.predict(np.zeros((96, 96, 3), np.uint8))[0]["p_pg"]          # doctest: +SKIP
         """
         from ga.inputs import input_files
         from ga.predict import predict_arrays, predict_files, rows
@@ -189,7 +239,13 @@ def train(config: Union[PathLike, "Config", None] = "demo", *, resume: Optional[
     Returns:
         The finished Run (None on a non-chief worker of a multi-worker run).
 
-    Example:
+    Raises:
+        ConfigError: an unknown key (the closest one named), a wrong type or a value out of range.
+        DataError: the split's folders are missing or hold no images.
+        TrainingError: the loss became NaN or no model could be delivered.
+        ExportError: the exported ONNX or SavedModel does not reproduce the Keras model.
+
+    Examples:
         >>> run = ga.train("demo", training={"epochs": 2})   # doctest: +SKIP
         >>> run.metrics["accuracy"]                          # doctest: +SKIP
     """
@@ -226,11 +282,23 @@ def cross_validate(config: Union[PathLike, "Config", None] = "demo", *, resume: 
     """Train one run per cross-validation fold of the split (made with `ga.split(...,
     folds=K)`) and write the summary across folds (what `main.py --cv` does).
 
+    Args:
+        config: as `train`'s: a YAML file, a shipped config's name or a Config.
+        resume: an interrupted cross-validation folder to continue (finished folds are kept).
+        device: "auto", or "cpu" to hide every GPU.
+        sets: single values to change: "training.epochs=3".
+        **overrides: sections to change, as mappings (`training={"epochs": 3}`).
+
+    Raises:
+        ConfigError: as `train`'s, or a split made without folds.
+        DataError: as `train`'s.
+        TrainingError: as `train`'s, for any fold.
+
     Returns:
         The cross-validation folder (cv.json, cv_summary.json, cv_folds.csv, cv_summary.png,
         oof/ and one run folder per fold); None on a non-chief worker of a multi-worker run.
 
-    Example:
+    Examples:
         >>> cv = ga.cross_validate("demo", training={"epochs": 2})                # doctest: +SKIP
         >>> json.load(open(f"{cv}/cv_summary.json"))["test_figures"]["accuracy"]  # doctest: +SKIP
     """
@@ -249,12 +317,27 @@ def find_learning_rate(config: Union[PathLike, "Config", None] = "demo", *, sets
                        progress: bool = False, **overrides: dict) -> Any:
     """The learning-rate range test (what `ga train --lr-find` does): the rate rises
     exponentially over `steps` batches of the config's data and model until the loss
-    diverges; lr_find.png and lr_find.csv are written to a <prefix>_<time>_lr_find folder.
+    diverges; lr_find.png and lr_find.csv are written to a `<prefix>_<time>_lr_find` folder.
+
+    Args:
+        config: as `train`'s.
+        sets: single values to change: "data.batch_size=32".
+        steps: batches to take (at least 5).
+        low: the first learning rate (above 0).
+        high: the last learning rate.
+        device: "auto", or "cpu" to hide every GPU.
+        progress: a progress bar on stderr.
+        **overrides: sections to change, as mappings.
+
+    Raises:
+        ConfigError: fewer than 5 steps, a range not rising from above 0, a contrastive or
+            multi-worker config.
+        TrainingError: the loss was NaN from the first step.
 
     Returns:
         ga.lrfind.RangeTest: `rates`, `losses`, `suggested`, `minimum`, `steepest`, `folder`.
 
-    Example:
+    Examples:
         >>> ga.find_learning_rate("demo", steps=50).suggested   # doctest: +SKIP
     """
     from ga.config import section_overrides
@@ -270,8 +353,24 @@ def compare(a: Union[PathLike, Run, "Predictor"], b: Union[PathLike, Run, "Predi
     the paired differences B - A in accuracy and macro F1 with bootstrap intervals,
     McNemar's exact test, and the images decided differently (compare.json, compare.csv).
 
+    Args:
+        a: the first model (run folder, Run, model file or Predictor).
+        b: the second, whose differences from `a` are reported.
+        folder: a labelled folder (class subfolders or a labels.csv).
+        out_dir: where compare.json and compare.csv go.
+        batch_size: images per prediction call.
+        progress: a progress bar on stderr.
+
     Returns:
         The compare.json document.
+
+    Raises:
+        GAError: the models decide different things (task or classes), or the folder holds
+            no readable images.
+
+    Examples:
+        >>> out = ga.compare("deliverables/A", "deliverables/B", "data/split/test")   # doctest: +SKIP
+        >>> out["mcnemar"]["p"]                                                       # doctest: +SKIP
     """
     from ga.comparison import compare_models
 
@@ -286,11 +385,25 @@ def review(folder: PathLike, model: Optional[Union[PathLike, Run, "Predictor"]] 
     image ranked by its loss under its label, likely mislabels and copies across classes
     flagged; review.csv, review.html and labels.csv (the suggestions applied) in `out_dir`.
 
+    Args:
+        folder: a labelled folder (class subfolders or labels.csv) or a split folder.
+        model: a run folder, Run, model file or Predictor; None: the newest run.
+        out_dir: where the review goes.
+        top: images shown on review.html.
+        gradcam: Grad-CAM panels for the top images (Keras models only; 0: none).
+        min_confidence: a disagreement is a likely mislabel when the model names its class
+            with at least this probability.
+        progress: a progress bar on stderr.
+
+    Raises:
+        GAError: not a folder, no images in it, or `min_confidence` outside (0, 1].
+        ModelError: the model cannot be loaded.
+
     Returns:
         review.csv's rows, highest loss first (dicts: rank, path, label, predicted, loss,
         flags, suggested_label, ...).
 
-    Example:
+    Examples:
         >>> rows = ga.review("data/split/test", "deliverables/GA_2026-12-01_10-00-00")  # doctest: +SKIP
         >>> [r["path"] for r in rows if "mislabel" in r["flags"]][:1]                # doctest: +SKIP
         ['data/split/test/pg/0042.png']
@@ -314,9 +427,17 @@ def load(model: Optional[Union[PathLike, Run]] = None, *, engine: Optional[str] 
             AMX when installed and checked by the run, else the run's INT8 model on a CPU with
             INT8 units (VNNI, AMX), else the float32 ONNX when there is one.
         threads: ONNX Runtime or OpenVINO threads (0: all cores).
+        runs_root: where to look for the newest run when `model` is None.
         unsafe: allow Keras files that hold code (Lambda layers); only for files you trust.
 
-    Example:
+    Returns:
+        A Predictor.
+
+    Raises:
+        ModelError: no such file or run, no complete run under `runs_root`, a file without
+            its labels.json, or an engine the model or this machine cannot use.
+
+    Examples:
         >>> model = ga.load("deliverables/GA_2026-12-01_10-00-00")   # doctest: +SKIP
         >>> model.predict(["a.png", "b.png"])[0]["predicted"]        # doctest: +SKIP
         'pg'
@@ -334,8 +455,26 @@ def evaluate(folder: PathLike, model: Optional[Union[PathLike, Run, Predictor]] 
     """Evaluate a model on a labelled folder (class folders or a labels.csv) and write the
     reports a run writes for its test split into `out_dir` (what `ga evaluate` does).
 
+    Args:
+        folder: class subfolders, or images with a labels.csv.
+        model: a run folder, Run, model file or Predictor; None: the newest run.
+        out_dir: where the reports go (GAFinalTestResults.txt, metrics.json, figures).
+        threshold: a decision threshold for every class instead of labels.json's.
+        batch_size: images per prediction call.
+        progress: a progress bar on stderr.
+
     Returns:
-        The metrics dict (as metrics.json): accuracy, per-class precision/recall/F1, AUC, ...
+        The metrics dict (as metrics.json): accuracy, per-class precision/recall/F1, AUC, each
+        with its confidence interval (`accuracy_ci`, ...).
+
+    Raises:
+        GAError: the folder is missing, unlabelled, names classes the model lacks, or holds no
+            readable image.
+        ModelError: the model cannot be loaded.
+
+    Examples:
+        >>> metrics = ga.evaluate("data/split/test", "deliverables/GA_2026-12-01_10-00-00")  # doctest: +SKIP
+        >>> metrics["accuracy"], metrics["accuracy_ci"]                                       # doctest: +SKIP
     """
     from ga.evaluation import evaluate_folder, run_prefix
 
@@ -363,16 +502,28 @@ def split(source: Optional[PathLike] = None, dest: Optional[PathLike] = None, *,
         ratios: train, valid, test fractions (sum 1).
         mode: "copy", "link" or "move".
         order: "random" (seeded) or "sorted" (the original study's sequential cut).
+        seed: the shuffle seed; the same seed and source give the same split anywhere.
         tolerance: Hamming distance (of 64 bits) up to which two images count as copies.
+        dry_run: count and report, write nothing.
+        overwrite: replace a destination that holds another split.
         class_names: names of class folders named 0, 1, ... (the study's layout).
         folds: also deal train and valid into this many cross-validation folds (each copy
             group in one fold; the manifest's `fold` column), for `cross_validate`.
+        progress: a progress bar on stderr.
+        config: a config file or shipped name whose `split.*` and `data.*` give the defaults.
+        sets: single values to change in it: "split.seed=7".
 
     Returns:
         SplitResult: `counts` {class: {split: n}}, `files` (the manifest rows), `exit_code`
         (1 when some files were not usable: see `unused`).
 
-    Example:
+    Raises:
+        ConfigError: a bad `config` or `sets`.
+        DataError: ratios that are not three numbers summing to 1, no such source, no images
+            in it, a malformed labels.csv (its line named), a destination inside the source,
+            or one holding another split without `overwrite`.
+
+    Examples:
         >>> ga.split("data/archive/cropped/cropped", "data/split", seed=7).counts   # doctest: +SKIP
     """
     from ga.config import load_config
@@ -395,7 +546,18 @@ def monitor_settings(config: Optional[PathLike] = None, *, sets: Sequence[str] =
     None: the defaults) with `sets` ("monitor.min_area=60") and `settings` (`min_area=60`;
     a None value leaves the key as it is) applied.
 
-    Example:
+    Args:
+        config: a config file or shipped name; None: the defaults.
+        sets: single values to change: "monitor.min_area=60".
+        **settings: `monitor.*` keys as keywords: `min_area=60, pixel_size_um=1.2`.
+
+    Returns:
+        The `ga.config.MonitorConfig`, checked.
+
+    Raises:
+        ConfigError: an unknown key (the closest one named), a wrong type or a value out of range.
+
+    Examples:
         >>> ga.monitor_settings("monitor_out/monitor.yaml", pixel_size_um=1.2).min_area   # doctest: +SKIP
     """
     from ga.config import load_config, section_overrides
@@ -435,19 +597,32 @@ def monitor(inputs: Union[PathLike, Sequence[PathLike]], model: Optional[Union[P
         model: a run folder, model file or Predictor; None: the newest run under deliverables/.
         alerts: rules such as "pg_fraction > 0.10 over 5 frames" (`ga.monitoring.alerts`).
         on_alert: a shell command run on each alert (GA_ALERT_* in its environment).
-        watch: keep polling the folder for new frames; `idle_exit` seconds without one end it.
-        config: a config file whose `monitor` section to use (default: the defaults); `sets`
-            and `**settings` change it (`monitor_settings`), e.g. `min_area=60, pixel_size_um=1.2`.
-        alert_hook: called with each `ga.monitoring.alerts.Alert` as it fires; `on_progress` with the
-            MonitorResult after every group of frames; `stop` polled between frames (True ends it).
+        out_dir: the monitor folder (frames.csv, particles.csv, figures, monitor.html).
+        watch: keep polling the folder for new frames.
+        idle_exit: with `watch`, stop after this many seconds without a new frame (None: never).
+        threshold: a decision threshold for every class instead of labels.json's.
+        config: a config file whose `monitor` section to use (default: the defaults).
+        sets: single values to change in it: "monitor.min_area=60".
+        progress: a progress bar on stderr.
+        max_pixels: frames larger than this are refused (a row whose `skipped` says why).
+        alert_hook: called with each `ga.monitoring.alerts.Alert` as it fires.
+        on_progress: called with the MonitorResult after every group of frames.
+        stop: polled between frames; True ends the monitor after the frame in hand.
         hooks: called with each frame's `ga.monitoring.loop.FrameRecord` once its rows are
-            written (its frames.csv row and particle rows by column name); one that raises is
-            logged and the monitor goes on.
+            written; one that raises is logged and the monitor goes on.
+        **settings: `monitor.*` keys as keywords: `min_area=60, pixel_size_um=1.2`.
 
     Returns:
-        MonitorResult: frames, skipped, particles, alerts (and `exit_code`).
+        MonitorResult: frames, skipped, particles, alerts (and `exit_code`: 1 when a frame
+        was skipped).
 
-    Example:
+    Raises:
+        ConfigError: a bad setting (before any model is loaded).
+        GAError: no such input, `watch` on something other than one folder, or an alert rule
+            that is not one (before any model is loaded).
+        ModelError: the model cannot be loaded.
+
+    Examples:
         >>> result = ga.monitor("data/process", "deliverables/GA_2026-12-01_10-00-00")   # doctest: +SKIP
         >>> result.frames, [a.frame for a in result.alerts]                            # doctest: +SKIP
     """
@@ -491,10 +666,24 @@ def calibrate(inputs: Union[PathLike, Sequence[PathLike]], *, out_dir: PathLike 
     (what `ga monitor --calibrate` does): monitor.yaml (use it as `config`), calibration.json
     and calibration.png in `out_dir`. No model needed.
 
+    Args:
+        inputs: a folder of frames, a TIFF stack, a video, or a list of them.
+        out_dir: where monitor.yaml, calibration.json and calibration.png go.
+        frames: how many frames to sample, spread over the run.
+        config: a config file whose `monitor` section to start from (default: the defaults).
+        sets: single values to change in it; a key given is kept, not chosen.
+        max_pixels: frames larger than this are refused.
+        **settings: `monitor.*` keys as keywords, kept as given.
+
+    Raises:
+        ConfigError: a bad setting.
+        GAError: no such input, no frame could be read, or frames of different sizes (calibrate
+            each camera's frames apart), or `frames` below 1.
+
     Returns:
         calibration.json's content: the settings chosen, what they rest on, frames skipped.
 
-    Example:
+    Examples:
         >>> ga.calibrate("frames/", out_dir="cal")["settings"]   # doctest: +SKIP
     """
     from ga.monitoring.calibration import calibrate as choose
@@ -510,13 +699,30 @@ def scan_frames(frames: Union[PathLike, Sequence[PathLike]], model: Optional[Uni
          batch_size: int = 64, threshold: Optional[float] = None, overlap: Optional[int] = None,
          rule: str = "classes", max_pixels: int = 100_000_000) -> Iterator[tuple[str, Union[dict, str]]]:
     """Tile whole frames and mark the tiles where a class fires (what `ga scan` does):
-    <stem>_scan.jpg, <stem>_tiles.csv and the marked tiles in `out_dir`.
+    `<stem>_scan.jpg`, `<stem>_tiles.csv` and the marked tiles in `out_dir`.
+
+    Args:
+        frames: a frame, a folder of frames or a list of them (multi-page TIFFs page by page).
+        model: a run folder, Run, model file or Predictor; None: the newest run.
+        tile: the tile size in px, one number or (height, width).
+        out_dir: where the marked frames and tables go.
+        recursive: read subfolders of folders too.
+        batch_size: tiles per prediction call.
+        threshold: a decision threshold for every class instead of labels.json's.
+        overlap: px shared by neighbouring tiles (None: the model's default for the task).
+        rule: "classes" (a tile is marked when a class passes its threshold) or "any" (the
+            model's last output, "any").
+        max_pixels: frames larger than this are refused.
+
+    Raises:
+        GAError: a `rule` the model cannot answer (its task has no "any" output).
+        ModelError: the model cannot be loaded.
 
     Returns:
         An iterator of (frame path, result) as each frame is done: a dict (tiles, fired,
         image, ...), or the reason a frame could not be read.
 
-    Example:
+    Examples:
         >>> [r["fired"] for _, r in ga.scan_frames("data/wafer.png", run, tile=300)]   # doctest: +SKIP
     """
     from ga.inputs import input_files

@@ -27,6 +27,8 @@ from ga.typed_yaml import apply_override, base_type, build, read_with_extends, r
 
 @dataclass
 class AugmentConfig:
+    """Augmentation of the training split (Keras preprocessing layers)."""
+
     enabled: bool = True  # apply augmentation to the training split
     placement: Literal["pipeline", "model"] = "pipeline"  # tf.data on CPU, or inside the model
     rotation: float = 30.0  # maximum rotation, degrees
@@ -58,6 +60,8 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
+    """The images: where the split lives, the input size, batches, caching and augmentation."""
+
     split_root: str = "data/split"  # split_data.py output; train/valid/test live below it
     train_dir: Optional[str] = None  # default: <split_root>/train
     valid_dir: Optional[str] = None  # default: <split_root>/valid
@@ -111,6 +115,8 @@ class DataConfig:
 
 @dataclass
 class SplitConfig:
+    """How split_data.py (ga split) cuts a labelled folder into train, valid and test."""
+
     source: str = "data/archive/cropped/cropped"  # one folder per class (Kaggle layout) or images + labels.csv
     ratios: list[float] = field(default_factory=lambda: [0.70, 0.25, 0.05])  # train, valid, test
     seed: int = 42  # shuffle seed; same seed and source give the same split anywhere
@@ -129,6 +135,8 @@ class SplitConfig:
 
 @dataclass
 class HeadConfig:
+    """The classification head on the backbone's pooled features."""
+
     units: list[int] = field(default_factory=lambda: [512, 256])  # dense layers after global pooling
     dropout: list[float] = field(default_factory=lambda: [0.4, 0.3])  # dropout after each dense layer
     batch_norm: list[bool] = field(default_factory=lambda: [True, False])  # BatchNorm after each dense layer
@@ -152,6 +160,8 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
+    """The task, the backbone and its weights, how much of it trains, and the head."""
+
     # binary: one sigmoid unit (two class folders); multiclass: one softmax unit per class
     # folder (two or more, exclusive); multilabel: one sigmoid unit per labels.csv column;
     # contrastive: SimCLR pretraining on an unlabelled folder (see the `contrastive` section)
@@ -192,6 +202,8 @@ class ModelConfig:
 
 @dataclass
 class EarlyStoppingConfig:
+    """When training stops before `training.epochs`, and which epoch's weights are delivered."""
+
     f1_threshold: float = 0.997  # stop when every class's validation F1 reaches this ...
     f1_patience: int = 1  # ... for this many consecutive epochs
     monitor: str = "val_loss"  # EarlyStopping's quantity
@@ -213,6 +225,8 @@ class EarlyStoppingConfig:
 
 @dataclass
 class FineTuneConfig:
+    """The second stage of `training.schedule: fine_tune` (every layer trains)."""
+
     epochs: int = 50  # second stage of `schedule: fine_tune`: every layer trains ...
     learning_rate: float = 1.0e-5  # ... at this learning rate ...
     weight_decay: float = 0.01  # ... and this weight decay
@@ -240,9 +254,9 @@ class LRScheduleConfig:
     steps_up: int = 10  # one_cycle: epochs rising from init_lr to max_lr (beta1 falls to min_beta1) ...
     steps_down: int = 10  # ... epochs falling back to init_lr (beta1 back to init_beta1) ...
     steps_final: int = 5  # ... epochs falling from init_lr to final_lr; then final_lr stays
-    init_lr: float = 3.0e-5
-    max_lr: float = 3.0e-4
-    final_lr: float = 3.0e-6
+    init_lr: float = 3.0e-5  # one_cycle: the rate it starts from and falls back to
+    max_lr: float = 3.0e-4  # one_cycle: the rate at the top of the rise
+    final_lr: float = 3.0e-6  # one_cycle: the rate of the last epochs
     init_beta1: float = 0.95  # Adam's beta1 (SGD: momentum) at the start and end of the cycle
     min_beta1: float = 0.85  # ... and at the peak learning rate
     beta2: float = 0.99  # Adam's beta2 during one_cycle (replaces training.betas[1])
@@ -267,8 +281,10 @@ class LRScheduleConfig:
 
 @dataclass
 class TrainingConfig:
-    optimizer: Literal["sgd", "adamw", "adam"] = "sgd"
-    learning_rate: float = 0.1
+    """The optimizer, learning rate and its schedule, epochs, early stopping, precision and devices."""
+
+    optimizer: Literal["sgd", "adamw", "adam"] = "sgd"  # the optimizer (the study: SGD with momentum)
+    learning_rate: float = 0.1  # the learning rate (the peak one under a schedule's warm-up)
     momentum: float = 0.9  # SGD momentum
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam/AdamW beta1, beta2
     # Variables weight decay leaves alone: bias (every bias), batchnorm (BatchNorm's gamma
@@ -377,6 +393,8 @@ class ContrastiveConfig:
 
 @dataclass
 class OutputConfig:
+    """The run folder: where it goes, what it is named, and which exports and figures it holds."""
+
     root: str = "deliverables"  # run folders are created below this
     prefix: str = "GA"  # run folder and file prefix (GAweights.h5, GAFinalTestResults.txt ...)
     save_every: int = 0  # every N epochs keep epoch_<n>.weights.h5 (contrastive: and its backbone); 0: never
@@ -396,8 +414,8 @@ class OutputConfig:
     # int8_calibration seeded training images and kept when its decisions agree with float32 on at
     # least int8_min_agreement of the test split (needs output.onnx)
     int8: bool = True
-    int8_calibration: int = 128
-    int8_min_agreement: float = 0.99
+    int8_calibration: int = 128  # seeded training images that calibrate the INT8 model
+    int8_min_agreement: float = 0.99  # share of equal decisions with float32 on the test split to keep it
 
     def validate(self, key: str) -> None:
         if not self.prefix or any(c in self.prefix for c in "/\\"):
