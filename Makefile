@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench install lock clean-venv
+.PHONY: test demo bench docs docs-serve install lock clean-venv
 
 LOCK := requirements.lock
 
@@ -35,6 +35,18 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -c $(LOCK) -e ".[test,bench]"
 	$(PY) bench/run.py
+
+# The documentation site (mkdocs.yml): built into site/ with every warning an error (the suite runs
+# the same build), or served on 127.0.0.1:8000, rebuilt as pages change.
+DOCS_ENV := NO_MKDOCS_2_WARNING=1
+
+docs: $(STAMP)
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[docs]"
+	$(DOCS_ENV) $(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP)
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[docs]"
+	$(DOCS_ENV) $(PY) -m mkdocs serve --strict --dev-addr 127.0.0.1:8000
 
 # Rewrite the lock from a fresh environment resolved against pyproject.toml's ranges.
 lock:

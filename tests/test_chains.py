@@ -1,6 +1,6 @@
 """The documented chains that need no shared fixture, run as a user runs them, each in its own
 scratch clone: `python -m ga` from synthetic data to a report, a labels.csv dataset, the
-README's Python blocks, three classes, the study's .h5 weights in a ga model, and the bench
+Python API page's blocks, three classes, the study's .h5 weights in a ga model, and the bench
 and figure scripts. The rules are test_commands.py's (fresh interpreters, real argv and exit
 codes, no network); its docstring lists which documented command each test runs. A file of
 its own, so that pytest-xdist can run it beside test_commands.py's fixtures."""
@@ -115,15 +115,15 @@ def test_binary_labels_csv_chain(tmp_path):
     assert "line 2" in line and "'needles'" in line and "['cex', 'pg']" in line
 
 
-# Applied to the README's Python blocks so they run in seconds (each must still be in them).
+# Applied to docs/api.md's Python blocks so they run in seconds (each must still be in them).
 PY_SHRINK = {
     "per_class=800": "per_class=20",
     'training={"epochs": 5}': 'training={"epochs": 2}, data={"image_size": [32, 32], "batch_size": 8}',
 }
 
 
-def test_readme_python_api_blocks_run(tmp_path):
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+def test_the_api_page_python_blocks_run(tmp_path):
+    text = open(os.path.join(ROOT, "docs", "api.md"), encoding="utf-8").read()
     blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
     assert len(blocks) >= 2
     code = "\n".join(blocks)

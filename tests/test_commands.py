@@ -1,4 +1,4 @@
-"""Every command that README.md and docs/*.md show, run as a user runs it.
+"""Every command that README.md and the documentation site (docs/**/*.md) show, run as a user runs it.
 
 Each command runs in a fresh interpreter (`sys.executable script ...` or `-m ga.synthetic`),
 with real argv and real exit codes, in a scratch working folder laid out like a clone
@@ -7,7 +7,7 @@ synthetic data. Where a documented command would train for minutes, the test run
 verbatim and appends overrides that shrink it (argparse and `--set` let the last value win).
 No network: a proxy on a closed loopback port makes any download fail at once.
 
-Documented commands (every fenced block of README.md and docs/*.md) and the tests that run
+Documented commands (every fenced block of README.md and docs/**/*.md) and the tests that run
 them; `test_every_documented_command_is_tested` checks this list against the files, and that
 each command has a test in the default suite (read from the tests' decorators, not from the
 notes in brackets): a command whose full form runs only with --long has a smaller or
@@ -80,9 +80,13 @@ in-process default counterpart.
   $ python main.py --config configs/demo.yaml --set output.mlflow=file:///path/to/mlruns
       -> test_tracking.py::test_a_run_logged_to_a_file_store_equals_its_folder
   $ make demo
-      -> test_make_demo_chain, test_readme_make_demo_block_is_the_makefile_chain
+      -> test_make_demo_chain, test_the_make_demo_block_is_the_makefile_chain
   $ make test
       -> test_make_test_is_what_ci_runs, test_the_lock_pins_every_dependency_inside_its_range
+  $ make docs
+      -> test_docs.py::test_make_docs_builds_every_page_and_the_generated_reference, test_docs.py::test_a_broken_link_or_a_page_outside_the_navigation_fails_the_build
+  $ make docs-serve
+      -> test_docs.py::test_make_docs_serve_serves_the_site_on_the_loopback
   $ python -m ga.synthetic crystals --out data/archive --per-class 800 --seed 0
       -> test_make_demo_chain
   $ python split_data.py
@@ -222,9 +226,9 @@ in-process default counterpart.
   $ python bench/backbones.py
       -> test_backbones.py::test_backbones_bench_on_one_small_family_in_process (CNN-4 alone), test_backbones.py::test_backbones_bench_command (--long; with --quick)
 
-The README's ```python blocks (the Python API) run in a fresh interpreter, in order, on
-fewer and smaller images (test_chains.py::test_readme_python_api_blocks_run). Commands named in the
-README's prose are tested too: `python main.py --resume
+The ```python blocks of docs/api.md (the Python API) run in a fresh interpreter, in order, on
+fewer and smaller images (test_chains.py::test_the_api_page_python_blocks_run). Commands named in the
+pages' prose are tested too: `python main.py --resume
 deliverables/<run>` after a SIGKILL (test_faults.py::test_sigkill_during_training_then_resume),
 `python -m ga.synthetic crystals|graphene|wafer` (here), loading a run's model with
 `import ga; keras.models.load_model(...)` in a fresh interpreter in either import order
@@ -247,7 +251,8 @@ from PIL import Image
 from conftest import CPUS, ROOT
 from helpers import error_lines, read_csv, run_here
 
-DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"),
+                                                                         recursive=True))]
 SCRIPTS = ("main.py", "inference.py", "split_data.py")
 
 
@@ -346,8 +351,8 @@ def _makefile_recipe(target):
     return out
 
 
-def _readme_block_after(marker):
-    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+def _doc_block_after(marker, doc="docs/get-started.md"):
+    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
     after = text[text.index(marker):]
     block = re.search(r"```\n(.*?)```", after, re.S).group(1)
     return [l.split("  #")[0].strip() for l in block.strip().splitlines()]
@@ -372,8 +377,8 @@ def demo(tmp_path_factory):
     return ws, run, steps
 
 
-def test_readme_make_demo_block_is_the_makefile_chain():
-    assert _readme_block_after("`make demo` runs") == _makefile_recipe("demo")
+def test_the_make_demo_block_is_the_makefile_chain():
+    assert _doc_block_after("`make demo` runs") == _makefile_recipe("demo")
 
 
 def test_make_demo_chain(demo):
@@ -1037,7 +1042,7 @@ def test_make_bench_runs_bench_run_py():
 
 
 def documented_commands():
-    """Every command line in the fenced blocks of README.md and docs/*.md (continuations
+    """Every command line in the fenced blocks of README.md and docs/**/*.md (continuations
     joined, comments dropped); blocks marked with another language (```text for diagrams and
     file listings, ```json, ```yaml) hold none."""
     found = []
