@@ -436,9 +436,9 @@ THRESHOLD_METHODS = ("otsu", "li", "triangle")
 class MonitorConfig:
     """Watching a process: particle detection in whole frames (ga.monitoring.detection), frame times,
     statistics and live polling (ga.monitoring.loop). Defaults suit dark-field probe frames
-    (bright particles on a dark background) and `ga synth process`."""
+    (bright particles on a dark background) and `ga synth process`; "auto" (the default of each
+    size-like key) chooses the value from each frame (ga.monitoring.detection.resolve)."""
 
-    # "auto" (the default of each size-like key) chooses the value from each frame (ga.monitoring.detection.resolve):
     # particles brighter (dark field) or darker than the background; auto: the frame's larger tail
     polarity: Literal["auto", "bright", "dark"] = "auto"
     background: Literal["median", "none"] = "median"  # subtract a median-filtered background, or only the median

@@ -211,6 +211,13 @@ def type_text(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def yaml_text(value: Any) -> str:
+    """A default as a YAML file writes it: `auto`, `0.5`, `true`, `null`, `[224, 224]`, `""`."""
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("\n...").strip()
+
+
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -255,7 +262,7 @@ def config_page() -> str:
             out.append(f"| `{key}` | section | | {_cell(comment or section_doc(sub) or 'the keys below')} |")
             continue
         tp = typing.get_type_hints(cls)[f.name]
-        out.append(f"| `{key}` | {_cell(type_text(tp))} | `{_cell(repr(_field_default(f)))}` | {_cell(comment)} |")
+        out.append(f"| `{key}` | {_cell(type_text(tp))} | `{_cell(yaml_text(_field_default(f)))}` | {_cell(comment)} |")
     return "\n".join(out) + "\n"
 
 
