@@ -114,3 +114,15 @@ def one_error_line(proc):
     errors = error_lines(proc)
     assert len(errors) == 1, proc.stderr[-3000:]
     return errors[0]
+
+
+def makefile_recipe(target):
+    """The command lines of a Makefile target, as written (tabs stripped)."""
+    lines = open(os.path.join(ROOT, "Makefile"), encoding="utf-8").read().splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(f"{target}:"))
+    out = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        out.append(line.strip())
+    return out

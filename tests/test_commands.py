@@ -249,7 +249,7 @@ import pytest
 from PIL import Image
 
 from conftest import CPUS, ROOT
-from helpers import error_lines, read_csv, run_here
+from helpers import error_lines, makefile_recipe, read_csv, run_here
 
 DOCS = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "**", "*.md"),
                                                                          recursive=True))]
@@ -341,14 +341,7 @@ TINY_GRAPHENE = ["--set", "data.image_size=[48,48]", "--set", "data.augment.crop
 
 def _makefile_recipe(target):
     """The command lines of a Makefile target, `$(PY)` written as `python`."""
-    lines = open(os.path.join(ROOT, "Makefile"), encoding="utf-8").read().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith(f"{target}:"))
-    out = []
-    for line in lines[start + 1:]:
-        if not line.startswith("\t"):
-            break
-        out.append(line.strip().replace("$(PY)", "python"))
-    return out
+    return [line.replace("$(PY)", "python") for line in makefile_recipe(target)]
 
 
 def _doc_block_after(marker, doc="docs/get-started.md"):

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from helpers import makefile_recipe
 from plant_peers import free_port
 
 pytest.importorskip("mkdocs", reason="the docs extra (pip install '.[docs]') builds the site")
@@ -37,13 +38,7 @@ def _reference():
 
 def _recipe(target):
     """The last command line of a Makefile target, as argv for this interpreter."""
-    lines = open(os.path.join(ROOT, "Makefile"), encoding="utf-8").read().splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith(f"{target}:"))
-    body = []
-    for line in lines[start + 1:]:
-        if not line.startswith("\t"):
-            break
-        body.append(line.strip())
+    body = makefile_recipe(target)
     assert any('-e ".[docs]"' in l for l in body), body  # the target installs the docs extra first
     words = body[-1].split()
     assert words[:2] == ["$(DOCS_ENV)", "$(PY)"], words
