@@ -282,7 +282,7 @@ def test_precision_bench_command(tmp_path):
     assert doc["forward_gflop_per_image"] > 0 and 0 < doc["flops_fraction"]["onnx_float32"]
 
 
-# README's loop from a probe's frames to a model that monitors them, as written there.
+# The documented loop from a probe's frames to a model that monitors them, as written there.
 LOOP = ["python -m ga synth process --out data/frames --frames 60 --seed 2",
         "python -m ga monitor data/frames --save-crops data/crops --cluster 2",
         "mkdir data/classes",

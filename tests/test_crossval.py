@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 K = 3
 
 
-# The README's `python main.py --config configs/demo.yaml --cv`, shrunk (the last --set wins).
+# The documented `python main.py --config configs/demo.yaml --cv`, shrunk (the last --set wins).
 SHRINK = ["--set", "data.image_size=[32,32]", "--set", "data.batch_size=16", "--set", "data.augment.enabled=false",
           "--set", "training.epochs=1", "--set", "training.mixed_precision=float32",
           "--set", "analysis.bootstrap_resamples=500", "--set", "output.onnx=false", "--set", "output.saved_model=false",
@@ -35,7 +35,7 @@ def folded(tmp_path_factory):
     work = tmp_path_factory.mktemp("cv")
     os.symlink(os.path.join(ROOT, "configs"), work / "configs")
     run_script("-m", "ga", "synth", "crystals", "--out", "data/archive", "--per-class", "40", "--seed", "0", cwd=work)
-    proc = run_script("split_data.py", "--folds", "5", "--no-progress", cwd=work)  # the README's command
+    proc = run_script("split_data.py", "--folds", "5", "--no-progress", cwd=work)  # the documented command
     return work, proc
 
 

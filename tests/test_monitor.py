@@ -173,7 +173,7 @@ def test_show_detection_draws_the_outlines(ws):
     out = ws.printed(proc)
     assert out.endswith("frame_00012_20261201T100022_detection.png") and Image.open(out).size[0] > 500
     # Drawn over a grey frame, the outlines are the only saturated pixels: kept particles in lime,
-    # the synthetic process's blurred ones in orange (the colours the README names).
+    # the synthetic process's blurred ones in orange (the colours the docs name).
     rgb = np.asarray(Image.open(out).convert("RGB")).astype(int)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     lime = np.sum((g > 200) & (r < 90) & (b < 90))
@@ -238,7 +238,7 @@ def test_watch_takes_every_frame_once_through_a_kill_and_restart(ws):
 
 
 # Copies the frames one by one, a quarter of a second apart; the named one in four pieces
-# 0.3 s apart (shorter than the monitor's settle time, as the README asks of a writer).
+# 0.3 s apart (shorter than the monitor's settle time, as the docs ask of a writer).
 _WRITER = r"""
 import os, shutil, sys, time
 src, dst, slow = sys.argv[1:4]
@@ -370,7 +370,7 @@ def test_monitor_bench_command(tmp_path):
 
 
 def test_python_api_monitor_in_a_fresh_interpreter(ws, tmp_path):
-    """ga.monitor as the README shows it: settings as keywords, a MonitorResult back; the
+    """ga.monitor as docs/api.md shows it: settings as keywords, a MonitorResult back; the
     module ga.monitoring.loop loaded does not replace the function (as ga.train once was)."""
     frame = sorted(n for n in os.listdir(ws / "data/process") if n.endswith(".png"))[12]
     code = ("import ga, ga.monitoring.loop\n"
@@ -391,7 +391,7 @@ PLANT = ("python -m ga monitor incoming/ --model deliverables/<run> --watch --se
 
 @pytest.fixture(scope="module")
 def plant(ws, tmp_path_factory):
-    """The README's plant command from a shell, with real peers (tests/plant_peers.py): a
+    """The documented plant command from a shell, with real peers (tests/plant_peers.py): a
     mosquitto broker, a paho subscriber, an asyncua client subscribed to the variables, an
     HTTP client. A writer process drops frames in; on the way: the dashboard's port is taken
     when the monitor starts (freed after the third frame), an HTTP client drops its connection

@@ -148,7 +148,7 @@ def _finished(folder, config, metrics=None, cv_summary=None):
 
 def test_diff_gives_b_minus_a_and_a_cv_folder_shows_its_mean(tmp_path, capsys):
     """`ga runs --diff A B`: the config keys that differ and each test figure of both with B - A;
-    a cross-validation folder's row holds the mean over its folds (README "Runs")."""
+    a cross-validation folder's row holds the mean over its folds (docs/review.md, "Runs")."""
     from ga.cli import main
 
     a = _finished(tmp_path / "GA_2026-12-01_10-00-00", "training:\n  epochs: 3\n  seed: 1\n",

@@ -67,7 +67,7 @@ def test_exact_counts_without_groups(tmp_path):
 
 
 def test_hidden_files_and_folders_are_left_out_of_the_split(tmp_path):
-    """README "The split": names starting with "." (a notebook's .ipynb_checkpoints/, an editor's
+    """docs/data.md, "The split": names starting with "." (a notebook's .ipynb_checkpoints/, an editor's
     .DS_Store or a hidden image) are neither split, listed nor taken as a class."""
     src = make_tree(str(tmp_path / "src"), per_class={"cex": 10, "pg": 10})
     rng = np.random.default_rng(9)

@@ -394,7 +394,7 @@ def test_pipelines_leave_out_the_autotune_model_whose_wake_up_iterator_deletion_
 
 def test_augmentation_placed_in_the_model_leaves_the_pipeline_plain_and_the_delivered_model_bare(tmp_path,
                                                                                                 separable_split):
-    """data.augment.placement: model (README "Training"): the training pipeline gives the plain
+    """data.augment.placement: model (docs/training.md): the training pipeline gives the plain
     images, the model that fits carries the augmentation layer, and the delivered model does not."""
     from ga.data import build_datasets
     from ga.trainer import _build

@@ -91,7 +91,7 @@ def ws(tmp_path_factory):
 
 
 def test_truth_command_scores_the_synthetic_process(ws):
-    """The README's command: per-frame rows and a summary line; the COCO truth holds the
+    """The documented command: per-frame rows and a summary line; the COCO truth holds the
     in-focus particles of truth/particles.csv (out-of-focus ones as regions to ignore)."""
     proc = ws.run("python -m ga monitor data/process --truth data/process/truth/coco.json --out-dir data/scores")
     rows = read_csv(ws / "data/scores/detection_scores.csv")
@@ -150,7 +150,7 @@ def test_the_process_at_another_scale_and_polarity(tmp_path, scale, polarity):
 
 
 def test_synth_process_at_triple_scale_from_a_shell(ws):
-    """The README's command (one frame of its twelve): frames three times the pixels across,
+    """The documented command (one frame of its twelve): frames three times the pixels across,
     and the COCO truth's image sizes and boxes with them."""
     from PIL import Image
 
@@ -273,7 +273,7 @@ def test_aggregates_and_needle_bundles_are_not_shattered():
 
 
 def test_calibrate_then_score_on_a_half_scale_bright_field_process(ws):
-    """The README's chain on frames another camera would write (half the pixels across, dark
+    """The documented chain on frames another camera would write (half the pixels across, dark
     particles on a light background): --calibrate finds the polarity and scales the sizes,
     monitor.yaml loads with --config, and the detection it gives is scored. (Measured on 12
     frames per kind, --long: recall and precision >= 0.90 at half and triple scale and
@@ -336,7 +336,7 @@ def test_calibration_bad_inputs(tmp_path):
 
 
 def test_save_crops_cluster_into_class_like_folders_and_add_never_overwrite(tmp_path):
-    """The README's command on four mid-run frames of the process (PG 20-40%): every kept
+    """The documented command on four mid-run frames of the process (PG 20-40%): every kept
     particle's crop and its crops.csv row; two k-means clusters that follow the classes (each
     at least 90% one class, by the truth's boxes); a second run into the same folder adds
     crops under new names and rows, and leaves the first ones as they were."""

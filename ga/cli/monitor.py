@@ -41,7 +41,7 @@ class Monitor(ModelCommand):
                        help="with --watch: stop after this many seconds without a new frame")
         p.add_argument("--alert", action="append", default=[], metavar="RULE",
                        help='an alert rule on frames.csv\'s columns, e.g. "pg_fraction > 0.10 over 5 frames" '
-                            "(repeatable; see the README)")
+                            "(repeatable; the rules: docs/monitoring.md, Alerts)")
         p.add_argument("--on-alert", metavar="CMD",
                        help="a shell command run on each alert, given GA_ALERT_RULE, GA_ALERT_VALUE, GA_ALERT_FRAME, "
                             "GA_ALERT_TIME, GA_ALERT_COLUMN, GA_ALERT_THRESHOLD and GA_MONITOR_DIR")
