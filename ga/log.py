@@ -74,3 +74,9 @@ def add_file_log(path: str) -> logging.Handler:
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
     return handler
+
+
+def bar_disabled(progress: bool | None) -> bool | None:
+    """tqdm's `disable` for a `progress` flag: asked for, a bar on a terminal only (tqdm's
+    None: a log file or a service's journal gets no carriage-return lines); else none."""
+    return None if progress else True

@@ -36,6 +36,7 @@ from PIL import Image
 from ga.errors import DataError, opt
 from ga.files import atomic_path, atomic_write_csv, atomic_write_json, sha256_file
 from ga.images import ImageProblem, checked, dihedral, is_image_name
+from ga.log import bar_disabled
 from ga.layouts import LABELS_CSV, Listing, list_source
 
 log = logging.getLogger(__name__)
@@ -461,7 +462,7 @@ def split_dataset(source: str, dest: str, ratios: Sequence[float] = (0.70, 0.25,
         raise DataError(f"must be between 2 and 100, got {folds}", arg="folds")
     params = {"source": os.path.realpath(source), "ratios": ratios, "seed": seed, "order": order,
               "tolerance": tolerance, **({"class_names": list(class_names)} if class_names else {})}
-    bar_off = None if progress else True
+    bar_off = bar_disabled(progress)
     previous = _previous_split(dest, params, overwrite)
     if previous is not None:
         result = _complete_existing(source, dest, mode, dry_run, previous, bar_off)

@@ -41,6 +41,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ga.files import atomic_write_csv, atomic_write_json
 from ga.images import dihedral
+from ga.log import bar_disabled
 from ga.layouts import LABELS_CSV
 
 CRYSTAL_LAYOUT = os.path.join("cropped", "cropped")
@@ -344,7 +345,7 @@ def _write_pg(root, per_class, seed, pg_copies, hard_fraction, bar):
 def _bar(enabled, total, desc):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="img", disable=bar_disabled(enabled), file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------- graphene

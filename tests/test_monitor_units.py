@@ -816,3 +816,47 @@ def test_size_bins_count_each_frames_particles_per_bin(tmp_path, process):
     for edges in ("[10]", "[0, 20, 20]", "[-1, 5]"):
         with pytest.raises(ConfigError, match="size_bins must be at least two increasing edges"):
             load_config(None, [f"monitor.size_bins={edges}"])
+
+
+def _stderr_of(argv, cwd, terminal):
+    """A command's stderr, written to a terminal (a pseudo-terminal) or to a pipe."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    if not terminal:
+        proc = subprocess.run([sys.executable, *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a terminal 120 columns wide
+    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the command closed its end
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")
+    return out.decode(errors="replace")
+
+
+def test_progress_bars_go_to_a_terminal_and_not_to_a_log(tmp_path):
+    """`ga synth` and `ga monitor --save-crops` draw their bars on a terminal; with stderr sent
+    to a file or a pipe (a service's journal, a log) they write none."""
+    synth = ["-m", "ga", "synth", "process", "--out", "frames", "--frames", "2"]
+    crops = ["-m", "ga", "monitor", "frames", "--save-crops", "crops"]
+    assert "frames: 100%" in _stderr_of(synth, tmp_path, terminal=True)
+    assert "\r" not in _stderr_of(synth, tmp_path, terminal=False)
+    assert "crops: 100%" in _stderr_of(crops, tmp_path, terminal=True)
+    logged = _stderr_of(["-m", "ga", "monitor", "frames", "--save-crops", "crops2"], tmp_path, terminal=False)
+    assert "\r" not in logged and "crops:" not in logged, logged

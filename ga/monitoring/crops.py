@@ -129,6 +129,8 @@ def save_crops(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, cluster:
     from PIL import Image
     from tqdm import tqdm
 
+    from ga.log import bar_disabled
+
     from ga.frames import frames_of, iter_sources, read_frame, rgb8
     from ga.images import ImageProblem
     from ga.monitoring.detection import crop, detect, preload
@@ -143,7 +145,7 @@ def save_crops(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, cluster:
         with open(listing, newline="", encoding="utf-8") as fh:
             taken = {r.get("crop", "") for r in csv.DictReader(fh)}
     items, skipped, frames = [], [], 0
-    for path in tqdm(sorted(iter_sources(inputs)), unit="file", desc="crops", file=sys.stderr, disable=not progress):
+    for path in tqdm(sorted(iter_sources(inputs)), unit="file", desc="crops", file=sys.stderr, disable=bar_disabled(progress)):
         try:
             for frame in frames_of(path, cfg.time_sources, cfg.time_pattern):
                 pixels = read_frame(frame, max_pixels)

@@ -78,13 +78,15 @@ def all_at_once(m: Any, inputs: Sequence[str], cfg: MonitorConfig, bar: bool = F
 
     from tqdm import tqdm
 
+    from ga.log import bar_disabled
+
     errors, flags = [], {}
     groups, by_path = ordered_frames(list(iter_sources(inputs)), cfg, errors)
     videos = any(frame_kind(p) == "video" for p, _ in groups)
     todo = list(m.pending(frames_in_order(groups, cfg, errors, by_path, flags))) if not videos else None
     frames = todo if todo is not None else m.pending(frames_in_order(groups, cfg, errors, by_path, flags))
     with tqdm(total=len(todo) if todo is not None else None, unit="frame", desc="monitor", file=sys.stderr,
-              disable=not bar) as progress_bar:
+              disable=bar_disabled(bar)) as progress_bar:
         def counted(items):
             for f in items:
                 if stop and stop():

@@ -207,6 +207,8 @@ def score_detection(inputs: Sequence[str], truth_path: str, cfg: MonitorConfig, 
 
     from tqdm import tqdm
 
+    from ga.log import bar_disabled
+
     from ga.files import atomic_write_csv, atomic_write_json
     from ga.frames import frames_of, iter_sources, read_frame
     from ga.images import ImageProblem
@@ -227,7 +229,7 @@ def score_detection(inputs: Sequence[str], truth_path: str, cfg: MonitorConfig, 
                       arg="truth")
     preload()
     rows, skipped = [], []
-    for name in tqdm(sorted(frames), unit="frame", desc="detection", file=sys.stderr, disable=not progress):
+    for name in tqdm(sorted(frames), unit="frame", desc="detection", file=sys.stderr, disable=bar_disabled(progress)):
         try:
             pixels = read_frame(frames[name], max_pixels)
         except ImageProblem as exc:
