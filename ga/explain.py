@@ -33,24 +33,54 @@ log = logging.getLogger(__name__)
 MAX_IMAGES = 16
 
 
-def grad_cam(model: Any, images: np.ndarray, column: int | np.ndarray) -> np.ndarray:
+def grad_cam(model: Any, images: np.ndarray, column: int | np.ndarray, features: Any = None) -> np.ndarray:
     """Heat maps (n, h, w) in [0, 1] for output `column` of `model` (its score before the
     sigmoid or softmax), or for the negative class of a binary model when `column` is -1.
-    `column` may be an int or one per image.
+    `column` may be an int or one per image; `features`: `feature_map_fn(model)`, when the
+    caller explains several batches with one model (traced once, not per call).
 
     The model must be a chain Input -> ... -> backbone sub-model -> ... -> Dense output, as
     every `ga` model is."""
+    return grad_cams(model, images, [column], features)[0]
+
+
+def grad_cams(model: Any, images: np.ndarray, columns: Sequence[int | np.ndarray],
+              features: Any = None) -> list[np.ndarray]:
+    """`grad_cam` for several outputs of the same images: the backbone runs once, only the
+    head runs again for each entry of `columns`."""
     images = tf.convert_to_tensor(np.asarray(images, np.float32))
-    base = backbone_of(model)
-    cols = np.broadcast_to(np.asarray(column), (images.shape[0],))
+    head = model.layers[1:-1][_cut(model):]
+    fmap = (features or feature_map_fn(model))(images)
+    return [_heat(model, head, fmap, column, images.shape[1:3]) for column in columns]
+
+
+def _cut(model: Any) -> int:
+    """How many layers after the input lead up to the backbone's output."""
+    return model.layers[1:-1].index(backbone_of(model)) + 1
+
+
+def feature_map_fn(model: Any) -> Any:
+    """The layers up to the backbone's output as one traced function. Not on the gradient tape
+    (no gradient is needed there, and the tape would keep every activation) and not eager:
+    run op by op, ResNet-101 kept 3.6 GB resident after 16 images (TensorFlow's eager kernels
+    and their oneDNN caches), traced 0.3 GB."""
+    layers = model.layers[1:1 + _cut(model)]
+
+    def run(x: Any) -> Any:
+        for layer in layers:
+            x = layer(x, training=False)
+        return x
+
+    return tf.function(run, reduce_retracing=True)
+
+
+def _heat(model: Any, head: Sequence[Any], fmap: Any, column: int | np.ndarray, size: Sequence[int]) -> np.ndarray:
+    cols = np.broadcast_to(np.asarray(column), (fmap.shape[0],))
     last = model.layers[-1]
-    layers = model.layers[1:-1]
-    cut = layers.index(base) + 1
-    fmap = _feature_map(layers[:cut])(images)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(fmap)
         x = fmap
-        for layer in layers[cut:]:
+        for layer in head:
             x = layer(x, training=False)
         # The class score before the output's sigmoid/softmax, as Grad-CAM prescribes: a
         # saturated probability (p = 1.000) has no gradient left to show.
@@ -61,21 +91,8 @@ def grad_cam(model: Any, images: np.ndarray, column: int | np.ndarray) -> np.nda
     weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * tf.cast(fmap, tf.float32), axis=-1))
     cam = cam / (tf.reduce_max(cam, axis=(1, 2), keepdims=True) + 1e-12)
-    cam = tf.image.resize(cam[..., None], images.shape[1:3], method="bilinear")[..., 0]
+    cam = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
     return np.clip(cam.numpy(), 0.0, 1.0)
-
-
-def _feature_map(layers: Sequence[Any]) -> Any:
-    """The layers up to the backbone's output as one traced function. Not on the gradient tape
-    (no gradient is needed there, and the tape would keep every activation) and not eager:
-    run op by op, ResNet-101 kept 3.6 GB resident after 16 images (TensorFlow's eager kernels
-    and their oneDNN caches), traced 0.3 GB."""
-    def run(x: Any) -> Any:
-        for layer in layers:
-            x = layer(x, training=False)
-        return x
-
-    return tf.function(run)
 
 
 def overlay(ax: Any, image: np.ndarray, heat: np.ndarray, title: str) -> None:
@@ -175,18 +192,21 @@ def _figure(images, heat, titles, path, title):
 
 
 def explain_images(model: Any, labels: dict, images: np.ndarray, names: Sequence[str], out_dir: str,
-                   thresholds: Mapping[str, float], stems: Sequence[str] | None = None) -> list[str]:
+                   thresholds: Mapping[str, float], stems: Sequence[str] | None = None,
+                   features: Any = None) -> list[str]:
     """inference.py --explain: <stem>_gradcam.png per image in `out_dir` (binary and
     multiclass: the class named; multi-label: one panel per class). `stems`: each image's
-    output stem (ga.images.output_stems; default its file name's). Returns the paths."""
+    output stem (ga.images.output_stems; default its file name's); `features`: see `grad_cam`.
+    Returns the paths."""
     from ga.tasks import get_task
 
     os.makedirs(out_dir, exist_ok=True)
     task, classes = get_task(labels), labels["classes"]
     probs = np.asarray(model(np.asarray(images, np.float32), training=False), np.float32)
     decided = task.decide(probs, classes, thresholds)
-    heats = {p: grad_cam(model, images, p if p is not None else task.gradcam_columns(decided, probs))
-             for p in task.gradcam_panels(classes)}
+    panels = task.gradcam_panels(classes)
+    columns = [p if p is not None else task.gradcam_columns(decided, probs) for p in panels]
+    heats = dict(zip(panels, grad_cams(model, images, columns, features)))
     paths = []
     plt = pyplot()
     for k, name in enumerate(names):
@@ -212,9 +232,11 @@ def explain_files(model: Any, paths: Sequence[str], out_dir: str, thresholds: Ma
     from ga.inputs import read_image
 
     keras_model = model.keras(unsafe)
+    features = feature_map_fn(keras_model)
     stems = output_stems(paths)
     for start in range(0, len(paths), batch_size):
         chunk = list(paths[start:start + batch_size])
         images = np.stack([read_image(p, model.labels, max_pixels) for p in chunk]).astype(np.float32)
-        explain_images(keras_model, model.labels, images, chunk, out_dir, thresholds, [stems[p] for p in chunk])
+        explain_images(keras_model, model.labels, images, chunk, out_dir, thresholds, [stems[p] for p in chunk],
+                       features)
     return len(paths)

@@ -132,7 +132,7 @@ def test_saved_model_matches_keras(trained_run):
 def test_grad_cam_finds_the_bright_square():
     import keras
 
-    from ga.explain import grad_cam
+    from ga.explain import feature_map_fn, grad_cam, grad_cams
     from ga.layers import Preprocess
 
     # A model built like every ga model (Input -> Preprocess -> backbone sub-model -> pooling ->
@@ -160,6 +160,13 @@ def test_grad_cam_finds_the_bright_square():
     # the negative class of a binary model (column -1) does not point at the square
     neg = grad_cam(model, images, -1)
     assert all(h[y:y + 6, x0:x0 + 6].mean() < 0.5 for h, (y, x0) in zip(neg, squares))
+    # several outputs in one call (one backbone pass), and a traced backbone shared across
+    # batches, give the maps of one call each
+    both = grad_cams(model, images, [0, -1])
+    assert np.array_equal(both[0], heat) and np.array_equal(both[1], neg)
+    features = feature_map_fn(model)
+    for batch in (images[:3], images[3:]):
+        assert np.array_equal(grad_cam(model, batch, 0, features), grad_cam(model, batch, 0))
 
 
 def test_explain_and_provenance_from_the_shell(trained_run, tmp_path):
