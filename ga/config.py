@@ -18,7 +18,8 @@ import yaml
 
 from ga.errors import ConfigError
 from ga.tasks import get_task
-from ga.typed_yaml import apply_override, base_type, build, read_with_extends, resolve_extends, unknown_key
+from ga.typed_yaml import (apply_override, base_type, build, flow_yaml, read_with_extends, resolve_extends,
+                           unknown_key)
 
 # ---------------------------------------------------------------------------- sections
 
@@ -620,8 +621,7 @@ def section_overrides(sections: Mapping[str, Any]) -> list[str]:
             elif isinstance(value, str) and base_type(hints[key]) is str:
                 out.append(f"{'.'.join(dotted)}={value}")
             else:
-                text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip()
-                out.append(f"{'.'.join(dotted)}={text.removesuffix('...').strip()}")
+                out.append(f"{'.'.join(dotted)}={flow_yaml(value)}")
 
     walk(Config, [], dict(sections))
     return out

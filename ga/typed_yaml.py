@@ -148,6 +148,11 @@ def _parse_cli_value(text, ftype):
         return text
 
 
+def flow_yaml(value: Any) -> str:
+    """A value as one line of YAML: `auto`, `0.5`, `true`, `null`, `[224, 224]`, `''`."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 20).strip().removesuffix("...").strip()
+
+
 def base_type(tp: Any) -> Any:
     """X of Optional[X]; the type itself otherwise."""
     args = [a for a in typing.get_args(tp) if a is not type(None)]

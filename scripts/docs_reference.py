@@ -18,8 +18,6 @@ import sys
 import typing
 from typing import Any, Iterator
 
-PAGES = {"reference/commands.md": "commands_page", "reference/config.md": "config_page"}
-
 # The older spellings of each command (they parse the same options).
 ALIASES = {
     "split": ["python split_data.py", "ga-split"],
@@ -182,16 +180,15 @@ def field_comments(cls: type) -> dict[str, str]:
     return comments
 
 
-def config_keys(cls: type | None = None, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, str, type]]:
-    """(dotted key, field, comment, owning class) for every leaf and section of the config."""
+def config_keys(cls: type | None = None, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any, str]]:
+    """(dotted key, field, its type, its comment) for every leaf and section of the config."""
     from ga.config import Config
 
     cls = cls or Config
-    comments = field_comments(cls)
+    comments, hints = field_comments(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         key = f"{prefix}{f.name}"
-        yield key, f, comments.get(f.name, ""), cls
-        hints = typing.get_type_hints(cls)
+        yield key, f, hints[f.name], comments.get(f.name, "")
         if dataclasses.is_dataclass(hints[f.name]):
             yield from config_keys(hints[f.name], key + ".")
 
@@ -211,13 +208,6 @@ def type_text(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def yaml_text(value: Any) -> str:
-    """A default as a YAML file writes it: `auto`, `0.5`, `true`, `null`, `[224, 224]`, `""`."""
-    import yaml
-
-    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("\n...").strip()
-
-
 def _field_default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -232,6 +222,7 @@ def section_doc(cls: type) -> str:
 
 def config_page() -> str:
     from ga.config import Config
+    from ga.typed_yaml import flow_yaml
 
     hints = typing.get_type_hints(Config)
     out = ["# Configuration keys", "",
@@ -247,7 +238,7 @@ def config_page() -> str:
         out.append(f"| [`{name}`](#{name}) | {_cell(section_doc(hints[name]).split(chr(10) + chr(10))[0])} |")
     out.append("")
     current = None
-    for key, f, comment, cls in config_keys():
+    for key, f, tp, comment in config_keys():
         section = key.split(".")[0]
         if section != current:
             current = section
@@ -257,12 +248,10 @@ def config_page() -> str:
             out += ["| key | type | default | meaning |", "|---|---|---|---|"]
         if "." not in key:
             continue
-        if dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name]):
-            sub = typing.get_type_hints(cls)[f.name]
-            out.append(f"| `{key}` | section | | {_cell(comment or section_doc(sub) or 'the keys below')} |")
+        if dataclasses.is_dataclass(tp):
+            out.append(f"| `{key}` | section | | {_cell(comment or section_doc(tp) or 'the keys below')} |")
             continue
-        tp = typing.get_type_hints(cls)[f.name]
-        out.append(f"| `{key}` | {_cell(type_text(tp))} | `{_cell(yaml_text(_field_default(f)))}` | {_cell(comment)} |")
+        out.append(f"| `{key}` | {_cell(type_text(tp))} | `{_cell(flow_yaml(_field_default(f)))}` | {_cell(comment)} |")
     return "\n".join(out) + "\n"
 
 
@@ -273,14 +262,15 @@ def on_files(files: Any, config: Any) -> Any:
     """MkDocs event: add the generated reference pages to the site's files."""
     from mkdocs.structure.files import File
 
-    for path, fn in PAGES.items():
-        files.append(File.generated(config, path, content=globals()[fn]()))
+    for name, page in PAGES.items():
+        files.append(File.generated(config, f"reference/{name}.md", content=page()))
     return files
 
 
+PAGES = {"commands": commands_page, "config": config_page}  # reference/<name>.md
+
 if __name__ == "__main__":
-    pages = {"commands": commands_page, "config": config_page}
-    if len(sys.argv) != 2 or sys.argv[1] not in pages:
+    if len(sys.argv) != 2 or sys.argv[1] not in PAGES:
         print("usage: python scripts/docs_reference.py commands|config", file=sys.stderr)
         sys.exit(2)
-    print(pages[sys.argv[1]]())
+    print(PAGES[sys.argv[1]]())
