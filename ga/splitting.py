@@ -36,8 +36,8 @@ from PIL import Image
 from ga.errors import DataError, opt
 from ga.files import atomic_path, atomic_write_csv, atomic_write_json, sha256_file
 from ga.images import ImageProblem, checked, dihedral, is_image_name
-from ga.log import bar_disabled
 from ga.layouts import LABELS_CSV, Listing, list_source
+from ga.log import bar_disabled
 
 log = logging.getLogger(__name__)
 

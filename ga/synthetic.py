@@ -41,8 +41,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from ga.files import atomic_write_csv, atomic_write_json
 from ga.images import dihedral
-from ga.log import bar_disabled
 from ga.layouts import LABELS_CSV
+from ga.log import bar_disabled
 
 CRYSTAL_LAYOUT = os.path.join("cropped", "cropped")
 CEX_SIZE = 151

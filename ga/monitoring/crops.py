@@ -129,10 +129,9 @@ def save_crops(inputs: Sequence[str], cfg: MonitorConfig, out_dir: str, cluster:
     from PIL import Image
     from tqdm import tqdm
 
-    from ga.log import bar_disabled
-
     from ga.frames import frames_of, iter_sources, read_frame, rgb8
     from ga.images import ImageProblem
+    from ga.log import bar_disabled
     from ga.monitoring.detection import crop, detect, preload
 
     if cluster is not None and cluster < 2:

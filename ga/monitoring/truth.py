@@ -207,11 +207,10 @@ def score_detection(inputs: Sequence[str], truth_path: str, cfg: MonitorConfig, 
 
     from tqdm import tqdm
 
-    from ga.log import bar_disabled
-
     from ga.files import atomic_write_csv, atomic_write_json
     from ga.frames import frames_of, iter_sources, read_frame
     from ga.images import ImageProblem
+    from ga.log import bar_disabled
     from ga.monitoring.detection import detect, preload
 
     truth = read_truth(truth_path)
